@@ -1,0 +1,282 @@
+//! The incremental chunked-body decoder (RFC 9112 §7.1).
+//!
+//! ```text
+//! chunked-body   = *chunk last-chunk trailer-section CRLF
+//! chunk          = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+//! chunk-size     = 1*HEXDIG
+//! last-chunk     = 1*("0") [ chunk-ext ] CRLF
+//! chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+//! trailer-section = *( field-line CRLF )
+//! ```
+//! Extensions and trailers are bounded by [`Limits`] and ignored. The decoder is a state machine
+//! fed any split of the input; it stops right after the body, leaving pipelined bytes unread.
+
+use crate::{Error, Limits};
+
+/// Where the decoder stands between two bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Reading the hex digits of a chunk size (at least one seen when `digits > 0`).
+    Size,
+    /// Whitespace after the size: only a `;` (an extension) may follow.
+    SizeWhitespace,
+    /// Inside a chunk extension, until CR.
+    Extension,
+    /// Saw the CR of the size line; LF must follow.
+    SizeLf,
+    /// Inside chunk data, `remaining` bytes to go.
+    Data,
+    /// Chunk data ended; CR must follow.
+    DataCr,
+    /// CR after chunk data; LF must follow.
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    /// Inside a trailer field line, until CR.
+    TrailerLine,
+    /// Saw the CR of a trailer field line; LF must follow.
+    TrailerLf,
+    /// Saw the CR of the final empty line; LF must follow.
+    EndLf,
+    /// The whole body has been read.
+    Done,
+}
+
+/// Progress of one [`ChunkedDecoder::decode`] call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// Input bytes consumed; the caller drops them before the next call.
+    pub consumed: usize,
+    /// The body ended within the consumed bytes.
+    pub done: bool,
+}
+
+/// Decodes a chunked body fed in pieces, appending the data to a caller's buffer.
+#[derive(Clone, Debug)]
+pub struct ChunkedDecoder {
+    state: State,
+    /// Hex digits read of the current size (to reject an empty size).
+    digits: u32,
+    /// The size being read, then the data bytes left in the current chunk.
+    remaining: u64,
+    /// Data bytes decoded so far, checked against `body_bytes_max`.
+    total: u64,
+    /// Bytes of the current chunk extension.
+    extension_bytes: usize,
+    /// Bytes of trailer section so far.
+    trailer_bytes: usize,
+    limits: Limits,
+}
+
+impl ChunkedDecoder {
+    /// A decoder at the start of a body, bounded by `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        ChunkedDecoder {
+            state: State::Size,
+            digits: 0,
+            remaining: 0,
+            total: 0,
+            extension_bytes: 0,
+            trailer_bytes: 0,
+            limits: *limits,
+        }
+    }
+
+    /// True once the last chunk and the trailer section have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Body bytes decoded so far.
+    pub fn body_len(&self) -> u64 {
+        self.total
+    }
+
+    /// Decodes from `input`, appending chunk data to `out`, until the input runs out or the body
+    /// ends. Errors are final: the message is malformed and the connection must close.
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Decoded, Error> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                State::Size => match hex_value(b) {
+                    Some(v) => {
+                        self.remaining = self
+                            .remaining
+                            .checked_mul(16)
+                            .and_then(|r| r.checked_add(u64::from(v)))
+                            .ok_or(Error::BadChunkSize)?;
+                        self.digits += 1;
+                    }
+                    None if self.digits == 0 => return Err(Error::BadChunkSize),
+                    None => {
+                        self.state = match b {
+                            b'\r' => State::SizeLf,
+                            b';' => State::Extension,
+                            b' ' | b'\t' => State::SizeWhitespace,
+                            b'\n' => return Err(Error::BareLf),
+                            _ => return Err(Error::BadChunkSize),
+                        };
+                        self.total = self
+                            .total
+                            .checked_add(self.remaining)
+                            .ok_or(Error::BodyTooLarge)?;
+                        if self.total > self.limits.body_bytes_max {
+                            return Err(Error::BodyTooLarge);
+                        }
+                    }
+                },
+                State::SizeWhitespace => match b {
+                    b' ' | b'\t' => self.extension_byte()?,
+                    b';' => {
+                        self.extension_byte()?;
+                        self.state = State::Extension;
+                    }
+                    _ => return Err(Error::BadChunkExtension),
+                },
+                State::Extension => match b {
+                    b'\r' => self.state = State::SizeLf,
+                    b'\t' | 0x20..=0x7e | 0x80..=0xff => self.extension_byte()?,
+                    _ => return Err(Error::BadChunkExtension),
+                },
+                State::SizeLf => {
+                    if b != b'\n' {
+                        return Err(Error::BareCr);
+                    }
+                    self.extension_bytes = 0;
+                    self.digits = 0;
+                    self.state = if self.remaining == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data
+                    };
+                }
+                State::Data => {
+                    let available = input.len() - i;
+                    let take = available.min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                    out.extend_from_slice(&input[i..i + take]);
+                    self.remaining -= take as u64;
+                    i += take;
+                    if self.remaining == 0 {
+                        self.state = State::DataCr;
+                    }
+                    continue;
+                }
+                State::DataCr => {
+                    if b != b'\r' {
+                        return Err(Error::BadChunkEnd);
+                    }
+                    self.state = State::DataLf;
+                }
+                State::DataLf => {
+                    if b != b'\n' {
+                        return Err(Error::BadChunkEnd);
+                    }
+                    self.state = State::Size;
+                }
+                State::TrailerStart => match b {
+                    b'\r' => self.state = State::EndLf,
+                    b'\n' => return Err(Error::BareLf),
+                    b' ' | b'\t' | b':' => return Err(Error::BadTrailer),
+                    _ => {
+                        self.trailer_byte()?;
+                        self.state = State::TrailerLine;
+                    }
+                },
+                State::TrailerLine => match b {
+                    b'\r' => self.state = State::TrailerLf,
+                    b'\n' => return Err(Error::BareLf),
+                    b'\t' | 0x20..=0x7e | 0x80..=0xff => self.trailer_byte()?,
+                    _ => return Err(Error::BadTrailer),
+                },
+                State::TrailerLf => {
+                    if b != b'\n' {
+                        return Err(Error::BareCr);
+                    }
+                    self.state = State::TrailerStart;
+                }
+                State::EndLf => {
+                    if b != b'\n' {
+                        return Err(Error::BareCr);
+                    }
+                    self.state = State::Done;
+                    return Ok(Decoded {
+                        consumed: i + 1,
+                        done: true,
+                    });
+                }
+                State::Done => {
+                    return Ok(Decoded {
+                        consumed: i,
+                        done: true,
+                    })
+                }
+            }
+            i += 1;
+        }
+        Ok(Decoded {
+            consumed: i,
+            done: self.state == State::Done,
+        })
+    }
+
+    fn extension_byte(&mut self) -> Result<(), Error> {
+        self.extension_bytes += 1;
+        if self.extension_bytes > self.limits.chunk_ext_bytes_max {
+            return Err(Error::BadChunkExtension);
+        }
+        Ok(())
+    }
+
+    fn trailer_byte(&mut self) -> Result<(), Error> {
+        self.trailer_bytes += 1;
+        if self.trailer_bytes > self.limits.trailer_bytes_max {
+            return Err(Error::BadTrailer);
+        }
+        Ok(())
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> Result<(Vec<u8>, Decoded), Error> {
+        let mut out = Vec::new();
+        let d = ChunkedDecoder::new(&Limits::default()).decode(input, &mut out)?;
+        Ok((out, d))
+    }
+
+    #[test]
+    fn decodes_and_stops_at_the_end_of_the_body() {
+        let input = b"3;x=y\r\nabc\r\n0A\r\n0123456789\r\n0\r\nTrailer: t\r\n\r\nNEXT";
+        let (out, d) = decode_all(input).unwrap();
+        assert_eq!(out, b"abc0123456789");
+        assert!(d.done);
+        assert_eq!(&input[d.consumed..], b"NEXT");
+    }
+
+    #[test]
+    fn every_split_gives_the_same_body() {
+        let input = b"4\r\nWiki\r\n5 ; a\r\npedia\r\n0\r\n\r\n";
+        for split in 0..=input.len() {
+            let mut dec = ChunkedDecoder::new(&Limits::default());
+            let mut out = Vec::new();
+            let first = dec.decode(&input[..split], &mut out).unwrap();
+            assert_eq!(first.consumed, split);
+            assert_eq!(first.done, split == input.len());
+            let second = dec.decode(&input[split..], &mut out).unwrap();
+            assert!(second.done, "split {split}");
+            assert_eq!(out, b"Wikipedia");
+        }
+    }
+}

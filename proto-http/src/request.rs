@@ -1,0 +1,326 @@
+//! The request head parser (RFC 9112 §3).
+//!
+//! ```text
+//! HTTP-message   = start-line CRLF *( field-line CRLF ) CRLF [ message-body ]
+//! request-line   = method SP request-target SP HTTP-version
+//! method         = token
+//! HTTP-version   = HTTP-name "/" DIGIT "." DIGIT
+//! ```
+//! The parser re-reads the buffer from its start on every call, like httparse: heads are small and
+//! usually arrive whole, so one pass over a complete head is the case to make fast.
+
+use crate::fields::{parse_fields, Framing};
+use crate::grammar::{scan_target, scan_token};
+use crate::{BodyFraming, Error, Header, Limits, Status, Version};
+
+/// The request method. The common ones are variants, so routing is a `match`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method<'b> {
+    /// GET
+    Get,
+    /// HEAD
+    Head,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// DELETE
+    Delete,
+    /// OPTIONS
+    Options,
+    /// PATCH
+    Patch,
+    /// CONNECT
+    Connect,
+    /// TRACE
+    Trace,
+    /// Any other token (methods are case-sensitive, so `get` lands here).
+    Other(&'b [u8]),
+}
+
+impl<'b> Method<'b> {
+    fn from_token(token: &'b [u8]) -> Self {
+        match token {
+            b"GET" => Method::Get,
+            b"POST" => Method::Post,
+            b"HEAD" => Method::Head,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"OPTIONS" => Method::Options,
+            b"PATCH" => Method::Patch,
+            b"CONNECT" => Method::Connect,
+            b"TRACE" => Method::Trace,
+            other => Method::Other(other),
+        }
+    }
+
+    /// The method as it appeared on the wire.
+    pub fn as_bytes(&self) -> &'b [u8] {
+        match self {
+            Method::Get => b"GET",
+            Method::Head => b"HEAD",
+            Method::Post => b"POST",
+            Method::Put => b"PUT",
+            Method::Delete => b"DELETE",
+            Method::Options => b"OPTIONS",
+            Method::Patch => b"PATCH",
+            Method::Connect => b"CONNECT",
+            Method::Trace => b"TRACE",
+            Method::Other(token) => token,
+        }
+    }
+}
+
+/// A complete request head, borrowed from the input buffer and the caller's header storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestHead<'b, 'h> {
+    /// The method.
+    pub method: Method<'b>,
+    /// The request-target exactly as sent (origin-, absolute-, authority- or asterisk-form).
+    pub target: &'b [u8],
+    /// The protocol version.
+    pub version: Version,
+    /// The field lines, in order.
+    pub headers: &'h [Header<'b>],
+    /// How the body that follows the head is delimited.
+    pub body: BodyFraming,
+    /// Whether the connection stays open after the response (RFC 9112 §9.3).
+    pub keep_alive: bool,
+    /// The client sent `Expect: 100-continue` and waits for a 100 before sending the body.
+    pub expect_continue: bool,
+    /// Bytes of the input taken by the head; the body (or the next pipelined request) starts here.
+    pub head_len: usize,
+}
+
+impl<'b> RequestHead<'b, '_> {
+    /// The path of the target without query: `/a/b` for `/a/b?x=1` and for
+    /// `http://host:80/a/b?x=1` (absolute-form, RFC 9112 §3.2.2); `/` for `http://host`.
+    pub fn path(&self) -> &'b [u8] {
+        let target = self.target;
+        let without_authority = match target.first() {
+            Some(b'/') | Some(b'*') | None => target,
+            Some(_) => match target.windows(3).position(|w| w == b"://") {
+                Some(scheme_end) => {
+                    let authority_start = scheme_end + 3;
+                    match target[authority_start..]
+                        .iter()
+                        .position(|&b| b == b'/' || b == b'?')
+                    {
+                        Some(p) if target[authority_start + p] == b'/' => {
+                            &target[authority_start + p..]
+                        }
+                        _ => b"/",
+                    }
+                }
+                None => target, // authority-form (CONNECT host:port)
+            },
+        };
+        match without_authority.iter().position(|&b| b == b'?') {
+            Some(q) => &without_authority[..q],
+            None => without_authority,
+        }
+    }
+
+    /// The value of the first header with this name (ASCII case-insensitive).
+    pub fn header(&self, name: &[u8]) -> Option<&'b [u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+/// Parses a request head from the start of `buf`, storing field lines in `headers`.
+///
+/// Returns `Partial` while `buf` is a valid prefix of a head, and the head (with its length in
+/// `head_len`) once complete; bytes after the head are untouched. Errors are final: the caller
+/// answers `err.status()` and closes the connection.
+pub fn parse_request<'b, 'h>(
+    buf: &'b [u8],
+    headers: &'h mut [Header<'b>],
+    limits: &Limits,
+) -> Result<Status<RequestHead<'b, 'h>>, Error> {
+    match parse_inner(buf, headers, limits)? {
+        Status::Partial if buf.len() >= limits.head_bytes_max => Err(Error::HeadTooLarge),
+        status => Ok(status),
+    }
+}
+
+#[inline]
+fn parse_inner<'b, 'h>(
+    buf: &'b [u8],
+    headers: &'h mut [Header<'b>],
+    limits: &Limits,
+) -> Result<Status<RequestHead<'b, 'h>>, Error> {
+    macro_rules! byte_at {
+        ($at:expr) => {
+            match buf.get($at) {
+                Some(&b) => b,
+                None => return Ok(Status::Partial),
+            }
+        };
+    }
+    let mut i = 0;
+    // RFC 9112 §2.2: a server SHOULD ignore at least one empty line received before the
+    // request-line. Each is bounded by the head limit like any other byte.
+    loop {
+        match byte_at!(i) {
+            b'\r' => match byte_at!(i + 1) {
+                b'\n' => i += 2,
+                _ => return Err(Error::BareCr),
+            },
+            b'\n' => return Err(Error::BareLf),
+            _ => break,
+        }
+    }
+
+    let method_start = i;
+    i = scan_token(buf, i);
+    match byte_at!(i) {
+        b' ' if i > method_start => {}
+        _ => return Err(Error::BadRequestLine),
+    }
+    let method = Method::from_token(&buf[method_start..i]);
+    i += 1;
+
+    let target_start = i;
+    i = scan_target(buf, i);
+    if i - target_start > limits.target_bytes_max {
+        return Err(Error::TargetTooLong);
+    }
+    match byte_at!(i) {
+        b' ' if i > target_start => {}
+        b' ' | b'\r' | b'\n' => return Err(Error::BadRequestLine),
+        _ => return Err(Error::BadTarget),
+    }
+    let target = &buf[target_start..i];
+    i += 1;
+
+    let version = parse_version(buf, &mut i)?;
+    let Some(version) = version.complete() else {
+        return Ok(Status::Partial);
+    };
+
+    let mut framing = Framing::default();
+    let Status::Complete((head_len, count)) = parse_fields(buf, i, headers, &mut framing)? else {
+        return Ok(Status::Partial);
+    };
+    if head_len > limits.head_bytes_max {
+        return Err(Error::HeadTooLarge);
+    }
+    let body = framing.request_body(version, limits)?;
+    let headers: &'h [Header<'b>] = headers;
+    Ok(Status::Complete(RequestHead {
+        method,
+        target,
+        version,
+        headers: &headers[..count],
+        body,
+        keep_alive: framing.keep_alive(version),
+        expect_continue: framing.expect_continue,
+        head_len,
+    }))
+}
+
+/// `HTTP-version CRLF` at `buf[*i..]`; advances `i` past the CRLF.
+#[inline]
+fn parse_version(buf: &[u8], i: &mut usize) -> Result<Status<Version>, Error> {
+    const NAME: &[u8] = b"HTTP/";
+    let rest = &buf[*i..];
+    let common = rest.len().min(NAME.len() + 5);
+    // Compare what has arrived against the fixed shape `HTTP/D.D\r\n`.
+    for (k, &b) in rest[..common].iter().enumerate() {
+        let ok = match k {
+            0..=4 => b == NAME[k],
+            5 | 7 => b.is_ascii_digit(),
+            6 => b == b'.',
+            8 => b == b'\r',
+            _ => b == b'\n',
+        };
+        if !ok {
+            return Err(match k {
+                8 if b == b'\n' => Error::BareLf,
+                9 => Error::BareCr,
+                _ => Error::BadVersion,
+            });
+        }
+    }
+    if common < NAME.len() + 5 {
+        return Ok(Status::Partial);
+    }
+    *i += NAME.len() + 5;
+    match (rest[5], rest[7]) {
+        (b'1', b'0') => Ok(Status::Complete(Version::Http10)),
+        (b'1', _) => Ok(Status::Complete(Version::Http11)),
+        _ => Err(Error::VersionNotSupported),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EMPTY_HEADER;
+
+    fn parse(buf: &[u8]) -> Result<Status<(Method<'_>, Vec<u8>, BodyFraming, bool, usize)>, Error> {
+        let mut headers = [EMPTY_HEADER; 16];
+        let status = parse_request(buf, &mut headers, &Limits::default())?;
+        Ok(match status {
+            Status::Complete(h) => Status::Complete((
+                h.method,
+                h.target.to_vec(),
+                h.body,
+                h.keep_alive,
+                h.head_len,
+            )),
+            Status::Partial => Status::Partial,
+        })
+    }
+
+    #[test]
+    fn simple_get() {
+        let req = b"GET /api/v1/available HTTP/1.1\r\nHost: x\r\n\r\n";
+        let Status::Complete((method, target, body, keep_alive, len)) = parse(req).unwrap() else {
+            panic!("partial")
+        };
+        assert_eq!(method, Method::Get);
+        assert_eq!(target, b"/api/v1/available");
+        assert_eq!(body, BodyFraming::None);
+        assert!(keep_alive);
+        assert_eq!(len, req.len());
+    }
+
+    #[test]
+    fn path_strips_query_and_authority() {
+        let table: &[(&[u8], &[u8])] = &[
+            (b"/a/b?x=1", b"/a/b"),
+            (b"/", b"/"),
+            (b"http://h:80/a/b?x=1", b"/a/b"),
+            (b"http://h", b"/"),
+            (b"http://h?x", b"/"),
+            (b"*", b"*"),
+            (b"h:443", b"h:443"),
+        ];
+        for &(target, path) in table {
+            let mut req = b"GET ".to_vec();
+            req.extend_from_slice(target);
+            req.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
+            let mut headers = [EMPTY_HEADER; 4];
+            let head = parse_request(&req, &mut headers, &Limits::default())
+                .unwrap()
+                .complete()
+                .unwrap();
+            assert_eq!(head.path(), path, "{}", String::from_utf8_lossy(target));
+        }
+    }
+
+    #[test]
+    fn minor_versions_above_one_read_as_http11() {
+        let mut headers = [EMPTY_HEADER; 4];
+        let head = parse_request(
+            b"GET / HTTP/1.7\r\nHost: h\r\n\r\n",
+            &mut headers,
+            &Limits::default(),
+        );
+        assert_eq!(head.unwrap().complete().unwrap().version, Version::Http11);
+    }
+}
