@@ -1,0 +1,461 @@
+//! Differential proof against httparse, the parser hyper and most of the Rust ecosystem use.
+//!
+//! On a corpus of real-world requests (and mechanical variations of them) and on proptest-generated
+//! requests, whenever both parsers accept a head they agree on the method, the target, the minor
+//! version, every field name and value (after OWS trimming), and the head length. Whenever we
+//! accept, httparse accepts too, except where we deliberately differ; whenever we reject a line for
+//! its syntax, httparse rejects it too, except where it is deliberately more lenient.
+//!
+//! Deliberate disagreements (each checked to be the only reason when the two differ):
+//!
+//! - **Bare LF.** httparse accepts a lone LF as a line end (RFC 9112 §2.2 allows a recipient to);
+//!   we reject it (`BareLf`), because parsers that disagree on line ends enable smuggling.
+//! - **Non-ASCII request-targets.** httparse allows obs-text bytes (0x80-0xFF) in the target when
+//!   they form UTF-8; we allow only visible ASCII (`BadTarget`), as RFC 3986 does unencoded.
+//! - **HTTP/1.2 to HTTP/1.9.** We read them as HTTP/1.1 (RFC 9110 §2.5 asks a recipient to accept a
+//!   higher minor version); httparse knows only `HTTP/1.0` and `HTTP/1.1` and rejects them.
+//! - **Framing semantics.** httparse does not interpret fields; we reject what RFC 9112 makes us
+//!   reject: a missing or repeated Host, a bad or conflicting Content-Length, Content-Length with
+//!   Transfer-Encoding, a bad or unsupported Transfer-Encoding, Transfer-Encoding in HTTP/1.0, an
+//!   unsupported Expect, and our limits (target, head, body). These are errors only we raise.
+
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use proto_http::{parse_request, Error, Limits, Status, EMPTY_HEADER};
+
+/// Header slots on both sides: more than any generated request has.
+const SLOTS: usize = 64;
+
+/// Limits high enough that none of ours fires on the generated requests.
+const WIDE: Limits = Limits {
+    head_bytes_max: 1 << 20,
+    target_bytes_max: 1 << 20,
+    body_bytes_max: Limits::BODY_BYTES_MAX,
+    chunk_ext_bytes_max: Limits::CHUNK_EXT_BYTES_MAX,
+    trailer_bytes_max: Limits::TRAILER_BYTES_MAX,
+};
+
+/// What both parsers report for a complete head, as owned bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Head {
+    method: Vec<u8>,
+    target: Vec<u8>,
+    minor: u8,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    head_len: usize,
+}
+
+fn ours(buf: &[u8]) -> Result<Status<Head>, Error> {
+    let mut headers = [EMPTY_HEADER; SLOTS];
+    Ok(match parse_request(buf, &mut headers, &WIDE)? {
+        Status::Partial => Status::Partial,
+        Status::Complete(h) => Status::Complete(Head {
+            method: h.method.as_bytes().to_vec(),
+            target: h.target.to_vec(),
+            minor: h.version.minor(),
+            headers: h
+                .headers
+                .iter()
+                .map(|f| (f.name.to_vec(), f.value.to_vec()))
+                .collect(),
+            head_len: h.head_len,
+        }),
+    })
+}
+
+fn theirs(buf: &[u8]) -> Result<httparse::Status<Head>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; SLOTS];
+    let mut req = httparse::Request::new(&mut headers);
+    Ok(match req.parse(buf)? {
+        httparse::Status::Partial => httparse::Status::Partial,
+        httparse::Status::Complete(head_len) => httparse::Status::Complete(Head {
+            method: req.method.unwrap().as_bytes().to_vec(),
+            target: req.path.unwrap().as_bytes().to_vec(),
+            minor: req.version.unwrap(),
+            headers: req
+                .headers
+                .iter()
+                .map(|f| (f.name.as_bytes().to_vec(), f.value.to_vec()))
+                .collect(),
+            head_len,
+        }),
+    })
+}
+
+/// Errors that come from field semantics or our limits, which httparse never checks.
+fn semantic(e: Error) -> bool {
+    matches!(
+        e,
+        Error::MissingHost
+            | Error::DuplicateHost
+            | Error::BadContentLength
+            | Error::ConflictingContentLength
+            | Error::ContentLengthWithTransferEncoding
+            | Error::BadTransferEncoding
+            | Error::TransferEncodingInHttp10
+            | Error::UnsupportedTransferCoding
+            | Error::UnsupportedExpectation
+            | Error::BodyTooLarge
+            | Error::TargetTooLong
+            | Error::HeadTooLarge
+    )
+}
+
+/// The bytes up to the end of the head (the first empty line, by either line-end convention).
+fn head_region(buf: &[u8]) -> &[u8] {
+    let end = (0..buf.len())
+        .find(|&i| buf[i..].starts_with(b"\r\n\r\n") || buf[i..].starts_with(b"\n\n"))
+        .map_or(buf.len(), |i| i + 4);
+    &buf[..end.min(buf.len())]
+}
+
+/// True if `buf` has an LF not preceded by CR before the end of its head.
+fn has_bare_lf(buf: &[u8]) -> bool {
+    let head = head_region(buf);
+    (0..head.len()).any(|i| head[i] == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+/// The request line's version bytes are `HTTP/1.d` with d in 2..=9.
+fn higher_minor_version(buf: &[u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    let end = line
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(line.len());
+    let line = &line[..end];
+    line.len() >= 9
+        && line[line.len() - 9] == b' '
+        && line[line.len() - 8..line.len() - 1] == *b"HTTP/1."
+        && (b'2'..=b'9').contains(&line[line.len() - 1])
+}
+
+/// Checks every agreement rule on one input; the `Err` says which rule broke.
+fn compare(buf: &[u8]) -> Result<(), String> {
+    let a = ours(buf);
+    let b = theirs(buf);
+    let show = || String::from_utf8_lossy(buf).escape_debug().to_string();
+    match (&a, &b) {
+        (Ok(Status::Complete(x)), Ok(httparse::Status::Complete(y))) if x != y => Err(format!(
+            "both accept but differ: {x:?} vs {y:?} on {}",
+            show()
+        )),
+        (Ok(Status::Complete(_)), Ok(httparse::Status::Complete(_))) => Ok(()),
+        (Ok(Status::Complete(_)), Err(httparse::Error::Version)) if higher_minor_version(buf) => {
+            Ok(())
+        }
+        (Ok(Status::Complete(_)), other) => {
+            Err(format!("we accept, httparse gives {other:?} on {}", show()))
+        }
+        (Err(e), Ok(httparse::Status::Complete(y))) => {
+            let documented = semantic(*e)
+                || (*e == Error::BareLf && has_bare_lf(buf))
+                || (*e == Error::BadTarget && !y.target.is_ascii());
+            if documented {
+                Ok(())
+            } else {
+                Err(format!(
+                    "we reject with {e:?}, httparse accepts on {}",
+                    show()
+                ))
+            }
+        }
+        (Ok(Status::Partial), Ok(httparse::Status::Complete(_))) => Err(format!(
+            "we want more bytes, httparse completes on {}",
+            show()
+        )),
+        // Both reject, both want more bytes, or we reject while httparse wants more bytes (it
+        // checks less, so it may wait for bytes after a line we already know is malformed).
+        _ => Ok(()),
+    }
+}
+
+/// Real-world and edge-of-the-grammar requests that both parsers must accept.
+const CORPUS: &[&[u8]] = &[
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /api/v1/available HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n",
+    b"GET /api/v1/available?x=1&y=%20 HTTP/1.1\r\nHost: localhost:8000\r\nUser-Agent: k6/0.49 (https://k6.io/)\r\nAccept: */*\r\nAccept-Encoding: gzip, deflate\r\n\r\n",
+    b"POST /api/v1/purchase HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"qty\": 1}",
+    b"POST /api/v1/reserve HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"qt\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\tchunked\r\n\r\n",
+    b"PUT /x HTTP/1.1\r\nHost: a\r\nTRANSFER-ENCODING: CHUNKED\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET /health HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+    b"POST /p HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    b"POST /api/v1/purchase HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET http://example.com:8000/api/v1/available?q HTTP/1.1\r\nHost: example.com:8000\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost:a\r\nX-Tab: \t a\tb c \t\r\nX-Empty:\r\nX-Blank: \t \r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Name: caf\xc3\xa9 \x80\xff\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\ncontent-length: 5, 5\r\n\r\nhello",
+    b"PURGE /cache HTTP/1.1\r\nHost: a\r\n!#$%&'*+-.^_`|~09azAZ: v\r\n\r\n",
+    b"get /lower-case-method HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /~user/a;b,c=d!$&'()*+@:/?%41 HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nCookie: a=b; c=\"d e\"; f={}[]\\|<>\r\n\r\n",
+];
+
+/// Mechanical variations of a corpus request, each of which either still parses identically on
+/// both sides or falls under a documented disagreement.
+fn variations(base: &[u8]) -> Vec<Vec<u8>> {
+    let replace = |from: &[u8], to: &[u8]| -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < base.len() {
+            if base[i..].starts_with(from) {
+                out.extend_from_slice(to);
+                i += from.len();
+            } else {
+                out.push(base[i]);
+                i += 1;
+            }
+        }
+        out
+    };
+    vec![
+        base.to_vec(),
+        replace(b"\r\n", b"\n"),
+        replace(b"HTTP/1.1", b"HTTP/1.0"),
+        replace(b"HTTP/1.1", b"HTTP/1.5"),
+        replace(b"HTTP/1.1", b"HTTP/2.0"),
+        replace(b": ", b":"),
+        replace(b": ", b":  \t"),
+        replace(b"\r\n\r\n", b" \r\n\r\n"),
+        replace(b"\r\n\r\n", b"\r\nX-Extra: 1\r\n\r\n"),
+        replace(b"Host", b"HOST"),
+        replace(b" /", b" /\xc3\xa9"),
+        replace(b" /", b"  /"),
+        replace(b"a\r\n", b"a\x00\r\n"),
+        replace(b"\r\nHost", b"\r\n Host"),
+        replace(b"Host:", b"Host :"),
+        replace(b"\r\n\r\n", b"\r\n: empty\r\n\r\n"),
+        replace(b"\r\n\r\n", b"\r\nHost: b\r\n\r\n"),
+    ]
+}
+
+/// On every corpus request both parsers accept and agree exactly.
+#[test]
+fn corpus_requests_agree_exactly() {
+    for &buf in CORPUS {
+        let a = ours(buf);
+        let b = theirs(buf);
+        let (Ok(Status::Complete(x)), Ok(httparse::Status::Complete(y))) = (&a, &b) else {
+            panic!(
+                "both must accept {}: {a:?} vs {b:?}",
+                String::from_utf8_lossy(buf)
+            )
+        };
+        assert_eq!(x, y);
+    }
+}
+
+/// On every variation of every corpus request the agreement rules hold, and every prefix of each
+/// one obeys them too (neither parser completes on less than the other).
+#[test]
+fn corpus_variations_obey_the_agreement_rules() {
+    for &base in CORPUS {
+        for v in variations(base) {
+            compare(&v).unwrap();
+            for cut in 0..v.len() {
+                compare(&v[..cut]).unwrap();
+            }
+        }
+    }
+}
+
+/// One byte of a generated request: mostly grammar bytes, sometimes the edge bytes that
+/// parsers disagree on.
+fn edge_byte(common: impl Strategy<Value = u8> + 'static, common_weight: u32) -> BoxedStrategy<u8> {
+    prop_oneof![
+        common_weight => common,
+        1 => 0x80u8..=0xff,
+        1 => prop::sample::select(vec![0u8, b'\t', b' ', 0x7f, b'\r', b'\n', b':', 0x0b, 0x1f]),
+    ]
+    .boxed()
+}
+
+/// A token (method or field name) of tchars.
+fn token() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop::sample::select(
+            b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                .to_vec(),
+        ),
+        1..10,
+    )
+}
+
+/// A method: a common one, a random token, or a token with an edge byte.
+fn method() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => prop::sample::select(vec!["GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH"]).prop_map(|m| m.as_bytes().to_vec()),
+        2 => token(),
+        1 => prop::collection::vec(edge_byte(b'A'..=b'Z', 20), 0..6),
+    ]
+}
+
+/// A request-target: visible ASCII with sometimes an edge byte.
+fn target() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(edge_byte(0x21u8..=0x7e, 150), 0..16).prop_map(|mut t| {
+        t.insert(0, b'/');
+        t
+    })
+}
+
+/// An HTTP-version, well-formed or not.
+fn version() -> impl Strategy<Value = &'static [u8]> {
+    prop_oneof![
+        6 => Just(&b"HTTP/1.1"[..]),
+        2 => Just(&b"HTTP/1.0"[..]),
+        1 => prop::sample::select(vec![&b"HTTP/1.5"[..], b"HTTP/2.0", b"HTTP/0.9", b"HTTP/1.10", b"http/1.1", b"HTTP/1", b"HTTP/01.1"]),
+    ]
+}
+
+/// A field value: field-vchars, SP, HTAB, obs-text, and rarely a control byte.
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(edge_byte(0x20u8..=0x7e, 60), 0..20)
+}
+
+/// A line end: almost always CRLF.
+fn eol() -> impl Strategy<Value = &'static [u8]> {
+    prop_oneof![30 => Just(&b"\r\n"[..]), 1 => Just(&b"\n"[..])]
+}
+
+/// A field name: a token, `Host`, or a token with an edge byte.
+fn name() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        8 => token(),
+        1 => Just(b"Host".to_vec()),
+        1 => prop::collection::vec(edge_byte(b'a'..=b'z', 20), 0..8),
+    ]
+}
+
+/// A whole request head, assembled from generated parts.
+fn request() -> impl Strategy<Value = Vec<u8>> {
+    (
+        method(),
+        prop_oneof![20 => Just(&b" "[..]), 1 => Just(&b"  "[..])],
+        target(),
+        version(),
+        eol(),
+        prop::collection::vec((name(), value(), eol()), 0..8),
+        eol(),
+        prop::option::weighted(0.9, 0..8usize),
+    )
+        .prop_map(
+            |(method, sp, target, version, eol1, mut fields, last, host_at)| {
+                if let Some(at) = host_at {
+                    let host = (b"Host".to_vec(), b" h".to_vec(), &b"\r\n"[..]);
+                    fields.insert(at.min(fields.len()), host);
+                }
+                let mut out = method;
+                out.extend_from_slice(sp);
+                out.extend_from_slice(&target);
+                out.push(b' ');
+                out.extend_from_slice(version);
+                out.extend_from_slice(eol1);
+                for (name, value, eol) in fields {
+                    out.extend_from_slice(&name);
+                    out.push(b':');
+                    out.extend_from_slice(&value);
+                    out.extend_from_slice(eol);
+                }
+                out.extend_from_slice(last);
+                out
+            },
+        )
+}
+
+/// A request both parsers must accept: token method, visible-ASCII target, HTTP/1.x, one Host,
+/// token names (not framing fields), values of vchar / SP / HTAB / obs-text, CRLF.
+fn valid_request() -> impl Strategy<Value = Vec<u8>> {
+    let method = prop_oneof![Just(b"GET".to_vec()), Just(b"POST".to_vec()), token()];
+    let target = prop::collection::vec(0x21u8..=0x7e, 0..24);
+    let value = prop::collection::vec(
+        prop_oneof![10 => 0x21u8..=0x7e, 1 => Just(b' '), 1 => Just(b'\t'), 1 => 0x80u8..=0xff],
+        0..24,
+    );
+    let field = (token(), value).prop_filter("not a framing field", |(n, _)| {
+        ![
+            &b"host"[..],
+            b"content-length",
+            b"transfer-encoding",
+            b"expect",
+            b"connection",
+        ]
+        .iter()
+        .any(|f| n.eq_ignore_ascii_case(f))
+    });
+    (
+        method,
+        target,
+        any::<bool>(),
+        prop::collection::vec(field, 0..10),
+        0..10usize,
+    )
+        .prop_map(|(method, target, http10, fields, host_at)| {
+            let mut out = method;
+            out.extend_from_slice(b" /");
+            out.extend_from_slice(&target);
+            out.extend_from_slice(if http10 {
+                b" HTTP/1.0\r\n"
+            } else {
+                b" HTTP/1.1\r\n"
+            });
+            for (i, (name, value)) in fields.iter().enumerate() {
+                if i == host_at.min(fields.len()) {
+                    out.extend_from_slice(b"Host: h\r\n");
+                }
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+            }
+            if host_at >= fields.len() {
+                out.extend_from_slice(b"Host: h\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            out
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/differential.proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    /// On generated requests full of edge bytes, the agreement rules hold: both accept and agree,
+    /// or they disagree only as documented at the top of this file.
+    #[test]
+    fn generated_requests_obey_the_agreement_rules(buf in request()) {
+        if let Err(why) = compare(&buf) {
+            prop_assert!(false, "{}", why);
+        }
+    }
+
+    /// On generated well-formed requests both parsers accept and agree exactly, and each prefix
+    /// obeys the agreement rules.
+    #[test]
+    fn generated_valid_requests_agree_exactly(buf in valid_request()) {
+        let a = ours(&buf);
+        let b = theirs(&buf);
+        match (&a, &b) {
+            (Ok(Status::Complete(x)), Ok(httparse::Status::Complete(y))) => prop_assert_eq!(x, y),
+            _ => prop_assert!(false, "both must accept {}: {:?} vs {:?}", String::from_utf8_lossy(&buf), a, b),
+        }
+        for cut in (0..buf.len()).step_by(3) {
+            if let Err(why) = compare(&buf[..cut]) {
+                prop_assert!(false, "{}", why);
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! One client connection as a sans-IO state machine: received bytes in, responses appended to an
+//! output buffer, and what the transport should do next. It knows nothing of sockets or executors,
+//! so every framing rule is testable with plain byte slices.
+//!
+//! Requests that arrive whole are parsed straight out of the transport's receive buffer; only an
+//! incomplete request is copied into the connection's own `pending` buffer. All responses produced
+//! by one input are appended to one output buffer, so pipelined requests cost one write.
+
+use proto_http::{
+    parse_request, BodyFraming, ChunkedDecoder, Error, HttpDate, Limits, Status, Version,
+    EMPTY_HEADER,
+};
+
+use crate::routes::{error, App, Exchange};
+
+/// Header storage on the stack of each parse. The configured `headers_max` is clamped to it.
+pub const HEADERS_CAPACITY: usize = 128;
+
+/// `100 Continue`, sent when a client waits for it before sending a body (RFC 9110 §10.1.1).
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Framing bytes allowed around a chunked body on top of its data: a chunked body of `n` data bytes
+/// may arrive as many small chunks, each with a size line and CRLF. A request whose bytes exceed
+/// `head + 2 × body + this` is refused with 413 rather than buffered.
+const CHUNK_FRAMING_BYTES_MAX: usize = 4 * 1024;
+
+/// Above this capacity the pending buffer is freed once it empties, so an idle connection that
+/// once received a large request goes back to costing nothing.
+const PENDING_KEEP_BYTES: usize = 4 * 1024;
+
+/// Limits of one connection, from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// The parser's bounds.
+    pub http: Limits,
+    /// Header lines per request (at most [`HEADERS_CAPACITY`]).
+    pub headers_max: usize,
+}
+
+impl ConnLimits {
+    /// The largest number of bytes one request may occupy in `pending`.
+    fn request_bytes_max(&self) -> usize {
+        let body = usize::try_from(self.http.body_bytes_max).unwrap_or(usize::MAX / 4);
+        self.http.head_bytes_max + 2 * body + CHUNK_FRAMING_BYTES_MAX
+    }
+}
+
+/// What the transport does after feeding input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Write the output (if any) and keep reading.
+    Read,
+    /// Write the output, then close the connection.
+    Close,
+}
+
+/// The state kept between two inputs.
+#[derive(Debug, Default)]
+pub struct Connection {
+    /// Received bytes not yet answered: the start of an incomplete request.
+    pending: Vec<u8>,
+    /// `pending` must reach this length before parsing again (a Content-Length body in flight).
+    need: usize,
+    /// How much of `pending` was already searched for the end of a head without finding it.
+    head_searched: usize,
+    /// A `100 Continue` was sent for the request at the front of `pending`.
+    continue_sent: bool,
+    /// Reused buffer for a decoded chunked body.
+    chunked_body: Vec<u8>,
+}
+
+impl Connection {
+    /// True when no request is in progress: the idle timeout applies, not the head deadline.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Bytes this connection holds beyond its fixed size, for the memory accounting.
+    pub fn buffered_capacity(&self) -> usize {
+        self.pending.capacity() + self.chunked_body.capacity()
+    }
+
+    /// Feeds received bytes; appends every response they complete to `out`.
+    /// `draining` asks that responses close the connection (shutdown in progress).
+    pub fn on_input(
+        &mut self,
+        input: &[u8],
+        app: &mut App,
+        limits: &ConnLimits,
+        date: &HttpDate,
+        draining: bool,
+        out: &mut Vec<u8>,
+    ) -> Next {
+        if self.pending.is_empty() {
+            let (consumed, next) = self.process(input, app, limits, date, draining, out);
+            if next == Next::Read && consumed < input.len() {
+                self.pending.extend_from_slice(&input[consumed..]);
+            }
+            return next;
+        }
+        self.pending.extend_from_slice(input);
+        if !self.worth_parsing(limits) {
+            return Next::Read;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let (consumed, next) = self.process(&pending, app, limits, date, draining, out);
+        self.pending = pending;
+        self.pending.drain(..consumed);
+        if self.pending.is_empty() && self.pending.capacity() > PENDING_KEEP_BYTES {
+            self.pending = Vec::new();
+        }
+        next
+    }
+
+    /// Skips re-parsing when the new bytes cannot have completed anything: a Content-Length body
+    /// still short, or no line end among the new bytes of a head under the limit. Parsing at every
+    /// line end (not only at the blank line) reports a malformed line as soon as it is complete.
+    fn worth_parsing(&mut self, limits: &ConnLimits) -> bool {
+        if self.need > 0 {
+            return self.pending.len() >= self.need;
+        }
+        let searched = self.head_searched.min(self.pending.len());
+        self.head_searched = self.pending.len();
+        self.pending.len() >= limits.http.head_bytes_max
+            || self.pending[searched..].contains(&b'\n')
+    }
+
+    /// Answers every complete request at the front of `buf`; returns the bytes consumed.
+    fn process(
+        &mut self,
+        buf: &[u8],
+        app: &mut App,
+        limits: &ConnLimits,
+        date: &HttpDate,
+        draining: bool,
+        out: &mut Vec<u8>,
+    ) -> (usize, Next) {
+        let mut start = 0;
+        self.need = 0;
+        while start < buf.len() {
+            let rest = &buf[start..];
+            let mut storage = [EMPTY_HEADER; HEADERS_CAPACITY];
+            let headers = &mut storage[..limits.headers_max.min(HEADERS_CAPACITY)];
+            let head = match parse_request(rest, headers, &limits.http) {
+                Ok(Status::Complete(head)) => head,
+                Ok(Status::Partial) => {
+                    self.head_searched = rest.len();
+                    return (start, Next::Read);
+                }
+                Err(e) => return (buf.len(), reject(e, app, date, out)),
+            };
+            let body_start = head.head_len;
+            let (body, consumed): (&[u8], usize) = match head.body {
+                BodyFraming::None | BodyFraming::UntilClose => (&[], body_start),
+                BodyFraming::Length(n) => {
+                    let end = body_start + n as usize; // n <= body_bytes_max, checked by the parser
+                    if rest.len() < end {
+                        self.need = end;
+                        self.send_continue(head.expect_continue, rest.len() == body_start, out);
+                        return (start, Next::Read);
+                    }
+                    (&rest[body_start..end], end)
+                }
+                BodyFraming::Chunked => {
+                    self.chunked_body.clear();
+                    let mut decoder = ChunkedDecoder::new(&limits.http);
+                    match decoder.decode(&rest[body_start..], &mut self.chunked_body) {
+                        Err(e) => return (buf.len(), reject(e, app, date, out)),
+                        Ok(d) if !d.done => {
+                            if rest.len() > limits.request_bytes_max() {
+                                return (buf.len(), reject(Error::BodyTooLarge, app, date, out));
+                            }
+                            self.send_continue(head.expect_continue, rest.len() == body_start, out);
+                            return (start, Next::Read);
+                        }
+                        Ok(d) => (&self.chunked_body[..], body_start + d.consumed),
+                    }
+                }
+            };
+            let keep_alive = head.keep_alive && !draining;
+            let x = Exchange {
+                version: head.version,
+                keep_alive,
+                date,
+            };
+            app.handle(&head, body, x, out);
+            self.continue_sent = false;
+            start += consumed;
+            if !keep_alive {
+                return (buf.len(), Next::Close);
+            }
+        }
+        (start, Next::Read)
+    }
+
+    /// Sends `100 Continue` once per request, when the client asked and no body byte has come yet.
+    fn send_continue(&mut self, expected: bool, no_body_yet: bool, out: &mut Vec<u8>) {
+        if expected && no_body_yet && !self.continue_sent {
+            out.extend_from_slice(CONTINUE);
+            self.continue_sent = true;
+        }
+    }
+}
+
+/// Answers a framing error with its mapped status and the JSON error body, and closes: after a
+/// framing error the position of the next request is unknown (RFC 9112 §9.3).
+fn reject(e: Error, app: &mut App, date: &HttpDate, out: &mut Vec<u8>) -> Next {
+    app.counters.http_error(e);
+    app.counters.requests += 1;
+    tracing::debug!(error = e.as_str(), "request rejected");
+    let x = Exchange {
+        version: Version::Http11,
+        keep_alive: false,
+        date,
+    };
+    error(out, x, e.status(), e.as_str(), e.detail(), None);
+    Next::Close
+}

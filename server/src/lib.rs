@@ -1,0 +1,23 @@
+//! ticketd: a thread-per-core ticket-reservation server.
+//!
+//! Layout (see ARCHITECTURE.md for each module's invariant):
+//! - [`config`]: flags > environment > `.env` > defaults, validated into a [`config::Config`].
+//! - [`startup`]: CPU placement and the checks that fail a start with one clear line.
+//! - [`shard`]: one pinned glommio executor per CPU: listener, connections, timers, mesh.
+//! - [`connection`]: one connection as a sans-IO state machine over proto-http.
+//! - [`routes`]: endpoints and JSON replies, written straight into the output buffer.
+//! - [`body`]: the `{"qty":N}` body: a strict fast path, simd-json behind it.
+//! - [`stock`]: a shard's slice of the stock and its view of the others.
+//! - [`metrics`]: per-shard counters.
+//! - [`signals`], [`logging`]: process plumbing.
+
+pub mod body;
+pub mod config;
+pub mod connection;
+pub mod logging;
+pub mod metrics;
+pub mod routes;
+pub mod shard;
+pub mod signals;
+pub mod startup;
+pub mod stock;

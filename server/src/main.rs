@@ -1,0 +1,27 @@
+//! The `ticketd` binary: reads the configuration, starts logging and signals, runs the shards.
+//! Configuration errors exit 2, start-up failures exit 1, each with one line on stderr.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use ticketd::config::Config;
+
+fn main() {
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(error) => error.exit(),
+    };
+    if config.print_config {
+        println!("{}", config.to_json());
+        return;
+    }
+    ticketd::logging::init(&config);
+    let stop = Arc::new(AtomicBool::new(false));
+    ticketd::signals::install(stop.clone(), config.shutdown_timeout);
+    if let Err(error) = ticketd::shard::run(config, stop) {
+        tracing::error!(%error, "start-up failed");
+        eprintln!("ticketd: {error}");
+        std::process::exit(1);
+    }
+    tracing::info!("stopped");
+}

@@ -1,0 +1,44 @@
+//! Per-shard counters: plain integers owned by one executor, read by the root info route (and the
+//! coming `/metrics`). Bad input is counted here, by kind, instead of being logged per request.
+
+use proto_http::Error;
+
+/// What one shard has seen. Every field only grows.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Connections refused because the shard was at `connections_max`.
+    pub connections_refused: u64,
+    /// Connections closed by the head deadline (slowloris) or the idle timeout.
+    pub connections_timed_out: u64,
+    /// Requests answered, whatever the status.
+    pub requests: u64,
+    /// Purchases and reserves that took tickets.
+    pub orders_sold: u64,
+    /// Purchases and reserves answered `success: false`.
+    pub orders_insufficient: u64,
+    /// Tickets taken by successful orders.
+    pub tickets_sold: u64,
+    /// Requests rejected by the HTTP parser, by [`Error`] variant (index in `Error::ALL`).
+    pub http_errors: [u64; Error::ALL.len()],
+    /// Bodies rejected (400 or 422).
+    pub body_errors: u64,
+    /// Unknown paths (404).
+    pub not_found: u64,
+    /// Known paths with the wrong method (405).
+    pub method_not_allowed: u64,
+}
+
+impl Counters {
+    /// Counts one parser error.
+    pub fn http_error(&mut self, error: Error) {
+        let index = Error::ALL.iter().position(|&e| e == error).unwrap_or(0);
+        self.http_errors[index] += 1;
+    }
+
+    /// All parser errors together.
+    pub fn http_errors_total(&self) -> u64 {
+        self.http_errors.iter().sum()
+    }
+}

@@ -1,0 +1,340 @@
+//! Routing and replies: which route a request names, whether the mode serves it, and the JSON
+//! written straight into the connection's output buffer (no `format!` on the hot path).
+//!
+//! This module knows requests and bytes; the stock decisions are in `stock`, and what a shard
+//! holds is in [`App`].
+
+use std::io::Write as _;
+
+use proto_http::write::write_response_with;
+use proto_http::{HttpDate, Method, RequestHead, Response, Version};
+
+use crate::body::{parse_qty, BodyError};
+use crate::config::Mode;
+use crate::metrics::Counters;
+use crate::stock::{Sale, Slice, View};
+
+/// The content type of every reply.
+const JSON: &[u8] = b"application/json";
+
+/// The endpoints of the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /api/v1/available`
+    Available,
+    /// `POST /api/v1/purchase`
+    Purchase,
+    /// `POST /api/v1/reserve`
+    Reserve,
+    /// `GET /api/v1/health`, `GET /health`
+    Health,
+    /// `GET /ready`, `GET /api/v1/ready`
+    Ready,
+    /// `GET /`
+    Root,
+}
+
+impl Route {
+    /// The route a path names in `mode`, if any. A path the mode does not serve is unknown (404),
+    /// as it is in the original system's separate services.
+    pub fn find(path: &[u8], mode: Mode) -> Option<Route> {
+        let route = match path {
+            b"/api/v1/available" => Route::Available,
+            b"/api/v1/purchase" => Route::Purchase,
+            b"/api/v1/reserve" => Route::Reserve,
+            b"/api/v1/health" | b"/health" => Route::Health,
+            b"/ready" | b"/api/v1/ready" => Route::Ready,
+            b"/" => Route::Root,
+            _ => return None,
+        };
+        let served = match route {
+            Route::Purchase => mode != Mode::Vacancy,
+            Route::Reserve => mode != Mode::Ticket,
+            _ => true,
+        };
+        served.then_some(route)
+    }
+
+    /// The one method the route answers; the `Allow` value of its 405.
+    pub fn method(self) -> (Method<'static>, &'static [u8]) {
+        match self {
+            Route::Purchase | Route::Reserve => (Method::Post, b"POST"),
+            _ => (Method::Get, b"GET"),
+        }
+    }
+}
+
+/// What a shard holds to answer requests: its slice, its view of the others, its counters.
+#[derive(Debug)]
+pub struct App {
+    /// Which endpoints this process serves.
+    pub mode: Mode,
+    /// This shard's index.
+    pub shard: usize,
+    /// How many shards the process runs.
+    pub shards: usize,
+    /// This shard's tickets.
+    pub slice: Slice,
+    /// What this shard knows of the other slices.
+    pub view: View,
+    /// The largest `qty` one order may ask for.
+    pub max_order_qty: u64,
+    /// What this shard has seen.
+    pub counters: Counters,
+    /// Reused by the full JSON parser (which parses in place).
+    pub scratch: Vec<u8>,
+}
+
+/// How a reply ends the exchange, for the connection to act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The status that was written.
+    pub status: u16,
+}
+
+/// The per-request facts a reply needs besides the route.
+#[derive(Clone, Copy, Debug)]
+pub struct Exchange<'a> {
+    /// The request's version, for the `Connection` header.
+    pub version: Version,
+    /// Whether the connection stays open after this reply.
+    pub keep_alive: bool,
+    /// The cached `Date`.
+    pub date: &'a HttpDate,
+}
+
+impl App {
+    /// Answers one complete request (head and body), appending the response to `out`.
+    pub fn handle(
+        &mut self,
+        req: &RequestHead<'_, '_>,
+        body: &[u8],
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Reply {
+        self.counters.requests += 1;
+        let Some(route) = Route::find(req.path(), self.mode) else {
+            self.counters.not_found += 1;
+            return error(out, x, 404, "not_found", "no such endpoint", None);
+        };
+        let (method, allow) = route.method();
+        if req.method != method {
+            self.counters.method_not_allowed += 1;
+            return error(
+                out,
+                x,
+                405,
+                "method_not_allowed",
+                "method not allowed on this endpoint",
+                Some(allow),
+            );
+        }
+        match route {
+            Route::Available => {
+                let qty = self.view.total(&self.slice);
+                json(out, x, 200, |o| {
+                    o.extend_from_slice(b"{\"qty\":");
+                    decimal(o, qty);
+                    o.push(b'}');
+                })
+            }
+            Route::Purchase | Route::Reserve => self.order(route, body, x, out),
+            Route::Health => {
+                let mode = self.mode.as_str().as_bytes();
+                json(out, x, 200, |o| {
+                    o.extend_from_slice(b"{\"status\":\"healthy\",\"service\":\"");
+                    o.extend_from_slice(mode);
+                    o.extend_from_slice(b"\",\"mode\":\"");
+                    o.extend_from_slice(mode);
+                    o.extend_from_slice(b"\"}");
+                })
+            }
+            Route::Ready => {
+                let (mode, shards) = (self.mode.as_str(), self.shards);
+                json(out, x, 200, |o| {
+                    let _ = write!(
+                        o,
+                        "{{\"status\":\"ready\",\"mode\":\"{mode}\",\"shards\":{shards}}}"
+                    );
+                })
+            }
+            Route::Root => self.root(x, out),
+        }
+    }
+
+    /// Purchase or reserve: parse `{"qty":n}`, take from the slice, reply.
+    fn order(&mut self, route: Route, body: &[u8], x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+        let qty = match parse_qty(body, self.max_order_qty, &mut self.scratch) {
+            Ok(qty) => qty,
+            Err(e) => return self.body_error(e, x, out),
+        };
+        let sale = self.slice.take(qty);
+        let remaining = self.view.total(&self.slice);
+        match sale {
+            Sale::Sold => {
+                self.counters.orders_sold += 1;
+                self.counters.tickets_sold += qty;
+            }
+            Sale::Insufficient => self.counters.orders_insufficient += 1,
+        }
+        json(out, x, 200, |o| {
+            o.extend_from_slice(match sale {
+                Sale::Sold => b"{\"success\":true,\"remaining\":",
+                Sale::Insufficient => b"{\"success\":false,\"remaining\":",
+            });
+            decimal(o, remaining);
+            match (sale, route) {
+                (Sale::Sold, Route::Reserve) => {
+                    o.extend_from_slice(b",\"message\":\"Reserved ");
+                    decimal(o, qty);
+                    o.extend_from_slice(b" tickets\"}");
+                }
+                (Sale::Sold, _) => o.extend_from_slice(b",\"message\":\"Purchase successful!\"}"),
+                (Sale::Insufficient, _) => {
+                    o.extend_from_slice(b",\"message\":\"Insufficient inventory\"}")
+                }
+            }
+        })
+    }
+
+    fn body_error(&mut self, e: BodyError, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+        self.counters.body_errors += 1;
+        error(out, x, e.status(), e.code(), e.detail(), None)
+    }
+
+    /// `GET /`: what this process is, and this shard's counters.
+    fn root(&self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+        let c = &self.counters;
+        json(out, x, 200, |o| {
+            let _ = write!(
+                o,
+                "{{\"service\":\"ticketd\",\"version\":\"{}\",\"mode\":\"{}\",\"shards\":{},\"shard\":{},\
+                 \"slice\":{{\"available\":{},\"sold\":{}}},\"counters\":{{\"connections_accepted\":{},\
+                 \"connections_refused\":{},\"connections_timed_out\":{},\"requests\":{},\"orders_sold\":{},\
+                 \"orders_insufficient\":{},\"tickets_sold\":{},\"http_errors\":{},\"body_errors\":{},\
+                 \"not_found\":{},\"method_not_allowed\":{}}}}}",
+                env!("CARGO_PKG_VERSION"),
+                self.mode.as_str(),
+                self.shards,
+                self.shard,
+                self.slice.available(),
+                self.slice.sold(),
+                c.connections_accepted,
+                c.connections_refused,
+                c.connections_timed_out,
+                c.requests,
+                c.orders_sold,
+                c.orders_insufficient,
+                c.tickets_sold,
+                c.http_errors_total(),
+                c.body_errors,
+                c.not_found,
+                c.method_not_allowed,
+            );
+        })
+    }
+}
+
+/// Appends a JSON response whose body `write_body` writes in place.
+fn json(
+    out: &mut Vec<u8>,
+    x: Exchange<'_>,
+    status: u16,
+    write_body: impl FnOnce(&mut Vec<u8>),
+) -> Reply {
+    let response = Response {
+        status,
+        version: x.version,
+        keep_alive: x.keep_alive,
+        date: x.date,
+        content_type: Some(JSON),
+        extra_headers: &[],
+    };
+    write_response_with(out, &response, write_body);
+    Reply { status }
+}
+
+/// Appends the contract's JSON error `{"error","detail","code"}`: `error` is the status's reason
+/// phrase, `detail` a sentence, `code` a stable snake_case name to match on.
+pub fn error(
+    out: &mut Vec<u8>,
+    x: Exchange<'_>,
+    status: u16,
+    code: &str,
+    detail: &str,
+    allow: Option<&[u8]>,
+) -> Reply {
+    let allow_header = [(&b"Allow"[..], allow.unwrap_or_default())];
+    let response = Response {
+        status,
+        version: x.version,
+        keep_alive: x.keep_alive,
+        date: x.date,
+        content_type: Some(JSON),
+        extra_headers: if allow.is_some() { &allow_header } else { &[] },
+    };
+    write_response_with(out, &response, |o| {
+        o.extend_from_slice(b"{\"error\":\"");
+        o.extend_from_slice(proto_http::reason_phrase(status).as_bytes());
+        o.extend_from_slice(b"\",\"detail\":\"");
+        json_escaped(o, detail);
+        o.extend_from_slice(b"\",\"code\":\"");
+        o.extend_from_slice(code.as_bytes());
+        o.extend_from_slice(b"\"}");
+    });
+    Reply { status }
+}
+
+/// Appends `text` as the inside of a JSON string (RFC 8259 §7): quotes, backslashes and control
+/// characters escaped.
+fn json_escaped(out: &mut Vec<u8>, text: &str) {
+    for &b in text.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+fn decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let table: &[(&str, &str)] = &[
+            ("plain", "plain"),
+            ("the \"qty\" field", "the \\\"qty\\\" field"),
+            ("back\\slash", "back\\\\slash"),
+            ("line\nbreak\u{1}", "line\\u000abreak\\u0001"),
+        ];
+        for &(input, want) in table {
+            let mut out = Vec::new();
+            json_escaped(&mut out, input);
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn routes_by_mode() {
+        assert_eq!(
+            Route::find(b"/api/v1/purchase", Mode::Monolith),
+            Some(Route::Purchase)
+        );
+        assert_eq!(Route::find(b"/api/v1/purchase", Mode::Vacancy), None);
+        assert_eq!(Route::find(b"/api/v1/reserve", Mode::Ticket), None);
+        assert_eq!(Route::find(b"/health", Mode::Ticket), Some(Route::Health));
+        assert_eq!(Route::find(b"/api/v1/nope", Mode::Monolith), None);
+    }
+}

@@ -1,0 +1,440 @@
+//! Shards: one glommio executor per selected CPU, each with its own SO_REUSEPORT listener, its
+//! own slice of the stock, its own connections and counters. Nothing on the request path is
+//! shared between shards; the only cross-shard traffic is explicit messages over a channel mesh.
+//!
+//! Per shard, these tasks run:
+//! - the accept loop, which waits for a free connection slot before accepting (beyond
+//!   `connections_max`, new connections wait in the kernel's backlog: memory stays bounded);
+//! - one task per connection, driving a [`Connection`] over a socket;
+//! - the clock, refreshing the cached `Date` once a second;
+//! - the reporter, telling peers this slice's size when it changed, every half freshness period;
+//! - one receiver per peer, applying their reports to this shard's view;
+//! - the stop watcher, which starts the drain when a signal arrived.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Semaphore;
+use glommio::{LocalExecutorBuilder, Placement};
+use proto_http::{HttpDate, Limits};
+
+use crate::config::Config;
+use crate::connection::{ConnLimits, Connection, Next};
+use crate::routes::App;
+use crate::startup::StartError;
+use crate::stock::{allotment, Slice, View};
+
+/// Bytes read from a socket at once. 4 KiB holds sixteen pipelined wrk requests and keeps an idle
+/// connection's buffers at one page.
+const READ_BYTES: usize = 4 * 1024;
+
+/// The listen backlog we ask for (the kernel caps it at `net.core.somaxconn`). Connections beyond
+/// `connections_max` wait here; 4096 absorbs a burst of a few thousand load-test clients.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Messages a peer channel holds before senders wait: reports are small and superseded by the
+/// next one, so a short queue is plenty.
+const MESH_CHANNEL_CAPACITY: usize = 64;
+
+/// How often the stop watcher looks at the signal flag: the added latency of a shutdown.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+/// After a response that closes the connection, unread input is drained for at most this long
+/// before closing, so that a client still sending does not get a reset that destroys our response
+/// in flight (nginx's lingering close does the same).
+const LINGER: Duration = Duration::from_millis(500);
+
+/// At most this much unread input is drained during the linger.
+const LINGER_BYTES_MAX: usize = 64 * 1024;
+
+/// A message between shards.
+#[derive(Clone, Copy, Debug)]
+pub enum Message {
+    /// "My slice now holds this many tickets."
+    Report {
+        /// The sender's available tickets.
+        available: u64,
+    },
+}
+
+/// Everything a shard's tasks share. It lives on one executor (`Rc`, `Cell`, `RefCell`).
+struct Shard {
+    /// The request handler and the stock.
+    app: RefCell<App>,
+    /// The cached `Date` value.
+    date: Cell<HttpDate>,
+    /// A stop was requested: answer with `Connection: close`, accept nothing new.
+    draining: Cell<bool>,
+    /// Open connections: their socket and whether they are between requests.
+    connections: RefCell<HashMap<u64, Rc<ConnEntry>>>,
+    /// Connection limits.
+    limits: ConnLimits,
+    /// How long a head may take once started.
+    head_timeout: Duration,
+    /// How long a connection may idle between requests.
+    idle_timeout: Duration,
+}
+
+/// A connection as the shard sees it, for the drain.
+struct ConnEntry {
+    fd: RawFd,
+    idle: Cell<bool>,
+}
+
+/// Runs the server until a stop signal; returns once every shard has exited.
+pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
+    let placement = crate::startup::placement(&config)?;
+    let shards = placement.len();
+    crate::startup::check_io_uring()?;
+    crate::startup::ensure_memlock(shards)?;
+    let addr = crate::startup::probe_address(config.listen_addr())?;
+    let mesh = MeshBuilder::full(shards, MESH_CHANNEL_CAPACITY);
+    let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
+    let config = Arc::new(config);
+
+    let mut handles = Vec::with_capacity(shards);
+    for (index, cpu) in placement.iter().enumerate() {
+        let place = match cpu {
+            Some(cpu) => Placement::Fixed(*cpu),
+            None => Placement::Unbound,
+        };
+        let (config, mesh, stop, bound_tx) =
+            (config.clone(), mesh.clone(), stop.clone(), bound_tx.clone());
+        let handle = LocalExecutorBuilder::new(place)
+            .name(&format!("shard-{index}"))
+            .spawn(move || async move { shard_main(config, addr, mesh, stop, bound_tx).await })
+            .map_err(|e| executor_error(&e.to_string()))?;
+        handles.push(handle);
+    }
+    drop(bound_tx);
+
+    let mut failure = None;
+    for _ in 0..shards {
+        match bound_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => failure = failure.or(Some(StartError::Executor(e))),
+            Err(_) => break, // a shard died before binding; its join below says why
+        }
+    }
+    if failure.is_none() {
+        tracing::info!(
+            addr = %addr,
+            shards,
+            cpus = ?placement,
+            config = %config.summary(),
+            "ticketd listening"
+        );
+    } else {
+        stop.store(true, Ordering::SeqCst);
+    }
+    for handle in handles {
+        if let Err(e) = handle.join() {
+            failure = failure.or(Some(executor_error(&e.to_string())));
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Turns glommio's start errors into ours, with the fix for the one operators meet.
+fn executor_error(text: &str) -> StartError {
+    if text.contains("MemLockLimit") {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into a local of the right type.
+        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+        return StartError::MemLockTooLow {
+            have: limit.rlim_cur,
+            hard: limit.rlim_max,
+        };
+    }
+    StartError::Executor(text.to_string())
+}
+
+/// A listening socket with SO_REUSEPORT and our backlog, handed to glommio.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the fd is a bound, listening TCP socket we own; glommio takes ownership of it.
+    Ok(unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(socket.into_raw_fd()) })
+}
+
+async fn shard_main(
+    config: Arc<Config>,
+    addr: SocketAddr,
+    mesh: MeshBuilder<Message, glommio::channels::channel_mesh::Full>,
+    stop: Arc<AtomicBool>,
+    bound_tx: mpsc::Sender<Result<usize, String>>,
+) -> Result<(), String> {
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|e| format!("joining the shard mesh: {e}"))?;
+    let me = senders.peer_id();
+    let shards = config_shards(&senders);
+    let listener = match listen(addr) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let text = format!("shard {me} cannot listen on {addr}: {e}");
+            let _ = bound_tx.send(Err(text.clone()));
+            return Err(text);
+        }
+    };
+    let _ = bound_tx.send(Ok(me));
+
+    let http = Limits {
+        head_bytes_max: config.head_bytes_max,
+        target_bytes_max: config.target_bytes_max,
+        body_bytes_max: config.body_bytes_max as u64,
+        ..Limits::default()
+    };
+    let shard = Rc::new(Shard {
+        app: RefCell::new(App {
+            mode: config.mode,
+            shard: me,
+            shards,
+            slice: Slice::new(allotment(config.initial_stock, shards, me)),
+            view: View::new(config.initial_stock, shards, me),
+            max_order_qty: config.max_order_qty,
+            counters: Default::default(),
+            scratch: Vec::new(),
+        }),
+        date: Cell::new(HttpDate::now()),
+        draining: Cell::new(false),
+        connections: RefCell::new(HashMap::new()),
+        limits: ConnLimits {
+            http,
+            headers_max: config.headers_max,
+        },
+        head_timeout: config.head_timeout,
+        idle_timeout: config.idle_timeout,
+    });
+
+    glommio::spawn_local(clock(shard.clone())).detach();
+    let senders = Rc::new(senders);
+    glommio::spawn_local(reporter(
+        shard.clone(),
+        senders.clone(),
+        config.cache_ttl / 2,
+    ))
+    .detach();
+    for (peer, stream) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(Message::Report { available }) = stream.recv().await {
+                shard.app.borrow_mut().view.report(peer, available);
+            }
+        })
+        .detach();
+    }
+
+    let (stopped_tx, stopped_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
+    glommio::spawn_local(async move {
+        while !stop.load(Ordering::Relaxed) {
+            glommio::timer::sleep(STOP_POLL).await;
+        }
+        let _ = stopped_tx.send(()).await;
+    })
+    .detach();
+
+    accept_loop(&shard, &listener, config.connections_max, stopped_rx).await;
+    drop(listener);
+    drain(&shard, config.shutdown_timeout).await;
+    senders.close();
+    Ok(())
+}
+
+/// Shards in the mesh (the mesh counts every peer, this one included).
+fn config_shards(senders: &Senders<Message>) -> usize {
+    senders.nr_consumers().max(1)
+}
+
+/// Accepts connections until stopped, never holding more than `connections_max` open.
+async fn accept_loop(
+    shard: &Rc<Shard>,
+    listener: &TcpListener,
+    connections_max: usize,
+    stopped: glommio::channels::local_channel::LocalReceiver<()>,
+) {
+    let slots = Rc::new(Semaphore::new(connections_max as u64));
+    let mut next_id: u64 = 0;
+    loop {
+        let accepted = futures_lite::future::or(
+            async {
+                let permit = slots.acquire_static_permit(1).await.ok()?;
+                Some((permit, listener.accept().await))
+            },
+            async {
+                stopped.recv().await;
+                None
+            },
+        )
+        .await;
+        let Some((permit, stream)) = accepted else {
+            return;
+        };
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        shard.app.borrow_mut().counters.connections_accepted += 1;
+        next_id += 1;
+        let id = next_id;
+        let entry = Rc::new(ConnEntry {
+            fd: stream.as_raw_fd(),
+            idle: Cell::new(true),
+        });
+        shard.connections.borrow_mut().insert(id, entry.clone());
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            serve(&shard, stream, &entry).await;
+            shard.connections.borrow_mut().remove(&id);
+            drop(permit);
+        })
+        .detach();
+    }
+}
+
+/// Stops the shard gracefully: idle connections are closed at once (their blocked read sees end
+/// of stream), busy ones finish their request and close, and after `grace` the shard exits anyway.
+async fn drain(shard: &Rc<Shard>, grace: Duration) {
+    shard.draining.set(true);
+    let deadline = Instant::now() + grace;
+    loop {
+        for entry in shard.connections.borrow().values() {
+            if entry.idle.get() {
+                // SAFETY: the fd belongs to a live connection (entries are removed when it closes).
+                unsafe { libc::shutdown(entry.fd, libc::SHUT_RD) };
+            }
+        }
+        if shard.connections.borrow().is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+}
+
+/// Drives one connection until it closes.
+async fn serve(shard: &Shard, mut stream: TcpStream, entry: &ConnEntry) {
+    let _ = stream.set_nodelay(true);
+    let mut conn = Connection::default();
+    let mut buf = vec![0u8; READ_BYTES];
+    let mut out = Vec::new();
+    let mut head_started: Option<Instant> = None;
+    loop {
+        let timeout = match head_started {
+            None => shard.idle_timeout,
+            Some(started) => shard
+                .head_timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1)),
+        };
+        let _ = stream.set_read_timeout(Some(timeout));
+        let n = match stream.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    shard.app.borrow_mut().counters.connections_timed_out += 1;
+                }
+                return;
+            }
+        };
+        let next = {
+            let mut app = shard.app.borrow_mut();
+            let date = shard.date.get();
+            conn.on_input(
+                &buf[..n],
+                &mut app,
+                &shard.limits,
+                &date,
+                shard.draining.get(),
+                &mut out,
+            )
+        };
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if next == Next::Close {
+            linger(&mut stream, &mut buf).await;
+            return;
+        }
+        let idle = conn.is_idle();
+        entry.idle.set(idle);
+        head_started = match (idle, head_started) {
+            (true, _) => None,
+            (false, None) => Some(Instant::now()),
+            (false, started) => started,
+        };
+    }
+}
+
+/// Half-closes and reads what the client still sends, briefly, before the socket is closed.
+async fn linger(stream: &mut TcpStream, buf: &mut [u8]) {
+    if stream.shutdown(std::net::Shutdown::Write).await.is_err() {
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(LINGER));
+    let mut drained = 0;
+    while drained < LINGER_BYTES_MAX {
+        match stream.read(buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// Refreshes the cached `Date` at each second boundary.
+async fn clock(shard: Rc<Shard>) {
+    loop {
+        let now = std::time::SystemTime::now();
+        let into_second = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        glommio::timer::sleep(Duration::from_nanos(u64::from(1_000_000_000 - into_second))).await;
+        shard.date.set(HttpDate::now());
+    }
+}
+
+/// Tells every peer this slice's size whenever it changed, at most every `period`.
+async fn reporter(shard: Rc<Shard>, senders: Rc<Senders<Message>>, period: Duration) {
+    let period = period.max(Duration::from_millis(1));
+    let mut last = None;
+    loop {
+        glommio::timer::sleep(period).await;
+        let available = shard.app.borrow().slice.available();
+        if last == Some(available) {
+            continue;
+        }
+        let me = senders.peer_id();
+        for peer in (0..senders.nr_consumers()).filter(|&p| p != me) {
+            // A full queue means the peer has older reports still to read; it gets the next one.
+            let _ = senders.try_send_to(peer, Message::Report { available });
+        }
+        last = Some(available);
+    }
+}

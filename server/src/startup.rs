@@ -1,0 +1,218 @@
+//! Start-up: which CPUs the shards run on, and the checks that turn a doomed start into one line
+//! that names the cause and the fix (never a panic trace).
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+
+use crate::config::Config;
+
+/// The RLIMIT_MEMLOCK one glommio executor needs: glommio 0.9 refuses to start an executor below
+/// 512 KiB (`MemLockLimit(have/524288)`), because it locks its io_uring rings and I/O buffers.
+pub const GLOMMIO_MEMLOCK_BYTES: u64 = 512 * 1024;
+
+/// Why the server did not start. `Display` is one line: the cause, then the fix.
+#[derive(Debug)]
+pub enum StartError {
+    /// Another process holds the address.
+    PortInUse(SocketAddr),
+    /// Binding failed for another reason (address not local, permission for a low port...).
+    Bind(SocketAddr, io::Error),
+    /// io_uring cannot be used by this process.
+    IoUringUnavailable(String),
+    /// RLIMIT_MEMLOCK is below what glommio needs and could not be raised.
+    MemLockTooLow {
+        /// The soft limit in bytes.
+        have: u64,
+        /// The hard limit in bytes.
+        hard: u64,
+    },
+    /// `--cpus` names a CPU this process may not run on.
+    CpuNotAllowed {
+        /// The CPU asked for.
+        cpu: usize,
+        /// The CPUs the process may use, as a list.
+        allowed: String,
+    },
+    /// An executor failed to start or stopped with an error.
+    Executor(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::PortInUse(addr) => write!(
+                f,
+                "cannot listen on {addr}: the address is in use by another process; stop it or choose another --port (PORT)"
+            ),
+            StartError::Bind(addr, e) => write!(
+                f,
+                "cannot listen on {addr}: {e}; check --host (HOST) is an address of this machine, and ports below 1024 need CAP_NET_BIND_SERVICE"
+            ),
+            StartError::IoUringUnavailable(why) => write!(
+                f,
+                "io_uring is unavailable: {why}; ticketd needs Linux 5.10+ with io_uring enabled (sysctl kernel.io_uring_disabled=0, and a seccomp profile that allows io_uring_setup)"
+            ),
+            StartError::MemLockTooLow { have, hard } => write!(
+                f,
+                "RLIMIT_MEMLOCK is {have} bytes (hard limit {hard}), glommio needs at least {GLOMMIO_MEMLOCK_BYTES} per shard; raise it with `ulimit -l unlimited` or LimitMEMLOCK=infinity in the systemd unit"
+            ),
+            StartError::CpuNotAllowed { cpu, allowed } => write!(
+                f,
+                "--cpus (CPUS) names CPU {cpu}, but this process may only run on {allowed}; pick CPUs from that list"
+            ),
+            StartError::Executor(why) => write!(f, "a shard failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Where each shard runs: `Some(cpu)` pinned, `None` unpinned.
+pub fn placement(config: &Config) -> Result<Vec<Option<usize>>, StartError> {
+    let allowed = allowed_cpus();
+    let cpus = match &config.cpus {
+        Some(list) => {
+            if let Some(&cpu) = list.iter().find(|c| !allowed.contains(c)) {
+                return Err(StartError::CpuNotAllowed {
+                    cpu,
+                    allowed: cpu_list(&allowed),
+                });
+            }
+            list.clone()
+        }
+        None => allowed,
+    };
+    let shards = config.shards.unwrap_or(cpus.len()).max(1);
+    if shards > cpus.len() {
+        tracing::warn!(
+            shards,
+            cpus = cpus.len(),
+            "more shards than CPUs: shards run unpinned and share CPUs (fine for tests, slower in production)"
+        );
+        return Ok(vec![None; shards]);
+    }
+    Ok(cpus[..shards].iter().map(|&c| Some(c)).collect())
+}
+
+/// The CPUs in this process's affinity mask (so `taskset` is respected).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a plain bitmask owned by this frame, sized as the call is told.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        return (0..n).collect();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the size of `set`.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// `0-3,8` style, for messages.
+fn cpu_list(cpus: &[usize]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    out
+}
+
+/// Raises RLIMIT_MEMLOCK's soft limit to what `shards` executors need when the hard limit allows.
+pub fn ensure_memlock(shards: usize) -> Result<(), StartError> {
+    let need = GLOMMIO_MEMLOCK_BYTES;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `limit`, a local of the right type.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return Ok(()); // Cannot tell; glommio will report it if it matters.
+    }
+    let want = need.saturating_mul(shards as u64).max(need);
+    if limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= want {
+        return Ok(());
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want.min(limit.rlim_max),
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads `raised`, a local of the right type.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) };
+    if raised.rlim_cur < need {
+        return Err(StartError::MemLockTooLow {
+            have: limit.rlim_cur,
+            hard: limit.rlim_max,
+        });
+    }
+    Ok(())
+}
+
+/// Creates and drops one io_uring, so that a disabled io_uring is reported before any thread
+/// starts.
+pub fn check_io_uring() -> Result<(), StartError> {
+    if let Ok(value) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if value.trim() == "2" {
+            return Err(StartError::IoUringUnavailable(
+                "kernel.io_uring_disabled is 2".into(),
+            ));
+        }
+    }
+    // SAFETY: io_uring_params is plain data; the kernel fills it. A returned fd is closed at once.
+    let mut params: [u32; 30] = [0; 30]; // struct io_uring_params is 120 bytes
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(StartError::IoUringUnavailable(format!(
+            "io_uring_setup failed: {e}"
+        )));
+    }
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+/// Checks that nobody else listens on `addr` and resolves port 0 to one free port.
+///
+/// Shards bind with SO_REUSEPORT, which would silently share a port with another process of the
+/// same user; this probe binds *without* it first, so a second ticketd fails loudly instead.
+pub fn probe_address(addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    match StdListener::bind(addr) {
+        Ok(listener) => listener.local_addr().map_err(|e| StartError::Bind(addr, e)),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(StartError::PortInUse(addr)),
+        Err(e) => Err(StartError::Bind(addr, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_compress_ranges() {
+        assert_eq!(cpu_list(&[0, 1, 2, 3, 8]), "0-3,8");
+        assert_eq!(cpu_list(&[1]), "1");
+        assert_eq!(cpu_list(&[0, 2, 3]), "0,2-3");
+    }
+
+    #[test]
+    fn the_affinity_mask_is_not_empty() {
+        assert!(!allowed_cpus().is_empty());
+    }
+}

@@ -1,0 +1,175 @@
+//! One shard's slice of the ticket stock, and its view of everyone else's.
+//!
+//! Invariant (checked after every change): `allotted + received == available + sold + sent`. The
+//! slice is a plain value owned by one executor: no locks, no atomics. Selling from it is a
+//! subtraction; moving tickets between slices is an explicit message (see `shard`).
+
+/// How the initial stock is cut: slice `i` of `n` gets `stock / n`, and the first `stock % n`
+/// slices one more, so the slices add up to `stock` exactly.
+pub fn allotment(stock: u64, shards: usize, shard: usize) -> u64 {
+    assert!(shard < shards, "shard {shard} of {shards}");
+    let n = shards as u64;
+    stock / n + u64::from((shard as u64) < stock % n)
+}
+
+/// The outcome of an order against a slice. Not enough stock is a value, not an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sale {
+    /// The tickets were taken.
+    Sold,
+    /// The slice holds fewer than asked; nothing was taken.
+    Insufficient,
+}
+
+/// A shard's tickets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// Tickets this slice started with.
+    allotted: u64,
+    /// Tickets this slice may sell now, without asking anyone.
+    available: u64,
+    /// Tickets sold from this slice (purchases and reserves).
+    sold: u64,
+    /// Tickets received from other slices.
+    received: u64,
+    /// Tickets given to other slices.
+    sent: u64,
+}
+
+impl Slice {
+    /// A slice holding `allotted` tickets.
+    pub fn new(allotted: u64) -> Self {
+        Slice {
+            allotted,
+            available: allotted,
+            sold: 0,
+            received: 0,
+            sent: 0,
+        }
+    }
+
+    /// Tickets this slice can sell now.
+    pub fn available(&self) -> u64 {
+        self.available
+    }
+
+    /// Tickets sold from this slice.
+    pub fn sold(&self) -> u64 {
+        self.sold
+    }
+
+    /// Takes `qty` tickets if the slice holds them.
+    pub fn take(&mut self, qty: u64) -> Sale {
+        if qty > self.available {
+            return Sale::Insufficient;
+        }
+        self.available -= qty;
+        self.sold += qty;
+        self.check();
+        Sale::Sold
+    }
+
+    /// Removes `qty` tickets to send to another slice; the caller must deliver them.
+    pub fn give(&mut self, qty: u64) -> u64 {
+        let qty = qty.min(self.available);
+        self.available -= qty;
+        self.sent += qty;
+        self.check();
+        qty
+    }
+
+    /// Adds `qty` tickets that another slice gave.
+    pub fn receive(&mut self, qty: u64) {
+        self.available += qty;
+        self.received += qty;
+        self.check();
+    }
+
+    fn check(&self) {
+        // Pair assertion: nothing is created or destroyed by any operation.
+        assert_eq!(
+            self.allotted + self.received,
+            self.available + self.sold + self.sent,
+            "slice conservation broken: {self:?}"
+        );
+    }
+}
+
+/// What a shard knows of the whole stock: its own slice exactly, and every other slice as last
+/// reported. Reports arrive at least once per freshness period, so the total lags by at most that.
+#[derive(Clone, Debug)]
+pub struct View {
+    /// The last reported `available` of each shard (this shard's entry is unused).
+    reported: Vec<u64>,
+    /// This shard's index.
+    me: usize,
+}
+
+impl View {
+    /// A view for shard `me` of `shards`, starting from the initial allotments (exact at start).
+    pub fn new(stock: u64, shards: usize, me: usize) -> Self {
+        View {
+            reported: (0..shards).map(|s| allotment(stock, shards, s)).collect(),
+            me,
+        }
+    }
+
+    /// Records a peer's report.
+    pub fn report(&mut self, shard: usize, available: u64) {
+        if let Some(slot) = self.reported.get_mut(shard) {
+            *slot = available;
+        }
+    }
+
+    /// Tickets available in the whole system, given this shard's exact slice.
+    pub fn total(&self, own: &Slice) -> u64 {
+        let others: u64 = self
+            .reported
+            .iter()
+            .enumerate()
+            .filter(|&(s, _)| s != self.me)
+            .map(|(_, &a)| a)
+            .sum();
+        others + own.available()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allotments_add_up_for_any_shard_count() {
+        for stock in [0u64, 1, 2, 7, 1000, 1_000_000_007] {
+            for shards in 1..=17 {
+                let total: u64 = (0..shards).map(|s| allotment(stock, shards, s)).sum();
+                assert_eq!(total, stock, "stock {stock} shards {shards}");
+            }
+        }
+    }
+
+    #[test]
+    fn take_give_receive_conserve() {
+        let mut a = Slice::new(10);
+        let mut b = Slice::new(0);
+        assert_eq!(a.take(11), Sale::Insufficient);
+        assert_eq!(a.available(), 10);
+        assert_eq!(a.take(4), Sale::Sold);
+        let moved = a.give(100);
+        assert_eq!(moved, 6);
+        b.receive(moved);
+        assert_eq!(b.take(6), Sale::Sold);
+        assert_eq!(b.take(1), Sale::Insufficient);
+        assert_eq!(a.sold() + b.sold(), 10);
+    }
+
+    #[test]
+    fn view_totals_own_slice_exactly_and_peers_as_reported() {
+        let mut own = Slice::new(allotment(10, 3, 1));
+        let mut view = View::new(10, 3, 1);
+        assert_eq!(view.total(&own), 10);
+        own.take(2);
+        view.report(0, 1);
+        assert_eq!(view.total(&own), 1 + 1 + 3);
+    }
+}

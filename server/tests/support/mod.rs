@@ -1,0 +1,276 @@
+//! Test support: start the real `ticketd` binary on a free loopback port, talk raw bytes to it.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for the server to accept connections after start.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long one read waits before the test gives up on a response.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running ticketd, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Server {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Server {
+    /// Starts ticketd with these extra arguments (and `--host 127.0.0.1 --port P`), and waits
+    /// until it answers `GET /health`.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with_env(args, &[])
+    }
+
+    /// As [`Server::start`], with environment variables added.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = std::env::temp_dir().join(format!("ticketd-test-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for _attempt in 0..5 {
+            let port = free_port();
+            let log = dir.join(format!("server-{port}.log"));
+            let mut command = Command::new(env!("CARGO_BIN_EXE_ticketd"));
+            command
+                .current_dir(&dir)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(args)
+                .env_remove("RUST_LOG")
+                .env("LOG_LEVEL", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            for (k, v) in env {
+                command.env(k, v);
+            }
+            let child = command.spawn().expect("spawning ticketd");
+            let mut server = Server { child: Some(child), addr: SocketAddr::from(([127, 0, 0, 1], port)), log };
+            if server.wait_ready() {
+                return server;
+            }
+            let log = server.log();
+            server.kill();
+            if !log.contains("in use") {
+                panic!("ticketd did not start:\n{log}");
+            }
+        }
+        panic!("no free port after 5 attempts");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                eprintln!("ticketd exited early: {status}");
+                return false;
+            }
+            if let Ok(mut stream) = TcpStream::connect(self.addr) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                if stream.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").is_ok() {
+                    let mut out = Vec::new();
+                    let _ = stream.read_to_end(&mut out);
+                    if out.starts_with(b"HTTP/1.1 200") {
+                        return true;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// A new connection with a read timeout.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connecting to ticketd");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One parsed response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Header lines as (lowercased name, value).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl Reply {
+    /// The first value of a header (name in lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A field of a flat JSON body, as raw text (strings keep their quotes).
+    pub fn json(&self, field: &str) -> Option<String> {
+        let key = format!("\"{field}\":");
+        let start = self.body.find(&key)? + key.len();
+        let rest = self.body[start..].trim_start();
+        let end = if rest.starts_with('"') {
+            rest[1..].find('"').map(|i| i + 2)?
+        } else {
+            rest.find([',', '}']).unwrap_or(rest.len())
+        };
+        Some(rest[..end].trim().to_string())
+    }
+}
+
+/// Reads exactly one response (head by CRLFCRLF, body by Content-Length) from `stream`,
+/// keeping any bytes after it in `carry`. Panics on timeout or early close.
+pub fn read_reply(stream: &mut TcpStream, carry: &mut Vec<u8>) -> Reply {
+    try_read_reply(stream, carry).expect("connection closed before a complete response")
+}
+
+/// As [`read_reply`], `None` if the connection closes first.
+pub fn try_read_reply(stream: &mut TcpStream, carry: &mut Vec<u8>) -> Option<Reply> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = carry.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&carry[..end]).to_string();
+            let mut lines = head.split("\r\n");
+            let status_line = lines.next().unwrap();
+            let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+            let headers: Vec<(String, String)> = lines
+                .map(|l| {
+                    let (n, v) = l.split_once(':').unwrap();
+                    (n.trim().to_ascii_lowercase(), v.trim().to_string())
+                })
+                .collect();
+            let length: usize = headers
+                .iter()
+                .find(|(n, _)| n == "content-length")
+                .map(|(_, v)| v.parse().unwrap())
+                .unwrap_or(0);
+            let total = end + 4 + length;
+            while carry.len() < total {
+                let n = stream.read(&mut chunk).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                carry.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&carry[end + 4..total]).to_string();
+            carry.drain(..total);
+            return Some(Reply { status, headers, body });
+        }
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        carry.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Sends `request` on a new connection and reads one reply.
+pub fn exchange(server: &Server, request: &[u8]) -> Reply {
+    let mut stream = server.connect();
+    stream.write_all(request).unwrap();
+    read_reply(&mut stream, &mut Vec::new())
+}
+
+/// `GET path` with `Connection: close`.
+pub fn get(server: &Server, path: &str) -> Reply {
+    exchange(server, format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+}
+
+/// `POST path` with a body and `Connection: close`.
+pub fn post(server: &Server, path: &str, body: &str) -> Reply {
+    exchange(
+        server,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+}
+
+/// True when the peer has closed the connection (read returns 0 or an error) within the timeout.
+pub fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Writes `path`'s content (a helper for `.env` tests).
+pub fn write_file(path: &Path, content: &str) {
+    std::fs::write(path, content).unwrap();
+}
