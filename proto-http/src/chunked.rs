@@ -40,7 +40,13 @@ enum State {
     EndLf,
     /// The whole body has been read.
     Done,
+    /// An error was returned; every later call returns it again.
+    Failed(Error),
 }
+
+/// Hex digits allowed in one chunk size, leading zeros included: 16 digits hold any u64, and a
+/// client has no reason to send more than a few zeros in front.
+const CHUNK_SIZE_DIGITS_MAX: u32 = 32;
 
 /// Progress of one [`ChunkedDecoder::decode`] call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +101,17 @@ impl ChunkedDecoder {
     /// Decodes from `input`, appending chunk data to `out`, until the input runs out or the body
     /// ends. Errors are final: the message is malformed and the connection must close.
     pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Decoded, Error> {
+        if let State::Failed(e) = self.state {
+            return Err(e);
+        }
+        let result = self.decode_inner(input, out);
+        if let Err(e) = result {
+            self.state = State::Failed(e);
+        }
+        result
+    }
+
+    fn decode_inner(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Decoded, Error> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -107,12 +124,18 @@ impl ChunkedDecoder {
                             .and_then(|r| r.checked_add(u64::from(v)))
                             .ok_or(Error::BadChunkSize)?;
                         self.digits += 1;
+                        if self.digits > CHUNK_SIZE_DIGITS_MAX {
+                            return Err(Error::BadChunkSize);
+                        }
                     }
                     None if self.digits == 0 => return Err(Error::BadChunkSize),
                     None => {
                         self.state = match b {
                             b'\r' => State::SizeLf,
-                            b';' => State::Extension,
+                            b';' => {
+                                self.extension_byte()?;
+                                State::Extension
+                            }
                             b' ' | b'\t' => State::SizeWhitespace,
                             b'\n' => return Err(Error::BareLf),
                             _ => return Err(Error::BadChunkSize),
@@ -205,6 +228,7 @@ impl ChunkedDecoder {
                         done: true,
                     });
                 }
+                State::Failed(e) => return Err(e),
                 State::Done => {
                     return Ok(Decoded {
                         consumed: i,

@@ -166,13 +166,11 @@ impl Framing {
         if version == Version::Http10 {
             return Err(Error::TransferEncodingInHttp10);
         }
-        if self.te_unknown {
-            return Err(Error::UnsupportedTransferCoding);
-        }
+        // RFC 9112 §6.3: chunked not final is a MUST-400; the 501 of §6.1 is only a SHOULD.
         if !self.te_last_chunked || self.te_chunked_count != 1 {
             return Err(Error::BadTransferEncoding);
         }
-        if self.te_other_known {
+        if self.te_unknown || self.te_other_known {
             return Err(Error::UnsupportedTransferCoding);
         }
         Ok(())

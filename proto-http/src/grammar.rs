@@ -69,8 +69,10 @@ const HIGH: u64 = 0x8080_8080_8080_8080;
 /// control byte (`< 0x20`, which includes HTAB, CR and LF) or DEL; `buf.len()` if there is none.
 #[inline]
 pub(crate) fn scan_value(buf: &[u8], i: usize) -> usize {
-    let i = simd::scan_value(buf, i);
-    scan_value_swar(buf, i)
+    match simd::scan_value(buf, i) {
+        Ok(stop) => stop,
+        Err(tail) => scan_value_swar(buf, tail),
+    }
 }
 
 /// The portable part of [`scan_value`], eight bytes at a time: for a word `x`,
@@ -103,7 +105,10 @@ fn scan_value_swar(buf: &[u8], mut i: usize) -> usize {
 /// Index of the first byte at or after `i` that is not a request-target byte; `buf.len()` if none.
 #[inline]
 pub(crate) fn scan_target(buf: &[u8], i: usize) -> usize {
-    let mut i = simd::scan_target(buf, i);
+    let mut i = match simd::scan_target(buf, i) {
+        Ok(stop) => return stop,
+        Err(tail) => tail,
+    };
     while let Some(&b) = buf.get(i) {
         if !is_target_char(b) {
             return i;
@@ -115,14 +120,47 @@ pub(crate) fn scan_target(buf: &[u8], i: usize) -> usize {
 
 /// Sixteen bytes at a time with SSE2, which every x86_64 CPU has (so no run-time detection).
 /// httparse goes further with AVX2; on our heads (values of 10-120 bytes) 16 is the sweet spot.
-/// Each function returns the index of the first 16-byte block that holds a stop byte (or the
-/// tail shorter than 16 bytes); the portable code finishes from there.
+/// Each function returns `Ok(index)` of the first byte outside its class, or `Err(index)` of the
+/// tail shorter than 16 bytes that it could not look at; the portable code finishes from there.
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use core::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_min_epu8, _mm_movemask_epi8,
-        _mm_set1_epi8,
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_min_epu8,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
+
+    /// Lanes of `x` in `lo..=hi` (unsigned), as 0xff.
+    ///
+    /// # Safety
+    /// SSE2 only, which x86_64 always has.
+    #[inline(always)]
+    unsafe fn in_range(x: __m128i, lo: u8, hi: u8) -> __m128i {
+        let at_least_lo = _mm_cmpeq_epi8(_mm_max_epu8(x, _mm_set1_epi8(lo as i8)), x);
+        let at_most_hi = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(hi as i8)), x);
+        _mm_and_si128(at_least_lo, at_most_hi)
+    }
+
+    /// Skips blocks of the bytes almost every token is made of: letters, digits and `-`. The
+    /// table loop that follows handles the rare tchars (`!#$%&'*+.^_`|~`) and the stop byte.
+    #[inline]
+    pub(super) fn scan_common_token(buf: &[u8], mut i: usize) -> Result<usize, usize> {
+        while let Some(block) = buf.get(i..i + 16) {
+            // SAFETY: `block` holds 16 readable bytes and `loadu` has no alignment requirement;
+            // SSE2 is part of the x86_64 baseline.
+            let ok = unsafe {
+                let x = _mm_loadu_si128(block.as_ptr().cast());
+                let letter = in_range(_mm_or_si128(x, _mm_set1_epi8(0x20)), b'a', b'z');
+                let digit = in_range(x, b'0', b'9');
+                let dash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'-' as i8));
+                _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(letter, digit), dash)) as u32
+            };
+            if ok != 0xffff {
+                return Ok(i + (!ok).trailing_zeros() as usize);
+            }
+            i += 16;
+        }
+        Err(i)
+    }
 
     /// One bit per byte of `block[..16]`: set where the byte is in `lo..=hi` (unsigned).
     #[inline(always)]
@@ -154,28 +192,28 @@ mod simd {
 
     /// Skips blocks of field-vchar / SP (`0x20..=0xff` except DEL).
     #[inline]
-    pub(super) fn scan_value(buf: &[u8], mut i: usize) -> usize {
+    pub(super) fn scan_value(buf: &[u8], mut i: usize) -> Result<usize, usize> {
         while let Some(block) = buf.get(i..i + 16) {
             let ok = in_range_mask(block, 0x20, 0xff) & !eq_mask(block, 0x7f);
             if ok != 0xffff {
-                return i + (!ok).trailing_zeros() as usize;
+                return Ok(i + (!ok).trailing_zeros() as usize);
             }
             i += 16;
         }
-        i
+        Err(i)
     }
 
     /// Skips blocks of visible ASCII (`0x21..=0x7e`).
     #[inline]
-    pub(super) fn scan_target(buf: &[u8], mut i: usize) -> usize {
+    pub(super) fn scan_target(buf: &[u8], mut i: usize) -> Result<usize, usize> {
         while let Some(block) = buf.get(i..i + 16) {
             let ok = in_range_mask(block, 0x21, 0x7e);
             if ok != 0xffff {
-                return i + (!ok).trailing_zeros() as usize;
+                return Ok(i + (!ok).trailing_zeros() as usize);
             }
             i += 16;
         }
-        i
+        Err(i)
     }
 }
 
@@ -183,19 +221,29 @@ mod simd {
 #[cfg(not(target_arch = "x86_64"))]
 mod simd {
     #[inline(always)]
-    pub(super) fn scan_value(_buf: &[u8], i: usize) -> usize {
-        i
+    pub(super) fn scan_value(_buf: &[u8], i: usize) -> Result<usize, usize> {
+        Err(i)
     }
 
     #[inline(always)]
-    pub(super) fn scan_target(_buf: &[u8], i: usize) -> usize {
-        i
+    pub(super) fn scan_target(_buf: &[u8], i: usize) -> Result<usize, usize> {
+        Err(i)
+    }
+
+    #[inline(always)]
+    pub(super) fn scan_common_token(_buf: &[u8], i: usize) -> Result<usize, usize> {
+        Err(i)
     }
 }
 
 /// Index of the first byte at or after `i` that is not a tchar; `buf.len()` if none.
 #[inline]
-pub(crate) fn scan_token(buf: &[u8], mut i: usize) -> usize {
+pub(crate) fn scan_token(buf: &[u8], i: usize) -> usize {
+    let mut i = match simd::scan_common_token(buf, i) {
+        Ok(stop) if !is_tchar(buf[stop]) => return stop,
+        Ok(rare) => rare,
+        Err(tail) => tail,
+    };
     while let Some(&b) = buf.get(i) {
         if !is_tchar(b) {
             return i;
@@ -267,6 +315,34 @@ mod tests {
                         } else {
                             len
                         }
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scan_token_stops_at_the_first_non_tchar_at_every_offset() {
+        let specials = b"!#$%&'*+-.^_`|~";
+        for len in 0..40 {
+            for stop_at in 0..=len {
+                for stop in [b':', b' ', b'@', b'\r', 0x80, b'/'] {
+                    let mut v: Vec<u8> = (0..len)
+                        .map(|i| match i % 5 {
+                            0 => b'a' + (i % 26) as u8,
+                            1 => b'Z',
+                            2 => b'0' + (i % 10) as u8,
+                            3 => b'-',
+                            _ => specials[i % specials.len()],
+                        })
+                        .collect();
+                    if stop_at < len {
+                        v[stop_at] = stop;
+                    }
+                    assert_eq!(
+                        scan_token(&v, 0),
+                        stop_at.min(len),
+                        "len {len} stop_at {stop_at} byte {stop}"
                     );
                 }
             }

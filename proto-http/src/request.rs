@@ -140,7 +140,10 @@ pub fn parse_request<'b, 'h>(
     headers: &'h mut [Header<'b>],
     limits: &Limits,
 ) -> Result<Status<RequestHead<'b, 'h>>, Error> {
-    match parse_inner(buf, headers, limits)? {
+    // Only the first `head_bytes_max` bytes are looked at, so the answer cannot depend on how
+    // the peer's bytes beyond the limit were split across reads.
+    let seen = &buf[..buf.len().min(limits.head_bytes_max)];
+    match parse_inner(seen, headers, limits)? {
         Status::Partial if buf.len() >= limits.head_bytes_max => Err(Error::HeadTooLarge),
         status => Ok(status),
     }
@@ -217,7 +220,8 @@ fn parse_inner<'b, 'h>(
         headers: &headers[..count],
         body,
         keep_alive: framing.keep_alive(version),
-        expect_continue: framing.expect_continue,
+        // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in HTTP/1.0.
+        expect_continue: framing.expect_continue && version == Version::Http11,
         head_len,
     }))
 }
@@ -225,13 +229,29 @@ fn parse_inner<'b, 'h>(
 /// `HTTP-version CRLF` at `buf[*i..]`; advances `i` past the CRLF.
 #[inline]
 fn parse_version(buf: &[u8], i: &mut usize) -> Result<Status<Version>, Error> {
-    const NAME: &[u8] = b"HTTP/";
     let rest = &buf[*i..];
-    let common = rest.len().min(NAME.len() + 5);
-    // Compare what has arrived against the fixed shape `HTTP/D.D\r\n`.
+    // The shape `HTTP/D.D\r\n`, checked in one go when it has all arrived (the common case).
+    if let Some(&[b'H', b'T', b'T', b'P', b'/', major, b'.', minor, b'\r', b'\n']) = rest.get(..10)
+    {
+        if major.is_ascii_digit() && minor.is_ascii_digit() {
+            *i += 10;
+            return version_number(major, minor);
+        }
+    }
+    parse_version_slow(rest, i)
+}
+
+/// The byte-by-byte check: a partial version, or the exact error of a malformed one.
+#[cold]
+fn parse_version_slow(rest: &[u8], i: &mut usize) -> Result<Status<Version>, Error> {
+    const SHAPE_LEN: usize = 10; // `HTTP/D.D\r\n`
+    if rest.first() == Some(&b' ') {
+        return Err(Error::BadRequestLine); // a second space after the target
+    }
+    let common = rest.len().min(SHAPE_LEN);
     for (k, &b) in rest[..common].iter().enumerate() {
         let ok = match k {
-            0..=4 => b == NAME[k],
+            0..=4 => b == b"HTTP/"[k],
             5 | 7 => b.is_ascii_digit(),
             6 => b == b'.',
             8 => b == b'\r',
@@ -245,11 +265,15 @@ fn parse_version(buf: &[u8], i: &mut usize) -> Result<Status<Version>, Error> {
             });
         }
     }
-    if common < NAME.len() + 5 {
+    if common < SHAPE_LEN {
         return Ok(Status::Partial);
     }
-    *i += NAME.len() + 5;
-    match (rest[5], rest[7]) {
+    *i += SHAPE_LEN;
+    version_number(rest[5], rest[7])
+}
+
+fn version_number(major: u8, minor: u8) -> Result<Status<Version>, Error> {
+    match (major, minor) {
         (b'1', b'0') => Ok(Status::Complete(Version::Http10)),
         (b'1', _) => Ok(Status::Complete(Version::Http11)),
         _ => Err(Error::VersionNotSupported),
@@ -261,7 +285,10 @@ mod tests {
     use super::*;
     use crate::EMPTY_HEADER;
 
-    fn parse(buf: &[u8]) -> Result<Status<(Method<'_>, Vec<u8>, BodyFraming, bool, usize)>, Error> {
+    /// What the tests compare: method, target, body framing, keep-alive, head length.
+    type Summary<'b> = (Method<'b>, Vec<u8>, BodyFraming, bool, usize);
+
+    fn parse(buf: &[u8]) -> Result<Status<Summary<'_>>, Error> {
         let mut headers = [EMPTY_HEADER; 16];
         let status = parse_request(buf, &mut headers, &Limits::default())?;
         Ok(match status {

@@ -47,7 +47,8 @@ pub fn parse_response<'b, 'h>(
     headers: &'h mut [Header<'b>],
     limits: &Limits,
 ) -> Result<Status<ResponseHead<'b, 'h>>, Error> {
-    match parse_inner(buf, headers)? {
+    let seen = &buf[..buf.len().min(limits.head_bytes_max)];
+    match parse_inner(seen, headers)? {
         Status::Partial if buf.len() >= limits.head_bytes_max => Err(Error::HeadTooLarge),
         Status::Complete(head) if head.head_len > limits.head_bytes_max => Err(Error::HeadTooLarge),
         status => Ok(status),

@@ -45,6 +45,7 @@ struct Head {
     head_len: usize,
 }
 
+/// Our parser's view of `buf`.
 fn ours(buf: &[u8]) -> Result<Status<Head>, Error> {
     let mut headers = [EMPTY_HEADER; SLOTS];
     Ok(match parse_request(buf, &mut headers, &WIDE)? {
@@ -63,6 +64,7 @@ fn ours(buf: &[u8]) -> Result<Status<Head>, Error> {
     })
 }
 
+/// httparse's view of `buf`, with its default configuration.
 fn theirs(buf: &[u8]) -> Result<httparse::Status<Head>, httparse::Error> {
     let mut headers = [httparse::EMPTY_HEADER; SLOTS];
     let mut req = httparse::Request::new(&mut headers);

@@ -119,6 +119,7 @@ struct ParsedResponse {
     head_len: usize,
 }
 
+/// `parse_response` with default limits, owned; `None` while `Partial`.
 fn parse_response_owned(buf: &[u8]) -> Option<ParsedResponse> {
     let mut headers = [EMPTY_HEADER; SLOTS];
     match parse_response(buf, &mut headers, &Limits::default()).expect("written response") {
@@ -135,6 +136,7 @@ fn parse_response_owned(buf: &[u8]) -> Option<ParsedResponse> {
     }
 }
 
+/// Field lines as owned (name, value) pairs.
 fn owned(headers: &[Header<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
     headers
         .iter()
@@ -223,6 +225,7 @@ struct ParsedRequest {
     head_len: usize,
 }
 
+/// `parse_request` with default limits, owned; `None` while `Partial`.
 fn parse_request_owned(buf: &[u8]) -> Option<ParsedRequest> {
     let mut headers = [EMPTY_HEADER; SLOTS];
     match parse_request(buf, &mut headers, &Limits::default()).expect("written request") {
@@ -303,6 +306,7 @@ struct SizeStyle {
     spaced: bool,
 }
 
+/// A random spelling of a chunk-size line.
 fn size_style() -> impl Strategy<Value = SizeStyle> {
     let extension = prop::option::weighted(
         0.3,
