@@ -338,15 +338,18 @@ struct Cli {
     port: Option<String>,
 
     /// Port in monolith mode when PORT is not set
-    #[arg(long, env = "MONOLITH_PORT", value_name = "PORT", default_value_t = Mode::Monolith.default_port().to_string())]
+    #[arg(long, env = "MONOLITH_PORT", value_name = "PORT",
+          default_value_t = Mode::Monolith.default_port().to_string())]
     monolith_port: String,
 
     /// Port in vacancy mode when PORT is not set
-    #[arg(long, env = "VACANCY_PORT", value_name = "PORT", default_value_t = Mode::Vacancy.default_port().to_string())]
+    #[arg(long, env = "VACANCY_PORT", value_name = "PORT",
+          default_value_t = Mode::Vacancy.default_port().to_string())]
     vacancy_port: String,
 
     /// Port in ticket mode when PORT is not set
-    #[arg(long, env = "TICKET_PORT", value_name = "PORT", default_value_t = Mode::Ticket.default_port().to_string())]
+    #[arg(long, env = "TICKET_PORT", value_name = "PORT",
+          default_value_t = Mode::Ticket.default_port().to_string())]
     ticket_port: String,
 
     /// Number of shards, one pinned thread each [default: one per allowed CPU]
@@ -358,11 +361,13 @@ struct Cli {
     cpus: Option<String>,
 
     /// Tickets in stock at start
-    #[arg(long, env = "INITIAL_STOCK", value_name = "N", default_value_t = INITIAL_STOCK_DEFAULT.to_string())]
+    #[arg(long, env = "INITIAL_STOCK", value_name = "N",
+          default_value_t = INITIAL_STOCK_DEFAULT.to_string())]
     initial_stock: String,
 
     /// Largest qty one request may ask for
-    #[arg(long, env = "MAX_ORDER_QTY", value_name = "N", default_value_t = MAX_ORDER_QTY_DEFAULT.to_string())]
+    #[arg(long, env = "MAX_ORDER_QTY", value_name = "N",
+          default_value_t = MAX_ORDER_QTY_DEFAULT.to_string())]
     max_order_qty: String,
 
     /// The vacancy service, http://host[:port] (ticket mode)
@@ -370,19 +375,23 @@ struct Cli {
     vacancy_url: String,
 
     /// Seconds a forwarded reserve may take before the purchase answers 503
-    #[arg(long, env = "VACANCY_TIMEOUT", value_name = "SECONDS", default_value_t = format!("{VACANCY_TIMEOUT_SECONDS_DEFAULT:.1}"))]
+    #[arg(long, env = "VACANCY_TIMEOUT", value_name = "SECONDS",
+          default_value_t = format!("{VACANCY_TIMEOUT_SECONDS_DEFAULT:.1}"))]
     vacancy_timeout: String,
 
     /// Connections to the vacancy service per shard
-    #[arg(long, env = "HTTP_MAX_CONNECTIONS", value_name = "N", default_value_t = HTTP_MAX_CONNECTIONS_DEFAULT.to_string())]
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", value_name = "N",
+          default_value_t = HTTP_MAX_CONNECTIONS_DEFAULT.to_string())]
     http_max_connections: String,
 
     /// Idle connections to the vacancy service kept open per shard (at most --http-max-connections)
-    #[arg(long, env = "HTTP_KEEPALIVE_CONNECTIONS", value_name = "N", default_value_t = HTTP_KEEPALIVE_CONNECTIONS_DEFAULT.to_string())]
+    #[arg(long, env = "HTTP_KEEPALIVE_CONNECTIONS", value_name = "N",
+          default_value_t = HTTP_KEEPALIVE_CONNECTIONS_DEFAULT.to_string())]
     http_keepalive_connections: String,
 
     /// Seconds that `remaining` and /available may lag behind sales
-    #[arg(long, env = "CACHE_TTL_SECONDS", value_name = "SECONDS", default_value_t = format!("{CACHE_TTL_SECONDS_DEFAULT:.1}"))]
+    #[arg(long, env = "CACHE_TTL_SECONDS", value_name = "SECONDS",
+          default_value_t = format!("{CACHE_TTL_SECONDS_DEFAULT:.1}"))]
     cache_ttl_seconds: String,
 
     /// trace, debug, info, warn (warning), error (critical); RUST_LOG, when set, overrides it
@@ -395,35 +404,43 @@ struct Cli {
     json_logs: String,
 
     /// Longest request head in bytes (more: 431)
-    #[arg(long, env = "HEAD_BYTES_MAX", value_name = "BYTES", default_value_t = HEAD_BYTES_MAX_DEFAULT.to_string())]
+    #[arg(long, env = "HEAD_BYTES_MAX", value_name = "BYTES",
+          default_value_t = HEAD_BYTES_MAX_DEFAULT.to_string())]
     head_bytes_max: String,
 
     /// Most header fields per request (more: 431)
-    #[arg(long, env = "HEADERS_MAX", value_name = "N", default_value_t = HEADERS_MAX_DEFAULT.to_string())]
+    #[arg(long, env = "HEADERS_MAX", value_name = "N",
+          default_value_t = HEADERS_MAX_DEFAULT.to_string())]
     headers_max: String,
 
     /// Longest request body in bytes (more: 413)
-    #[arg(long, env = "BODY_BYTES_MAX", value_name = "BYTES", default_value_t = BODY_BYTES_MAX_DEFAULT.to_string())]
+    #[arg(long, env = "BODY_BYTES_MAX", value_name = "BYTES",
+          default_value_t = BODY_BYTES_MAX_DEFAULT.to_string())]
     body_bytes_max: String,
 
     /// Longest request target in bytes (more: 414)
-    #[arg(long, env = "TARGET_BYTES_MAX", value_name = "BYTES", default_value_t = TARGET_BYTES_MAX_DEFAULT.to_string())]
+    #[arg(long, env = "TARGET_BYTES_MAX", value_name = "BYTES",
+          default_value_t = TARGET_BYTES_MAX_DEFAULT.to_string())]
     target_bytes_max: String,
 
     /// Most open client connections per shard
-    #[arg(long, env = "CONNECTIONS_MAX", value_name = "N", default_value_t = CONNECTIONS_MAX_DEFAULT.to_string())]
+    #[arg(long, env = "CONNECTIONS_MAX", value_name = "N",
+          default_value_t = CONNECTIONS_MAX_DEFAULT.to_string())]
     connections_max: String,
 
     /// Milliseconds a request head may take once its first byte arrived
-    #[arg(long, env = "HEAD_TIMEOUT_MS", value_name = "MS", default_value_t = HEAD_TIMEOUT_MS_DEFAULT.to_string())]
+    #[arg(long, env = "HEAD_TIMEOUT_MS", value_name = "MS",
+          default_value_t = HEAD_TIMEOUT_MS_DEFAULT.to_string())]
     head_timeout_ms: String,
 
     /// Milliseconds an idle keep-alive connection stays open
-    #[arg(long, env = "IDLE_TIMEOUT_MS", value_name = "MS", default_value_t = IDLE_TIMEOUT_MS_DEFAULT.to_string())]
+    #[arg(long, env = "IDLE_TIMEOUT_MS", value_name = "MS",
+          default_value_t = IDLE_TIMEOUT_MS_DEFAULT.to_string())]
     idle_timeout_ms: String,
 
     /// Milliseconds in-flight requests may take to finish after SIGTERM
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", value_name = "MS", default_value_t = SHUTDOWN_TIMEOUT_MS_DEFAULT.to_string())]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", value_name = "MS",
+          default_value_t = SHUTDOWN_TIMEOUT_MS_DEFAULT.to_string())]
     shutdown_timeout_ms: String,
 
     /// Print the effective configuration as one JSON line and exit
@@ -890,8 +907,9 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     Ok(cpus)
 }
 
-/// Formats sorted CPU ids back into the shortest list of ranges (`0-3,8`).
-fn format_cpu_list(cpus: &[usize]) -> String {
+/// Formats sorted CPU ids back into the shortest list of ranges (`0-3,8`), the inverse of
+/// [`parse_cpu_list`].
+pub fn format_cpu_list(cpus: &[usize]) -> String {
     let mut items: Vec<String> = Vec::new();
     let mut at = 0;
     while at < cpus.len() {
@@ -1067,6 +1085,11 @@ mod tests {
 
     /// Tests that read or write the process environment hold this, so that they do not race.
     static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+    /// Command-line arguments after the program name, in a table row.
+    type Args = &'static [&'static str];
+    /// Environment variables to set, in a table row.
+    type Vars = &'static [(&'static str, &'static str)];
 
     /// Every environment variable the command line falls back to, from clap itself.
     fn env_names() -> Vec<String> {
@@ -1297,7 +1320,7 @@ mod tests {
 
     #[test]
     fn ports_and_modes() {
-        let table: &[(&[&str], &[(&str, &str)], Mode, u16)] = &[
+        let table: &[(Args, Vars, Mode, u16)] = &[
             (&[], &[], Mode::Monolith, 8000),
             (&["--mode", "vacancy"], &[], Mode::Vacancy, 8001),
             (&["--mode", "TICKET"], &[], Mode::Ticket, 8002),
@@ -1365,7 +1388,7 @@ mod tests {
     /// Every invalid value names its flag and environment variable, on one line.
     #[test]
     fn invalid_values() {
-        let table: &[(&[&str], &[(&str, &str)], &str)] = &[
+        let table: &[(Args, Vars, &str)] = &[
             (&["--initial-stock", "abc"], &[], "invalid value \"abc\" for --initial-stock (INITIAL_STOCK): expected a whole number from 0 to 9223372036854775807"),
             (&[], &[("INITIAL_STOCK", "-1")], "for --initial-stock (INITIAL_STOCK)"),
             (&[], &[("INITIAL_STOCK", "9223372036854775808")], "for --initial-stock (INITIAL_STOCK)"),
@@ -1536,7 +1559,8 @@ mod tests {
 
     #[test]
     fn vacancy_urls() {
-        let table: &[(&str, Result<(&str, u16, &str), ()>)] = &[
+        type Parsed = Result<(&'static str, u16, &'static str), ()>;
+        let table: &[(&str, Parsed)] = &[
             (
                 "http://127.0.0.1:8001",
                 Ok(("127.0.0.1", 8001, "http://127.0.0.1:8001")),

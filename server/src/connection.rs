@@ -7,7 +7,7 @@
 //! by one input are appended to one output buffer, so pipelined requests cost one write.
 
 use proto_http::{
-    parse_request, BodyFraming, ChunkedDecoder, Error, HttpDate, Limits, Status, Version,
+    parse_request, BodyFraming, ChunkedDecoder, Error, HttpDate, Limits, Method, Status, Version,
     EMPTY_HEADER,
 };
 
@@ -156,6 +156,7 @@ impl Connection {
                     let end = body_start + n as usize; // n <= body_bytes_max, checked by the parser
                     if rest.len() < end {
                         self.need = end;
+                        self.head_searched = rest.len();
                         self.send_continue(head.expect_continue, rest.len() == body_start, out);
                         return (start, Next::Read);
                     }
@@ -170,6 +171,7 @@ impl Connection {
                             if rest.len() > limits.request_bytes_max() {
                                 return (buf.len(), reject(Error::BodyTooLarge, app, date, out));
                             }
+                            self.head_searched = rest.len();
                             self.send_continue(head.expect_continue, rest.len() == body_start, out);
                             return (start, Next::Read);
                         }
@@ -183,7 +185,11 @@ impl Connection {
                 keep_alive,
                 date,
             };
+            let response_start = out.len();
             app.handle(&head, body, x, out);
+            if head.method == Method::Head {
+                strip_body(out, response_start);
+            }
             self.continue_sent = false;
             start += consumed;
             if !keep_alive {
@@ -199,6 +205,14 @@ impl Connection {
             out.extend_from_slice(CONTINUE);
             self.continue_sent = true;
         }
+    }
+}
+
+/// Cuts the response that starts at `start` back to its head: a HEAD response carries the
+/// `Content-Length` a GET would have, and no content (RFC 9110 §9.3.2).
+fn strip_body(out: &mut Vec<u8>, start: usize) {
+    if let Some(end) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+        out.truncate(start + end + 4);
     }
 }
 

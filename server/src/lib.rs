@@ -4,9 +4,10 @@
 //! - [`config`]: flags > environment > `.env` > defaults, validated into a [`config::Config`].
 //! - [`startup`]: CPU placement and the checks that fail a start with one clear line.
 //! - [`shard`]: one pinned glommio executor per CPU: listener, connections, timers, mesh.
+//! - [`uring`]: the default transport: each shard's own io_uring drives its sockets.
 //! - [`connection`]: one connection as a sans-IO state machine over proto-http.
 //! - [`routes`]: endpoints and JSON replies, written straight into the output buffer.
-//! - [`body`]: the `{"qty":N}` body: a strict fast path, simd-json behind it.
+//! - [`body`]: the `{"qty":N}` body: a strict fast path, serde_json behind it.
 //! - [`stock`]: a shard's slice of the stock and its view of the others.
 //! - [`metrics`]: per-shard counters.
 //! - [`signals`], [`logging`]: process plumbing.
@@ -16,8 +17,10 @@ pub mod config;
 pub mod connection;
 pub mod logging;
 pub mod metrics;
+pub mod rebalance;
 pub mod routes;
 pub mod shard;
 pub mod signals;
 pub mod startup;
 pub mod stock;
+pub mod uring;

@@ -55,11 +55,12 @@ impl Route {
         served.then_some(route)
     }
 
-    /// The one method the route answers; the `Allow` value of its 405.
-    pub fn method(self) -> (Method<'static>, &'static [u8]) {
+    /// Whether the route answers `method`, and the `Allow` value of its 405. GET routes answer
+    /// HEAD too (RFC 9110 §9.1); the connection strips the body.
+    pub fn allows(self, method: Method<'_>) -> (bool, &'static [u8]) {
         match self {
-            Route::Purchase | Route::Reserve => (Method::Post, b"POST"),
-            _ => (Method::Get, b"GET"),
+            Route::Purchase | Route::Reserve => (method == Method::Post, b"POST"),
+            _ => (matches!(method, Method::Get | Method::Head), b"GET, HEAD"),
         }
     }
 }
@@ -81,8 +82,6 @@ pub struct App {
     pub max_order_qty: u64,
     /// What this shard has seen.
     pub counters: Counters,
-    /// Reused by the full JSON parser (which parses in place).
-    pub scratch: Vec<u8>,
 }
 
 /// How a reply ends the exchange, for the connection to act on.
@@ -117,8 +116,8 @@ impl App {
             self.counters.not_found += 1;
             return error(out, x, 404, "not_found", "no such endpoint", None);
         };
-        let (method, allow) = route.method();
-        if req.method != method {
+        let (allowed, allow) = route.allows(req.method);
+        if !allowed {
             self.counters.method_not_allowed += 1;
             return error(
                 out,
@@ -164,7 +163,7 @@ impl App {
 
     /// Purchase or reserve: parse `{"qty":n}`, take from the slice, reply.
     fn order(&mut self, route: Route, body: &[u8], x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
-        let qty = match parse_qty(body, self.max_order_qty, &mut self.scratch) {
+        let qty = match parse_qty(body, self.max_order_qty) {
             Ok(qty) => qty,
             Err(e) => return self.body_error(e, x, out),
         };

@@ -2,19 +2,27 @@
 //! own slice of the stock, its own connections and counters. Nothing on the request path is
 //! shared between shards; the only cross-shard traffic is explicit messages over a channel mesh.
 //!
+//! Sockets are driven by one of two transports, picked at start-up ([`Transport`]):
+//! - **uring** (the default): the shard's own io_uring, driven by one task, see [`crate::uring`];
+//! - **glommio**: glommio's `TcpStream`, one task per connection, and the accept loop below. It is
+//!   the fallback for kernels without what the uring transport needs (Linux 6.0+).
+//!
+//! Either way, beyond `connections_max` a shard stops accepting and new connections wait in the
+//! kernel's backlog: memory stays bounded.
+//!
 //! Per shard, these tasks run:
-//! - the accept loop, which waits for a free connection slot before accepting (beyond
-//!   `connections_max`, new connections wait in the kernel's backlog: memory stays bounded);
-//! - one task per connection, driving a [`Connection`] over a socket;
+//! - the transport: with glommio, the accept loop and one task per connection driving a
+//!   [`Connection`] over a socket; with uring, one driver task for all of them;
 //! - the clock, refreshing the cached `Date` once a second;
 //! - the reporter, telling peers this slice's size when it changed, every half freshness period;
 //! - one receiver per peer, applying their reports to this shard's view;
-//! - the stop watcher, which starts the drain when a signal arrived.
+//! - the stop watcher (glommio transport; the uring driver checks the flag in its sweep), which
+//!   starts the drain when a signal arrived.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -32,6 +40,7 @@ use crate::connection::{ConnLimits, Connection, Next};
 use crate::routes::App;
 use crate::startup::StartError;
 use crate::stock::{allotment, Slice, View};
+use crate::uring;
 
 /// Bytes read from a socket at once. 4 KiB holds sixteen pipelined wrk requests and keeps an idle
 /// connection's buffers at one page.
@@ -51,10 +60,70 @@ const STOP_POLL: Duration = Duration::from_millis(20);
 /// After a response that closes the connection, unread input is drained for at most this long
 /// before closing, so that a client still sending does not get a reset that destroys our response
 /// in flight (nginx's lingering close does the same).
-const LINGER: Duration = Duration::from_millis(500);
+pub(crate) const LINGER: Duration = Duration::from_millis(500);
 
 /// At most this much unread input is drained during the linger.
-const LINGER_BYTES_MAX: usize = 64 * 1024;
+pub(crate) const LINGER_BYTES_MAX: usize = 64 * 1024;
+
+/// The environment variable that picks the transport (until it becomes a configuration flag).
+pub const TRANSPORT_ENV: &str = "TICKETD_TRANSPORT";
+
+/// How a shard moves bytes between its sockets and its connections. Both run the same
+/// [`Connection`] state machine; they differ only in who calls the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// The shard's own io_uring with cooperative task running ([`crate::uring`]).
+    Uring,
+    /// glommio's `TcpStream`, one task per connection.
+    Glommio,
+}
+
+impl Transport {
+    /// The transport `TICKETD_TRANSPORT` asks for (uring when unset), or uring's fallback when
+    /// this kernel cannot run it.
+    pub fn select() -> Result<Transport, StartError> {
+        let asked = match std::env::var(TRANSPORT_ENV) {
+            Err(std::env::VarError::NotPresent) => Transport::Uring,
+            Ok(value) => Transport::parse(&value).ok_or_else(|| {
+                StartError::Executor(format!(
+                    "{TRANSPORT_ENV}={value:?} is not a transport; use uring or glommio"
+                ))
+            })?,
+            Err(std::env::VarError::NotUnicode(value)) => {
+                return Err(StartError::Executor(format!(
+                    "{TRANSPORT_ENV}={value:?} is not a transport; use uring or glommio"
+                )))
+            }
+        };
+        if asked == Transport::Uring {
+            if let Err(missing) = uring::probe() {
+                tracing::warn!(
+                    reason = %missing,
+                    "the uring transport cannot run on this kernel; using the glommio transport"
+                );
+                return Ok(Transport::Glommio);
+            }
+        }
+        Ok(asked)
+    }
+
+    /// `uring` or `glommio`.
+    pub fn parse(value: &str) -> Option<Transport> {
+        match value.trim() {
+            "uring" => Some(Transport::Uring),
+            "glommio" => Some(Transport::Glommio),
+            _ => None,
+        }
+    }
+
+    /// The name, as `parse` reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Uring => "uring",
+            Transport::Glommio => "glommio",
+        }
+    }
+}
 
 /// A message between shards.
 #[derive(Clone, Copy, Debug)]
@@ -67,21 +136,22 @@ pub enum Message {
 }
 
 /// Everything a shard's tasks share. It lives on one executor (`Rc`, `Cell`, `RefCell`).
-struct Shard {
+pub(crate) struct Shard {
     /// The request handler and the stock.
-    app: RefCell<App>,
+    pub(crate) app: RefCell<App>,
     /// The cached `Date` value.
-    date: Cell<HttpDate>,
+    pub(crate) date: Cell<HttpDate>,
     /// A stop was requested: answer with `Connection: close`, accept nothing new.
-    draining: Cell<bool>,
-    /// Open connections: their socket and whether they are between requests.
+    pub(crate) draining: Cell<bool>,
+    /// Open connections of the glommio transport: their socket and whether they are between
+    /// requests (the uring transport keeps its own table).
     connections: RefCell<HashMap<u64, Rc<ConnEntry>>>,
     /// Connection limits.
-    limits: ConnLimits,
+    pub(crate) limits: ConnLimits,
     /// How long a head may take once started.
-    head_timeout: Duration,
+    pub(crate) head_timeout: Duration,
     /// How long a connection may idle between requests.
-    idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 /// A connection as the shard sees it, for the drain.
@@ -96,6 +166,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
     let shards = placement.len();
     crate::startup::check_io_uring()?;
     crate::startup::ensure_memlock(shards)?;
+    let transport = Transport::select()?;
     let addr = crate::startup::probe_address(config.listen_addr())?;
     let mesh = MeshBuilder::full(shards, MESH_CHANNEL_CAPACITY);
     let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
@@ -111,7 +182,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
             (config.clone(), mesh.clone(), stop.clone(), bound_tx.clone());
         let handle = LocalExecutorBuilder::new(place)
             .name(&format!("shard-{index}"))
-            .spawn(move || async move { shard_main(config, addr, mesh, stop, bound_tx).await })
+            .spawn(move || async move {
+                shard_main(config, addr, transport, mesh, stop, bound_tx).await
+            })
             .map_err(|e| executor_error(&e.to_string()))?;
         handles.push(handle);
     }
@@ -130,6 +203,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
             addr = %addr,
             shards,
             cpus = ?placement,
+            transport = transport.as_str(),
             config = %config.summary(),
             "ticketd listening"
         );
@@ -164,21 +238,32 @@ fn executor_error(text: &str) -> StartError {
     StartError::Executor(text.to_string())
 }
 
-/// A listening socket with SO_REUSEPORT and our backlog, handed to glommio.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A listening socket with SO_REUSEPORT and our backlog.
+///
+/// TCP_NODELAY is set here too: Linux copies it to accepted sockets, which saves the uring
+/// transport a syscall per connection (it checks the first one).
+fn listen(addr: SocketAddr) -> std::io::Result<OwnedFd> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
-    // SAFETY: the fd is a bound, listening TCP socket we own; glommio takes ownership of it.
-    Ok(unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(socket.into_raw_fd()) })
+    Ok(socket.into())
+}
+
+/// What a shard serves with: the glommio listener, or the uring driver that owns the listener.
+enum Serving {
+    Glommio(TcpListener),
+    /// Boxed: the driver is large and made once per shard.
+    Uring(Box<uring::Driver>),
 }
 
 async fn shard_main(
     config: Arc<Config>,
     addr: SocketAddr,
+    transport: Transport,
     mesh: MeshBuilder<Message, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     bound_tx: mpsc::Sender<Result<usize, String>>,
@@ -197,7 +282,6 @@ async fn shard_main(
             return Err(text);
         }
     };
-    let _ = bound_tx.send(Ok(me));
 
     let http = Limits {
         head_bytes_max: config.head_bytes_max,
@@ -214,7 +298,6 @@ async fn shard_main(
             view: View::new(config.initial_stock, shards, me),
             max_order_qty: config.max_order_qty,
             counters: Default::default(),
-            scratch: Vec::new(),
         }),
         date: Cell::new(HttpDate::now()),
         draining: Cell::new(false),
@@ -226,6 +309,30 @@ async fn shard_main(
         head_timeout: config.head_timeout,
         idle_timeout: config.idle_timeout,
     });
+    // The transport is ready before the shard reports itself bound, so a ring that cannot be
+    // set up fails the start instead of a shard later.
+    let serving = match transport {
+        // SAFETY: the fd is a bound, listening TCP socket we own; glommio takes ownership of it.
+        Transport::Glommio => {
+            Serving::Glommio(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
+        }
+        Transport::Uring => {
+            match uring::Driver::new(
+                shard.clone(),
+                listener,
+                config.connections_max,
+                config.shutdown_timeout,
+            ) {
+                Ok(driver) => Serving::Uring(Box::new(driver)),
+                Err(e) => {
+                    let text = format!("shard {me} cannot set up its io_uring: {e}");
+                    let _ = bound_tx.send(Err(text.clone()));
+                    return Err(text);
+                }
+            }
+        }
+    };
+    let _ = bound_tx.send(Ok(me));
 
     glommio::spawn_local(clock(shard.clone())).detach();
     let senders = Rc::new(senders);
@@ -245,20 +352,25 @@ async fn shard_main(
         .detach();
     }
 
-    let (stopped_tx, stopped_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
-    glommio::spawn_local(async move {
-        while !stop.load(Ordering::Relaxed) {
-            glommio::timer::sleep(STOP_POLL).await;
+    let served = match serving {
+        Serving::Uring(driver) => (*driver).run(&stop).await,
+        Serving::Glommio(listener) => {
+            let (stopped_tx, stopped_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
+            glommio::spawn_local(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    glommio::timer::sleep(STOP_POLL).await;
+                }
+                let _ = stopped_tx.send(()).await;
+            })
+            .detach();
+            accept_loop(&shard, &listener, config.connections_max, stopped_rx).await;
+            drop(listener);
+            drain(&shard, config.shutdown_timeout).await;
+            Ok(())
         }
-        let _ = stopped_tx.send(()).await;
-    })
-    .detach();
-
-    accept_loop(&shard, &listener, config.connections_max, stopped_rx).await;
-    drop(listener);
-    drain(&shard, config.shutdown_timeout).await;
+    };
     senders.close();
-    Ok(())
+    served
 }
 
 /// Shards in the mesh (the mesh counts every peer, this one included).
@@ -360,17 +472,19 @@ async fn serve(shard: &Shard, mut stream: TcpStream, entry: &ConnEntry) {
                 return;
             }
         };
-        let next = {
+        let (next, answered) = {
             let mut app = shard.app.borrow_mut();
             let date = shard.date.get();
-            conn.on_input(
+            let before = app.counters.requests;
+            let next = conn.on_input(
                 &buf[..n],
                 &mut app,
                 &shard.limits,
                 &date,
                 shard.draining.get(),
                 &mut out,
-            )
+            );
+            (next, app.counters.requests != before)
         };
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
@@ -384,9 +498,12 @@ async fn serve(shard: &Shard, mut stream: TcpStream, entry: &ConnEntry) {
         }
         let idle = conn.is_idle();
         entry.idle.set(idle);
+        // A partial request that began in an input which also answered one gets its own head
+        // deadline: the deadline belongs to each request, not to a run of them.
         head_started = match (idle, head_started) {
             (true, _) => None,
             (false, None) => Some(Instant::now()),
+            (false, _) if answered => Some(Instant::now()),
             (false, started) => started,
         };
     }

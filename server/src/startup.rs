@@ -76,7 +76,7 @@ pub fn placement(config: &Config) -> Result<Vec<Option<usize>>, StartError> {
             if let Some(&cpu) = list.iter().find(|c| !allowed.contains(c)) {
                 return Err(StartError::CpuNotAllowed {
                     cpu,
-                    allowed: cpu_list(&allowed),
+                    allowed: crate::config::format_cpu_list(&allowed),
                 });
             }
             list.clone()
@@ -111,28 +111,6 @@ pub fn allowed_cpus() -> Vec<usize> {
         // SAFETY: `cpu` is below CPU_SETSIZE, the size of `set`.
         .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
         .collect()
-}
-
-/// `0-3,8` style, for messages.
-fn cpu_list(cpus: &[usize]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let mut j = i;
-        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
-            j += 1;
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(&if i == j {
-            cpus[i].to_string()
-        } else {
-            format!("{}-{}", cpus[i], cpus[j])
-        });
-        i = j + 1;
-    }
-    out
 }
 
 /// Raises RLIMIT_MEMLOCK's soft limit to what `shards` executors need when the hard limit allows.
@@ -203,13 +181,6 @@ pub fn probe_address(addr: SocketAddr) -> Result<SocketAddr, StartError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_lists_compress_ranges() {
-        assert_eq!(cpu_list(&[0, 1, 2, 3, 8]), "0-3,8");
-        assert_eq!(cpu_list(&[1]), "1");
-        assert_eq!(cpu_list(&[0, 2, 3]), "0,2-3");
-    }
 
     #[test]
     fn the_affinity_mask_is_not_empty() {

@@ -30,7 +30,8 @@ impl Server {
 
     /// As [`Server::start`], with environment variables added.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let dir = std::env::temp_dir().join(format!("ticketd-test-{}-{}", std::process::id(), unique()));
+        let dir =
+            std::env::temp_dir().join(format!("ticketd-test-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).unwrap();
         for _attempt in 0..5 {
             let port = free_port();
@@ -49,7 +50,11 @@ impl Server {
                 command.env(k, v);
             }
             let child = command.spawn().expect("spawning ticketd");
-            let mut server = Server { child: Some(child), addr: SocketAddr::from(([127, 0, 0, 1], port)), log };
+            let mut server = Server {
+                child: Some(child),
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                log,
+            };
             if server.wait_ready() {
                 return server;
             }
@@ -71,7 +76,10 @@ impl Server {
             }
             if let Ok(mut stream) = TcpStream::connect(self.addr) {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                if stream.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").is_ok() {
+                if stream
+                    .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .is_ok()
+                {
                     let mut out = Vec::new();
                     let _ = stream.read_to_end(&mut out);
                     if out.starts_with(b"HTTP/1.1 200") {
@@ -151,7 +159,11 @@ fn unique() -> u64 {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One parsed response.
@@ -168,7 +180,10 @@ pub struct Reply {
 impl Reply {
     /// The first value of a header (name in lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A field of a flat JSON body, as raw text (strings keep their quotes).
@@ -176,8 +191,8 @@ impl Reply {
         let key = format!("\"{field}\":");
         let start = self.body.find(&key)? + key.len();
         let rest = self.body[start..].trim_start();
-        let end = if rest.starts_with('"') {
-            rest[1..].find('"').map(|i| i + 2)?
+        let end = if let Some(quoted) = rest.strip_prefix('"') {
+            quoted.find('"').map(|i| i + 2)?
         } else {
             rest.find([',', '}']).unwrap_or(rest.len())
         };
@@ -221,7 +236,11 @@ pub fn try_read_reply(stream: &mut TcpStream, carry: &mut Vec<u8>) -> Option<Rep
             }
             let body = String::from_utf8_lossy(&carry[end + 4..total]).to_string();
             carry.drain(..total);
-            return Some(Reply { status, headers, body });
+            return Some(Reply {
+                status,
+                headers,
+                body,
+            });
         }
         let n = stream.read(&mut chunk).ok()?;
         if n == 0 {
@@ -240,7 +259,10 @@ pub fn exchange(server: &Server, request: &[u8]) -> Reply {
 
 /// `GET path` with `Connection: close`.
 pub fn get(server: &Server, path: &str) -> Reply {
-    exchange(server, format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+    exchange(
+        server,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
 }
 
 /// `POST path` with a body and `Connection: close`.
@@ -262,7 +284,10 @@ pub fn closed_by_peer(stream: &mut TcpStream) -> bool {
         match stream.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
                 return false
             }
             Err(_) => return true,

@@ -1,0 +1,305 @@
+//! Scenarios: which request each connection sends, and how each response is judged.
+//!
+//! A scenario is one or more *streams*, each a fixed request (its bytes written once, at start-up,
+//! by proto-http's `write_request`) and a check. Connection `i` always sends stream
+//! `i % streams.len()`, so `mix` puts half the connections on each of its two streams, as the
+//! original k6 script puts 50 VUs on each.
+
+use crate::cli::{header_pair, RunArgs, ScenarioName};
+use crate::target::Target;
+use crate::Error;
+
+/// How a response is judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Status 200.
+    Status200,
+    /// Status 200 and a JSON body with `"success": true` (`false` is the `success:false` error).
+    Success,
+}
+
+/// The verdict on one response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// As expected; `sold` when the server says it took the tickets (`"success": true`).
+    Ok {
+        /// The response said `"success": true`.
+        sold: bool,
+    },
+    /// A status other than 200.
+    Status(u16),
+    /// Status 200 but `"success": false` (not enough stock).
+    SuccessFalse,
+    /// Status 200 but no readable `"success"` field.
+    Parse,
+}
+
+/// One request kind of a scenario.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    /// Its name in reports and file names: `available`, `purchase`, `reserve`, `custom`.
+    pub name: String,
+    /// The complete request, sent as is.
+    pub request: Vec<u8>,
+    /// How its responses are judged.
+    pub check: Check,
+    /// Tickets one successful response takes (0 for requests that sell nothing).
+    pub qty: u64,
+}
+
+/// The streams of a run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The scenario's name.
+    pub scenario: ScenarioName,
+    /// Its streams; connection `i` sends `streams[i % streams.len()]`.
+    pub streams: Vec<Stream>,
+}
+
+impl Plan {
+    /// Builds the requests of `args.scenario` for `target`.
+    pub fn new(args: &RunArgs, target: &Target) -> Result<Plan, Error> {
+        let extra: Vec<(&str, &str)> = args
+            .headers
+            .iter()
+            .map(|h| header_pair(h).ok_or_else(|| Error::Usage(format!("bad --header {h:?}"))))
+            .collect::<Result<_, _>>()?;
+        let order = format!("{{\"qty\":{}}}", args.qty);
+        let available = || stream(target, &extra, "available", "GET", "/api/v1/available", "");
+        let selling = |name: &str| {
+            let path = format!("/api/v1/{name}");
+            Stream {
+                check: Check::Success,
+                qty: args.qty,
+                ..stream(target, &extra, name, "POST", &path, &order)
+            }
+        };
+        let streams = match args.scenario {
+            ScenarioName::Available => vec![available()],
+            ScenarioName::Purchase => vec![selling("purchase")],
+            ScenarioName::Reserve => vec![selling("reserve")],
+            ScenarioName::Mix => vec![available(), selling("purchase")],
+            ScenarioName::Custom => {
+                let path = args.path.as_deref().unwrap_or("/");
+                let body = args.body.as_deref().unwrap_or("");
+                let method = args.method.to_ascii_uppercase();
+                if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return Err(Error::Usage(format!("--method {method:?} is not a method")));
+                }
+                vec![stream(target, &extra, "custom", &method, path, body)]
+            }
+        };
+        Ok(Plan {
+            scenario: args.scenario,
+            streams,
+        })
+    }
+
+    /// The stream connection `id` sends.
+    pub fn stream_of(&self, id: usize) -> usize {
+        id % self.streams.len()
+    }
+
+    /// Whether any stream takes tickets (and so a stock check means something).
+    pub fn sells(&self) -> bool {
+        self.streams.iter().any(|s| s.qty > 0)
+    }
+}
+
+/// A stream whose responses need only status 200.
+fn stream(
+    target: &Target,
+    extra: &[(&str, &str)],
+    name: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Stream {
+    let mut headers: Vec<(&[u8], &[u8])> = extra
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    let has_type = extra
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+    if !body.is_empty() && !has_type {
+        headers.push((b"Content-Type", b"application/json"));
+    }
+    let mut request = Vec::new();
+    proto_http::write_request(
+        &mut request,
+        method.as_bytes(),
+        target.path(path).as_bytes(),
+        target.authority.as_bytes(),
+        &headers,
+        body.as_bytes(),
+    );
+    Stream {
+        name: name.to_string(),
+        request,
+        check: Check::Status200,
+        qty: 0,
+    }
+}
+
+/// Judges a complete response.
+pub fn judge(check: Check, status: u16, body: &[u8]) -> Verdict {
+    if status != 200 {
+        return Verdict::Status(status);
+    }
+    match check {
+        Check::Status200 => Verdict::Ok { sold: false },
+        Check::Success => match json_field(body, b"success") {
+            Some(b"true") => Verdict::Ok { sold: true },
+            Some(b"false") => Verdict::SuccessFalse,
+            _ => Verdict::Parse,
+        },
+    }
+}
+
+/// The raw value of a top-level-looking `"name": value` in a small JSON body: the bytes from the
+/// value's start up to the next `,`, `}` or whitespace. A scan, not a parser: our servers' bodies
+/// are flat objects, and a full parse per response would cost more than the request.
+pub fn json_field<'b>(body: &'b [u8], name: &[u8]) -> Option<&'b [u8]> {
+    let mut from = 0;
+    while let Some(i) = find(&body[from..], name) {
+        let start = from + i;
+        let end = start + name.len();
+        from = end;
+        let quoted = start > 0 && body[start - 1] == b'"' && body.get(end) == Some(&b'"');
+        if !quoted {
+            continue;
+        }
+        let rest = skip_ws(&body[end + 1..]);
+        let Some(rest) = rest.strip_prefix(b":") else {
+            continue;
+        };
+        let rest = skip_ws(rest);
+        let len = rest
+            .iter()
+            .position(|b| matches!(b, b',' | b'}' | b' ' | b'\t' | b'\r' | b'\n'))
+            .unwrap_or(rest.len());
+        return (len > 0).then(|| &rest[..len]);
+    }
+    None
+}
+
+fn skip_ws(b: &[u8]) -> &[u8] {
+    let n = b
+        .iter()
+        .take_while(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+        .count();
+    &b[n..]
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn verdicts() {
+        let table: &[(Check, u16, &[u8], Verdict)] = &[
+            (
+                Check::Status200,
+                200,
+                b"{\"qty\":5}",
+                Verdict::Ok { sold: false },
+            ),
+            (Check::Status200, 503, b"", Verdict::Status(503)),
+            (
+                Check::Success,
+                200,
+                b"{\"success\":true,\"remaining\":1}",
+                Verdict::Ok { sold: true },
+            ),
+            (
+                Check::Success,
+                200,
+                b"{\"success\": true, \"remaining\": 1}",
+                Verdict::Ok { sold: true },
+            ),
+            (
+                Check::Success,
+                200,
+                b"{\"remaining\":0,\"success\":false}",
+                Verdict::SuccessFalse,
+            ),
+            (
+                Check::Success,
+                200,
+                b"{\"message\":\"success\",\"success\" :\n false}",
+                Verdict::SuccessFalse,
+            ),
+            (Check::Success, 200, b"{\"remaining\":0}", Verdict::Parse),
+            (Check::Success, 200, b"{\"success\":1}", Verdict::Parse),
+            (Check::Success, 200, b"{\"success\":", Verdict::Parse),
+            (Check::Success, 422, b"{}", Verdict::Status(422)),
+        ];
+        for &(check, status, body, want) in table {
+            assert_eq!(
+                judge(check, status, body),
+                want,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn fields() {
+        assert_eq!(json_field(b"{\"qty\": 1000}", b"qty"), Some(&b"1000"[..]));
+        assert_eq!(json_field(b"{\"qty\":7}", b"qty"), Some(&b"7"[..]));
+        assert_eq!(json_field(b"{\"xqty\":7}", b"qty"), None);
+        assert_eq!(json_field(b"{\"qty\":}", b"qty"), None);
+    }
+
+    fn plan(extra: &[&str]) -> Plan {
+        let mut argv = vec!["ticket-bench", "run", "--url", "http://127.0.0.1:9/p"];
+        argv.extend_from_slice(extra);
+        let Command::Run(args) = Cli::parse_from(argv).command else {
+            unreachable!()
+        };
+        Plan::new(&args, &Target::parse(&args.url).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn requests_on_the_wire() {
+        let p = plan(&["--scenario", "mix", "--qty", "3"]);
+        assert_eq!(p.streams.len(), 2);
+        assert_eq!(p.stream_of(0), 0);
+        assert_eq!(p.stream_of(3), 1);
+        assert!(p.sells());
+        assert_eq!(
+            p.streams[0].request,
+            b"GET /p/api/v1/available HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n"
+        );
+        assert_eq!(
+            p.streams[1].request,
+            b"POST /p/api/v1/purchase HTTP/1.1\r\nHost: 127.0.0.1:9\r\nContent-Type: application/json\r\n\
+              Content-Length: 9\r\n\r\n{\"qty\":3}"
+        );
+        let p = plan(&[
+            "--scenario",
+            "custom",
+            "--method",
+            "put",
+            "--path",
+            "/x",
+            "--body",
+            "hi",
+            "-H",
+            "content-type: text/plain",
+        ]);
+        assert!(!p.sells());
+        assert_eq!(
+            p.streams[0].request,
+            b"PUT /p/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\ncontent-type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+        );
+    }
+}

@@ -1,0 +1,595 @@
+//! The shard protocol that moves tickets between slices: a pure state machine (orders and
+//! messages in, messages and outcomes out), so the same code runs in the server and in the seeded
+//! simulation of `tests` below.
+//!
+//! # Roles
+//! Every shard sells from its own [`Slice`]. Shard 0 is also the **coordinator**: the only place
+//! where tickets move between slices, and the only place that may answer "sold out".
+//!
+//! # Messages
+//! | message | from → to | carries tickets |
+//! |---|---|---|
+//! | `Escalate { order, qty, tickets }` | shard → coordinator: an order my slice cannot cover, with my whole slice | yes |
+//! | `RefillAsk { want }` | shard → coordinator: my slice fell below its low-water mark | no |
+//! | `Take { op, want, kind }` | coordinator → shard: give me up to `want` | no |
+//! | `Taken { op, tickets }` | shard → coordinator: the answer to `Take` | yes |
+//! | `Decided { order, sold, tickets }` | coordinator → shard: the escalated order's outcome, and tickets for the slice | yes |
+//! | `Refill { tickets }` | coordinator → shard: the answer to `RefillAsk` (maybe 0) | yes |
+//!
+//! # How it works
+//! - **Fast path**: an order its slice covers is sold on the spot: no message.
+//! - **Refill**, off the request path: after a sale leaves the slice below `low_water`, the shard
+//!   asks the coordinator for `batch` tickets (one ask outstanding at a time). The coordinator gives
+//!   half of its own slice if that is above its low-water mark, or else takes half of the richest
+//!   peer's slice (by the last reports) and forwards it. A donor at or below its low-water mark gives
+//!   nothing, so scarce stock stops moving instead of bouncing between shards.
+//! - **Gather**: an order the slice cannot cover is escalated with the whole slice. The coordinator
+//!   runs operations one at a time, in arrival order. For an order it asks every other shard at once
+//!   for what is still missing; each answers at once with `min(want, available)`. When all have
+//!   answered, it sells from its own slice if it now holds enough, and otherwise answers sold out.
+//!   Over-collected tickets stay in the coordinator's slice (half of it travels back with the
+//!   outcome), so a failed gather leaves the total unchanged.
+//!
+//! # Why it cannot oversell or lose a ticket
+//! Tickets only ever change place through [`Slice::give`] on one side and [`Slice::receive`] on the
+//! other, with the tickets in a message in between; a sale is [`Slice::take`] on one slice. So
+//! `sum(slices) + in transit + sold == initial` at every step (the simulation checks it at every step).
+//!
+//! # Why a sold-out answer is never premature
+//! Channels are FIFO per pair of shards (glommio's are). The coordinator answers "insufficient"
+//! only when every other shard answered a `Take` with *less* than it was asked, so each of them
+//! held nothing right after answering; if one gave all it was asked (and so may hold more) while
+//! the coordinator's own sales used what it had counted on, the order is gathered again instead.
+//! Nothing flows into a shard while the coordinator is busy with an operation (only the coordinator
+//! sends tickets to shards, and it sends none mid-operation); every message it sent earlier
+//! travelled ahead of its `Take` on the same channel and was applied before the answer; every
+//! ticket a shard sent to the coordinator before answering travelled ahead of its `Taken`. Sales
+//! only lower the total. So at the moment of the decision every ticket in the system is in the
+//! coordinator's slice, and it holds fewer than asked. The simulation checks exactly this.
+//!
+//! # Why it cannot deadlock or starve
+//! Shards answer `Take` at once and never wait for anything; the coordinator waits only for those
+//! answers and serves its queue in order. Every operation therefore ends after one round trip to
+//! each shard, and every escalated order is answered.
+//!
+//! # Cost
+//! Plentiful stock: one refill (four messages) per `batch` orders of a shard, off the request path.
+//! Scarce stock: an order the slice cannot cover waits for one round trip to every shard, and
+//! orders escalated at once wait their turn at the coordinator.
+
+use std::collections::VecDeque;
+
+use crate::stock::{allotment, Sale, Slice};
+
+/// The shard that coordinates moves.
+pub const COORDINATOR: usize = 0;
+
+/// An order's number, unique per shard.
+pub type OrderId = u64;
+
+/// Why the coordinator takes tickets from a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakeKind {
+    /// For an escalated order: give everything needed, down to zero.
+    Order,
+    /// For a refill: give half the slice, and only above the low-water mark.
+    Refill,
+}
+
+/// A message between shards (see the module table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Msg {
+    /// An order the sender's slice cannot cover, with every ticket of that slice.
+    Escalate {
+        /// The order, numbered by the sender.
+        order: OrderId,
+        /// Tickets asked for.
+        qty: u64,
+        /// Tickets carried (the sender's whole slice).
+        tickets: u64,
+    },
+    /// The sender's slice fell below its low-water mark.
+    RefillAsk {
+        /// Tickets wanted.
+        want: u64,
+    },
+    /// Give the coordinator up to `want` tickets.
+    Take {
+        /// The coordinator's operation number.
+        op: u64,
+        /// Tickets wanted.
+        want: u64,
+        /// Order (give all needed) or refill (give half, above low water).
+        kind: TakeKind,
+    },
+    /// The answer to `Take`.
+    Taken {
+        /// The operation it answers.
+        op: u64,
+        /// Tickets carried.
+        tickets: u64,
+    },
+    /// An escalated order's outcome.
+    Decided {
+        /// The order, as numbered by its shard.
+        order: OrderId,
+        /// Whether it was sold.
+        sold: bool,
+        /// Tickets carried for the receiver's slice.
+        tickets: u64,
+    },
+    /// The answer to `RefillAsk`.
+    Refill {
+        /// Tickets carried (maybe 0).
+        tickets: u64,
+    },
+}
+
+impl Msg {
+    /// Tickets this message carries while in transit.
+    pub fn tickets(&self) -> u64 {
+        match *self {
+            Msg::Escalate { tickets, .. }
+            | Msg::Taken { tickets, .. }
+            | Msg::Decided { tickets, .. }
+            | Msg::Refill { tickets } => tickets,
+            Msg::RefillAsk { .. } | Msg::Take { .. } => 0,
+        }
+    }
+}
+
+/// What one call produced: messages to send, and outcomes of orders that were waiting.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// `(destination shard, message)`, in sending order.
+    pub messages: Vec<(usize, Msg)>,
+    /// Escalated orders of this shard that are now decided.
+    pub outcomes: Vec<(OrderId, Sale)>,
+    /// Quantities the coordinator answered "insufficient" for in this call (for the simulation's
+    /// premature-sold-out check).
+    pub denied: Vec<u64>,
+}
+
+/// How an order was answered by the shard that received it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// Sold from the local slice: answer now.
+    Sold,
+    /// Escalated: the answer comes later as an outcome with this id.
+    Waiting(OrderId),
+}
+
+/// Per-shard counters of the protocol.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Moves {
+    /// Orders sold from the local slice without any message.
+    pub orders_local: u64,
+    /// Orders escalated to the coordinator.
+    pub orders_escalated: u64,
+    /// Refills asked.
+    pub refills_asked: u64,
+    /// `Take`s answered (as a donor).
+    pub takes_answered: u64,
+    /// Tickets received from other shards.
+    pub tickets_in: u64,
+    /// Tickets sent to other shards.
+    pub tickets_out: u64,
+    /// Gathers that ended in "insufficient" (coordinator only).
+    pub gathers_failed: u64,
+}
+
+/// An operation queued at the coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    /// Sell `qty` for shard `from`'s order.
+    Order {
+        from: usize,
+        order: OrderId,
+        qty: u64,
+    },
+    /// Top up shard `from` by up to `want`.
+    Refill { from: usize, want: u64 },
+}
+
+/// The operation in progress at the coordinator.
+#[derive(Clone, Copy, Debug)]
+struct Current {
+    op: Op,
+    /// Its number, carried by its `Take`s and `Taken`s.
+    id: u64,
+    /// Answers still awaited.
+    awaited: usize,
+    /// Tickets each `Take` asked for.
+    want: u64,
+    /// Tickets the answers brought so far.
+    gathered: u64,
+    /// Every answer so far gave less than asked, so each of those donors was left empty.
+    all_drained: bool,
+}
+
+/// The coordinator's state: a queue of operations, one in progress.
+#[derive(Debug, Default)]
+struct Coordinator {
+    queue: VecDeque<Op>,
+    current: Option<Current>,
+    next_op: u64,
+}
+
+/// One shard's side of the protocol.
+#[derive(Debug)]
+pub struct Node {
+    /// This shard.
+    id: usize,
+    /// All shards.
+    shards: usize,
+    /// This shard's tickets.
+    slice: Slice,
+    /// The last reported size of every slice (this shard's own entry unused).
+    reported: Vec<u64>,
+    /// Below this, ask for a refill (and, as a donor, give nothing for refills).
+    low_water: u64,
+    /// How many tickets a refill asks for.
+    batch: u64,
+    /// A refill was asked and not yet answered.
+    refill_outstanding: bool,
+    /// The last refill came back empty: ask again only after a new report, or stale reports
+    /// would have the shard ask in a loop.
+    refill_futile: bool,
+    /// The next order number.
+    next_order: OrderId,
+    /// Shard 0 only.
+    coordinator: Option<Coordinator>,
+    /// What moved.
+    moves: Moves,
+}
+
+impl Node {
+    /// Shard `id` of `shards` when the initial stock is `stock`; it starts with its allotment.
+    /// The low-water mark and the refill batch scale with the allotment: an eighth and a quarter
+    /// of it (at least 1), so a shard asks for a refill about once per `allotted / 4` orders while
+    /// stock is plentiful.
+    pub fn new(id: usize, shards: usize, stock: u64) -> Self {
+        assert!(id < shards);
+        let allotted = allotment(stock, shards, id);
+        Node {
+            id,
+            shards,
+            slice: Slice::new(allotted),
+            reported: (0..shards).map(|s| allotment(stock, shards, s)).collect(),
+            low_water: (allotted / 8).max(1),
+            batch: (allotted / 4).max(1),
+            refill_outstanding: false,
+            refill_futile: false,
+            next_order: 0,
+            coordinator: (id == COORDINATOR).then(Coordinator::default),
+            moves: Moves::default(),
+        }
+    }
+
+    /// This shard's slice.
+    pub fn slice(&self) -> &Slice {
+        &self.slice
+    }
+
+    /// What moved through this shard.
+    pub fn moves(&self) -> &Moves {
+        &self.moves
+    }
+
+    /// The low-water mark.
+    pub fn low_water(&self) -> u64 {
+        self.low_water
+    }
+
+    /// Records a peer's report of its slice size.
+    pub fn report(&mut self, peer: usize, available: u64) {
+        if let Some(slot) = self.reported.get_mut(peer) {
+            *slot = available;
+            self.refill_futile = false;
+        }
+    }
+
+    /// Tickets in the whole system as this shard sees them: its own slice exactly, the others as
+    /// last reported. Exact at rest once reports have arrived.
+    pub fn total_available(&self) -> u64 {
+        let others: u64 = self
+            .reported
+            .iter()
+            .enumerate()
+            .filter(|&(p, _)| p != self.id)
+            .map(|(_, &a)| a)
+            .sum();
+        others + self.slice.available()
+    }
+
+    /// The peer with the largest last-reported slice, other than `except`.
+    fn richest_peer(&self, except: usize) -> Option<(usize, u64)> {
+        (0..self.shards)
+            .filter(|&p| p != self.id && p != except)
+            .map(|p| (p, self.reported[p]))
+            .max_by_key(|&(_, a)| a)
+    }
+
+    /// Places an order for `qty` tickets.
+    pub fn order(&mut self, qty: u64, out: &mut Outbox) -> Placed {
+        assert!(qty > 0, "orders are validated before they reach the stock");
+        if self.slice.take(qty) == Sale::Sold {
+            self.moves.orders_local += 1;
+            return Placed::Sold;
+        }
+        self.moves.orders_escalated += 1;
+        let order = self.next_order;
+        self.next_order += 1;
+        let tickets = self.slice.available();
+        if self.id == COORDINATOR {
+            self.enqueue(
+                Op::Order {
+                    from: self.id,
+                    order,
+                    qty,
+                },
+                out,
+            );
+        } else {
+            self.send_tickets(tickets);
+            out.messages.push((
+                COORDINATOR,
+                Msg::Escalate {
+                    order,
+                    qty,
+                    tickets,
+                },
+            ));
+        }
+        Placed::Waiting(order)
+    }
+
+    /// Asks for a refill when the slice is below its low-water mark, no ask is outstanding, and
+    /// some other shard last reported tickets to spare. Cheap enough to call after every sale.
+    pub fn maybe_refill(&mut self, out: &mut Outbox) {
+        if self.shards == 1
+            || self.refill_outstanding
+            || self.refill_futile
+            || self.slice.available() >= self.low_water
+        {
+            return;
+        }
+        let richest = self.richest_peer(self.id).map_or(0, |(_, a)| a);
+        if richest <= self.low_water {
+            return; // nobody has tickets to spare: scarce stock stays where it is
+        }
+        self.refill_outstanding = true;
+        self.moves.refills_asked += 1;
+        if self.id == COORDINATOR {
+            self.enqueue(
+                Op::Refill {
+                    from: self.id,
+                    want: self.batch,
+                },
+                out,
+            );
+        } else {
+            out.messages
+                .push((COORDINATOR, Msg::RefillAsk { want: self.batch }));
+        }
+    }
+
+    /// Applies a message from shard `from`.
+    pub fn on_message(&mut self, from: usize, msg: Msg, out: &mut Outbox) {
+        self.receive_tickets(msg.tickets());
+        match msg {
+            Msg::Escalate { order, qty, .. } => self.enqueue(Op::Order { from, order, qty }, out),
+            Msg::RefillAsk { want } => self.enqueue(Op::Refill { from, want }, out),
+            Msg::Take { op, want, kind } => {
+                let give = match kind {
+                    TakeKind::Order => want.min(self.slice.available()),
+                    TakeKind::Refill if self.slice.available() > self.low_water => {
+                        want.min(self.slice.available() / 2)
+                    }
+                    TakeKind::Refill => 0,
+                };
+                self.send_tickets(give);
+                self.moves.takes_answered += 1;
+                out.messages.push((from, Msg::Taken { op, tickets: give }));
+            }
+            Msg::Taken { op, tickets } => self.on_taken(op, tickets, out),
+            Msg::Decided { order, sold, .. } => {
+                out.outcomes
+                    .push((order, if sold { Sale::Sold } else { Sale::Insufficient }));
+            }
+            Msg::Refill { tickets } => {
+                self.refill_outstanding = false;
+                self.refill_futile = tickets == 0;
+            }
+        }
+        if self.coordinator.is_some() {
+            self.pump(out);
+        }
+    }
+
+    fn send_tickets(&mut self, n: u64) {
+        let given = self.slice.give(n);
+        assert_eq!(given, n, "a shard only sends tickets it holds");
+        self.moves.tickets_out += n;
+    }
+
+    fn receive_tickets(&mut self, n: u64) {
+        if n > 0 {
+            self.slice.receive(n);
+            self.moves.tickets_in += n;
+        }
+    }
+
+    fn enqueue(&mut self, op: Op, out: &mut Outbox) {
+        let coordinator = self
+            .coordinator
+            .as_mut()
+            .expect("only the coordinator queues operations");
+        coordinator.queue.push_back(op);
+        self.pump(out);
+    }
+
+    /// Starts queued operations while none is in progress.
+    fn pump(&mut self, out: &mut Outbox) {
+        loop {
+            let coordinator = self.coordinator.as_mut().expect("coordinator");
+            if coordinator.current.is_some() {
+                return;
+            }
+            let Some(op) = coordinator.queue.pop_front() else {
+                return;
+            };
+            let id = coordinator.next_op;
+            coordinator.next_op += 1;
+            let (awaited, want) = self.start(op, id, out);
+            if awaited > 0 {
+                let current = Current {
+                    op,
+                    id,
+                    awaited,
+                    want,
+                    gathered: 0,
+                    all_drained: true,
+                };
+                self.coordinator.as_mut().expect("coordinator").current = Some(current);
+                return;
+            }
+            self.finish(op, None, out);
+        }
+    }
+
+    /// Puts an order back at the head of the queue, to be gathered again.
+    fn retry(&mut self, op: Op) {
+        self.coordinator
+            .as_mut()
+            .expect("coordinator")
+            .queue
+            .push_front(op);
+    }
+
+    /// Sends the `Take`s an operation needs; returns how many answers to wait for (0: it can
+    /// finish at once) and what each `Take` asked for.
+    fn start(&mut self, op: Op, id: u64, out: &mut Outbox) -> (usize, u64) {
+        match op {
+            Op::Order { qty, .. } => {
+                let have = self.slice.available();
+                if have >= qty || self.shards == 1 {
+                    return (0, 0);
+                }
+                let want = qty - have;
+                for peer in (0..self.shards).filter(|&p| p != self.id) {
+                    out.messages.push((
+                        peer,
+                        Msg::Take {
+                            op: id,
+                            want,
+                            kind: TakeKind::Order,
+                        },
+                    ));
+                }
+                (self.shards - 1, want)
+            }
+            Op::Refill { from, want } => {
+                if from != self.id && self.slice.available() > self.low_water {
+                    return (0, 0); // served from the coordinator's own slice
+                }
+                match self.richest_peer(from) {
+                    Some((donor, reported)) if reported > self.low_water => {
+                        out.messages.push((
+                            donor,
+                            Msg::Take {
+                                op: id,
+                                want,
+                                kind: TakeKind::Refill,
+                            },
+                        ));
+                        (1, want)
+                    }
+                    _ => (0, 0),
+                }
+            }
+        }
+    }
+
+    fn on_taken(&mut self, id: u64, tickets: u64, out: &mut Outbox) {
+        let coordinator = self
+            .coordinator
+            .as_mut()
+            .expect("Taken goes to the coordinator");
+        let current = coordinator
+            .current
+            .as_mut()
+            .expect("Taken with no operation in progress");
+        assert_eq!(
+            current.id, id,
+            "answers belong to the operation in progress"
+        );
+        current.gathered += tickets;
+        current.all_drained &= tickets < current.want;
+        current.awaited -= 1;
+        if current.awaited == 0 {
+            let Current {
+                op,
+                gathered,
+                all_drained,
+                ..
+            } = *current;
+            coordinator.current = None;
+            let order_short = matches!(op, Op::Order { qty, .. } if self.slice.available() < qty);
+            if order_short && !all_drained {
+                // A donor gave all it was asked and may hold more, while our own sales used what
+                // we counted on: not a proof of scarcity, so gather again.
+                self.retry(op);
+                return;
+            }
+            self.finish(op, Some(gathered), out);
+        }
+    }
+
+    /// Ends an operation. `gathered` is what the `Take`s brought, `None` if none were sent.
+    fn finish(&mut self, op: Op, gathered: Option<u64>, out: &mut Outbox) {
+        match op {
+            Op::Order { from, order, qty } => {
+                let sale = self.slice.take(qty);
+                if sale == Sale::Insufficient {
+                    self.moves.gathers_failed += 1;
+                    out.denied.push(qty);
+                }
+                if from == self.id {
+                    out.outcomes.push((order, sale));
+                } else {
+                    // Half of what is left travels back (up to a batch), so the shard can sell
+                    // locally again.
+                    let share = (self.slice.available() / 2).min(self.batch);
+                    self.send_tickets(share);
+                    let sold = sale == Sale::Sold;
+                    out.messages.push((
+                        from,
+                        Msg::Decided {
+                            order,
+                            sold,
+                            tickets: share,
+                        },
+                    ));
+                }
+            }
+            Op::Refill { from, want } => {
+                if from == self.id {
+                    // The donor's tickets are already in our slice.
+                    self.refill_outstanding = false;
+                    self.refill_futile = gathered.unwrap_or(0) == 0;
+                    return;
+                }
+                let give = match gathered {
+                    Some(forward) => forward,
+                    None if self.slice.available() > self.low_water => {
+                        want.min(self.slice.available() / 2)
+                    }
+                    None => 0,
+                };
+                self.send_tickets(give);
+                out.messages.push((from, Msg::Refill { tickets: give }));
+            }
+        }
+    }
+}

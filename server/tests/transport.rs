@@ -1,0 +1,173 @@
+//! The transports (`TICKETD_TRANSPORT=uring|glommio`): both answer the same bytes, and the uring
+//! transport's own mechanisms hold under stress: backpressure on a client that does not read,
+//! more simultaneous receives than its buffer ring has buffers, and start-up selection.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use support::{read_reply, Server};
+
+const TRANSPORTS: [&str; 2] = ["uring", "glommio"];
+
+/// A server on one shard with the given transport.
+fn start(transport: &str, args: &[&str]) -> Server {
+    let mut all = vec!["--shards", "1", "--initial-stock", "1000000"];
+    all.extend_from_slice(args);
+    Server::start_with_env(&all, &[("TICKETD_TRANSPORT", transport)])
+}
+
+/// Everything the server sends until it closes, with each `Date:` line blanked.
+fn read_all_dateless(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out)
+        .split("\r\n")
+        .map(|line| {
+            if line.starts_with("Date: ") {
+                "Date: -"
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// A mixed pipeline (routes, a purchase, a chunked reserve, errors, HTTP/1.0, then a request that
+/// closes) sent whole, then in pieces, gets byte-identical answers from both transports (apart
+/// from `Date`).
+#[test]
+fn both_transports_answer_the_same_bytes() {
+    let pipeline: &[u8] = b"GET /api/v1/available HTTP/1.1\r\nHost: t\r\n\r\n\
+        POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"qty\":3}\
+        POST /api/v1/reserve HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n{\"qty\":2}\r\n0\r\n\r\n\
+        GET /nope HTTP/1.1\r\nHost: t\r\n\r\n\
+        DELETE /api/v1/available HTTP/1.1\r\nHost: t\r\n\r\n\
+        POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"qty\":0}\
+        GET /api/v1/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+        GET /api/v1/available HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut answers = Vec::new();
+    for transport in TRANSPORTS {
+        for piece in [pipeline.len(), 7] {
+            let server = start(transport, &[]);
+            let mut stream = server.connect();
+            for chunk in pipeline.chunks(piece) {
+                stream.write_all(chunk).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            answers.push((transport, piece, read_all_dateless(&mut stream)));
+        }
+    }
+    let (first_transport, first_piece, first) = &answers[0];
+    assert_eq!(first.matches("HTTP/1.").count(), 8, "{first}");
+    assert!(first.ends_with("{\"qty\":999995}"), "{first}");
+    for (transport, piece, answer) in &answers[1..] {
+        assert_eq!(
+            answer, first,
+            "{transport} (pieces of {piece}) differs from {first_transport} (pieces of {first_piece})"
+        );
+    }
+}
+
+/// A client with a tiny receive buffer pipelines 30,000 purchases (4 MB of answers) without
+/// reading for a while, so the server's sends stall and (uring) it stops reading the client; once
+/// the client reads, every purchase is answered, in order (each `remaining` one below the last).
+#[test]
+fn a_client_that_does_not_read_is_paused_and_answered_in_order() {
+    const ORDERS: usize = 30_000;
+    for transport in TRANSPORTS {
+        let server = start(transport, &[]);
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&server.addr.into()).unwrap();
+        let mut stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(support::READ_TIMEOUT))
+            .unwrap();
+        let request =
+            b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"qty\":1}";
+        let mut writer = stream.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            for _ in 0..ORDERS {
+                writer.write_all(request).unwrap();
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let mut carry = Vec::new();
+        for i in 0..ORDERS {
+            let reply = read_reply(&mut stream, &mut carry);
+            let remaining: u64 = reply.json("remaining").unwrap().parse().unwrap();
+            assert_eq!(
+                remaining,
+                1_000_000 - 1 - i as u64,
+                "{transport}: reply {i} out of order"
+            );
+        }
+        sender.join().unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+    }
+}
+
+/// 600 connections (more than the uring transport's 256 receive buffers) each send four
+/// pipelined requests at once, three times over: every connection gets its four answers each time.
+#[test]
+fn more_simultaneous_receives_than_buffers_are_all_answered() {
+    let server = start("uring", &[]);
+    let mut conns: Vec<TcpStream> = (0..600).map(|_| server.connect()).collect();
+    let request = b"GET /api/v1/available HTTP/1.1\r\nHost: t\r\n\r\n".repeat(4);
+    for round in 0..3 {
+        for stream in &mut conns {
+            stream.write_all(&request).unwrap();
+        }
+        for (i, stream) in conns.iter_mut().enumerate() {
+            let mut carry = Vec::new();
+            for _ in 0..4 {
+                let reply = read_reply(stream, &mut carry);
+                assert_eq!(reply.status, 200, "round {round}, connection {i}");
+            }
+            assert!(
+                carry.is_empty(),
+                "round {round}, connection {i}: extra bytes"
+            );
+        }
+    }
+}
+
+/// The transport in use is named in the start-up line, and a transport that does not exist is a
+/// start-up failure with one line naming the variable.
+#[test]
+fn the_transport_is_chosen_at_start_up() {
+    let server = start("uring", &[]);
+    assert!(
+        server.log().contains("transport=\"uring\""),
+        "{}",
+        server.log()
+    );
+    let server = start("glommio", &[]);
+    assert!(
+        server.log().contains("transport=\"glommio\""),
+        "{}",
+        server.log()
+    );
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .env("TICKETD_TRANSPORT", "carrier-pigeon")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("ticketd:"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("TICKETD_TRANSPORT") && line.contains("uring or glommio"),
+        "{line}"
+    );
+}
