@@ -11,7 +11,9 @@ use proto_http::{
     EMPTY_HEADER,
 };
 
-use crate::routes::{error, App, Exchange};
+use crate::rebalance::OrderId;
+use crate::routes::{error, App, Deferred, Exchange, Reply};
+use crate::stock::Sale;
 
 /// Header storage on the stack of each parse. The configured `headers_max` is clamped to it.
 pub const HEADERS_CAPACITY: usize = 128;
@@ -23,6 +25,10 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// may arrive as many small chunks, each with a size line and CRLF. A request whose bytes exceed
 /// `head + 2 × body + this` is refused with 413 rather than buffered.
 const CHUNK_FRAMING_BYTES_MAX: usize = 4 * 1024;
+
+/// Input kept while an order waits for the coordinator (a few milliseconds at most). A client that
+/// pipelines more than this behind one waiting order is closed rather than buffered.
+const WAITING_PENDING_BYTES_MAX: usize = 64 * 1024;
 
 /// Above this capacity the pending buffer is freed once it empties, so an idle connection that
 /// once received a large request goes back to costing nothing.
@@ -52,6 +58,9 @@ pub enum Next {
     Read,
     /// Write the output, then close the connection.
     Close,
+    /// Write the output; an order waits for the coordinator. When its outcome comes, call
+    /// [`Connection::resume`]. Input that arrives meanwhile is kept, not answered.
+    Wait(OrderId),
 }
 
 /// The state kept between two inputs.
@@ -67,12 +76,19 @@ pub struct Connection {
     continue_sent: bool,
     /// Reused buffer for a decoded chunked body.
     chunked_body: Vec<u8>,
+    /// An order waiting for the coordinator: its response comes before anything after it.
+    deferred: Option<Deferred>,
 }
 
 impl Connection {
     /// True when no request is in progress: the idle timeout applies, not the head deadline.
     pub fn is_idle(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_empty() && self.deferred.is_none()
+    }
+
+    /// The order this connection waits for, if any.
+    pub fn waiting_for(&self) -> Option<OrderId> {
+        self.deferred.map(|d| d.order)
     }
 
     /// Bytes this connection holds beyond its fixed size, for the memory accounting.
@@ -91,9 +107,17 @@ impl Connection {
         draining: bool,
         out: &mut Vec<u8>,
     ) -> Next {
+        if self.deferred.is_some() {
+            // Requests behind a waiting order wait too, so responses keep their order.
+            self.pending.extend_from_slice(input);
+            if self.pending.len() > WAITING_PENDING_BYTES_MAX {
+                return Next::Close;
+            }
+            return Next::Read;
+        }
         if self.pending.is_empty() {
             let (consumed, next) = self.process(input, app, limits, date, draining, out);
-            if next == Next::Read && consumed < input.len() {
+            if next != Next::Close && consumed < input.len() {
                 self.pending.extend_from_slice(&input[consumed..]);
             }
             return next;
@@ -102,6 +126,44 @@ impl Connection {
         if !self.worth_parsing(limits) {
             return Next::Read;
         }
+        self.process_pending(app, limits, date, draining, out)
+    }
+
+    /// Writes the response of the order this connection waited for, then answers what arrived
+    /// behind it.
+    pub fn resume(
+        &mut self,
+        sale: Sale,
+        app: &mut App,
+        limits: &ConnLimits,
+        date: &HttpDate,
+        draining: bool,
+        out: &mut Vec<u8>,
+    ) -> Next {
+        let Some(mut d) = self.deferred.take() else {
+            return Next::Read;
+        };
+        d.keep_alive &= !draining;
+        app.finish_order(&d, sale, date, out);
+        if !d.keep_alive {
+            return Next::Close;
+        }
+        if self.pending.is_empty() {
+            return Next::Read;
+        }
+        self.head_searched = 0;
+        self.need = 0;
+        self.process_pending(app, limits, date, draining, out)
+    }
+
+    fn process_pending(
+        &mut self,
+        app: &mut App,
+        limits: &ConnLimits,
+        date: &HttpDate,
+        draining: bool,
+        out: &mut Vec<u8>,
+    ) -> Next {
         let pending = std::mem::take(&mut self.pending);
         let (consumed, next) = self.process(&pending, app, limits, date, draining, out);
         self.pending = pending;
@@ -186,12 +248,16 @@ impl Connection {
                 date,
             };
             let response_start = out.len();
-            app.handle(&head, body, x, out);
+            let reply = app.handle(&head, body, x, out);
             if head.method == Method::Head {
                 strip_body(out, response_start);
             }
             self.continue_sent = false;
             start += consumed;
+            if let Reply::Deferred(d) = reply {
+                self.deferred = Some(d);
+                return (start, Next::Wait(d.order));
+            }
             if !keep_alive {
                 return (buf.len(), Next::Close);
             }

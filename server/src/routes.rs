@@ -12,7 +12,8 @@ use proto_http::{HttpDate, Method, RequestHead, Response, Version};
 use crate::body::{parse_qty, BodyError};
 use crate::config::Mode;
 use crate::metrics::Counters;
-use crate::stock::{Sale, Slice, View};
+use crate::rebalance::{Node, OrderId, Outbox, Placed};
+use crate::stock::Sale;
 
 /// The content type of every reply.
 const JSON: &[u8] = b"application/json";
@@ -65,7 +66,7 @@ impl Route {
     }
 }
 
-/// What a shard holds to answer requests: its slice, its view of the others, its counters.
+/// What a shard holds to answer requests: its side of the stock protocol, its counters.
 #[derive(Debug)]
 pub struct App {
     /// Which endpoints this process serves.
@@ -74,21 +75,38 @@ pub struct App {
     pub shard: usize,
     /// How many shards the process runs.
     pub shards: usize,
-    /// This shard's tickets.
-    pub slice: Slice,
-    /// What this shard knows of the other slices.
-    pub view: View,
+    /// This shard's slice and its side of the protocol that moves tickets between slices.
+    pub node: Node,
+    /// What the protocol produced and the shard has yet to send or deliver.
+    pub outbox: Outbox,
     /// The largest `qty` one order may ask for.
     pub max_order_qty: u64,
     /// What this shard has seen.
     pub counters: Counters,
 }
 
-/// How a reply ends the exchange, for the connection to act on.
+/// How a request was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Reply {
-    /// The status that was written.
-    pub status: u16,
+pub enum Reply {
+    /// The response was written, with this status.
+    Done(u16),
+    /// An order waits for the coordinator; nothing was written yet.
+    Deferred(Deferred),
+}
+
+/// An order whose answer comes later: what its response will need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deferred {
+    /// The order's number at this shard.
+    pub order: OrderId,
+    /// Purchase or reserve.
+    pub route: Route,
+    /// Tickets asked for.
+    pub qty: u64,
+    /// The request's version.
+    pub version: Version,
+    /// Whether the connection stays open after the response.
+    pub keep_alive: bool,
 }
 
 /// The per-request facts a reply needs besides the route.
@@ -130,7 +148,7 @@ impl App {
         }
         match route {
             Route::Available => {
-                let qty = self.view.total(&self.slice);
+                let qty = self.node.total_available();
                 json(out, x, 200, |o| {
                     o.extend_from_slice(b"{\"qty\":");
                     decimal(o, qty);
@@ -161,14 +179,52 @@ impl App {
         }
     }
 
-    /// Purchase or reserve: parse `{"qty":n}`, take from the slice, reply.
+    /// Purchase or reserve: parse `{"qty":n}`, take from the slice, reply; or, when the slice
+    /// cannot cover it, escalate it and answer later ([`App::finish_order`]).
     fn order(&mut self, route: Route, body: &[u8], x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
         let qty = match parse_qty(body, self.max_order_qty) {
             Ok(qty) => qty,
             Err(e) => return self.body_error(e, x, out),
         };
-        let sale = self.slice.take(qty);
-        let remaining = self.view.total(&self.slice);
+        let placed = self.node.order(qty, &mut self.outbox);
+        self.node.maybe_refill(&mut self.outbox);
+        match placed {
+            Placed::Sold => self.order_reply(route, qty, Sale::Sold, x, out),
+            Placed::Waiting(order) => Reply::Deferred(Deferred {
+                order,
+                route,
+                qty,
+                version: x.version,
+                keep_alive: x.keep_alive,
+            }),
+        }
+    }
+
+    /// Writes the response of an order that waited, now that the coordinator decided it.
+    pub fn finish_order(
+        &mut self,
+        d: &Deferred,
+        sale: Sale,
+        date: &HttpDate,
+        out: &mut Vec<u8>,
+    ) -> Reply {
+        self.node.maybe_refill(&mut self.outbox);
+        let x = Exchange {
+            version: d.version,
+            keep_alive: d.keep_alive,
+            date,
+        };
+        self.order_reply(d.route, d.qty, sale, x, out)
+    }
+
+    fn order_reply(
+        &mut self,
+        route: Route,
+        qty: u64,
+        sale: Sale,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Reply {
         match sale {
             Sale::Sold => {
                 self.counters.orders_sold += 1;
@@ -176,6 +232,7 @@ impl App {
             }
             Sale::Insufficient => self.counters.orders_insufficient += 1,
         }
+        let remaining = self.node.total_available();
         json(out, x, 200, |o| {
             o.extend_from_slice(match sale {
                 Sale::Sold => b"{\"success\":true,\"remaining\":",
@@ -204,11 +261,14 @@ impl App {
     /// `GET /`: what this process is, and this shard's counters.
     fn root(&self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
         let c = &self.counters;
+        let m = self.node.moves();
         json(out, x, 200, |o| {
             let _ = write!(
                 o,
                 "{{\"service\":\"ticketd\",\"version\":\"{}\",\"mode\":\"{}\",\"shards\":{},\"shard\":{},\
-                 \"slice\":{{\"available\":{},\"sold\":{}}},\"counters\":{{\"connections_accepted\":{},\
+                 \"slice\":{{\"available\":{},\"sold\":{}}},\"moves\":{{\"orders_local\":{},\"orders_escalated\":{},\
+                 \"refills_asked\":{},\"takes_answered\":{},\"tickets_in\":{},\"tickets_out\":{},\"gathers_failed\":{}}},\
+                 \"counters\":{{\"connections_accepted\":{},\
                  \"connections_refused\":{},\"connections_timed_out\":{},\"requests\":{},\"orders_sold\":{},\
                  \"orders_insufficient\":{},\"tickets_sold\":{},\"http_errors\":{},\"body_errors\":{},\
                  \"not_found\":{},\"method_not_allowed\":{}}}}}",
@@ -216,8 +276,15 @@ impl App {
                 self.mode.as_str(),
                 self.shards,
                 self.shard,
-                self.slice.available(),
-                self.slice.sold(),
+                self.node.slice().available(),
+                self.node.slice().sold(),
+                m.orders_local,
+                m.orders_escalated,
+                m.refills_asked,
+                m.takes_answered,
+                m.tickets_in,
+                m.tickets_out,
+                m.gathers_failed,
                 c.connections_accepted,
                 c.connections_refused,
                 c.connections_timed_out,
@@ -250,7 +317,7 @@ fn json(
         extra_headers: &[],
     };
     write_response_with(out, &response, write_body);
-    Reply { status }
+    Reply::Done(status)
 }
 
 /// Appends the contract's JSON error `{"error","detail","code"}`: `error` is the status's reason
@@ -281,7 +348,7 @@ pub fn error(
         o.extend_from_slice(code.as_bytes());
         o.extend_from_slice(b"\"}");
     });
-    Reply { status }
+    Reply::Done(status)
 }
 
 /// Appends `text` as the inside of a JSON string (RFC 8259 §7): quotes, backslashes and control

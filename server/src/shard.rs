@@ -20,7 +20,7 @@
 //!   starts the drain when a signal arrived.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -37,9 +38,10 @@ use proto_http::{HttpDate, Limits};
 
 use crate::config::Config;
 use crate::connection::{ConnLimits, Connection, Next};
+use crate::rebalance::{Msg, Node, OrderId, Outbox};
 use crate::routes::App;
 use crate::startup::StartError;
-use crate::stock::{allotment, Slice, View};
+use crate::stock::Sale;
 use crate::uring;
 
 /// Bytes read from a socket at once. 4 KiB holds sixteen pipelined wrk requests and keeps an idle
@@ -128,17 +130,28 @@ impl Transport {
 /// A message between shards.
 #[derive(Clone, Copy, Debug)]
 pub enum Message {
-    /// "My slice now holds this many tickets."
+    /// "My slice now holds this many tickets." Superseded by the next one, so it may be dropped
+    /// when the peer's queue is full.
     Report {
         /// The sender's available tickets.
         available: u64,
     },
+    /// A message of the stock protocol (`rebalance`): never dropped, and sent in order.
+    Stock(Msg),
 }
 
 /// Everything a shard's tasks share. It lives on one executor (`Rc`, `Cell`, `RefCell`).
 pub(crate) struct Shard {
     /// The request handler and the stock.
     pub(crate) app: RefCell<App>,
+    /// Protocol messages on their way to the mesh, in order (see `flusher`).
+    mail: LocalSender<(usize, Msg)>,
+    /// Glommio transport: connections waiting for an order's outcome.
+    waiters: RefCell<HashMap<OrderId, LocalSender<Sale>>>,
+    /// uring transport: outcomes for the driver to hand to its waiting connections.
+    pub(crate) decided: RefCell<VecDeque<(OrderId, Sale)>>,
+    /// uring transport: the driver's eventfd, rung when `decided` fills from another task.
+    pub(crate) bell: Cell<Option<RawFd>>,
     /// The cached `Date` value.
     pub(crate) date: Cell<HttpDate>,
     /// A stop was requested: answer with `Connection: close`, accept nothing new.
@@ -158,6 +171,61 @@ pub(crate) struct Shard {
 struct ConnEntry {
     fd: RawFd,
     idle: Cell<bool>,
+}
+
+impl Shard {
+    /// Sends what the stock protocol produced and hands out decided orders: to a waiting glommio
+    /// connection directly, or to the uring driver's queue (ringing its bell when `wake`, that is
+    /// when called from a task other than the driver).
+    pub(crate) fn flush(&self, wake: bool) {
+        let (messages, outcomes) = {
+            let mut app = self.app.borrow_mut();
+            app.outbox.denied.clear();
+            if app.outbox.messages.is_empty() && app.outbox.outcomes.is_empty() {
+                return;
+            }
+            (
+                std::mem::take(&mut app.outbox.messages),
+                std::mem::take(&mut app.outbox.outcomes),
+            )
+        };
+        for message in messages {
+            // Unbounded, and the flusher lives as long as the shard: this cannot fail.
+            let _ = self.mail.try_send(message);
+        }
+        let mut queued = false;
+        for (order, sale) in outcomes {
+            match self.waiters.borrow_mut().remove(&order) {
+                Some(waiter) => {
+                    let _ = waiter.try_send(sale);
+                }
+                None => {
+                    self.decided.borrow_mut().push_back((order, sale));
+                    queued = true;
+                }
+            }
+        }
+        if queued && wake {
+            if let Some(bell) = self.bell.get() {
+                uring::ring(bell);
+            }
+        }
+    }
+}
+
+/// Sends protocol messages to their shards, one at a time and in order: the protocol's argument
+/// against premature sold-outs needs FIFO per pair of shards, and a full peer queue must make us
+/// wait, never drop a message that carries tickets.
+async fn flusher(mail: LocalReceiver<(usize, Msg)>, senders: Rc<Senders<Message>>) {
+    while let Some((to, msg)) = mail.recv().await {
+        if senders.send_to(to, Message::Stock(msg)).await.is_err() {
+            tracing::error!(
+                to,
+                ?msg,
+                "a stock message could not be delivered: the peer shard is gone"
+            );
+        }
+    }
 }
 
 /// Runs the server until a stop signal; returns once every shard has exited.
@@ -289,16 +357,21 @@ async fn shard_main(
         body_bytes_max: config.body_bytes_max as u64,
         ..Limits::default()
     };
+    let (mail_tx, mail_rx) = local_channel::new_unbounded::<(usize, Msg)>();
     let shard = Rc::new(Shard {
         app: RefCell::new(App {
             mode: config.mode,
             shard: me,
             shards,
-            slice: Slice::new(allotment(config.initial_stock, shards, me)),
-            view: View::new(config.initial_stock, shards, me),
+            node: Node::new(me, shards, config.initial_stock),
+            outbox: Outbox::default(),
             max_order_qty: config.max_order_qty,
             counters: Default::default(),
         }),
+        mail: mail_tx,
+        waiters: RefCell::new(HashMap::new()),
+        decided: RefCell::new(VecDeque::new()),
+        bell: Cell::new(None),
         date: Cell::new(HttpDate::now()),
         draining: Cell::new(false),
         connections: RefCell::new(HashMap::new()),
@@ -342,11 +415,21 @@ async fn shard_main(
         config.cache_ttl / 2,
     ))
     .detach();
+    glommio::spawn_local(flusher(mail_rx, senders.clone())).detach();
     for (peer, stream) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
-            while let Some(Message::Report { available }) = stream.recv().await {
-                shard.app.borrow_mut().view.report(peer, available);
+            while let Some(message) = stream.recv().await {
+                {
+                    let mut app = shard.app.borrow_mut();
+                    let app = &mut *app;
+                    match message {
+                        Message::Report { available } => app.node.report(peer, available),
+                        Message::Stock(msg) => app.node.on_message(peer, msg, &mut app.outbox),
+                    }
+                    app.node.maybe_refill(&mut app.outbox);
+                }
+                shard.flush(true);
             }
         })
         .detach();
@@ -472,7 +555,7 @@ async fn serve(shard: &Shard, mut stream: TcpStream, entry: &ConnEntry) {
                 return;
             }
         };
-        let (next, answered) = {
+        let (mut next, answered) = {
             let mut app = shard.app.borrow_mut();
             let date = shard.date.get();
             let before = app.counters.requests;
@@ -486,6 +569,32 @@ async fn serve(shard: &Shard, mut stream: TcpStream, entry: &ConnEntry) {
             );
             (next, app.counters.requests != before)
         };
+        // Orders that wait for the coordinator: answer each when decided, then what came after.
+        while let Next::Wait(order) = next {
+            let (tx, rx) = local_channel::new_bounded(1);
+            shard.waiters.borrow_mut().insert(order, tx);
+            shard.flush(false);
+            if !out.is_empty() {
+                if stream.write_all(&out).await.is_err() {
+                    return;
+                }
+                out.clear();
+            }
+            let Some(sale) = rx.recv().await else {
+                return;
+            };
+            let mut app = shard.app.borrow_mut();
+            let date = shard.date.get();
+            next = conn.resume(
+                sale,
+                &mut app,
+                &shard.limits,
+                &date,
+                shard.draining.get(),
+                &mut out,
+            );
+        }
+        shard.flush(false);
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
                 return;
@@ -543,7 +652,7 @@ async fn reporter(shard: Rc<Shard>, senders: Rc<Senders<Message>>, period: Durat
     let mut last = None;
     loop {
         glommio::timer::sleep(period).await;
-        let available = shard.app.borrow().slice.available();
+        let available = shard.app.borrow().node.slice().available();
         if last == Some(available) {
             continue;
         }

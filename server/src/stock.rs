@@ -1,4 +1,4 @@
-//! One shard's slice of the ticket stock, and its view of everyone else's.
+//! One shard's slice of the ticket stock.
 //!
 //! Invariant (checked after every change): `allotted + received == available + sold + sent`. The
 //! slice is a plain value owned by one executor: no locks, no atomics. Selling from it is a
@@ -95,45 +95,6 @@ impl Slice {
     }
 }
 
-/// What a shard knows of the whole stock: its own slice exactly, and every other slice as last
-/// reported. Reports arrive at least once per freshness period, so the total lags by at most that.
-#[derive(Clone, Debug)]
-pub struct View {
-    /// The last reported `available` of each shard (this shard's entry is unused).
-    reported: Vec<u64>,
-    /// This shard's index.
-    me: usize,
-}
-
-impl View {
-    /// A view for shard `me` of `shards`, starting from the initial allotments (exact at start).
-    pub fn new(stock: u64, shards: usize, me: usize) -> Self {
-        View {
-            reported: (0..shards).map(|s| allotment(stock, shards, s)).collect(),
-            me,
-        }
-    }
-
-    /// Records a peer's report.
-    pub fn report(&mut self, shard: usize, available: u64) {
-        if let Some(slot) = self.reported.get_mut(shard) {
-            *slot = available;
-        }
-    }
-
-    /// Tickets available in the whole system, given this shard's exact slice.
-    pub fn total(&self, own: &Slice) -> u64 {
-        let others: u64 = self
-            .reported
-            .iter()
-            .enumerate()
-            .filter(|&(s, _)| s != self.me)
-            .map(|(_, &a)| a)
-            .sum();
-        others + own.available()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,15 +122,5 @@ mod tests {
         assert_eq!(b.take(6), Sale::Sold);
         assert_eq!(b.take(1), Sale::Insufficient);
         assert_eq!(a.sold() + b.sold(), 10);
-    }
-
-    #[test]
-    fn view_totals_own_slice_exactly_and_peers_as_reported() {
-        let mut own = Slice::new(allotment(10, 3, 1));
-        let mut view = View::new(10, 3, 1);
-        assert_eq!(view.total(&own), 10);
-        own.take(2);
-        view.report(0, 1);
-        assert_eq!(view.total(&own), 1 + 1 + 3);
     }
 }

@@ -37,7 +37,7 @@
 //! - At most `connections_max` connections are served per shard; the accept is cancelled at the
 //!   limit, and the few it accepted meanwhile wait, unread, until a slot frees.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -50,6 +50,7 @@ use glommio::io::BufferedFile;
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use crate::connection::{Connection, Next};
+use crate::rebalance::OrderId;
 use crate::shard::{Shard, LINGER, LINGER_BYTES_MAX};
 
 /// While it has work, the driver gives way to the shard's other tasks (clock, reporter, mesh
@@ -434,6 +435,8 @@ struct State {
     aborted_at: Option<Instant>,
     /// Staged SQEs, submitted at the start of the next turn.
     staged: Vec<squeue::Entry>,
+    /// Orders waiting for the coordinator: the slot (index, generation) to answer on.
+    orders: HashMap<OrderId, (u32, u32)>,
 }
 
 impl State {
@@ -506,44 +509,18 @@ impl State {
         let slot = &mut self.slots[index as usize];
         match slot.phase {
             Phase::Open => {
-                // Bytes leave in the order `out[sent..]`, then `next`: `out` may grow only when
-                // no send holds it and nothing waits in `next`.
-                let out = if slot.sending || !slot.next.is_empty() {
-                    &mut slot.next
-                } else {
-                    &mut slot.out
-                };
-                if out.capacity() == 0 {
-                    *out = self.pool.pop().unwrap_or_default();
-                }
-                let (next, answered) = {
-                    let mut app = self.shard.app.borrow_mut();
-                    let date = self.shard.date.get();
-                    let draining = self.shard.draining.get();
-                    let before = app.counters.requests;
-                    let next = slot.conn.on_input(
-                        data,
-                        &mut app,
-                        &self.shard.limits,
-                        &date,
-                        draining,
-                        out,
-                    );
-                    (next, app.counters.requests != before)
-                };
-                if next == Next::Close {
-                    // The last response must leave within an idle timeout, or the peer is dead.
-                    slot.phase = Phase::Flushing { linger: true };
-                    slot.deadline = now + self.shard.idle_timeout;
-                } else if slot.conn.is_idle() {
-                    slot.in_request = false;
-                    slot.deadline = now + self.shard.idle_timeout;
-                } else if !slot.in_request || answered {
-                    // A request is partly here. If this input also answered one, the partial one
-                    // began in it: each request gets its own head deadline.
-                    slot.in_request = true;
-                    slot.deadline = now + self.shard.head_timeout;
-                }
+                let shard = &self.shard;
+                feed(
+                    slot,
+                    &mut self.pool,
+                    shard,
+                    index,
+                    &mut self.orders,
+                    now,
+                    |conn, app, date, draining, out| {
+                        conn.on_input(data, app, &shard.limits, date, draining, out)
+                    },
+                );
             }
             Phase::Lingering => {
                 slot.lingered_bytes += len;
@@ -555,6 +532,40 @@ impl State {
             // lingering close would drop it.
             Phase::Flushing { .. } | Phase::Stopping => {}
             Phase::Free => unreachable!("checked in on_cqe"),
+        }
+    }
+
+    /// Hands decided orders to the connections that wait for them. An order whose connection is
+    /// gone (closed, or the slot reused) was still sold or refused; only its answer is lost, as
+    /// when a client disconnects before its response.
+    fn resume_decided(&mut self, now: Instant) {
+        loop {
+            let Some((order, sale)) = self.shard.decided.borrow_mut().pop_front() else {
+                return;
+            };
+            let Some((index, generation)) = self.orders.remove(&order) else {
+                continue;
+            };
+            let slot = &mut self.slots[index as usize];
+            if slot.generation != generation
+                || slot.phase != Phase::Open
+                || slot.conn.waiting_for() != Some(order)
+            {
+                continue;
+            }
+            let shard = &self.shard;
+            feed(
+                slot,
+                &mut self.pool,
+                shard,
+                index,
+                &mut self.orders,
+                now,
+                |conn, app, date, draining, out| {
+                    conn.resume(sale, app, &shard.limits, date, draining, out)
+                },
+            );
+            self.touch(index);
         }
     }
 
@@ -880,6 +891,66 @@ impl State {
     }
 }
 
+/// Runs `step` (new input, or a decided order) on an open connection, and sets what follows:
+/// where its output goes, its deadline, the order it now waits for.
+#[allow(clippy::too_many_arguments)] // the pieces of `State` a step needs, borrowed apart
+fn feed(
+    slot: &mut Slot,
+    pool: &mut Vec<Vec<u8>>,
+    shard: &Shard,
+    index: u32,
+    orders: &mut HashMap<OrderId, (u32, u32)>,
+    now: Instant,
+    step: impl FnOnce(
+        &mut Connection,
+        &mut crate::routes::App,
+        &proto_http::HttpDate,
+        bool,
+        &mut Vec<u8>,
+    ) -> Next,
+) {
+    // Bytes leave in the order `out[sent..]`, then `next`: `out` may grow only when no send holds
+    // it and nothing waits in `next`.
+    let out = if slot.sending || !slot.next.is_empty() {
+        &mut slot.next
+    } else {
+        &mut slot.out
+    };
+    if out.capacity() == 0 {
+        *out = pool.pop().unwrap_or_default();
+    }
+    let (next, answered) = {
+        let mut app = shard.app.borrow_mut();
+        let date = shard.date.get();
+        let before = app.counters.requests;
+        let next = step(&mut slot.conn, &mut app, &date, shard.draining.get(), out);
+        (next, app.counters.requests != before)
+    };
+    if let Next::Wait(order) = next {
+        orders.insert(order, (index, slot.generation));
+    }
+    if next == Next::Close {
+        // The last response must leave within an idle timeout, or the peer is dead.
+        slot.phase = Phase::Flushing { linger: true };
+        slot.deadline = now + shard.idle_timeout;
+    } else if slot.conn.is_idle() {
+        slot.in_request = false;
+        slot.deadline = now + shard.idle_timeout;
+    } else if !slot.in_request || answered {
+        // A request is partly here (or an order waits). If this step also answered one, the
+        // partial one began in it: each request gets its own head deadline.
+        slot.in_request = true;
+        slot.deadline = now + shard.head_timeout;
+    }
+}
+
+/// Rings a driver's bell from another task: its eventfd becomes readable, so a parked driver
+/// wakes and looks at `Shard::decided`.
+pub(crate) fn ring(eventfd: RawFd) {
+    // SAFETY: writes 8 bytes to an eventfd the driver owns for the shard's whole life.
+    unsafe { libc::eventfd_write(eventfd, 1) };
+}
+
 fn close(fd: RawFd) {
     // SAFETY: `fd` is a socket we own and no request in flight names it.
     unsafe { libc::close(fd) };
@@ -911,8 +982,7 @@ fn wake_read<'a>(eventfd: &Rc<BufferedFile>, wake: &'a mut Option<Wake>) -> &'a 
 
 /// Makes the eventfd readable, so a READ of it completes at once.
 fn ring_bell(eventfd: &BufferedFile) {
-    // SAFETY: writes 8 bytes to the eventfd the file owns.
-    unsafe { libc::eventfd_write(eventfd.as_raw_fd(), 1) };
+    ring(eventfd.as_raw_fd());
 }
 
 impl Driver {
@@ -956,6 +1026,7 @@ impl Driver {
                 shutdown_timeout,
                 aborted_at: None,
                 staged: Vec::new(),
+                orders: HashMap::new(),
             },
             eventfd,
         })
@@ -963,6 +1034,7 @@ impl Driver {
 
     /// Serves until `stop` is set and the drain is over.
     pub(crate) async fn run(mut self, stop: &AtomicBool) -> Result<(), String> {
+        self.state.shard.bell.set(Some(self.eventfd.as_raw_fd()));
         self.state.control_accept(Instant::now());
         let mut next_sweep = Instant::now() + SWEEP_PERIOD;
         let mut next_yield = Instant::now() + YIELD_PERIOD;
@@ -1035,6 +1107,7 @@ impl Driver {
                 }
             }
         };
+        self.state.shard.bell.set(None); // the eventfd closes with the driver
         if let Some(read) = wake {
             // Complete our READ so that glommio holds no request on the eventfd when it closes it.
             ring_bell(&self.eventfd);
@@ -1056,10 +1129,17 @@ impl Driver {
         for cqe in &self.cqes {
             self.state.on_cqe(cqe, now);
         }
-        if !self.cqes.is_empty() {
+        // Protocol messages this turn produced go out; orders decided meanwhile are answered.
+        self.state.shard.flush(false);
+        let decided = !self.state.shard.decided.borrow().is_empty();
+        if decided {
+            self.state.resume_decided(now);
+            self.state.shard.flush(false);
+        }
+        if !self.cqes.is_empty() || decided {
             self.state.after_batch(now);
         }
-        Ok(self.cqes.len())
+        Ok(self.cqes.len() + usize::from(decided))
     }
 
     /// Moves staged SQEs into the ring and enters the kernel once (more when the SQ fills). Under
