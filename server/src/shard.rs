@@ -38,7 +38,7 @@ use proto_http::{HttpDate, Limits};
 
 use crate::config::Config;
 use crate::connection::{ConnLimits, Connection, Next};
-use crate::rebalance::{Msg, Node, OrderId, Outbox};
+use crate::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
 use crate::routes::App;
 use crate::startup::StartError;
 use crate::stock::Sale;
@@ -138,6 +138,9 @@ pub enum Message {
     },
     /// A message of the stock protocol (`rebalance`): never dropped, and sent in order.
     Stock(Msg),
+    /// "I have stopped serving and expect nothing more": the coordinator outlives its peers'
+    /// drains, so an order they escalated during a stop is still answered.
+    Done,
 }
 
 /// Everything a shard's tasks share. It lives on one executor (`Rc`, `Cell`, `RefCell`).
@@ -145,7 +148,11 @@ pub(crate) struct Shard {
     /// The request handler and the stock.
     pub(crate) app: RefCell<App>,
     /// Protocol messages on their way to the mesh, in order (see `flusher`).
-    mail: LocalSender<(usize, Msg)>,
+    mail: LocalSender<(usize, Message)>,
+    /// Messages in `mail` not yet handed to the mesh.
+    mail_pending: Rc<Cell<usize>>,
+    /// Peers that sent `Done`.
+    peers_done: Cell<usize>,
     /// Glommio transport: connections waiting for an order's outcome.
     waiters: RefCell<HashMap<OrderId, LocalSender<Sale>>>,
     /// uring transport: outcomes for the driver to hand to its waiting connections.
@@ -174,6 +181,14 @@ struct ConnEntry {
 }
 
 impl Shard {
+    /// Queues a message for the flusher.
+    fn post(&self, to: usize, message: Message) {
+        // Unbounded, and the flusher lives as long as the shard: this cannot fail.
+        if self.mail.try_send((to, message)).is_ok() {
+            self.mail_pending.set(self.mail_pending.get() + 1);
+        }
+    }
+
     /// Sends what the stock protocol produced and hands out decided orders: to a waiting glommio
     /// connection directly, or to the uring driver's queue (ringing its bell when `wake`, that is
     /// when called from a task other than the driver).
@@ -189,9 +204,8 @@ impl Shard {
                 std::mem::take(&mut app.outbox.outcomes),
             )
         };
-        for message in messages {
-            // Unbounded, and the flusher lives as long as the shard: this cannot fail.
-            let _ = self.mail.try_send(message);
+        for (to, msg) in messages {
+            self.post(to, Message::Stock(msg));
         }
         let mut queued = false;
         for (order, sale) in outcomes {
@@ -216,15 +230,40 @@ impl Shard {
 /// Sends protocol messages to their shards, one at a time and in order: the protocol's argument
 /// against premature sold-outs needs FIFO per pair of shards, and a full peer queue must make us
 /// wait, never drop a message that carries tickets.
-async fn flusher(mail: LocalReceiver<(usize, Msg)>, senders: Rc<Senders<Message>>) {
-    while let Some((to, msg)) = mail.recv().await {
-        if senders.send_to(to, Message::Stock(msg)).await.is_err() {
+async fn flusher(
+    mail: LocalReceiver<(usize, Message)>,
+    pending: Rc<Cell<usize>>,
+    senders: Rc<Senders<Message>>,
+) {
+    while let Some((to, message)) = mail.recv().await {
+        if senders.send_to(to, message).await.is_err() {
             tracing::error!(
                 to,
-                ?msg,
-                "a stock message could not be delivered: the peer shard is gone"
+                ?message,
+                "a shard message could not be delivered: the peer is gone"
             );
         }
+        pending.set(pending.get() - 1);
+    }
+}
+
+/// After this shard stopped serving: a peer tells the coordinator and waits until its last
+/// messages are on their way; the coordinator keeps answering escalated orders until every peer is
+/// done. Both are bounded by `grace`.
+async fn leave(shard: &Shard, me: usize, shards: usize, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    if me != COORDINATOR {
+        shard.post(COORDINATOR, Message::Done);
+    }
+    let finished = || {
+        if me == COORDINATOR {
+            shard.peers_done.get() + 1 >= shards
+        } else {
+            shard.mail_pending.get() == 0
+        }
+    };
+    while !finished() && Instant::now() < deadline {
+        glommio::timer::sleep(STOP_POLL).await;
     }
 }
 
@@ -357,7 +396,8 @@ async fn shard_main(
         body_bytes_max: config.body_bytes_max as u64,
         ..Limits::default()
     };
-    let (mail_tx, mail_rx) = local_channel::new_unbounded::<(usize, Msg)>();
+    let (mail_tx, mail_rx) = local_channel::new_unbounded::<(usize, Message)>();
+    let mail_pending = Rc::new(Cell::new(0));
     let shard = Rc::new(Shard {
         app: RefCell::new(App {
             mode: config.mode,
@@ -369,6 +409,8 @@ async fn shard_main(
             counters: Default::default(),
         }),
         mail: mail_tx,
+        mail_pending: mail_pending.clone(),
+        peers_done: Cell::new(0),
         waiters: RefCell::new(HashMap::new()),
         decided: RefCell::new(VecDeque::new()),
         bell: Cell::new(None),
@@ -415,7 +457,7 @@ async fn shard_main(
         config.cache_ttl / 2,
     ))
     .detach();
-    glommio::spawn_local(flusher(mail_rx, senders.clone())).detach();
+    glommio::spawn_local(flusher(mail_rx, mail_pending, senders.clone())).detach();
     for (peer, stream) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -426,6 +468,7 @@ async fn shard_main(
                     match message {
                         Message::Report { available } => app.node.report(peer, available),
                         Message::Stock(msg) => app.node.on_message(peer, msg, &mut app.outbox),
+                        Message::Done => shard.peers_done.set(shard.peers_done.get() + 1),
                     }
                     app.node.maybe_refill(&mut app.outbox);
                 }
@@ -452,6 +495,7 @@ async fn shard_main(
             Ok(())
         }
     };
+    leave(&shard, me, shards, config.shutdown_timeout).await;
     senders.close();
     served
 }
