@@ -200,7 +200,7 @@ pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
 
 /// Parses field lines from `buf[i..]` up to and including the empty line that ends the section.
 /// Returns the index just past that empty line and the number of headers stored.
-#[inline]
+#[inline(always)]
 pub(crate) fn parse_fields<'b>(
     buf: &'b [u8],
     mut i: usize,
