@@ -138,3 +138,42 @@ fn more_shards_than_cpus_run_unpinned_with_a_warning() {
         server.log()
     );
 }
+
+/// RLIMIT_MEMLOCK below what glommio needs, with a hard limit that forbids raising it: exit 1
+/// and one line that names the limit and the fix.
+#[test]
+fn memlock_too_low_is_one_clear_line() {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -l 64 && exec {} --host 127.0.0.1 --port 0 --shards 1",
+            env!("CARGO_BIN_EXE_ticketd")
+        ))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("ticketd:"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("RLIMIT_MEMLOCK") && line.contains("ulimit -l"),
+        "{line}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `JSON_LOGS=true` makes every log line a JSON object, the start-up line included.
+#[test]
+fn json_logs_are_json_lines() {
+    let server = Server::start_with_env(&["--shards", "1"], &[("JSON_LOGS", "true")]);
+    let log = server.log();
+    let first = log.lines().next().unwrap_or_else(|| panic!("no log line"));
+    let value: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_eq!(value["level"], "INFO", "{first}");
+    assert!(log.contains("ticketd listening"), "{log}");
+}

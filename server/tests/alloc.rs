@@ -1,0 +1,105 @@
+//! Once warm, answering requests allocates nothing: the connection state machine, the parser, the
+//! routes, the stock and the response writer run on buffers that were sized by earlier requests.
+//! A counting global allocator (counting only this test's thread) proves it for the hot routes,
+//! a pipelined batch, and a request split across two inputs.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use proto_http::{HttpDate, Limits};
+use ticketd::config::Mode;
+use ticketd::connection::{ConnLimits, Connection, Next};
+use ticketd::rebalance::{Node, Outbox};
+use ticketd::routes::App;
+
+thread_local! {
+    /// Allocations made by this thread while counting.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+struct Counting;
+
+// SAFETY: every call forwards to the system allocator unchanged; counting has no effect on memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        System.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+/// The hot routes (available, purchase, reserve, health, HEAD, 404, 405, a rejected qty), sixteen
+/// pipelined requests in one input, and a request split over two inputs: after a warm-up round,
+/// a thousand more rounds allocate nothing.
+#[test]
+fn warm_requests_allocate_nothing() {
+    let mut app = App {
+        mode: Mode::Monolith,
+        shard: 0,
+        shards: 1,
+        node: Node::new(0, 1, 1_000_000_000),
+        outbox: Outbox::default(),
+        max_order_qty: 1_000_000_000,
+        counters: Default::default(),
+    };
+    let limits = ConnLimits {
+        http: Limits::default(),
+        headers_max: 32,
+    };
+    let date = HttpDate::now();
+    let mut conn = Connection::default();
+    let mut out = Vec::new();
+    let pipelined = b"GET /api/v1/available HTTP/1.1\r\nHost: t\r\n\r\n".repeat(16);
+    let inputs: Vec<&[u8]> = vec![
+        b"GET /api/v1/available HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"qty\":1}",
+        b"POST /api/v1/reserve HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"qty\":2}",
+        b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"HEAD /api/v1/available HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /api/v1/purchase HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"qty\":0}",
+        &pipelined,
+        b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Len",
+        b"gth: 9\r\n\r\n{\"qty\":1}",
+    ];
+    let mut round = |out: &mut Vec<u8>| {
+        for input in &inputs {
+            let next = conn.on_input(input, &mut app, &limits, &date, false, out);
+            assert_eq!(next, Next::Read);
+            out.clear();
+        }
+    };
+    // The counter sees this thread's allocations (so a zero below means something).
+    let probe = allocations();
+    drop(std::hint::black_box(vec![0u8; 64]));
+    assert_eq!(allocations(), probe + 1, "the counting allocator counts");
+    for _ in 0..3 {
+        round(&mut out);
+    }
+    let before = allocations();
+    for _ in 0..1000 {
+        round(&mut out);
+    }
+    assert_eq!(
+        allocations() - before,
+        0,
+        "allocations on the warm request path"
+    );
+    assert!(conn.is_idle());
+}
