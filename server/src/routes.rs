@@ -308,13 +308,24 @@ fn json(
     status: u16,
     write_body: impl FnOnce(&mut Vec<u8>),
 ) -> Reply {
+    json_with(out, x, status, &[], write_body)
+}
+
+/// [`json`] with extra header lines.
+fn json_with(
+    out: &mut Vec<u8>,
+    x: Exchange<'_>,
+    status: u16,
+    extra_headers: &[(&[u8], &[u8])],
+    write_body: impl FnOnce(&mut Vec<u8>),
+) -> Reply {
     let response = Response {
         status,
         version: x.version,
         keep_alive: x.keep_alive,
         date: x.date,
         content_type: Some(JSON),
-        extra_headers: &[],
+        extra_headers,
     };
     write_response_with(out, &response, write_body);
     Reply::Done(status)
@@ -331,15 +342,8 @@ pub fn error(
     allow: Option<&[u8]>,
 ) -> Reply {
     let allow_header = [(&b"Allow"[..], allow.unwrap_or_default())];
-    let response = Response {
-        status,
-        version: x.version,
-        keep_alive: x.keep_alive,
-        date: x.date,
-        content_type: Some(JSON),
-        extra_headers: if allow.is_some() { &allow_header } else { &[] },
-    };
-    write_response_with(out, &response, |o| {
+    let extra: &[(&[u8], &[u8])] = if allow.is_some() { &allow_header } else { &[] };
+    json_with(out, x, status, extra, |o| {
         o.extend_from_slice(b"{\"error\":\"");
         o.extend_from_slice(proto_http::reason_phrase(status).as_bytes());
         o.extend_from_slice(b"\",\"detail\":\"");
@@ -347,8 +351,7 @@ pub fn error(
         o.extend_from_slice(b"\",\"code\":\"");
         o.extend_from_slice(code.as_bytes());
         o.extend_from_slice(b"\"}");
-    });
-    Reply::Done(status)
+    })
 }
 
 /// Appends `text` as the inside of a JSON string (RFC 8259 §7): quotes, backslashes and control
