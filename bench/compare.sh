@@ -73,15 +73,25 @@ declare -A TARGET=(
   [nginx]=nginx
 )
 
-# bench NAME SCENARIO: one ticket-bench run into $OUT/NAME-SCENARIO
+MY_SID=$(ps -o sid= -p $$ | tr -d ' ')
+BGLOAD=()
+
+# bench NAME SCENARIO: one ticket-bench run into $OUT/NAME-SCENARIO, noting how much CPU other
+# processes (not this script's session, not the server's) used meanwhile (anchors' bgload.py).
 bench() {
-  local name=$1 scenario=$2
+  local name=$1 scenario=$2 rc bg
   wait_quiet
   echo ">> $name: $scenario, ${DURATION}s x $CONNS connections (warm-up ${WARMUP}s)" >&2
+  python3 "$ANCHORS/bgload.py" snap >"$OUT/.bgsnap"
   taskset -c "$CLIENT_CPU" "$TB" run --url "$T_BASE" --scenario "$scenario" \
     --connections "$CONNS" --duration "${DURATION}s" --warmup "${WARMUP}s" \
     --label "$name-$scenario" --server-options "${SERVER_OPTIONS[$name]}" \
     --out "$OUT/$name-$scenario" >/dev/null
+  rc=$?
+  bg=$(python3 "$ANCHORS/bgload.py" since "$OUT/.bgsnap" "$MY_SID" "${T_PIDS[@]}")
+  rm -f "$OUT/.bgsnap"
+  BGLOAD+=("$name-$scenario ${bg}%")
+  return $rc
 }
 
 RUNS_AVAILABLE=() RUNS_PURCHASE=() FAILED=()
@@ -106,6 +116,12 @@ done
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), host $host ($(nproc) CPUs, kernel $(uname -r)), servers on CPU" \
        "$SERVER_CPU, ticket-bench on CPU $CLIENT_CPU: closed loop, $CONNS connections, ${WARMUP}s warm-up," \
        "${DURATION}s measured. Reproduce with \`ANCHORS=$ANCHORS_DIR bench/compare.sh --duration $DURATION --conns $CONNS --warmup $WARMUP\`."
+  echo
+  echo "On a small box the client's core (mostly kernel loopback time) caps what any server can" \
+       "show: nginx, which does nothing beyond HTTP, marks that ceiling."
+  echo
+  echo "CPU used by other processes during each run, in % of one CPU (figures are suspect above" \
+       "~10 %): $(IFS=';'; echo "${BGLOAD[*]}" | sed 's/;/, /g')."
   ((${#FAILED[@]})) && echo && echo "Failed: ${FAILED[*]}"
   for endpoint in available purchase; do
     [[ -f $OUT/compare-$endpoint/compare.md ]] || continue

@@ -20,8 +20,8 @@ const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 540.0;
 /// Space for the y axis labels.
 const LEFT: f64 = 80.0;
-/// Right margin.
-const RIGHT: f64 = 30.0;
+/// Right margin: half the widest x label ("99.99999%") must fit.
+const RIGHT: f64 = 50.0;
 /// Space for the title.
 const TOP: f64 = 50.0;
 /// Space for the x axis labels.

@@ -219,7 +219,7 @@ fn drive(
     let mut logged = 0;
     let mut write_error = None;
     loop {
-        match receiver.recv_timeout(PROGRESS_EVERY) {
+        match receiver.recv_timeout(line.until_next()) {
             Ok(report) => {
                 for interval in merger.accept(report) {
                     let empty = interval.histograms.iter().all(|h| h.is_empty());
@@ -296,6 +296,8 @@ struct ProgressLine {
     schedule: Schedule,
     /// Responses and time at the last redraw.
     last: (u64, Instant),
+    /// When the next redraw is due: whole multiples of [`PROGRESS_EVERY`] after the start.
+    next: Instant,
 }
 
 impl ProgressLine {
@@ -304,12 +306,24 @@ impl ProgressLine {
             enabled: std::io::stderr().is_terminal(),
             schedule,
             last: (0, schedule.start),
+            next: schedule.start + PROGRESS_EVERY,
         }
+    }
+
+    /// How long the main thread may wait for a report before the next redraw is due.
+    fn until_next(&self) -> Duration {
+        self.next.saturating_duration_since(Instant::now())
     }
 
     fn update(&mut self, progress: &[Progress]) {
         let now = Instant::now();
-        if !self.enabled || now < self.last.1 + PROGRESS_EVERY {
+        if now < self.next {
+            return;
+        }
+        while self.next <= now {
+            self.next += PROGRESS_EVERY;
+        }
+        if !self.enabled {
             return;
         }
         let responses: u64 = progress

@@ -19,7 +19,7 @@ fn values(kind: &str) -> Vec<u64> {
                 .wrapping_add(1442695040888963407);
             let r = (x >> 33) % 1_000_000;
             let mut v = 20 + r % 2000;
-            if r % 997 == 0 {
+            if r.is_multiple_of(997) {
                 v += r * 50;
             }
             v

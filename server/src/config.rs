@@ -120,6 +120,14 @@ pub const TIMEOUT_MS_RANGE: RangeInclusive<u64> = 1..=3_600_000;
 /// The shutdown grace may be 0: stop at once.
 pub const SHUTDOWN_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 0..=3_600_000;
 
+/// Latency histograms are dumped only at shutdown unless a period is given.
+pub const LATENCY_DUMP_INTERVAL_SECONDS_DEFAULT: f64 = 0.0;
+/// A period, when given, is at least 0.1 s: each dump holds the shard's thread for about a
+/// millisecond (deflating the `.hlog` interval, rewriting the `.hgrm`), so dumps take at most 1 % of
+/// a shard, and shorter intervals hold too few requests to say anything. At most an hour, as the
+/// other periods.
+pub const LATENCY_DUMP_INTERVAL_SECONDS_RANGE: RangeInclusive<f64> = 0.1..=3600.0;
+
 /// What the server runs as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -214,6 +222,14 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM (`--shutdown-timeout-ms`).
     pub shutdown_timeout: Duration,
+    /// Where each shard writes its service-time histograms, `shard-N.hgrm` and `shard-N.hlog`
+    /// (`--latency-dump`, `LATENCY_DUMP`); `None`: nothing is recorded. The directory is created
+    /// at start-up; one that cannot be is a start-up failure (exit 1), not a configuration error,
+    /// so that validating a configuration (`--print-config`) touches no file.
+    pub latency_dump: Option<PathBuf>,
+    /// How often the histograms are also dumped while running (`--latency-dump-interval-seconds`,
+    /// `LATENCY_DUMP_INTERVAL_SECONDS`); zero: only at shutdown. Ignored without `latency_dump`.
+    pub latency_dump_interval: Duration,
     /// `--print-config`: print [`Config::to_json`] on stdout and exit 0 instead of serving.
     pub print_config: bool,
 }
@@ -443,6 +459,16 @@ struct Cli {
           default_value_t = SHUTDOWN_TIMEOUT_MS_DEFAULT.to_string())]
     shutdown_timeout_ms: String,
 
+    /// Record per-shard service-time histograms and write DIR/shard-N.hgrm and .hlog at shutdown
+    /// (DIR is created if missing) [default: off]
+    #[arg(long, env = "LATENCY_DUMP", value_name = "DIR")]
+    latency_dump: Option<String>,
+
+    /// With --latency-dump: also dump every this many seconds; 0 means only at shutdown
+    #[arg(long, env = "LATENCY_DUMP_INTERVAL_SECONDS", value_name = "SECONDS",
+          default_value_t = LATENCY_DUMP_INTERVAL_SECONDS_DEFAULT.to_string())]
+    latency_dump_interval_seconds: String,
+
     /// Print the effective configuration as one JSON line and exit
     #[arg(long)]
     print_config: bool,
@@ -629,6 +655,24 @@ impl Config {
                 "SHUTDOWN_TIMEOUT_MS",
                 &cli.shutdown_timeout_ms,
             )?,
+            latency_dump: match &cli.latency_dump {
+                Some(dir) => Some(check(
+                    parse_dir(dir),
+                    "--latency-dump",
+                    "LATENCY_DUMP",
+                    dir,
+                )?),
+                None => None,
+            },
+            latency_dump_interval: check(
+                parse_period(
+                    &cli.latency_dump_interval_seconds,
+                    LATENCY_DUMP_INTERVAL_SECONDS_RANGE,
+                ),
+                "--latency-dump-interval-seconds",
+                "LATENCY_DUMP_INTERVAL_SECONDS",
+                &cli.latency_dump_interval_seconds,
+            )?,
             print_config: cli.print_config,
         })
     }
@@ -640,7 +684,8 @@ impl Config {
 
     /// The effective configuration as one line of JSON. Keys are the flags' names in snake_case,
     /// and values are in the flags' units (seconds for `vacancy_timeout` and `cache_ttl_seconds`,
-    /// milliseconds for `*_timeout_ms`); `shards` and `cpus` are `null` when automatic.
+    /// milliseconds for `*_timeout_ms`); `shards`, `cpus` and `latency_dump` are `null` when
+    /// automatic or off.
     pub fn to_json(&self) -> String {
         let shards = self
             .shards
@@ -661,6 +706,10 @@ impl Config {
             .rust_log
             .as_deref()
             .map_or_else(|| "null".to_string(), json_string);
+        let latency_dump = self.latency_dump.as_ref().map_or_else(
+            || "null".to_string(),
+            |dir| json_string(&dir.to_string_lossy()),
+        );
         format!(
             concat!(
                 "{{\"mode\":{},\"host\":{},\"port\":{},\"shards\":{},\"cpus\":{},",
@@ -670,7 +719,8 @@ impl Config {
                 "\"cache_ttl_seconds\":{},\"log_level\":{},\"rust_log\":{},\"json_logs\":{},",
                 "\"head_bytes_max\":{},\"headers_max\":{},\"body_bytes_max\":{},",
                 "\"target_bytes_max\":{},\"connections_max\":{},",
-                "\"head_timeout_ms\":{},\"idle_timeout_ms\":{},\"shutdown_timeout_ms\":{}}}"
+                "\"head_timeout_ms\":{},\"idle_timeout_ms\":{},\"shutdown_timeout_ms\":{},",
+                "\"latency_dump\":{},\"latency_dump_interval_seconds\":{}}}"
             ),
             json_string(self.mode.as_str()),
             json_string(&self.host.to_string()),
@@ -697,6 +747,8 @@ impl Config {
             self.head_timeout.as_millis(),
             self.idle_timeout.as_millis(),
             self.shutdown_timeout.as_millis(),
+            latency_dump,
+            self.latency_dump_interval.as_secs_f64(),
         )
     }
 
@@ -714,7 +766,8 @@ impl Config {
              vacancy_url={} vacancy_timeout={}s http_max_connections={} \
              http_keepalive_connections={} cache_ttl_seconds={} log_level={} rust_log={} \
              json_logs={} head_bytes_max={} headers_max={} body_bytes_max={} target_bytes_max={} \
-             connections_max={} head_timeout_ms={} idle_timeout_ms={} shutdown_timeout_ms={}",
+             connections_max={} head_timeout_ms={} idle_timeout_ms={} shutdown_timeout_ms={} \
+             latency_dump={} latency_dump_interval_seconds={}",
             self.mode.as_str(),
             self.listen_addr(),
             self.initial_stock,
@@ -735,6 +788,10 @@ impl Config {
             self.head_timeout.as_millis(),
             self.idle_timeout.as_millis(),
             self.shutdown_timeout.as_millis(),
+            self.latency_dump
+                .as_ref()
+                .map_or_else(|| "-".into(), |dir| dir.to_string_lossy()),
+            self.latency_dump_interval.as_secs_f64(),
         )
     }
 }
@@ -855,6 +912,39 @@ fn parse_seconds(raw: &str) -> Result<Duration, String> {
         Ok(seconds) if SECONDS_RANGE.contains(&seconds) => Ok(Duration::from_secs_f64(seconds)),
         _ => Err(expected()),
     }
+}
+
+/// A period in seconds: `0` (none), or a decimal number of seconds within `range`.
+fn parse_period(raw: &str, range: RangeInclusive<f64>) -> Result<Duration, String> {
+    let expected = || {
+        format!(
+            "expected 0 or a number of seconds from {} to {}",
+            range.start(),
+            range.end()
+        )
+    };
+    let text = raw.trim();
+    // As in `parse_seconds`: Rust also parses "inf" and "NaN", which are not periods.
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return Err(expected());
+    }
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds == 0.0 && seconds.is_sign_positive() => Ok(Duration::ZERO),
+        Ok(seconds) if range.contains(&seconds) => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(expected()),
+    }
+}
+
+/// A directory path, kept as given (relative ones are relative to the working directory); only
+/// an empty or blank one is refused. Whether it can be created and written is checked at start-up.
+fn parse_dir(raw: &str) -> Result<PathBuf, String> {
+    if raw.trim().is_empty() {
+        return Err("expected a directory path".into());
+    }
+    Ok(PathBuf::from(raw))
 }
 
 /// A boolean the way environment variables spell them, case-insensitively.
@@ -1225,6 +1315,10 @@ mod tests {
         assert_eq!(c.head_timeout, Duration::from_secs(10));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(
+            (c.latency_dump, c.latency_dump_interval),
+            (None, Duration::ZERO)
+        );
         assert!(!c.print_config);
     }
 
@@ -1430,6 +1524,11 @@ mod tests {
             (&["--idle-timeout-ms", "3600001"], &[], "for --idle-timeout-ms (IDLE_TIMEOUT_MS)"),
             (&["--shutdown-timeout-ms", "x"], &[], "for --shutdown-timeout-ms (SHUTDOWN_TIMEOUT_MS): expected a whole number from 0 to 3600000"),
             (&["--initial-stock", "1\n2"], &[], "invalid value \"1\\n2\" for --initial-stock"),
+            (&["--latency-dump", ""], &[], "invalid value \"\" for --latency-dump (LATENCY_DUMP): expected a directory path"),
+            (&[], &[("LATENCY_DUMP", "  ")], "for --latency-dump (LATENCY_DUMP)"),
+            (&["--latency-dump-interval-seconds", "0.05"], &[], "invalid value \"0.05\" for --latency-dump-interval-seconds (LATENCY_DUMP_INTERVAL_SECONDS): expected 0 or a number of seconds from 0.1 to 3600"),
+            (&[], &[("LATENCY_DUMP_INTERVAL_SECONDS", "-1")], "for --latency-dump-interval-seconds (LATENCY_DUMP_INTERVAL_SECONDS)"),
+            (&["--latency-dump-interval-seconds", "1s"], &[], "for --latency-dump-interval-seconds"),
         ];
         for &(args, env, expected) in table {
             let message = err(args, env, None);
@@ -1466,6 +1565,10 @@ mod tests {
                 "0",
                 "--shutdown-timeout-ms",
                 "0",
+                "--latency-dump",
+                "/tmp/x y",
+                "--latency-dump-interval-seconds",
+                "2.5",
             ],
             &[],
             None,
@@ -1482,6 +1585,18 @@ mod tests {
         assert_eq!(c.max_order_qty, i64::MAX as u64);
         assert_eq!(c.http_keepalive_connections, 0);
         assert_eq!(c.shutdown_timeout, Duration::ZERO);
+        assert_eq!(c.latency_dump.as_deref(), Some(Path::new("/tmp/x y")));
+        assert_eq!(c.latency_dump_interval, Duration::from_millis(2500));
+        let from_env = ok(
+            &[],
+            &[
+                ("LATENCY_DUMP", "dumps"),
+                ("LATENCY_DUMP_INTERVAL_SECONDS", "0.2"),
+            ],
+            None,
+        );
+        assert_eq!(from_env.latency_dump.as_deref(), Some(Path::new("dumps")));
+        assert_eq!(from_env.latency_dump_interval, Duration::from_millis(200));
         for (raw, expected) in [
             ("TRUE", true),
             ("1", true),
@@ -1631,6 +1746,31 @@ mod tests {
     }
 
     #[test]
+    fn periods() {
+        let range = LATENCY_DUMP_INTERVAL_SECONDS_RANGE;
+        let table: &[(&str, Option<Duration>)] = &[
+            ("0", Some(Duration::ZERO)),
+            ("0.0", Some(Duration::ZERO)),
+            (" 0 ", Some(Duration::ZERO)),
+            ("0.1", Some(Duration::from_millis(100))),
+            ("2", Some(Duration::from_secs(2))),
+            ("1e1", Some(Duration::from_secs(10))),
+            ("3600", Some(Duration::from_secs(3600))),
+            ("-0", None),
+            ("0.09", None),
+            ("3600.1", None),
+            ("-1", None),
+            ("inf", None),
+            ("NaN", None),
+            ("", None),
+            ("10s", None),
+        ];
+        for &(raw, expected) in table {
+            assert_eq!(parse_period(raw, range.clone()).ok(), expected, "{raw:?}");
+        }
+    }
+
+    #[test]
     fn whole_numbers() {
         assert_eq!(parse_whole::<u64>("0", 0..=5), Ok(0));
         assert_eq!(parse_whole::<u64>(" 5\t", 0..=5), Ok(5));
@@ -1706,12 +1846,30 @@ mod tests {
         assert_eq!(value["cache_ttl_seconds"], 1.0);
         assert_eq!(value["head_timeout_ms"], 10_000);
         assert_eq!(value["rust_log"], "a=\"b\"\n");
-        assert_eq!(value.as_object().map(|o| o.len()), Some(25));
+        assert_eq!(value["latency_dump_interval_seconds"], 0.0);
+        assert_eq!(value.as_object().map(|o| o.len()), Some(27));
         let auto = ok(&[], &[], None).to_json();
         let value: serde_json::Value = serde_json::from_str(&auto).expect("valid JSON");
         assert!(
-            value["shards"].is_null() && value["cpus"].is_null() && value["rust_log"].is_null()
+            value["shards"].is_null()
+                && value["cpus"].is_null()
+                && value["rust_log"].is_null()
+                && value["latency_dump"].is_null()
         );
+        let dump = ok(
+            &[
+                "--latency-dump",
+                "/var/tmp/\"q\"",
+                "--latency-dump-interval-seconds",
+                "0.5",
+            ],
+            &[],
+            None,
+        )
+        .to_json();
+        let value: serde_json::Value = serde_json::from_str(&dump).expect("valid JSON");
+        assert_eq!(value["latency_dump"], "/var/tmp/\"q\"");
+        assert_eq!(value["latency_dump_interval_seconds"], 0.5);
     }
 
     #[test]
@@ -1724,6 +1882,25 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains(" shutdown_timeout_ms=5000"), "{summary}");
+        assert!(
+            summary.ends_with(" latency_dump=- latency_dump_interval_seconds=0"),
+            "{summary}"
+        );
+        let dump = ok(
+            &[
+                "--latency-dump",
+                "d",
+                "--latency-dump-interval-seconds",
+                "1",
+            ],
+            &[],
+            None,
+        )
+        .summary();
+        assert!(
+            dump.ends_with(" latency_dump=d latency_dump_interval_seconds=1"),
+            "{dump}"
+        );
     }
 
     #[test]

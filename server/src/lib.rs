@@ -10,11 +10,13 @@
 //! - [`body`]: the `{"qty":N}` body: a strict fast path, serde_json behind it.
 //! - [`stock`]: a shard's slice of the stock and its view of the others.
 //! - [`metrics`]: per-shard counters.
+//! - [`latency`]: per-shard service-time histograms and their `.hgrm`/`.hlog` dumps.
 //! - [`signals`], [`logging`]: process plumbing.
 
 pub mod body;
 pub mod config;
 pub mod connection;
+pub mod latency;
 pub mod logging;
 pub mod metrics;
 pub mod rebalance;

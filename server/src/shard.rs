@@ -17,7 +17,9 @@
 //! - the reporter, telling peers this slice's size when it changed, every half freshness period;
 //! - one receiver per peer, applying their reports to this shard's view;
 //! - the stop watcher (glommio transport; the uring driver checks the flag in its sweep), which
-//!   starts the drain when a signal arrived.
+//!   starts the drain when a signal arrived;
+//! - with `--latency-dump`, the dumper, which writes the shard's latency histograms every
+//!   `--latency-dump-interval-seconds` and once more after the drain ([`crate::latency`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -38,6 +40,7 @@ use proto_http::{HttpDate, Limits};
 
 use crate::config::Config;
 use crate::connection::{ConnLimits, Connection, Next};
+use crate::latency::{self, Recorder};
 use crate::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
 use crate::routes::App;
 use crate::startup::StartError;
@@ -172,6 +175,9 @@ pub(crate) struct Shard {
     pub(crate) head_timeout: Duration,
     /// How long a connection may idle between requests.
     pub(crate) idle_timeout: Duration,
+    /// Service times, when `--latency-dump` asks for them; `None` costs the request path one
+    /// test per input and nothing else.
+    pub(crate) latency: Option<RefCell<Recorder>>,
 }
 
 /// A connection as the shard sees it, for the drain.
@@ -275,6 +281,11 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
     crate::startup::ensure_memlock(shards)?;
     let transport = Transport::select()?;
     let addr = crate::startup::probe_address(config.listen_addr())?;
+    // Before any shard starts, so an unwritable directory is a start-up failure, not a shard's.
+    let latency_origin = match &config.latency_dump {
+        Some(dir) => Some(latency::prepare(dir, shards).map_err(StartError::LatencyDump)?),
+        None => None,
+    };
     let mesh = MeshBuilder::full(shards, MESH_CHANNEL_CAPACITY);
     let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
     let config = Arc::new(config);
@@ -290,7 +301,16 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
         let handle = LocalExecutorBuilder::new(place)
             .name(&format!("shard-{index}"))
             .spawn(move || async move {
-                shard_main(config, addr, transport, mesh, stop, bound_tx).await
+                shard_main(
+                    config,
+                    addr,
+                    transport,
+                    mesh,
+                    stop,
+                    bound_tx,
+                    latency_origin,
+                )
+                .await
             })
             .map_err(|e| executor_error(&e.to_string()))?;
         handles.push(handle);
@@ -374,6 +394,7 @@ async fn shard_main(
     mesh: MeshBuilder<Message, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     bound_tx: mpsc::Sender<Result<usize, String>>,
+    latency_origin: Option<latency::Origin>,
 ) -> Result<(), String> {
     let (senders, mut receivers) = mesh
         .join()
@@ -423,7 +444,19 @@ async fn shard_main(
         },
         head_timeout: config.head_timeout,
         idle_timeout: config.idle_timeout,
+        latency: latency_origin.map(|_| RefCell::new(Recorder::default())),
     });
+    let dump = match (&config.latency_dump, latency_origin) {
+        (Some(dir), Some(origin)) => match latency::Dump::open(dir, me, origin) {
+            Ok(dump) => Some(dump),
+            Err(e) => {
+                let text = format!("shard {me} cannot open its latency log: {e}");
+                let _ = bound_tx.send(Err(text.clone()));
+                return Err(text);
+            }
+        },
+        _ => None,
+    };
     // The transport is ready before the shard reports itself bound, so a ring that cannot be
     // set up fails the start instead of a shard later.
     let serving = match transport {
@@ -449,6 +482,19 @@ async fn shard_main(
     };
     let _ = bound_tx.send(Ok(me));
 
+    let dumper = dump.map(|dump| {
+        let (stop_tx, stop_rx) = local_channel::new_bounded::<()>(1);
+        let shard = shard.clone();
+        let period = config.latency_dump_interval;
+        let task = glommio::spawn_local(async move {
+            let recorder = shard
+                .latency
+                .as_ref()
+                .expect("recording is on when dumping");
+            dump.run(recorder, period, stop_rx).await;
+        });
+        (stop_tx, task)
+    });
     glommio::spawn_local(clock(shard.clone())).detach();
     let senders = Rc::new(senders);
     glommio::spawn_local(reporter(
@@ -495,6 +541,11 @@ async fn shard_main(
             Ok(())
         }
     };
+    // The drain is over: no connection is left to record anything, so this dump is the last.
+    if let Some((stop_dumper, dumped)) = dumper {
+        let _ = stop_dumper.send(()).await;
+        dumped.await;
+    }
     leave(&shard, me, shards, config.shutdown_timeout).await;
     senders.close();
     served
@@ -599,6 +650,8 @@ async fn serve(shard: &Shard, mut stream: TcpStream, entry: &ConnEntry) {
                 return;
             }
         };
+        // This transport has no turn clock to reuse, so recording costs it a second clock read.
+        let received = shard.latency.as_ref().map(|_| Instant::now());
         let (mut next, answered) = {
             let mut app = shard.app.borrow_mut();
             let date = shard.date.get();
@@ -614,6 +667,7 @@ async fn serve(shard: &Shard, mut stream: TcpStream, entry: &ConnEntry) {
             (next, app.counters.requests != before)
         };
         // Orders that wait for the coordinator: answer each when decided, then what came after.
+        let mut resumed = false;
         while let Next::Wait(order) = next {
             let (tx, rx) = local_channel::new_bounded(1);
             shard.waiters.borrow_mut().insert(order, tx);
@@ -637,6 +691,13 @@ async fn serve(shard: &Shard, mut stream: TcpStream, entry: &ConnEntry) {
                 shard.draining.get(),
                 &mut out,
             );
+            resumed = true;
+        }
+        // One value per input that produced responses (see `latency`): the last are ready now.
+        if let (Some(latency), Some(received)) = (&shard.latency, received) {
+            if answered || resumed {
+                latency.borrow_mut().record_since(received);
+            }
         }
         shard.flush(false);
         if !out.is_empty() {

@@ -34,6 +34,8 @@ pub enum StartError {
         /// The CPUs the process may use, as a list.
         allowed: String,
     },
+    /// The `--latency-dump` directory or a file in it cannot be created or written.
+    LatencyDump(crate::latency::DumpError),
     /// An executor failed to start or stopped with an error.
     Executor(String),
 }
@@ -60,6 +62,12 @@ impl fmt::Display for StartError {
             StartError::CpuNotAllowed { cpu, allowed } => write!(
                 f,
                 "--cpus (CPUS) names CPU {cpu}, but this process may only run on {allowed}; pick CPUs from that list"
+            ),
+            StartError::LatencyDump(e) => write!(
+                f,
+                "cannot write latency histograms to {}: {}; point --latency-dump (LATENCY_DUMP) at a directory ticketd may create and write",
+                e.path.display(),
+                e.error
             ),
             StartError::Executor(why) => write!(f, "a shard failed: {why}"),
         }

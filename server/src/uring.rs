@@ -364,6 +364,9 @@ struct Slot {
     lingered_bytes: usize,
     /// Listed in `State::touched`.
     touched: bool,
+    /// When the input that ended in the order this connection waits for was reaped: the start of
+    /// the service time recorded when the order resumes (with `--latency-dump`).
+    reaped_at: Instant,
 }
 
 impl Slot {
@@ -385,6 +388,7 @@ impl Slot {
             deadline: now,
             lingered_bytes: 0,
             touched: false,
+            reaped_at: now,
         }
     }
 
@@ -517,6 +521,7 @@ impl State {
                     index,
                     &mut self.orders,
                     now,
+                    Some(now),
                     |conn, app, date, draining, out| {
                         conn.on_input(data, app, &shard.limits, date, draining, out)
                     },
@@ -561,6 +566,7 @@ impl State {
                 index,
                 &mut self.orders,
                 now,
+                None,
                 |conn, app, date, draining, out| {
                     conn.resume(sale, app, &shard.limits, date, draining, out)
                 },
@@ -893,6 +899,9 @@ impl State {
 
 /// Runs `step` (new input, or a decided order) on an open connection, and sets what follows:
 /// where its output goes, its deadline, the order it now waits for.
+///
+/// `reaped` is when the input was reaped (the turn's `now`), or `None` when the step resumes a
+/// decided order: then the service time runs from `Slot::reaped_at`, the input that carried it.
 #[allow(clippy::too_many_arguments)] // the pieces of `State` a step needs, borrowed apart
 fn feed(
     slot: &mut Slot,
@@ -901,6 +910,7 @@ fn feed(
     index: u32,
     orders: &mut HashMap<OrderId, (u32, u32)>,
     now: Instant,
+    reaped: Option<Instant>,
     step: impl FnOnce(
         &mut Connection,
         &mut crate::routes::App,
@@ -926,6 +936,17 @@ fn feed(
         let next = step(&mut slot.conn, &mut app, &date, shard.draining.get(), out);
         (next, app.counters.requests != before)
     };
+    if let Some(latency) = &shard.latency {
+        // One value per input that produced responses, once none of them waits (see `latency`).
+        // Input queued behind a waiting order answers nothing here; its resume answers it.
+        match (next, reaped) {
+            (Next::Wait(_), Some(reaped)) => slot.reaped_at = reaped,
+            (Next::Wait(_), None) => {}
+            (_, Some(reaped)) if answered => latency.borrow_mut().record_since(reaped),
+            (_, Some(_)) => {}
+            (_, None) => latency.borrow_mut().record_since(slot.reaped_at),
+        }
+    }
     if let Next::Wait(order) = next {
         orders.insert(order, (index, slot.generation));
     }

@@ -1,7 +1,8 @@
 //! Once warm, answering requests allocates nothing: the connection state machine, the parser, the
 //! routes, the stock and the response writer run on buffers that were sized by earlier requests.
 //! A counting global allocator (counting only this test's thread) proves it for the hot routes,
-//! a pipelined batch, and a request split across two inputs.
+//! a pipelined batch, and a request split across two inputs, with the `--latency-dump` recording
+//! of each input's service time.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -9,6 +10,7 @@ use std::cell::Cell;
 use proto_http::{HttpDate, Limits};
 use ticketd::config::Mode;
 use ticketd::connection::{ConnLimits, Connection, Next};
+use ticketd::latency::Recorder;
 use ticketd::rebalance::{Node, Outbox};
 use ticketd::routes::App;
 
@@ -78,10 +80,13 @@ fn warm_requests_allocate_nothing() {
         b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Len",
         b"gth: 9\r\n\r\n{\"qty\":1}",
     ];
+    let mut latency = Recorder::default();
     let mut round = |out: &mut Vec<u8>| {
         for input in &inputs {
+            let received = std::time::Instant::now();
             let next = conn.on_input(input, &mut app, &limits, &date, false, out);
             assert_eq!(next, Next::Read);
+            latency.record_since(received);
             out.clear();
         }
     };
@@ -102,4 +107,5 @@ fn warm_requests_allocate_nothing() {
         "allocations on the warm request path"
     );
     assert!(conn.is_idle());
+    assert_eq!(latency.len(), 1003 * inputs.len() as u64);
 }

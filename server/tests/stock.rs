@@ -137,7 +137,7 @@ fn random_mixes_conserve_exactly() {
     let sold = hammer(&server, 8, 100, |client, i| {
         // A small deterministic generator per (client, i): no randomness crate needed.
         let x = (client as u64 * 7919 + i as u64 * 104_729) % 97;
-        let path = if x % 2 == 0 {
+        let path = if x.is_multiple_of(2) {
             "/api/v1/purchase"
         } else {
             "/api/v1/reserve"
