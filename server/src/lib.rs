@@ -10,6 +10,7 @@
 //! - [`body`]: the `{"qty":N}` body: a strict fast path, serde_json behind it.
 //! - [`stock`]: a shard's slice of the stock and its view of the others.
 //! - [`metrics`]: per-shard counters.
+//! - [`notify`]: systemd's sd_notify: readiness, status, stopping, and the shard-aware watchdog.
 //! - [`latency`]: per-shard service-time histograms and their `.hgrm`/`.hlog` dumps.
 //! - [`signals`], [`logging`]: process plumbing.
 
@@ -19,6 +20,7 @@ pub mod connection;
 pub mod latency;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod rebalance;
 pub mod routes;
 pub mod shard;

@@ -17,8 +17,9 @@ fn main() {
     }
     ticketd::logging::init(&config);
     let stop = Arc::new(AtomicBool::new(false));
-    ticketd::signals::install(stop.clone(), config.shutdown_timeout);
-    if let Err(error) = ticketd::shard::run(config, stop) {
+    let notifier = ticketd::notify::Notifier::from_env();
+    ticketd::signals::install(stop.clone(), config.shutdown_timeout, notifier.clone());
+    if let Err(error) = ticketd::shard::run(config, stop, notifier) {
         tracing::error!(%error, "start-up failed");
         eprintln!("ticketd: {error}");
         std::process::exit(1);

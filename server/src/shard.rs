@@ -14,6 +14,8 @@
 //! - the transport: with glommio, the accept loop and one task per connection driving a
 //!   [`Connection`] over a socket; with uring, one driver task for all of them;
 //! - the clock, refreshing the cached `Date` once a second;
+//! - with a systemd watchdog, the heartbeat, advancing this shard's slot for the watchdog thread
+//!   ([`crate::notify`]);
 //! - the reporter, telling peers this slice's size when it changed, every half freshness period;
 //! - one receiver per peer, applying their reports to this shard's view;
 //! - the stop watcher (glommio transport; the uring driver checks the flag in its sweep), which
@@ -41,6 +43,7 @@ use proto_http::{HttpDate, Limits};
 use crate::config::Config;
 use crate::connection::{ConnLimits, Connection, Next};
 use crate::latency::{self, Recorder};
+use crate::notify::{Heartbeats, Notifier, Watchdog};
 use crate::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
 use crate::routes::App;
 use crate::startup::StartError;
@@ -273,8 +276,9 @@ async fn leave(shard: &Shard, me: usize, shards: usize, grace: Duration) {
     }
 }
 
-/// Runs the server until a stop signal; returns once every shard has exited.
-pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
+/// Runs the server until a stop signal; returns once every shard has exited. Tells systemd
+/// through `notifier` when every shard listens, and pings its watchdog if one is asked for.
+pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<(), StartError> {
     let placement = crate::startup::placement(&config)?;
     let shards = placement.len();
     crate::startup::check_io_uring()?;
@@ -289,6 +293,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
     let mesh = MeshBuilder::full(shards, MESH_CHANNEL_CAPACITY);
     let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
     let config = Arc::new(config);
+    let watchdog = Watchdog::from_env(&notifier);
+    let heartbeats = Heartbeats::new(shards);
 
     let mut handles = Vec::with_capacity(shards);
     for (index, cpu) in placement.iter().enumerate() {
@@ -298,9 +304,14 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
         };
         let (config, mesh, stop, bound_tx) =
             (config.clone(), mesh.clone(), stop.clone(), bound_tx.clone());
+        let heartbeat = watchdog.map(|w| (heartbeats.clone(), w.heartbeat_period()));
         let handle = LocalExecutorBuilder::new(place)
             .name(&format!("shard-{index}"))
             .spawn(move || async move {
+                // On this shard's own executor, so it beats only while the shard runs tasks.
+                if let Some((heartbeats, period)) = heartbeat {
+                    glommio::spawn_local(heartbeats.beat(index, period)).detach();
+                }
                 shard_main(
                     config,
                     addr,
@@ -334,6 +345,13 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
             config = %config.summary(),
             "ticketd listening"
         );
+        // A signal during start-up already sent STOPPING=1; READY=1 after it would confuse systemd.
+        if !stop.load(Ordering::SeqCst) {
+            notifier.ready(addr, shards, config.initial_stock);
+        }
+        if let Some(watchdog) = watchdog {
+            watchdog.spawn(notifier, heartbeats, stop.clone());
+        }
     } else {
         stop.store(true, Ordering::SeqCst);
     }

@@ -9,13 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::notify::Notifier;
+
 /// Extra time beyond the configured grace before a stop is forced: the shards' drain loops poll
 /// every few milliseconds, so this only matters if one is stuck.
 const FORCE_AFTER_GRACE: Duration = Duration::from_secs(2);
 
 /// Blocks SIGTERM and SIGINT in this thread (and so in every thread spawned later), and starts
-/// the thread that waits for them. Call before any other thread starts.
-pub fn install(stop: Arc<AtomicBool>, grace: Duration) {
+/// the thread that waits for them. Call before any other thread starts. The first signal also
+/// tells systemd (`STOPPING=1`) through `notifier`.
+pub fn install(stop: Arc<AtomicBool>, grace: Duration, notifier: Notifier) {
     // SAFETY: plain libc calls on a sigset_t owned by this frame.
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -31,6 +34,7 @@ pub fn install(stop: Arc<AtomicBool>, grace: Duration) {
             let first = wait(&set);
             tracing::info!(signal = first, "stopping: draining connections");
             stop.store(true, Ordering::SeqCst);
+            notifier.stopping();
             std::thread::spawn(move || {
                 std::thread::sleep(grace + FORCE_AFTER_GRACE);
                 tracing::error!("stop overran its grace period; exiting");
