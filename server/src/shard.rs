@@ -279,6 +279,7 @@ async fn leave(shard: &Shard, me: usize, shards: usize, grace: Duration) {
 /// Runs the server until a stop signal; returns once every shard has exited. Tells systemd
 /// through `notifier` when every shard listens, and pings its watchdog if one is asked for.
 pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<(), StartError> {
+    crate::startup::check_mode(&config)?;
     let placement = crate::startup::placement(&config)?;
     let shards = placement.len();
     crate::startup::check_io_uring()?;

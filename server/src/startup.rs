@@ -38,6 +38,8 @@ pub enum StartError {
     LatencyDump(crate::latency::DumpError),
     /// An executor failed to start or stopped with an error.
     Executor(String),
+    /// A mode this build does not serve yet.
+    ModeUnavailable(&'static str),
 }
 
 impl fmt::Display for StartError {
@@ -70,11 +72,24 @@ impl fmt::Display for StartError {
                 e.error
             ),
             StartError::Executor(why) => write!(f, "a shard failed: {why}"),
+            StartError::ModeUnavailable(mode) => write!(
+                f,
+                "--mode {mode} (DEPLOYMENT_MODE) is not available in this build yet: its purchases must be forwarded to the vacancy service, which is not implemented; run --mode monolith, or --mode vacancy for the stock owner"
+            ),
         }
     }
 }
 
 impl std::error::Error for StartError {}
+
+/// Refuses a mode that would start but not keep the contract: ticket mode without its forwarder
+/// would sell from a stock of its own.
+pub fn check_mode(config: &Config) -> Result<(), StartError> {
+    match config.mode {
+        crate::config::Mode::Ticket => Err(StartError::ModeUnavailable("ticket")),
+        crate::config::Mode::Monolith | crate::config::Mode::Vacancy => Ok(()),
+    }
+}
 
 /// Where each shard runs: `Some(cpu)` pinned, `None` unpinned.
 pub fn placement(config: &Config) -> Result<Vec<Option<usize>>, StartError> {
