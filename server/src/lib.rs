@@ -9,6 +9,8 @@
 //! - [`routes`]: endpoints and JSON replies, written straight into the output buffer.
 //! - [`body`]: the `{"qty":N}` body: a strict fast path, serde_json behind it.
 //! - [`stock`]: a shard's slice of the stock and its view of the others.
+//! - [`upstream`]: the ticket tier's forwarder, sans-IO: pooled keep-alive connections to the
+//!   vacancy service.
 //! - [`metrics`]: per-shard counters.
 //! - [`notify`]: systemd's sd_notify: readiness, status, stopping, and the shard-aware watchdog.
 //! - [`latency`]: per-shard service-time histograms and their `.hgrm`/`.hlog` dumps.
@@ -27,4 +29,5 @@ pub mod shard;
 pub mod signals;
 pub mod startup;
 pub mod stock;
+pub mod upstream;
 pub mod uring;
