@@ -16,39 +16,38 @@ fn fixture(name: &str) -> PathBuf {
 /// The tags of an XML document, checked for balance: returns each element's name in document
 /// order. Panics on unbalanced or malformed tags. Enough XML for what compare writes (no
 /// CDATA, no comments, no `>` inside attribute values).
-fn elements(xml: &str) -> Vec<String> {
+fn try_elements(xml: &str) -> Result<Vec<String>, String> {
     let mut stack: Vec<String> = Vec::new();
     let mut names = Vec::new();
     let mut rest = xml.trim();
-    assert!(rest.starts_with('<'), "text before the root element");
+    check(rest.starts_with('<'), || {
+        "text before the root element".into()
+    })?;
     while let Some(open) = rest.find('<') {
-        assert!(!rest[..open].contains('>'), "stray '>' before a tag");
-        let close = rest[open..].find('>').expect("unterminated tag") + open;
+        check(!rest[..open].contains('>'), || {
+            "stray '>' before a tag".into()
+        })?;
+        let close = rest[open..].find('>').ok_or("unterminated tag")? + open;
         let tag = &rest[open + 1..close];
-        assert_eq!(
-            tag.matches('"').count() % 2,
-            0,
-            "unbalanced quotes in <{tag}>"
-        );
+        check(tag.matches('"').count() % 2 == 0, || {
+            format!("unbalanced quotes in <{tag}>")
+        })?;
         if let Some(name) = tag.strip_prefix('/') {
-            assert_eq!(
-                stack.pop().as_deref(),
-                Some(name.trim()),
-                "mismatched </{name}>"
-            );
+            check(stack.pop().as_deref() == Some(name.trim()), || {
+                format!("mismatched </{name}>")
+            })?;
         } else {
             let name: String = tag
                 .trim_end_matches('/')
                 .split_whitespace()
                 .next()
-                .expect("empty tag")
+                .ok_or("empty tag")?
                 .to_string();
-            assert!(
-                name.chars().all(|c| c.is_ascii_alphanumeric()),
-                "bad name {name:?}"
-            );
+            check(name.chars().all(|c| c.is_ascii_alphanumeric()), || {
+                format!("bad name {name:?}")
+            })?;
             if stack.is_empty() {
-                assert!(names.is_empty(), "more than one root element");
+                check(names.is_empty(), || "more than one root element".into())?;
             }
             names.push(name.clone());
             if !tag.ends_with('/') {
@@ -61,18 +60,34 @@ fn elements(xml: &str) -> Vec<String> {
             .map_or(rest.len(), |n| n + close + 1);
         let text = &rest[close + 1..next];
         for (i, _) in text.match_indices('&') {
-            assert!(
+            check(
                 ["&amp;", "&lt;", "&gt;", "&quot;", "&#"]
                     .iter()
                     .any(|e| text[i..].starts_with(e)),
-                "bare & in {text:?}"
-            );
+                || format!("bare & in {text:?}"),
+            )?;
         }
         rest = &rest[close + 1..];
     }
-    assert!(stack.is_empty(), "unclosed {stack:?}");
-    assert!(rest.trim().is_empty(), "text after the root element");
-    names
+    check(stack.is_empty(), || format!("unclosed {stack:?}"))?;
+    check(rest.trim().is_empty(), || {
+        "text after the root element".into()
+    })?;
+    Ok(names)
+}
+
+/// `Err(why())` unless `ok`.
+fn check(ok: bool, why: impl FnOnce() -> String) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(why())
+    }
+}
+
+/// The element names of a well-formed document, in order; panics with the fault otherwise.
+fn elements(xml: &str) -> Vec<String> {
+    try_elements(xml).unwrap_or_else(|why| panic!("{why}"))
 }
 
 /// compare.md has one row per run with ratios against the first; compare.svg is well formed,
@@ -136,9 +151,24 @@ fn not_a_run() {
     std::fs::remove_dir_all(empty).unwrap();
 }
 
-/// The checker itself rejects what it should.
+/// The checker itself rejects what it should (so a pass of the SVG test above means something).
 #[test]
-#[should_panic(expected = "mismatched")]
-fn checker_rejects_crossed_tags() {
-    elements("<svg><g><text>x</g></text></svg>");
+fn checker_rejects_malformed_documents() {
+    let table: &[(&str, &str)] = &[
+        ("<svg><g><text>x</g></text></svg>", "mismatched"),
+        ("<svg><g></svg>", "mismatched"),
+        ("<svg><g>", "unclosed"),
+        ("<svg a=\"1></svg>", "unbalanced quotes"),
+        ("<svg>a & b</svg>", "bare &"),
+        ("<svg></svg><svg></svg>", "more than one root"),
+        ("x<svg></svg>", "text before"),
+    ];
+    for &(xml, want) in table {
+        let why = try_elements(xml).expect_err(xml);
+        assert!(why.contains(want), "{xml}: {why}");
+    }
+    assert_eq!(
+        try_elements("<svg><g/><text>a &amp; b</text></svg>").unwrap(),
+        ["svg", "g", "text"]
+    );
 }
