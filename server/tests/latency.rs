@@ -8,7 +8,6 @@ mod support;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -16,7 +15,7 @@ use base64::Engine as _;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
-use support::{read_reply, Server};
+use support::{read_reply, run_failing, Server};
 
 const TRANSPORTS: [&str; 2] = ["uring", "glommio"];
 
@@ -297,24 +296,17 @@ fn an_unwritable_dump_directory_fails_the_start() {
     let file = dir.join("file");
     std::fs::write(&file, "").unwrap();
     let target = file.join("dumps");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ticketd"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--shards", "1"])
-        .args(["--latency-dump", target.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .env("LOG_LEVEL", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "ticketd did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = run_failing(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--shards",
+        "1",
+        "--latency-dump",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
     let line = stderr
         .lines()
         .find(|line| line.starts_with("ticketd: "))

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{get, read_reply, Server};
+use support::{get, read_reply, run_failing, Server};
 
 /// SIGTERM with an idle keep-alive connection open: the connection is closed and the process
 /// exits 0 well within the shutdown grace.
@@ -63,28 +63,6 @@ fn sigterm_finishes_a_request_in_flight() {
     assert_eq!(reply.header("connection"), Some("close"));
     let status = server.wait_exit(Duration::from_secs(5)).expect("no exit");
     assert!(status.success());
-}
-
-/// Runs the binary with `args` to completion (it must fail fast) and returns (code, stderr).
-fn run_failing(args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ticketd"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "ticketd {args:?} did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).to_string(),
-    )
 }
 
 /// A port held by another process: exit 1 and a line that names the cause and the fix.

@@ -299,3 +299,25 @@ pub fn closed_by_peer(stream: &mut TcpStream) -> bool {
 pub fn write_file(path: &Path, content: &str) {
     std::fs::write(path, content).unwrap();
 }
+
+/// Runs the binary with `args` to completion (it must fail fast) and returns (code, stderr).
+pub fn run_failing(args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ticketd"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "ticketd {args:?} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
