@@ -226,6 +226,9 @@ pub struct Node {
     slice: Slice,
     /// The last reported size of every slice (this shard's own entry unused).
     reported: Vec<u64>,
+    /// The sum of `reported` over the other shards, kept as reports arrive, so the total needs no
+    /// loop on the request path.
+    reported_others: u64,
     /// Below this, ask for a refill (and, as a donor, give nothing for refills).
     low_water: u64,
     /// How many tickets a refill asks for.
@@ -256,6 +259,7 @@ impl Node {
             shards,
             slice: Slice::new(allotted),
             reported: (0..shards).map(|s| allotment(stock, shards, s)).collect(),
+            reported_others: stock - allotted,
             low_water: (allotted / 8).max(1),
             batch: (allotted / 4).max(1),
             refill_outstanding: false,
@@ -283,7 +287,11 @@ impl Node {
 
     /// Records a peer's report of its slice size.
     pub fn report(&mut self, peer: usize, available: u64) {
+        if peer == self.id {
+            return;
+        }
         if let Some(slot) = self.reported.get_mut(peer) {
+            self.reported_others = self.reported_others - *slot + available;
             *slot = available;
             self.refill_futile = false;
         }
@@ -292,14 +300,16 @@ impl Node {
     /// Tickets in the whole system as this shard sees them: its own slice exactly, the others as
     /// last reported. Exact at rest once reports have arrived.
     pub fn total_available(&self) -> u64 {
-        let others: u64 = self
-            .reported
-            .iter()
-            .enumerate()
-            .filter(|&(p, _)| p != self.id)
-            .map(|(_, &a)| a)
-            .sum();
-        others + self.slice.available()
+        debug_assert_eq!(
+            self.reported_others,
+            self.reported
+                .iter()
+                .enumerate()
+                .filter(|&(p, _)| p != self.id)
+                .map(|(_, &a)| a)
+                .sum::<u64>()
+        );
+        self.reported_others + self.slice.available()
     }
 
     /// The peer with the largest last-reported slice, other than `except`.
