@@ -29,7 +29,7 @@ fn try_elements(xml: &str) -> Result<Vec<String>, String> {
         })?;
         let close = rest[open..].find('>').ok_or("unterminated tag")? + open;
         let tag = &rest[open + 1..close];
-        check(tag.matches('"').count() % 2 == 0, || {
+        check(tag.matches('"').count().is_multiple_of(2), || {
             format!("unbalanced quotes in <{tag}>")
         })?;
         if let Some(name) = tag.strip_prefix('/') {

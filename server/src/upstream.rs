@@ -988,12 +988,23 @@ mod tests {
         assert_eq!(done.len(), 1);
     }
 
+    /// Enqueueing on a broken connection is a programmer error, caught by an assertion that
+    /// names it.
     #[test]
-    #[should_panic(expected = "broken")]
-    fn enqueue_on_broken_panics() {
+    fn enqueue_on_broken_is_refused_by_an_assertion() {
         let mut conn = conn_with(&[1], Instant::now());
         conn.on_closed(&mut Vec::new());
-        conn.enqueue(2, 1, Instant::now(), &mut Vec::new());
+        assert!(conn.is_broken());
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            conn.enqueue(2, 1, Instant::now(), &mut Vec::new());
+        }))
+        .expect_err("enqueue on a broken connection must not pass");
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        assert!(message.contains("broken"), "{message}");
     }
 
     #[test]
