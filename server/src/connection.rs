@@ -12,8 +12,7 @@ use proto_http::{
 };
 
 use crate::rebalance::OrderId;
-use crate::routes::{error, App, Deferred, Exchange, Reply};
-use crate::stock::Sale;
+use crate::routes::{error, Answer, App, Deferred, Exchange, Reply};
 
 /// Header storage on the stack of each parse. The configured `headers_max` is clamped to it.
 pub const HEADERS_CAPACITY: usize = 128;
@@ -58,8 +57,9 @@ pub enum Next {
     Read,
     /// Write the output, then close the connection.
     Close,
-    /// Write the output; an order waits for the coordinator. When its outcome comes, call
-    /// [`Connection::resume`]. Input that arrives meanwhile is kept, not answered.
+    /// Write the output; a request waits for the coordinator or the vacancy service. When its
+    /// answer comes, call [`Connection::resume`]. Input that arrives meanwhile is kept, not
+    /// answered.
     Wait(OrderId),
 }
 
@@ -129,11 +129,11 @@ impl Connection {
         self.process_pending(app, limits, date, draining, out)
     }
 
-    /// Writes the response of the order this connection waited for, then answers what arrived
+    /// Writes the response of the request this connection waited for, then answers what arrived
     /// behind it.
     pub fn resume(
         &mut self,
-        sale: Sale,
+        answer: Answer,
         app: &mut App,
         limits: &ConnLimits,
         date: &HttpDate,
@@ -144,7 +144,11 @@ impl Connection {
             return Next::Read;
         };
         d.keep_alive &= !draining;
-        app.finish_order(&d, sale, date, out);
+        let response_start = out.len();
+        app.finish_order(&d, answer, date, out);
+        if d.head {
+            strip_body(out, response_start);
+        }
         if !d.keep_alive {
             return Next::Close;
         }
@@ -254,7 +258,8 @@ impl Connection {
             }
             self.continue_sent = false;
             start += consumed;
-            if let Reply::Deferred(d) = reply {
+            if let Reply::Deferred(mut d) = reply {
+                d.head = head.method == Method::Head;
                 self.deferred = Some(d);
                 return (start, Next::Wait(d.order));
             }

@@ -11,6 +11,7 @@
 //! - [`stock`]: a shard's slice of the stock and its view of the others.
 //! - [`upstream`]: the ticket tier's forwarder, sans-IO: pooled keep-alive connections to the
 //!   vacancy service.
+//! - [`forward`]: the glommio tasks that drive a ticket shard's pool of upstream connections.
 //! - [`metrics`]: per-shard counters.
 //! - [`notify`]: systemd's sd_notify: readiness, status, stopping, and the shard-aware watchdog.
 //! - [`latency`]: per-shard service-time histograms and their `.hgrm`/`.hlog` dumps.
@@ -19,6 +20,7 @@
 pub mod body;
 pub mod config;
 pub mod connection;
+pub mod forward;
 pub mod latency;
 pub mod logging;
 pub mod metrics;

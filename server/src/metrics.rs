@@ -28,6 +28,12 @@ pub struct Counters {
     pub not_found: u64,
     /// Known paths with the wrong method (405).
     pub method_not_allowed: u64,
+    /// Ticket mode: requests sent to the vacancy service.
+    pub forwarded: u64,
+    /// Ticket mode: forwarded requests answered 503 (failure, timeout, pool full).
+    pub forward_failed: u64,
+    /// Ticket mode: of those, purchases that may have sold (sent, no usable answer).
+    pub forward_outcome_unknown: u64,
 }
 
 impl Counters {

@@ -5,6 +5,7 @@
 //! holds is in [`App`].
 
 use std::io::Write as _;
+use std::time::{Duration, Instant};
 
 use proto_http::write::write_response_with;
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
@@ -14,6 +15,7 @@ use crate::config::Mode;
 use crate::metrics::Counters;
 use crate::rebalance::{Node, OrderId, Outbox, Placed};
 use crate::stock::Sale;
+use crate::upstream::{FailKind, Outcome, Request, RequestId};
 
 /// The content type of every reply.
 const JSON: &[u8] = b"application/json";
@@ -83,6 +85,61 @@ pub struct App {
     pub max_order_qty: u64,
     /// What this shard has seen.
     pub counters: Counters,
+    /// Ticket mode only: requests for the vacancy service. The choice between selling from the
+    /// slice and forwarding is this one `Option`, set once at start-up.
+    pub forwarding: Option<Forwarding>,
+}
+
+/// The ticket tier's side of a shard: what it asks the vacancy service, and its copy of the
+/// stock. Requests are queued here by `handle` and sent by the shard's forwarder
+/// ([`crate::forward`]); answers come back through [`App::finish_order`].
+#[derive(Debug)]
+pub struct Forwarding {
+    /// Requests to send, in order.
+    pub requests: Vec<(RequestId, Request)>,
+    /// The next request's id (also the id its connection waits on).
+    next_id: RequestId,
+    /// The vacancy service's last known stock and when it was learnt: `/available` answers from
+    /// it while it is younger than `cache_ttl`, as the original ticket service's cache did.
+    available: Option<(u64, Instant)>,
+    /// `CACHE_TTL_SECONDS`.
+    cache_ttl: Duration,
+}
+
+impl Forwarding {
+    /// Nothing queued, nothing known.
+    pub fn new(cache_ttl: Duration) -> Self {
+        Forwarding {
+            requests: Vec::new(),
+            next_id: 0,
+            available: None,
+            cache_ttl,
+        }
+    }
+
+    /// Queues `request`; returns its id.
+    fn forward(&mut self, request: Request) -> RequestId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.requests.push((id, request));
+        id
+    }
+
+    /// The cached stock, if still fresh.
+    fn fresh_available(&self, now: Instant) -> Option<u64> {
+        self.available
+            .filter(|&(_, at)| now.saturating_duration_since(at) < self.cache_ttl)
+            .map(|(qty, _)| qty)
+    }
+}
+
+/// What a deferred request waited for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The coordinator decided an escalated order (monolith, vacancy).
+    Decided(Sale),
+    /// The vacancy service answered a forwarded request, or it failed (ticket).
+    Upstream(Outcome),
 }
 
 /// How a request was answered.
@@ -90,16 +147,17 @@ pub struct App {
 pub enum Reply {
     /// The response was written, with this status.
     Done(u16),
-    /// An order waits for the coordinator; nothing was written yet.
+    /// The answer comes later (an order waits for the coordinator, or a request for the vacancy
+    /// service); nothing was written yet.
     Deferred(Deferred),
 }
 
-/// An order whose answer comes later: what its response will need.
+/// A request whose answer comes later: what its response will need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Deferred {
-    /// The order's number at this shard.
+    /// The order's number at this shard, or the forwarded request's id (ticket mode).
     pub order: OrderId,
-    /// Purchase or reserve.
+    /// Purchase or reserve; in ticket mode also available or ready.
     pub route: Route,
     /// Tickets asked for.
     pub qty: u64,
@@ -107,6 +165,8 @@ pub struct Deferred {
     pub version: Version,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
+    /// A HEAD request: the response goes without its body (set by the connection).
+    pub head: bool,
 }
 
 /// The per-request facts a reply needs besides the route.
@@ -146,15 +206,13 @@ impl App {
                 Some(allow),
             );
         }
-        match route {
-            Route::Available => {
-                let qty = self.node.total_available();
-                json(out, x, 200, |o| {
-                    o.extend_from_slice(b"{\"qty\":");
-                    decimal(o, qty);
-                    o.push(b'}');
-                })
+        if self.forwarding.is_some() {
+            if let Some(reply) = self.forward(route, body, x, out) {
+                return reply;
             }
+        }
+        match route {
+            Route::Available => available(x, out, self.node.total_available()),
             Route::Purchase | Route::Reserve => self.order(route, body, x, out),
             Route::Health => {
                 let mode = self.mode.as_str().as_bytes();
@@ -166,17 +224,56 @@ impl App {
                     o.extend_from_slice(b"\"}");
                 })
             }
-            Route::Ready => {
-                let (mode, shards) = (self.mode.as_str(), self.shards);
-                json(out, x, 200, |o| {
-                    let _ = write!(
-                        o,
-                        "{{\"status\":\"ready\",\"mode\":\"{mode}\",\"shards\":{shards}}}"
-                    );
-                })
-            }
+            Route::Ready => self.ready(x, out),
             Route::Root => self.root(x, out),
         }
+    }
+
+    fn ready(&self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+        let (mode, shards) = (self.mode.as_str(), self.shards);
+        json(out, x, 200, |o| {
+            let _ = write!(
+                o,
+                "{{\"status\":\"ready\",\"mode\":\"{mode}\",\"shards\":{shards}}}"
+            );
+        })
+    }
+
+    /// Ticket mode: purchase, a stale `/available` and `/ready` ask the vacancy service; `None`
+    /// for what this shard answers itself (health, root, a fresh `/available`). A purchase's body
+    /// is checked here first, so bad input never leaves the ticket tier.
+    fn forward(
+        &mut self,
+        route: Route,
+        body: &[u8],
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Reply> {
+        let forwarding = self.forwarding.as_mut()?;
+        let (request, qty) = match route {
+            Route::Purchase => match parse_qty(body, self.max_order_qty) {
+                Ok(qty) => (Request::Reserve { qty }, qty),
+                Err(e) => return Some(self.body_error(e, x, out)),
+            },
+            Route::Available => {
+                if let Some(qty) = forwarding.fresh_available(Instant::now()) {
+                    return Some(available(x, out, qty));
+                }
+                (Request::Available, 0)
+            }
+            Route::Ready => (Request::Health, 0),
+            Route::Reserve | Route::Health | Route::Root => return None,
+        };
+        self.counters.forwarded += 1;
+        let order = forwarding.forward(request);
+        Some(Reply::Deferred(Deferred {
+            order,
+            route,
+            qty,
+            version: x.version,
+            keep_alive: x.keep_alive,
+            head: false,
+        }))
     }
 
     /// Purchase or reserve: parse `{"qty":n}`, take from the slice, reply; or, when the slice
@@ -189,32 +286,110 @@ impl App {
         let placed = self.node.order(qty, &mut self.outbox);
         self.node.maybe_refill(&mut self.outbox);
         match placed {
-            Placed::Sold => self.order_reply(route, qty, Sale::Sold, x, out),
+            Placed::Sold => {
+                let remaining = self.node.total_available();
+                self.order_reply(route, qty, Sale::Sold, remaining, x, out)
+            }
             Placed::Waiting(order) => Reply::Deferred(Deferred {
                 order,
                 route,
                 qty,
                 version: x.version,
                 keep_alive: x.keep_alive,
+                head: false,
             }),
         }
     }
 
-    /// Writes the response of an order that waited, now that the coordinator decided it.
+    /// Writes the response of a request that waited, now that its answer came: an escalated
+    /// order the coordinator decided, or a request the vacancy service answered or failed.
     pub fn finish_order(
         &mut self,
         d: &Deferred,
-        sale: Sale,
+        answer: Answer,
         date: &HttpDate,
         out: &mut Vec<u8>,
     ) -> Reply {
-        self.node.maybe_refill(&mut self.outbox);
         let x = Exchange {
             version: d.version,
             keep_alive: d.keep_alive,
             date,
         };
-        self.order_reply(d.route, d.qty, sale, x, out)
+        let outcome = match answer {
+            Answer::Decided(sale) => {
+                self.node.maybe_refill(&mut self.outbox);
+                let remaining = self.node.total_available();
+                return self.order_reply(d.route, d.qty, sale, remaining, x, out);
+            }
+            Answer::Upstream(outcome) => outcome,
+        };
+        match (d.route, outcome) {
+            (Route::Purchase, Outcome::Reserved { remaining }) => {
+                self.learn_available(remaining);
+                self.order_reply(d.route, d.qty, Sale::Sold, remaining, x, out)
+            }
+            (Route::Purchase, Outcome::Insufficient { remaining }) => {
+                self.learn_available(remaining);
+                self.order_reply(d.route, d.qty, Sale::Insufficient, remaining, x, out)
+            }
+            (Route::Available, Outcome::Available { qty }) => {
+                self.learn_available(qty);
+                available(x, out, qty)
+            }
+            (Route::Ready, Outcome::Healthy) => self.ready(x, out),
+            (route, Outcome::Failed(kind)) => self.upstream_failed(route, kind, x, out),
+            (route, outcome) => {
+                // The upstream module reads each answer by what was asked, so this is our bug;
+                // the client still gets a clear answer.
+                debug_assert!(false, "{route:?} answered with {outcome:?}");
+                tracing::error!(?route, ?outcome, "a forwarded request got another's answer");
+                self.upstream_failed(route, FailKind::BadBody, x, out)
+            }
+        }
+    }
+
+    /// Remembers the vacancy service's stock for `/available`.
+    fn learn_available(&mut self, qty: u64) {
+        if let Some(f) = self.forwarding.as_mut() {
+            f.available = Some((qty, Instant::now()));
+        }
+    }
+
+    /// The vacancy service failed a forwarded request: 503 with the JSON error. A reserve that
+    /// may have been made says so; it is never retried (see README, "Ticket mode").
+    fn upstream_failed(
+        &mut self,
+        route: Route,
+        kind: FailKind,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Reply {
+        self.counters.forward_failed += 1;
+        let unknown = route == Route::Purchase && kind.outcome_unknown();
+        if unknown {
+            self.counters.forward_outcome_unknown += 1;
+        }
+        let (code, detail) = match (route, unknown, kind) {
+            (Route::Ready, _, _) => (
+                "not_ready",
+                "the vacancy service does not answer; purchases fail until it does",
+            ),
+            (_, true, _) => (
+                "vacancy_outcome_unknown",
+                "the vacancy service took the request but gave no usable answer in time: the \
+                 purchase may or may not have been made, and it was not retried",
+            ),
+            (_, _, FailKind::Busy) => (
+                "vacancy_busy",
+                "too many requests are waiting for the vacancy service; nothing was sold",
+            ),
+            _ => (
+                "vacancy_unavailable",
+                "the vacancy service is unavailable; nothing was sold",
+            ),
+        };
+        tracing::debug!(?route, failure = kind.as_str(), "forwarded request failed");
+        error(out, x, 503, code, detail, None)
     }
 
     fn order_reply(
@@ -222,6 +397,7 @@ impl App {
         route: Route,
         qty: u64,
         sale: Sale,
+        remaining: u64,
         x: Exchange<'_>,
         out: &mut Vec<u8>,
     ) -> Reply {
@@ -232,7 +408,6 @@ impl App {
             }
             Sale::Insufficient => self.counters.orders_insufficient += 1,
         }
-        let remaining = self.node.total_available();
         json(out, x, 200, |o| {
             o.extend_from_slice(match sale {
                 Sale::Sold => b"{\"success\":true,\"remaining\":",
@@ -271,7 +446,8 @@ impl App {
                  \"counters\":{{\"connections_accepted\":{},\
                  \"connections_refused\":{},\"connections_timed_out\":{},\"requests\":{},\"orders_sold\":{},\
                  \"orders_insufficient\":{},\"tickets_sold\":{},\"http_errors\":{},\"body_errors\":{},\
-                 \"not_found\":{},\"method_not_allowed\":{}}}}}",
+                 \"not_found\":{},\"method_not_allowed\":{},\"forwarded\":{},\"forward_failed\":{},\
+                 \"forward_outcome_unknown\":{}}}}}",
                 env!("CARGO_PKG_VERSION"),
                 self.mode.as_str(),
                 self.shards,
@@ -296,9 +472,21 @@ impl App {
                 c.body_errors,
                 c.not_found,
                 c.method_not_allowed,
+                c.forwarded,
+                c.forward_failed,
+                c.forward_outcome_unknown,
             );
         })
     }
+}
+
+/// `{"qty":N}`.
+fn available(x: Exchange<'_>, out: &mut Vec<u8>, qty: u64) -> Reply {
+    json(out, x, 200, |o| {
+        o.extend_from_slice(b"{\"qty\":");
+        decimal(o, qty);
+        o.push(b'}');
+    })
 }
 
 /// Appends a JSON response whose body `write_body` writes in place.

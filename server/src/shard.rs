@@ -45,9 +45,10 @@ use crate::connection::{ConnLimits, Connection, Next};
 use crate::latency::{self, Recorder};
 use crate::notify::{Heartbeats, Notifier, Watchdog};
 use crate::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
-use crate::routes::App;
+use crate::forward::Forwarder;
+use crate::routes::{Answer, App, Forwarding};
 use crate::startup::StartError;
-use crate::stock::Sale;
+use crate::upstream::UpstreamConfig;
 use crate::uring;
 
 /// Bytes read from a socket at once. 4 KiB holds sixteen pipelined wrk requests and keeps an idle
@@ -159,10 +160,12 @@ pub(crate) struct Shard {
     mail_pending: Rc<Cell<usize>>,
     /// Peers that sent `Done`.
     peers_done: Cell<usize>,
-    /// Glommio transport: connections waiting for an order's outcome.
-    waiters: RefCell<HashMap<OrderId, LocalSender<Sale>>>,
-    /// uring transport: outcomes for the driver to hand to its waiting connections.
-    pub(crate) decided: RefCell<VecDeque<(OrderId, Sale)>>,
+    /// Glommio transport: connections waiting for an order's outcome or a forwarded answer.
+    waiters: RefCell<HashMap<OrderId, LocalSender<Answer>>>,
+    /// uring transport: answers for the driver to hand to its waiting connections.
+    pub(crate) decided: RefCell<VecDeque<(OrderId, Answer)>>,
+    /// Ticket mode: the connections to the vacancy service (`None` in the other modes).
+    pub(crate) forwarder: Option<Forwarder>,
     /// uring transport: the driver's eventfd, rung when `decided` fills from another task.
     pub(crate) bell: Cell<Option<RawFd>>,
     /// The cached `Date` value.
@@ -200,8 +203,23 @@ impl Shard {
 
     /// Sends what the stock protocol produced and hands out decided orders: to a waiting glommio
     /// connection directly, or to the uring driver's queue (ringing its bell when `wake`, that is
-    /// when called from a task other than the driver).
-    pub(crate) fn flush(&self, wake: bool) {
+    /// when called from a task other than the driver). In ticket mode, hands queued requests to
+    /// the forwarder.
+    pub(crate) fn flush(self: &Rc<Self>, wake: bool) {
+        if let Some(forwarder) = &self.forwarder {
+            let requests = {
+                let mut app = self.app.borrow_mut();
+                let forwarding = app.forwarding.as_mut().expect("ticket mode forwards");
+                if forwarding.requests.is_empty() {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut forwarding.requests)
+                }
+            };
+            for (id, request) in requests {
+                forwarder.submit(self, id, request);
+            }
+        }
         let (messages, outcomes) = {
             let mut app = self.app.borrow_mut();
             app.outbox.denied.clear();
@@ -218,20 +236,39 @@ impl Shard {
         }
         let mut queued = false;
         for (order, sale) in outcomes {
-            match self.waiters.borrow_mut().remove(&order) {
-                Some(waiter) => {
-                    let _ = waiter.try_send(sale);
-                }
-                None => {
-                    self.decided.borrow_mut().push_back((order, sale));
-                    queued = true;
-                }
-            }
+            queued |= self.hand_out(order, Answer::Decided(sale));
         }
         if queued && wake {
-            if let Some(bell) = self.bell.get() {
-                uring::ring(bell);
+            self.ring_driver();
+        }
+    }
+
+    /// Gives a forwarded request's answer to the connection waiting for it. Called from the
+    /// forwarder's tasks, so the uring driver is woken.
+    pub(crate) fn deliver(&self, id: OrderId, answer: Answer) {
+        if self.hand_out(id, answer) {
+            self.ring_driver();
+        }
+    }
+
+    /// Hands `answer` to a glommio connection waiting for `id`, or queues it for the uring
+    /// driver (returns true then).
+    fn hand_out(&self, id: OrderId, answer: Answer) -> bool {
+        match self.waiters.borrow_mut().remove(&id) {
+            Some(waiter) => {
+                let _ = waiter.try_send(answer);
+                false
             }
+            None => {
+                self.decided.borrow_mut().push_back((id, answer));
+                true
+            }
+        }
+    }
+
+    fn ring_driver(&self) {
+        if let Some(bell) = self.bell.get() {
+            uring::ring(bell);
         }
     }
 }
@@ -279,7 +316,7 @@ async fn leave(shard: &Shard, me: usize, shards: usize, grace: Duration) {
 /// Runs the server until a stop signal; returns once every shard has exited. Tells systemd
 /// through `notifier` when every shard listens, and pings its watchdog if one is asked for.
 pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<(), StartError> {
-    crate::startup::check_mode(&config)?;
+    let vacancy = crate::startup::vacancy_address(&config)?;
     let placement = crate::startup::placement(&config)?;
     let shards = placement.len();
     crate::startup::check_io_uring()?;
@@ -313,16 +350,13 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
                 if let Some((heartbeats, period)) = heartbeat {
                     glommio::spawn_local(heartbeats.beat(index, period)).detach();
                 }
-                shard_main(
-                    config,
+                let prepared = Prepared {
                     addr,
                     transport,
-                    mesh,
-                    stop,
-                    bound_tx,
                     latency_origin,
-                )
-                .await
+                    vacancy,
+                };
+                shard_main(config, prepared, mesh, stop, bound_tx).await
             })
             .map_err(|e| executor_error(&e.to_string()))?;
         handles.push(handle);
@@ -406,15 +440,32 @@ enum Serving {
     Uring(Box<uring::Driver>),
 }
 
+/// What start-up settled before the shards run, the same for every shard.
+#[derive(Clone, Copy)]
+struct Prepared {
+    /// Where to listen.
+    addr: SocketAddr,
+    /// How sockets are driven.
+    transport: Transport,
+    /// The latency histograms' common start, with `--latency-dump`.
+    latency_origin: Option<latency::Origin>,
+    /// Ticket mode: the vacancy service's address.
+    vacancy: Option<SocketAddr>,
+}
+
 async fn shard_main(
     config: Arc<Config>,
-    addr: SocketAddr,
-    transport: Transport,
+    prepared: Prepared,
     mesh: MeshBuilder<Message, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     bound_tx: mpsc::Sender<Result<usize, String>>,
-    latency_origin: Option<latency::Origin>,
 ) -> Result<(), String> {
+    let Prepared {
+        addr,
+        transport,
+        latency_origin,
+        vacancy,
+    } = prepared;
     let (senders, mut receivers) = mesh
         .join()
         .await
@@ -443,16 +494,30 @@ async fn shard_main(
             mode: config.mode,
             shard: me,
             shards,
-            node: Node::new(me, shards, config.initial_stock),
+            // The ticket tier holds no stock: it asks the vacancy service.
+            node: Node::new(
+                me,
+                shards,
+                if vacancy.is_some() { 0 } else { config.initial_stock },
+            ),
             outbox: Outbox::default(),
             max_order_qty: config.max_order_qty,
             counters: Default::default(),
+            forwarding: vacancy.map(|_| Forwarding::new(config.cache_ttl)),
         }),
         mail: mail_tx,
         mail_pending: mail_pending.clone(),
         peers_done: Cell::new(0),
         waiters: RefCell::new(HashMap::new()),
         decided: RefCell::new(VecDeque::new()),
+        forwarder: vacancy.map(|addr| {
+            Forwarder::new(
+                addr,
+                UpstreamConfig::from_config(&config),
+                config.http_max_connections,
+                config.http_keepalive_connections,
+            )
+        }),
         bell: Cell::new(None),
         date: Cell::new(HttpDate::now()),
         draining: Cell::new(false),
@@ -515,6 +580,7 @@ async fn shard_main(
         (stop_tx, task)
     });
     glommio::spawn_local(clock(shard.clone())).detach();
+    Forwarder::start(&shard);
     let senders = Rc::new(senders);
     glommio::spawn_local(reporter(
         shard.clone(),
@@ -644,7 +710,7 @@ async fn drain(shard: &Rc<Shard>, grace: Duration) {
 }
 
 /// Drives one connection until it closes.
-async fn serve(shard: &Shard, mut stream: TcpStream, entry: &ConnEntry) {
+async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, entry: &ConnEntry) {
     let _ = stream.set_nodelay(true);
     let mut conn = Connection::default();
     let mut buf = vec![0u8; READ_BYTES];
@@ -697,13 +763,13 @@ async fn serve(shard: &Shard, mut stream: TcpStream, entry: &ConnEntry) {
                 }
                 out.clear();
             }
-            let Some(sale) = rx.recv().await else {
+            let Some(answer) = rx.recv().await else {
                 return;
             };
             let mut app = shard.app.borrow_mut();
             let date = shard.date.get();
             next = conn.resume(
-                sale,
+                answer,
                 &mut app,
                 &shard.limits,
                 &date,

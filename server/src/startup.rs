@@ -38,8 +38,13 @@ pub enum StartError {
     LatencyDump(crate::latency::DumpError),
     /// An executor failed to start or stopped with an error.
     Executor(String),
-    /// A mode this build does not serve yet.
-    ModeUnavailable(&'static str),
+    /// Ticket mode: `VACANCY_URL`'s host does not resolve to an address.
+    VacancyAddress {
+        /// The URL as configured.
+        url: String,
+        /// Why it does not resolve.
+        why: String,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -72,9 +77,9 @@ impl fmt::Display for StartError {
                 e.error
             ),
             StartError::Executor(why) => write!(f, "a shard failed: {why}"),
-            StartError::ModeUnavailable(mode) => write!(
+            StartError::VacancyAddress { url, why } => write!(
                 f,
-                "--mode {mode} (DEPLOYMENT_MODE) is not available in this build yet: its purchases must be forwarded to the vacancy service, which is not implemented; run --mode monolith, or --mode vacancy for the stock owner"
+                "--vacancy-url (VACANCY_URL) {url} does not resolve: {why}; give the vacancy service's address as http://host:port with a host this machine can resolve"
             ),
         }
     }
@@ -82,13 +87,24 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// Refuses a mode that would start but not keep the contract: ticket mode without its forwarder
-/// would sell from a stock of its own.
-pub fn check_mode(config: &Config) -> Result<(), StartError> {
-    match config.mode {
-        crate::config::Mode::Ticket => Err(StartError::ModeUnavailable("ticket")),
-        crate::config::Mode::Monolith | crate::config::Mode::Vacancy => Ok(()),
+/// Ticket mode: the vacancy service's address, resolved once at start-up (the first address the
+/// host resolves to). A name that does not resolve is a start-up error, not a 503 per purchase;
+/// a vacancy service that is down is not (it may come up later).
+pub fn vacancy_address(config: &Config) -> Result<Option<SocketAddr>, StartError> {
+    use std::net::ToSocketAddrs;
+    if config.mode != crate::config::Mode::Ticket {
+        return Ok(None);
     }
+    let fail = |why: String| StartError::VacancyAddress {
+        url: config.vacancy_url.clone(),
+        why,
+    };
+    (config.vacancy_host.as_str(), config.vacancy_port)
+        .to_socket_addrs()
+        .map_err(|e| fail(e.to_string()))?
+        .next()
+        .map(Some)
+        .ok_or_else(|| fail("no address".into()))
 }
 
 /// Where each shard runs: `Some(cpu)` pinned, `None` unpinned.

@@ -52,13 +52,29 @@ const CHUNK_FRAMING_BYTES_MAX: usize = 4 * 1024;
 /// nothing after one large response.
 const PENDING_KEEP_BYTES: usize = 4 * 1024;
 
-/// The reserve endpoint of the vacancy service (CONTRACT.md).
+/// The vacancy service's endpoints the ticket tier calls (CONTRACT.md).
 const RESERVE_TARGET: &[u8] = b"/api/v1/reserve";
+const AVAILABLE_TARGET: &[u8] = b"/api/v1/available";
+const HEALTH_TARGET: &[u8] = b"/api/v1/health";
+
+/// What the ticket tier asks the vacancy service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `POST /api/v1/reserve` with `{"qty":qty}`: a purchase.
+    Reserve {
+        /// Tickets asked for.
+        qty: u64,
+    },
+    /// `GET /api/v1/available`: the stock, for `/available` once the ticket tier's copy is stale.
+    Available,
+    /// `GET /api/v1/health`: the readiness probe behind the ticket tier's `/ready`.
+    Health,
+}
 
 /// The caller's name for a forwarded request: it maps the outcome back to the waiting purchase.
 pub type RequestId = u64;
 
-/// What became of one forwarded reserve.
+/// What became of one forwarded request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// `200 {"success":true,"remaining":N}`: the tickets are taken.
@@ -71,7 +87,14 @@ pub enum Outcome {
         /// Tickets left, fewer than asked for.
         remaining: u64,
     },
-    /// No answer we can act on; the purchase answers 503.
+    /// `200 {"qty":N}` to [`Request::Available`].
+    Available {
+        /// Tickets left.
+        qty: u64,
+    },
+    /// `200` to [`Request::Health`].
+    Healthy,
+    /// No answer we can act on; the request answers 503.
     Failed(FailKind),
 }
 
@@ -90,14 +113,40 @@ pub enum FailKind {
     Status(u16),
     /// The response was not valid HTTP/1.1 (or exceeded our limits); the stream is lost.
     Malformed,
-    /// A 200 whose body is not `{"success":bool,"remaining":N,...}`: it may have sold.
+    /// A 200 whose body is not the one its request expects (`{"success":bool,"remaining":N,...}`
+    /// for a reserve, `{"qty":N}` for available): a reserve may have sold.
     BadBody,
+    /// Not sent at all: every connection of the shard's pool was at its pipelining limit and the
+    /// pool at `HTTP_MAX_CONNECTIONS`.
+    Busy,
 }
 
 impl FailKind {
     /// True only when the vacancy service cannot have acted on the request.
     pub fn is_retryable(self) -> bool {
         self == FailKind::NotSent
+    }
+
+    /// True when the vacancy service may have acted on the request: a reserve that failed so may
+    /// have sold its tickets.
+    pub fn outcome_unknown(self) -> bool {
+        matches!(
+            self,
+            FailKind::Unknown | FailKind::Timeout | FailKind::Malformed | FailKind::BadBody
+        )
+    }
+
+    /// A stable snake_case name, for logs and the error body's detail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailKind::NotSent => "not_sent",
+            FailKind::Unknown => "connection_lost",
+            FailKind::Timeout => "timeout",
+            FailKind::Status(_) => "bad_status",
+            FailKind::Malformed => "malformed_response",
+            FailKind::BadBody => "unexpected_body",
+            FailKind::Busy => "pool_full",
+        }
     }
 }
 
@@ -144,6 +193,8 @@ impl UpstreamConfig {
 struct InFlight {
     /// The caller's id; `None` once the request expired (its late answer is read and dropped).
     id: Option<RequestId>,
+    /// What was asked, which says how to read the answer.
+    request: Request,
     /// Offset of the request's first byte in the connection's output stream.
     start: u64,
     /// When the request times out.
@@ -222,36 +273,54 @@ impl UpstreamConn {
             .min()
     }
 
-    /// Appends `POST /api/v1/reserve` with `{"qty":qty}` to `out`, the connection's output
-    /// buffer, and remembers `id` with the deadline `now + timeout`. The transport writes `out`
-    /// in order and reports progress with [`UpstreamConn::on_sent`].
-    pub fn enqueue(&mut self, id: RequestId, qty: u64, now: Instant, out: &mut Vec<u8>) {
+    /// Appends `request` (for a reserve, `POST /api/v1/reserve` with `{"qty":qty}`) to `out`, the
+    /// connection's output buffer, and remembers `id` with the deadline `now + timeout`. The
+    /// transport writes `out` in order and reports progress with [`UpstreamConn::on_sent`].
+    pub fn enqueue(&mut self, id: RequestId, request: Request, now: Instant, out: &mut Vec<u8>) {
         assert!(!self.broken, "enqueue on a broken upstream connection");
-        let mut digits = itoa::Buffer::new();
-        let digits = digits.format(qty).as_bytes();
-        // `{"qty":` + at most 20 digits + `}`.
-        let mut body = [0u8; 28];
-        body[..7].copy_from_slice(b"{\"qty\":");
-        body[7..7 + digits.len()].copy_from_slice(digits);
-        body[7 + digits.len()] = b'}';
-        let body = &body[..8 + digits.len()];
         let before = out.len();
-        write_request(
-            out,
-            b"POST",
-            RESERVE_TARGET,
-            &self.config.host_header,
-            &[(b"Content-Type", b"application/json")],
-            body,
-        );
+        match request {
+            Request::Reserve { qty } => {
+                let mut digits = itoa::Buffer::new();
+                let digits = digits.format(qty).as_bytes();
+                // `{"qty":` + at most 20 digits + `}`.
+                let mut body = [0u8; 28];
+                body[..7].copy_from_slice(b"{\"qty\":");
+                body[7..7 + digits.len()].copy_from_slice(digits);
+                body[7 + digits.len()] = b'}';
+                write_request(
+                    out,
+                    b"POST",
+                    RESERVE_TARGET,
+                    &self.config.host_header,
+                    &[(b"Content-Type", b"application/json")],
+                    &body[..8 + digits.len()],
+                );
+            }
+            Request::Available | Request::Health => {
+                let target = if request == Request::Available {
+                    AVAILABLE_TARGET
+                } else {
+                    HEALTH_TARGET
+                };
+                write_request(out, b"GET", target, &self.config.host_header, &[], b"");
+            }
+        }
         let start = self.written;
         self.written += (out.len() - before) as u64;
         self.queue.push_back(InFlight {
             id: Some(id),
+            request,
             start,
             deadline: now + self.config.timeout,
         });
         self.live += 1;
+    }
+
+    /// Takes no new request from now on; the transport closes the connection once nothing is in
+    /// flight (an idle connection beyond the keep-alive count, or a pool being shut down).
+    pub fn retire(&mut self) {
+        self.broken = true;
     }
 
     /// The transport wrote `n` more bytes of the output stream to the socket.
@@ -293,14 +362,22 @@ impl UpstreamConn {
         }
     }
 
-    /// Fails every waiting request whose deadline has come (`now >= deadline`) with
-    /// [`FailKind::Timeout`] and breaks the connection: the answer may still arrive, so the stream
-    /// is read on (the late answer is dropped) but carries nothing new.
+    /// Fails every waiting request whose deadline has come (`now >= deadline`) and breaks the
+    /// connection: the answer may still arrive, so the stream is read on (the late answer is
+    /// dropped) but carries nothing new. A request any byte of which was sent fails as
+    /// [`FailKind::Timeout`]; one still wholly unsent (stuck behind a connect) as
+    /// [`FailKind::NotSent`], and then **the caller must drop the connection's unwritten bytes**,
+    /// or "not sent" would become false.
     pub fn expire(&mut self, now: Instant, done: &mut Vec<(RequestId, Outcome)>) {
         for f in self.queue.iter_mut() {
             if f.deadline <= now {
                 if let Some(id) = f.id.take() {
-                    done.push((id, Outcome::Failed(FailKind::Timeout)));
+                    let kind = if self.sent > f.start {
+                        FailKind::Timeout
+                    } else {
+                        FailKind::NotSent
+                    };
+                    done.push((id, Outcome::Failed(kind)));
                     self.live -= 1;
                     self.broken = true;
                 }
@@ -313,7 +390,8 @@ impl UpstreamConn {
     /// complete now; every other waiting request fails as Unknown (sent) or NotSent.
     pub fn on_closed(&mut self, done: &mut Vec<(RequestId, Outcome)>) {
         if let Some(u) = self.until_close.take() {
-            let outcome = outcome(u.status, &self.pending[u.body_start..]);
+            let request = self.front_request();
+            let outcome = outcome(request, u.status, &self.pending[u.body_start..]);
             self.complete_front(outcome, done);
         }
         self.fail_rest(done);
@@ -324,6 +402,14 @@ impl UpstreamConn {
     pub fn on_error(&mut self, done: &mut Vec<(RequestId, Outcome)>) {
         self.until_close = None;
         self.fail_rest(done);
+    }
+
+    /// What the oldest request in flight asked (the one the next response answers).
+    fn front_request(&self) -> Request {
+        self.queue
+            .front()
+            .expect("a response is read only while a request is in flight")
+            .request
     }
 
     /// The most bytes one response may occupy in `pending`.
@@ -350,6 +436,7 @@ impl UpstreamConn {
                 Err(_) => return self.malformed(buf, done),
             };
             let (status, keep_alive, head_len) = (head.status, head.keep_alive, head.head_len);
+            let request = self.front_request();
             if (100..200).contains(&status) {
                 // An interim response (we never send Expect, but RFC 9110 §15.2 lets a server send
                 // one anyway): skip it. 101 would switch protocols, which we never asked for.
@@ -360,7 +447,7 @@ impl UpstreamConn {
                 continue;
             }
             let (outcome, consumed) = match head.body {
-                BodyFraming::None => (outcome(status, b""), head_len),
+                BodyFraming::None => (outcome(request, status, b""), head_len),
                 BodyFraming::Length(n) => {
                     if n > self.config.limits.body_bytes_max {
                         return self.malformed(buf, done);
@@ -369,7 +456,7 @@ impl UpstreamConn {
                     if rest.len() < end {
                         return start;
                     }
-                    (outcome(status, &rest[head_len..end]), end)
+                    (outcome(request, status, &rest[head_len..end]), end)
                 }
                 BodyFraming::Chunked => {
                     self.body.clear();
@@ -382,7 +469,7 @@ impl UpstreamConn {
                             }
                             return start;
                         }
-                        Ok(d) => (outcome(status, &self.body), head_len + d.consumed),
+                        Ok(d) => (outcome(request, status, &self.body), head_len + d.consumed),
                     }
                 }
                 BodyFraming::UntilClose => {
@@ -463,16 +550,50 @@ impl UpstreamConn {
     }
 }
 
-/// Maps a final response to an outcome.
-fn outcome(status: u16, body: &[u8]) -> Outcome {
+/// Maps a final response to `request` to an outcome.
+fn outcome(request: Request, status: u16, body: &[u8]) -> Outcome {
     if status != 200 {
         return Outcome::Failed(FailKind::Status(status));
     }
-    match reserve_reply(body) {
-        Some((true, remaining)) => Outcome::Reserved { remaining },
-        Some((false, remaining)) => Outcome::Insufficient { remaining },
-        None => Outcome::Failed(FailKind::BadBody),
-    }
+    let read = match request {
+        Request::Reserve { .. } => reserve_reply(body).map(|(success, remaining)| {
+            if success {
+                Outcome::Reserved { remaining }
+            } else {
+                Outcome::Insufficient { remaining }
+            }
+        }),
+        Request::Available => available_reply(body).map(|qty| Outcome::Available { qty }),
+        // A 200 that says `"status": "healthy"`: a stray server answering 200 to anything is
+        // not our vacancy service.
+        Request::Health => health_reply(body).then_some(Outcome::Healthy),
+    };
+    read.unwrap_or(Outcome::Failed(FailKind::BadBody))
+}
+
+/// True when the body holds the member `"status": "healthy"` (with optional JSON whitespace), as
+/// the vacancy service's health reply does, whatever else it holds.
+fn health_reply(body: &[u8]) -> bool {
+    let key = b"\"status\"";
+    (0..body.len()).any(|at| {
+        let mut s = Scan { b: body, i: at };
+        body[at..].starts_with(key) && {
+            s.i += key.len();
+            s.token(b":").is_some() && s.token(b"\"healthy\"").is_some()
+        }
+    })
+}
+
+/// Reads `{"qty":N}` with optional JSON whitespace, the vacancy service's available reply.
+fn available_reply(body: &[u8]) -> Option<u64> {
+    let mut s = Scan { b: body, i: 0 };
+    s.token(b"{")?;
+    s.token(b"\"qty\"")?;
+    s.token(b":")?;
+    let qty = s.integer()?;
+    s.token(b"}")?;
+    s.ws();
+    (s.i == body.len()).then_some(qty)
 }
 
 /// Reads `{"success":bool,"remaining":N` and then `,...}` or `}`, with optional JSON whitespace
@@ -723,7 +844,7 @@ mod tests {
         let mut conn = UpstreamConn::new(config());
         let mut out = Vec::new();
         for &id in ids {
-            conn.enqueue(id, 2, now, &mut out);
+            conn.enqueue(id, Request::Reserve { qty: 2 }, now, &mut out);
         }
         conn.on_sent(out.len());
         conn
@@ -738,14 +859,14 @@ mod tests {
             Limits::default(),
         ));
         let mut out = b"x".to_vec();
-        conn.enqueue(1, 12, Instant::now(), &mut out);
+        conn.enqueue(1, Request::Reserve { qty: 12 }, Instant::now(), &mut out);
         assert_eq!(
             out,
             b"xPOST /api/v1/reserve HTTP/1.1\r\nHost: [::1]:8001\r\n\
               Content-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"qty\":12}"
                 .to_vec()
         );
-        conn.enqueue(2, u64::MAX, Instant::now(), &mut out);
+        conn.enqueue(2, Request::Reserve { qty: u64::MAX }, Instant::now(), &mut out);
         assert!(out.ends_with(b"{\"qty\":18446744073709551615}"));
         assert_eq!(conn.in_flight(), 2);
     }
@@ -889,6 +1010,76 @@ mod tests {
         }
     }
 
+    /// Available and health requests: their bytes, and each answer read by what was asked, in a
+    /// pipeline mixed with a reserve.
+    #[test]
+    fn available_and_health_requests() {
+        let mut conn = UpstreamConn::new(config());
+        let mut out = Vec::new();
+        let now = Instant::now();
+        conn.enqueue(1, Request::Available, now, &mut out);
+        conn.enqueue(2, Request::Health, now, &mut out);
+        conn.enqueue(3, Request::Reserve { qty: 1 }, now, &mut out);
+        conn.enqueue(4, Request::Available, now, &mut out);
+        assert!(out.starts_with(
+            b"GET /api/v1/available HTTP/1.1\r\nHost: 127.0.0.1:8001\r\n\r\n\
+              GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1:8001\r\n\r\nPOST "
+        ));
+        conn.on_sent(out.len());
+        let mut done = Done::new();
+        let input = [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{\"qty\":42}"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 22\r\n\r\n{\"status\": \"healthy\"}",
+            RESERVED_5,
+            // A reserve-shaped body is not an available answer.
+            b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n{\"success\":true,\"remaining\":1}",
+        ]
+        .concat();
+        conn.on_input(&input, &mut done);
+        assert_eq!(
+            done,
+            [
+                (1, Outcome::Available { qty: 42 }),
+                (2, Outcome::Healthy),
+                (3, Outcome::Reserved { remaining: 5 }),
+                (4, Outcome::Failed(FailKind::BadBody)),
+            ]
+        );
+    }
+
+    #[test]
+    fn health_bodies() {
+        let table: &[(&[u8], bool)] = &[
+            (b"{\"status\":\"healthy\",\"service\":\"vacancy\"}", true),
+            (b"{\"service\":\"vacancy\", \"status\" : \"healthy\"}", true),
+            (b"{\"status\":\"unhealthy\"}", false),
+            (b"{}", false),
+            (b"hello", false),
+            (b"", false),
+        ];
+        for &(body, want) in table {
+            assert_eq!(health_reply(body), want, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn available_bodies() {
+        let table: &[(&[u8], Option<u64>)] = &[
+            (b"{\"qty\":0}", Some(0)),
+            (b" { \"qty\" : 17 } \n", Some(17)),
+            (b"{\"qty\":18446744073709551615}", Some(u64::MAX)),
+            (b"{\"qty\":18446744073709551616}", None),
+            (b"{\"qty\":-1}", None),
+            (b"{\"qty\":1.5}", None),
+            (b"{\"qty\":1,\"x\":2}", None),
+            (b"{\"qty\":1}}", None),
+            (b"", None),
+        ];
+        for &(body, want) in table {
+            assert_eq!(available_reply(body), want, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
     /// On close or error, requests any byte of which was written are Unknown (they may have sold);
     /// requests whose bytes never left are NotSent (safe to retry elsewhere).
     #[test]
@@ -897,7 +1088,7 @@ mod tests {
         let now = Instant::now();
         let mut out = Vec::new();
         let mut probe = UpstreamConn::new(config());
-        probe.enqueue(0, 2, now, &mut out);
+        probe.enqueue(0, Request::Reserve { qty: 2 }, now, &mut out);
         let one = out.len();
         // (bytes reported sent, outcomes of ids 1, 2, 3)
         let table: &[(usize, [FailKind; 3])] = &[
@@ -913,7 +1104,7 @@ mod tests {
                 let mut conn = UpstreamConn::new(config());
                 let mut out = Vec::new();
                 for id in 1..=3 {
-                    conn.enqueue(id, 2, now, &mut out);
+                    conn.enqueue(id, Request::Reserve { qty: 2 }, now, &mut out);
                 }
                 conn.on_sent(sent);
                 let mut done = Vec::new();
@@ -967,8 +1158,8 @@ mod tests {
         let timeout = Duration::from_secs(2);
         let mut conn = UpstreamConn::new(config());
         let mut out = Vec::new();
-        conn.enqueue(1, 2, t0, &mut out);
-        conn.enqueue(2, 2, t0 + Duration::from_secs(1), &mut out);
+        conn.enqueue(1, Request::Reserve { qty: 2 }, t0, &mut out);
+        conn.enqueue(2, Request::Reserve { qty: 2 }, t0 + Duration::from_secs(1), &mut out);
         conn.on_sent(out.len());
         assert_eq!(conn.next_deadline(), Some(t0 + timeout));
         let mut done = Vec::new();
@@ -996,7 +1187,7 @@ mod tests {
         conn.on_closed(&mut Vec::new());
         assert!(conn.is_broken());
         let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            conn.enqueue(2, 1, Instant::now(), &mut Vec::new());
+            conn.enqueue(2, Request::Reserve { qty: 1 }, Instant::now(), &mut Vec::new());
         }))
         .expect_err("enqueue on a broken connection must not pass");
         let message = panic
@@ -1018,7 +1209,7 @@ mod tests {
         // One connection takes requests up to the pipelining limit, then another opens.
         for id in 0..PIPELINE_DEPTH_MAX as u64 {
             assert_eq!(pool.pick(), Pick::Use(0));
-            pool.conn(0).enqueue(id, 1, now, &mut out);
+            pool.conn(0).enqueue(id, Request::Reserve { qty: 1 }, now, &mut out);
         }
         assert_eq!(pool.pick(), Pick::Open);
         assert_eq!(pool.open(), 1);
@@ -1027,13 +1218,13 @@ mod tests {
         let mut picks = Vec::new();
         for id in 100..104 {
             let Pick::Use(i) = pool.pick() else { panic!() };
-            pool.conn(i).enqueue(id, 1, now, &mut out);
+            pool.conn(i).enqueue(id, Request::Reserve { qty: 1 }, now, &mut out);
             picks.push(i);
         }
         assert_eq!(picks, [1, 2, 1, 2]);
         // Fill everything: Full at max.
         while let Pick::Use(i) = pool.pick() {
-            pool.conn(i).enqueue(0, 1, now, &mut out);
+            pool.conn(i).enqueue(0, Request::Reserve { qty: 1 }, now, &mut out);
         }
         assert_eq!(pool.pick(), Pick::Full);
         assert_eq!(pool.open_count(), 3);
@@ -1073,10 +1264,12 @@ mod tests {
         let mut out = Vec::new();
         let mut done = Vec::new();
         let a = pool.open();
-        pool.conn(a).enqueue(1, 1, t0, &mut out);
+        pool.conn(a).enqueue(1, Request::Reserve { qty: 1 }, t0, &mut out);
         assert_eq!(pool.next_deadline(), Some(t0 + Duration::from_secs(2)));
         pool.expire(t0 + Duration::from_secs(2), &mut done);
-        assert_eq!(done, vec![(1, Outcome::Failed(FailKind::Timeout))]);
+        // No byte was reported written (stuck behind its connect): not sent, the caller drops
+        // the bytes.
+        assert_eq!(done, vec![(1, Outcome::Failed(FailKind::NotSent))]);
         assert_eq!(pool.pick(), Pick::Open);
         assert_eq!(pool.idle_excess().collect::<Vec<_>>(), [a]);
     }

@@ -545,7 +545,7 @@ impl State {
     /// when a client disconnects before its response.
     fn resume_decided(&mut self, now: Instant) {
         loop {
-            let Some((order, sale)) = self.shard.decided.borrow_mut().pop_front() else {
+            let Some((order, answer)) = self.shard.decided.borrow_mut().pop_front() else {
                 return;
             };
             let Some((index, generation)) = self.orders.remove(&order) else {
@@ -568,7 +568,7 @@ impl State {
                 now,
                 None,
                 |conn, app, date, draining, out| {
-                    conn.resume(sale, app, &shard.limits, date, draining, out)
+                    conn.resume(answer, app, &shard.limits, date, draining, out)
                 },
             );
             self.touch(index);

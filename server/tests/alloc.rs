@@ -58,6 +58,7 @@ fn warm_requests_allocate_nothing() {
         outbox: Outbox::default(),
         max_order_qty: 1_000_000_000,
         counters: Default::default(),
+        forwarding: None,
     };
     let limits = ConnLimits {
         http: Limits::default(),

@@ -30,11 +30,20 @@ impl Server {
 
     /// As [`Server::start`], with environment variables added.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn(None, args, env)
+    }
+
+    /// As [`Server::start`] on a given port (to restart a server where its clients expect it).
+    pub fn start_at(port: u16, args: &[&str]) -> Server {
+        Self::spawn(Some(port), args, &[])
+    }
+
+    fn spawn(fixed_port: Option<u16>, args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir =
             std::env::temp_dir().join(format!("ticketd-test-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).unwrap();
         for _attempt in 0..5 {
-            let port = free_port();
+            let port = fixed_port.unwrap_or_else(free_port);
             let log = dir.join(format!("server-{port}.log"));
             let mut command = Command::new(env!("CARGO_BIN_EXE_ticketd"));
             command
@@ -60,7 +69,7 @@ impl Server {
             }
             let log = server.log();
             server.kill();
-            if !log.contains("in use") {
+            if !log.contains("in use") || fixed_port.is_some() {
                 panic!("ticketd did not start:\n{log}");
             }
         }
@@ -103,6 +112,19 @@ impl Server {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Kills it with SIGKILL, as a crash would, and waits for it.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// The process id.

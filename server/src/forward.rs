@@ -1,0 +1,411 @@
+//! The ticket tier's forwarder: a shard's own pool of keep-alive HTTP/1.1 connections to the
+//! vacancy service, driven by glommio tasks around the sans-IO [`crate::upstream`] state machines.
+//!
+//! # Layout
+//! - [`Forwarder`]: one per ticket shard, inside its [`Shard`]. `submit` puts a request on a pooled
+//!   connection (or opens one); answers go back to the waiting client connection through
+//!   [`Shard::deliver`], the same path as the coordinator's decisions.
+//! - Per upstream connection, two tasks on the same socket: the **reader** connects, then reads
+//!   responses and feeds them to its [`UpstreamConn`]; the **writer** writes whatever requests
+//!   were queued since it last ran, so the requests of one turn of the shard leave in one write,
+//!   pipelined. The writer uses a duplicate of the socket's descriptor, so neither task ever
+//!   cancels the other's I/O.
+//! - The **keeper** task expires requests at their deadline and closes connections beyond
+//!   `HTTP_KEEPALIVE_CONNECTIONS` (and broken ones) once idle.
+//!
+//! # Invariants
+//! - Bytes are reported sent ([`UpstreamConn::on_sent`]) when the writer takes them, *before* the
+//!   write: a request some byte of which may have reached the vacancy service is never told
+//!   "not sent", so it is never retried (nothing is sold twice).
+//! - A request is retried at most once, and only when no byte of it left ([`FailKind::NotSent`])
+//!   and its time is not up: a connect refused, or a connection that broke before its turn to
+//!   write. Bytes of a connection that broke are never written later: a connection that expired a
+//!   request drops its unwritten bytes and closes ([`Forwarder::expire`]).
+//! - Every submitted request gets exactly one answer, within `VACANCY_TIMEOUT` (see
+//!   [`EXPIRY_SLACK`]): the upstream state machine's invariant, plus the keeper's timer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::TcpStream;
+
+use crate::routes::Answer;
+use crate::shard::Shard;
+use crate::upstream::{FailKind, Outcome, Pick, Pool, Request, RequestId, UpstreamConfig};
+
+/// Bytes read from an upstream connection at once: sixteen pipelined answers (the pipelining
+/// limit) of about 150 bytes each fit with room to spare.
+const READ_BYTES: usize = 4 * 1024;
+
+/// A request's deadline comes this much before `VACANCY_TIMEOUT`, so that the timer's lateness
+/// (a millisecond or two under load) and writing the 503 still fit within the timeout the client
+/// was promised. Timeouts shorter than twice this use half of themselves.
+const EXPIRY_SLACK: Duration = Duration::from_millis(20);
+
+/// The keeper wakes at least this often while connections are open, to close idle ones beyond
+/// the keep-alive count: an idle excess connection lives at most this long.
+const TRIM_PERIOD: Duration = Duration::from_secs(1);
+
+/// One upstream connection's shared state, between the forwarder, its reader and its writer.
+struct Link {
+    /// Requests queued for the writer, not yet taken (so not yet reported sent).
+    out: RefCell<Vec<u8>>,
+    /// Rung when `out` gains bytes or the link ends; holds one wake at most.
+    doorbell: LocalSender<()>,
+    /// The socket once connected (the reader's), -1 while connecting.
+    fd: Cell<RawFd>,
+    /// The link must end: shut the socket once connected, write nothing more.
+    abort: Cell<bool>,
+    /// The reader finished: the pool slot is freed and may belong to another link now.
+    ended: Cell<bool>,
+}
+
+impl Link {
+    fn ring(&self) {
+        // A full doorbell already holds a wake: the writer will see these bytes too.
+        let _ = self.doorbell.try_send(());
+    }
+
+    /// Ends the link from outside its tasks: no byte queued now is ever written, and the reader
+    /// sees the socket end (at once, or as soon as its connect completes).
+    fn cut(&self) {
+        self.abort.set(true);
+        self.out.borrow_mut().clear();
+        let fd = self.fd.get();
+        if fd >= 0 {
+            // SAFETY: shutdown(2) on the socket the reader owns; it is closed only after the
+            // reader ends, which clears `fd` first.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+        self.ring();
+    }
+}
+
+/// A request on its way: what to send again if it is retried, and when it was first submitted.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    request: Request,
+    submitted: Instant,
+    retried: bool,
+}
+
+/// A ticket shard's connections to the vacancy service.
+pub(crate) struct Forwarder {
+    /// Where the vacancy service listens (resolved at start-up).
+    addr: SocketAddr,
+    /// `VACANCY_TIMEOUT`: how long a request may take, connect included.
+    timeout: Duration,
+    /// The connections' protocol state.
+    pool: RefCell<Pool>,
+    /// The running link of each pool index.
+    links: RefCell<Vec<Option<Rc<Link>>>>,
+    /// Requests without an answer yet.
+    pending: RefCell<HashMap<RequestId, Pending>>,
+    /// Reused buffer for outcomes.
+    done: RefCell<Vec<(RequestId, Outcome)>>,
+    /// Wakes the keeper when a request is submitted while it sleeps for long.
+    keeper_bell: LocalSender<()>,
+    /// The keeper's end of `keeper_bell`, until the keeper starts.
+    keeper_rx: RefCell<Option<LocalReceiver<()>>>,
+}
+
+impl Forwarder {
+    /// A forwarder with no connection yet; connections open on demand.
+    pub(crate) fn new(
+        addr: SocketAddr,
+        mut config: UpstreamConfig,
+        max_connections: usize,
+        keepalive: usize,
+    ) -> Forwarder {
+        let timeout = config.timeout;
+        let slack = EXPIRY_SLACK.min(timeout / 2);
+        config.timeout = timeout - slack;
+        let (keeper_bell, keeper_rx) = local_channel::new_bounded(1);
+        Forwarder {
+            addr,
+            timeout,
+            pool: RefCell::new(Pool::new(config, max_connections, keepalive)),
+            links: RefCell::new(Vec::new()),
+            pending: RefCell::new(HashMap::new()),
+            done: RefCell::new(Vec::new()),
+            keeper_bell,
+            keeper_rx: RefCell::new(Some(keeper_rx)),
+        }
+    }
+
+    /// Starts the keeper task on the calling shard.
+    pub(crate) fn start(shard: &Rc<Shard>) {
+        let Some(forwarder) = shard.forwarder.as_ref() else {
+            return;
+        };
+        let rx = forwarder.keeper_rx.borrow_mut().take().expect("started once");
+        glommio::spawn_local(keeper(shard.clone(), rx)).detach();
+    }
+
+    /// Sends `request`; its answer reaches the shard through [`Shard::deliver`].
+    pub(crate) fn submit(&self, shard: &Rc<Shard>, id: RequestId, request: Request) {
+        let pending = Pending {
+            request,
+            submitted: Instant::now(),
+            retried: false,
+        };
+        self.pending.borrow_mut().insert(id, pending);
+        self.place(shard, id, request, pending.submitted);
+    }
+
+    /// Enqueues a request on a connection, opening one if the pool says so; fails it as Busy
+    /// when the pool is full.
+    fn place(&self, shard: &Rc<Shard>, id: RequestId, request: Request, now: Instant) {
+        let mut pool = self.pool.borrow_mut();
+        let index = match pool.pick() {
+            Pick::Use(index) => index,
+            Pick::Open => {
+                let index = pool.open();
+                self.spawn_link(shard, index);
+                index
+            }
+            Pick::Full => {
+                drop(pool);
+                self.finish(shard, id, Outcome::Failed(FailKind::Busy));
+                return;
+            }
+        };
+        let link = self.links.borrow()[index]
+            .clone()
+            .expect("an open pool index has a link");
+        pool.conn(index)
+            .enqueue(id, request, now, &mut link.out.borrow_mut());
+        link.ring();
+        if pool.next_deadline().is_some() {
+            let _ = self.keeper_bell.try_send(());
+        }
+    }
+
+    /// Starts the reader and writer of a new connection at pool `index`.
+    fn spawn_link(&self, shard: &Rc<Shard>, index: usize) {
+        let (doorbell, rings) = local_channel::new_bounded(1);
+        let link = Rc::new(Link {
+            out: RefCell::new(Vec::new()),
+            doorbell,
+            fd: Cell::new(-1),
+            abort: Cell::new(false),
+            ended: Cell::new(false),
+        });
+        let mut links = self.links.borrow_mut();
+        if links.len() <= index {
+            links.resize(index + 1, None);
+        }
+        assert!(links[index].is_none(), "pool index {index} is still linked");
+        links[index] = Some(link.clone());
+        glommio::spawn_local(reader(shard.clone(), index, link, rings)).detach();
+    }
+
+    /// Hands outcomes to their clients, retrying what may be retried.
+    fn settle(&self, shard: &Rc<Shard>) {
+        let done = std::mem::take(&mut *self.done.borrow_mut());
+        for &(id, outcome) in &done {
+            self.finish(shard, id, outcome);
+        }
+        let mut reuse = done;
+        reuse.clear();
+        *self.done.borrow_mut() = reuse;
+    }
+
+    /// One request's outcome: retried once if nothing of it left and time remains, else
+    /// delivered.
+    fn finish(&self, shard: &Rc<Shard>, id: RequestId, outcome: Outcome) {
+        let Some(mut p) = self.pending.borrow_mut().remove(&id) else {
+            return; // answered already (an outcome is reported once; this is defensive)
+        };
+        if let Outcome::Failed(kind) = outcome {
+            let now = Instant::now();
+            let time_left = now.saturating_duration_since(p.submitted) < self.timeout / 2;
+            if kind.is_retryable() && !p.retried && time_left {
+                p.retried = true;
+                self.pending.borrow_mut().insert(id, p);
+                self.place(shard, id, p.request, now);
+                return;
+            }
+        }
+        shard.deliver(id, Answer::Upstream(outcome));
+    }
+
+    /// The keeper's work: expire late requests, cut the connections that expired them (their
+    /// unwritten bytes must never leave), close idle and broken connections beyond need.
+    fn expire(&self, shard: &Rc<Shard>, now: Instant) {
+        let mut cut = Vec::new();
+        {
+            let mut pool = self.pool.borrow_mut();
+            let mut done = self.done.borrow_mut();
+            let before = done.len();
+            pool.expire(now, &mut done);
+            if done.len() > before {
+                // Which connections broke: any broken one with bytes still queued loses them.
+                for (index, link) in self.links.borrow().iter().enumerate() {
+                    if let Some(link) = link {
+                        if pool.conn(index).is_broken() && !link.out.borrow().is_empty() {
+                            cut.push(link.clone());
+                        }
+                    }
+                }
+            }
+            let idle: Vec<usize> = pool.idle_excess().collect();
+            for index in idle {
+                pool.conn(index).retire();
+                if let Some(link) = &self.links.borrow()[index] {
+                    cut.push(link.clone());
+                }
+            }
+        }
+        for link in cut {
+            link.cut();
+        }
+        self.settle(shard);
+    }
+
+    /// When the keeper must look next.
+    fn next_wake(&self, now: Instant) -> Instant {
+        let pool = self.pool.borrow();
+        let trim = now + TRIM_PERIOD.min(self.timeout / 2);
+        pool.next_deadline().map_or(trim, |d| d.min(trim))
+    }
+}
+
+/// Expires requests and trims the pool, for the shard's whole life.
+async fn keeper(shard: Rc<Shard>, bell: LocalReceiver<()>) {
+    let forwarder = shard.forwarder.as_ref().expect("ticket mode");
+    loop {
+        let now = Instant::now();
+        forwarder.expire(&shard, now);
+        let wait = forwarder
+            .next_wake(now)
+            .saturating_duration_since(Instant::now());
+        // A new request never has an earlier deadline than the ones in flight (all use the same
+        // timeout), and the trim wake is never later than a request's deadline, so the bell only
+        // matters to start the clock; either way looking again is harmless.
+        futures_lite::future::or(
+            async {
+                glommio::timer::sleep(wait).await;
+            },
+            async {
+                bell.recv().await;
+            },
+        )
+        .await;
+    }
+}
+
+/// Connects, starts the writer, then reads answers until the connection ends; then frees the
+/// pool slot, failing whatever was still in flight.
+async fn reader(shard: Rc<Shard>, index: usize, link: Rc<Link>, rings: LocalReceiver<()>) {
+    let forwarder = shard.forwarder.as_ref().expect("ticket mode");
+    let connected = TcpStream::connect_timeout(forwarder.addr, forwarder.timeout).await;
+    let failed = match connected {
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot connect to the vacancy service");
+            true
+        }
+        Ok(mut stream) => {
+            let _ = stream.set_nodelay(true);
+            // SAFETY: dup(2) of the socket we own; the writer's stream owns and closes the copy.
+            let copy = unsafe { libc::dup(stream.as_raw_fd()) };
+            if copy < 0 || link.abort.get() {
+                if copy >= 0 {
+                    // SAFETY: the copy we just made, not handed to anyone.
+                    unsafe { libc::close(copy) };
+                }
+                true
+            } else {
+                link.fd.set(stream.as_raw_fd());
+                // SAFETY: `copy` is a connected TCP socket that the writer's stream now owns.
+                let writer_stream = unsafe { TcpStream::from_raw_fd(copy) };
+                glommio::spawn_local(writer(
+                    shard.clone(),
+                    index,
+                    link.clone(),
+                    rings,
+                    writer_stream,
+                ))
+                .detach();
+                let failed = read_answers(&shard, index, &mut stream).await;
+                link.fd.set(-1);
+                failed
+            }
+        }
+    };
+    link.ended.set(true);
+    link.abort.set(true);
+    link.out.borrow_mut().clear();
+    link.ring(); // the writer, if any, sees `ended` and stops
+    {
+        let mut pool = forwarder.pool.borrow_mut();
+        let mut done = forwarder.done.borrow_mut();
+        if failed {
+            pool.conn(index).on_error(&mut done);
+        }
+        pool.closed(index, &mut done);
+        forwarder.links.borrow_mut()[index] = None;
+    }
+    forwarder.settle(&shard);
+}
+
+/// Reads and settles answers until end of stream (`false`) or an error (`true`).
+async fn read_answers(shard: &Rc<Shard>, index: usize, stream: &mut TcpStream) -> bool {
+    let forwarder = shard.forwarder.as_ref().expect("ticket mode");
+    let mut buf = vec![0u8; READ_BYTES];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "the vacancy service connection failed");
+                return true;
+            }
+        };
+        {
+            let mut pool = forwarder.pool.borrow_mut();
+            let conn = pool.conn(index);
+            conn.on_input(&buf[..n], &mut forwarder.done.borrow_mut());
+            if conn.is_broken() && conn.in_flight() == 0 {
+                // `Connection: close`, an unsolicited or malformed answer: nothing to wait for.
+                return false;
+            }
+        }
+        forwarder.settle(shard);
+    }
+}
+
+/// Writes queued requests, one write per wake, until the link ends or a write fails.
+async fn writer(
+    shard: Rc<Shard>,
+    index: usize,
+    link: Rc<Link>,
+    rings: LocalReceiver<()>,
+    mut stream: TcpStream,
+) {
+    let forwarder = shard.forwarder.as_ref().expect("ticket mode");
+    let mut bytes = Vec::new();
+    while rings.recv().await.is_some() {
+        if link.abort.get() || link.ended.get() {
+            break;
+        }
+        std::mem::swap(&mut bytes, &mut *link.out.borrow_mut());
+        if bytes.is_empty() {
+            continue;
+        }
+        // Counted as sent before the write: see the module's invariants.
+        forwarder.pool.borrow_mut().conn(index).on_sent(bytes.len());
+        if let Err(e) = stream.write_all(&bytes).await {
+            tracing::debug!(error = %e, "writing to the vacancy service failed");
+            link.cut();
+            break;
+        }
+        bytes.clear();
+    }
+}

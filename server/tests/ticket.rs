@@ -1,0 +1,504 @@
+//! Microservices mode: a real `--mode vacancy` process owning the stock and a real `--mode
+//! ticket` process forwarding to it over pooled keep-alive HTTP/1.1, talked to over TCP.
+//! Failures of the vacancy service (dead, silent, late, malformed) are played by the real
+//! vacancy process being killed, or by small fake servers in this file.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{get, post, read_reply, Server};
+
+/// Freshness of `/available` on both tiers in these tests, so it is exact soon after writes stop.
+const CACHE_TTL: &str = "0.05";
+
+/// Long enough for every vacancy shard's report to reach the others, and the ticket tier's
+/// cached copy to expire.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn vacancy(shards: usize, stock: u64) -> Server {
+    Server::start(&[
+        "--mode",
+        "vacancy",
+        "--shards",
+        &shards.to_string(),
+        "--initial-stock",
+        &stock.to_string(),
+        "--cache-ttl-seconds",
+        CACHE_TTL,
+    ])
+}
+
+fn ticket(vacancy_port: u16, shards: usize, timeout: &str, extra: &[&str]) -> Server {
+    let url = format!("http://127.0.0.1:{vacancy_port}");
+    let shards = shards.to_string();
+    let mut args = vec![
+        "--mode",
+        "ticket",
+        "--shards",
+        &shards,
+        "--vacancy-url",
+        &url,
+        "--vacancy-timeout",
+        timeout,
+        "--cache-ttl-seconds",
+        CACHE_TTL,
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn available(server: &Server) -> u64 {
+    let reply = get(server, "/api/v1/available");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json("qty").unwrap().parse().unwrap()
+}
+
+fn purchase_request(qty: u64) -> String {
+    let body = format!("{{\"qty\":{qty}}}");
+    format!(
+        "POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Every endpoint of the contract, answered through the ticket tier: purchases sell from the
+/// vacancy service's stock, bad input is refused by the ticket tier and never reaches the stock,
+/// routes the mode does not serve are 404/405 with the JSON error, pipelined purchases are
+/// answered in order on one keep-alive connection.
+#[test]
+fn the_whole_contract_through_the_ticket_tier() {
+    let vacancy = vacancy(2, 100);
+    let ticket = ticket(vacancy.port(), 2, "2", &[]);
+
+    let sold = post(&ticket, "/api/v1/purchase", "{\"qty\":3}");
+    assert_eq!(sold.status, 200, "{}", sold.body);
+    assert_eq!(sold.header("content-type"), Some("application/json"));
+    assert_eq!(sold.json("success").as_deref(), Some("true"));
+    assert_eq!(sold.json("remaining").as_deref(), Some("97"));
+    assert_eq!(
+        sold.json("message").as_deref(),
+        Some("\"Purchase successful!\"")
+    );
+    let refused = post(&ticket, "/api/v1/purchase", "{\"qty\":1000}");
+    assert_eq!(refused.status, 200);
+    assert_eq!(refused.json("success").as_deref(), Some("false"));
+    assert_eq!(
+        refused.json("message").as_deref(),
+        Some("\"Insufficient inventory\"")
+    );
+
+    // Bad input: refused here with the contract's statuses, nothing forwarded, nothing taken.
+    for (body, status) in [
+        ("{\"qty\":0}", 422),
+        ("{\"qty\":-1}", 422),
+        ("{\"qty\":1.5}", 422),
+        ("{\"qty\":\"2\"}", 422),
+        ("{}", 422),
+        ("[1]", 422),
+        ("nope", 400),
+        ("{\"qty\":1} x", 400),
+    ] {
+        let reply = post(&ticket, "/api/v1/purchase", body);
+        assert_eq!(reply.status, status, "{body}: {}", reply.body);
+        assert!(reply.json("code").is_some(), "{}", reply.body);
+    }
+    settle();
+    assert_eq!(available(&vacancy), 97);
+    assert_eq!(available(&ticket), 97);
+
+    // Routes by mode.
+    let reserve = post(&ticket, "/api/v1/reserve", "{\"qty\":1}");
+    assert_eq!(reserve.status, 404);
+    assert!(reserve.json("code").is_some());
+    let wrong = get(&ticket, "/api/v1/purchase");
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.header("allow"), Some("POST"));
+    let on_vacancy = post(&vacancy, "/api/v1/purchase", "{\"qty\":1}");
+    assert_eq!(on_vacancy.status, 404);
+    let reserved = post(&vacancy, "/api/v1/reserve", "{\"qty\":2}");
+    assert_eq!(
+        reserved.json("message").as_deref(),
+        Some("\"Reserved 2 tickets\"")
+    );
+    for path in ["/health", "/api/v1/health"] {
+        let health = get(&ticket, path);
+        assert_eq!(health.status, 200);
+        assert_eq!(health.json("mode").as_deref(), Some("\"ticket\""));
+    }
+    for path in ["/ready", "/api/v1/ready"] {
+        let ready = get(&ticket, path);
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        assert_eq!(ready.json("status").as_deref(), Some("\"ready\""));
+    }
+    assert_eq!(get(&ticket, "/").json("mode").as_deref(), Some("\"ticket\""));
+    // HEAD of a forwarded GET: the head of the GET's response, without its body.
+    settle();
+    let mut stream = ticket.connect();
+    stream
+        .write_all(b"HEAD /api/v1/available HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.contains("Content-Length: 10\r\n"), "{raw}"); // {"qty":97}
+    assert!(raw.ends_with("\r\n\r\n"), "{raw}");
+
+    // Five pipelined purchases in one write, answered in order on one connection.
+    let mut stream = ticket.connect();
+    let batch: String = (0..5).map(|_| purchase_request(1)).collect();
+    stream.write_all(batch.as_bytes()).unwrap();
+    let mut carry = Vec::new();
+    let mut remaining = Vec::new();
+    for _ in 0..5 {
+        let reply = read_reply(&mut stream, &mut carry);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.json("success").as_deref(), Some("true"));
+        remaining.push(reply.json("remaining").unwrap().parse::<u64>().unwrap());
+    }
+    // One connection's purchases are forwarded one after another: strictly decreasing.
+    assert!(remaining.windows(2).all(|w| w[0] > w[1]), "{remaining:?}");
+    settle();
+    assert_eq!(available(&vacancy), 100 - 3 - 2 - 5);
+    assert_eq!(available(&ticket), 100 - 3 - 2 - 5);
+}
+
+/// With 2 ticket shards and 2 vacancy shards, 16 clients buying one ticket at a time far past
+/// the stock get exactly the stock in successes, and both tiers end at 0: nothing oversold,
+/// nothing lost, no sold-out while tickets remain.
+#[test]
+fn every_ticket_sells_exactly_once_through_two_tiers() {
+    const STOCK: u64 = 500;
+    let vacancy = vacancy(2, STOCK);
+    let ticket = ticket(vacancy.port(), 2, "5", &[]);
+    let granted = AtomicU64::new(0);
+    let refused = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| {
+                let mut stream = ticket.connect();
+                let mut carry = Vec::new();
+                for _ in 0..40 {
+                    stream.write_all(purchase_request(1).as_bytes()).unwrap();
+                    let reply = read_reply(&mut stream, &mut carry);
+                    assert_eq!(reply.status, 200, "{}", reply.body);
+                    match reply.json("success").as_deref() {
+                        Some("true") => granted.fetch_add(1, Ordering::Relaxed),
+                        _ => refused.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            });
+        }
+    });
+    assert_eq!(granted.load(Ordering::Relaxed), STOCK);
+    assert_eq!(refused.load(Ordering::Relaxed), 16 * 40 - STOCK);
+    settle();
+    assert_eq!(available(&vacancy), 0);
+    assert_eq!(available(&ticket), 0);
+}
+
+/// The pool is bounded per ticket shard: with `--http-max-connections 2` and one ticket shard,
+/// 32 concurrent clients reach the vacancy service over at most 2 connections, pipelined.
+#[test]
+fn the_pool_is_bounded_by_http_max_connections() {
+    let vacancy = vacancy(1, 100_000);
+    let ticket = ticket(
+        vacancy.port(),
+        1,
+        "5",
+        &[
+            "--http-max-connections",
+            "2",
+            "--http-keepalive-connections",
+            "1",
+        ],
+    );
+    std::thread::scope(|scope| {
+        for _ in 0..32 {
+            scope.spawn(|| {
+                let mut stream = ticket.connect();
+                let mut carry = Vec::new();
+                for _ in 0..50 {
+                    stream.write_all(purchase_request(1).as_bytes()).unwrap();
+                    let reply = read_reply(&mut stream, &mut carry);
+                    assert_eq!(reply.json("success").as_deref(), Some("true"));
+                }
+            });
+        }
+    });
+    let root = get(&vacancy, "/");
+    let accepted: u64 = counter(&root.body, "connections_accepted");
+    // The pool's connections, plus this test's own two: the start-up health check and this GET.
+    assert!(accepted <= 2 + 2, "{}", root.body);
+    settle();
+    assert_eq!(available(&vacancy), 100_000 - 32 * 50);
+}
+
+fn counter(body: &str, name: &str) -> u64 {
+    let key = format!("\"{name}\":");
+    let start = body.find(&key).unwrap() + key.len();
+    body[start..]
+        .split([',', '}'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Killing the vacancy service: purchases answer 503 with the JSON error within the timeout,
+/// `/ready` answers 503; restarting it on the same port is picked up by the same ticket process.
+#[test]
+fn a_dead_vacancy_gives_503_and_a_restarted_one_is_picked_up() {
+    let mut vacancy = vacancy(2, 100);
+    let port = vacancy.port();
+    let timeout = Duration::from_secs(1);
+    let ticket = ticket(port, 2, "1", &[]);
+    let ticket_pid = ticket.pid();
+    assert_eq!(post(&ticket, "/api/v1/purchase", "{\"qty\":1}").status, 200);
+
+    vacancy.crash();
+    for _ in 0..4 {
+        let started = Instant::now();
+        let reply = post(&ticket, "/api/v1/purchase", "{\"qty\":1}");
+        assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        let code = reply.json("code").unwrap();
+        assert!(
+            code == "\"vacancy_unavailable\"" || code == "\"vacancy_outcome_unknown\"",
+            "{}",
+            reply.body
+        );
+        let started = Instant::now();
+        let ready = get(&ticket, "/ready");
+        assert!(started.elapsed() < timeout);
+        assert_eq!(ready.status, 503, "{}", ready.body);
+        assert_eq!(ready.json("code").as_deref(), Some("\"not_ready\""));
+    }
+
+    let vacancy = Server::start_at(
+        port,
+        &[
+            "--mode",
+            "vacancy",
+            "--shards",
+            "2",
+            "--initial-stock",
+            "100",
+        ],
+    );
+    assert_eq!(get(&ticket, "/ready").status, 200);
+    let sold = post(&ticket, "/api/v1/purchase", "{\"qty\":2}");
+    assert_eq!(sold.status, 200, "{}", sold.body);
+    assert_eq!(sold.json("success").as_deref(), Some("true"));
+    assert_eq!(ticket.pid(), ticket_pid);
+    drop(vacancy);
+}
+
+/// How a fake vacancy service misbehaves.
+#[derive(Clone, Copy, Debug)]
+enum Fake {
+    /// Accepts and reads, never answers.
+    Silent,
+    /// Closes each connection as soon as a request arrives.
+    Hangs,
+    /// Answers a 200 whose body is not a reserve's.
+    Garbage,
+    /// Answers bytes that are not HTTP.
+    NotHttp,
+    /// Answers 500.
+    Error,
+}
+
+/// A fake vacancy service on a free port, playing `fake` on every connection until dropped.
+struct FakeVacancy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeVacancy {
+    fn start(fake: Fake) -> FakeVacancy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let stopped = stopped.clone();
+                        std::thread::spawn(move || play(fake, stream, &stopped));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        FakeVacancy { addr, stop }
+    }
+}
+
+impl Drop for FakeVacancy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn play(fake: Fake, mut stream: TcpStream, stop: &AtomicBool) {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        let answer: &[u8] = match fake {
+            Fake::Silent => continue,
+            Fake::Hangs => return,
+            Fake::Garbage => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            Fake::NotHttp => b"SSH-2.0-OpenSSH_9.2\r\n",
+            Fake::Error => b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\n{}",
+        };
+        if stream.write_all(answer).is_err() {
+            return;
+        }
+    }
+}
+
+/// A vacancy service that accepts but never answers, closes, answers garbage or an error: every
+/// purchase answers 503 with the JSON error, a silent one at the timeout and not before, the
+/// others at once; `/ready` says 503 too.
+#[test]
+fn a_misbehaving_vacancy_gives_503_within_the_timeout() {
+    let timeout = Duration::from_millis(400);
+    for fake in [
+        Fake::Silent,
+        Fake::Hangs,
+        Fake::Garbage,
+        Fake::NotHttp,
+        Fake::Error,
+    ] {
+        let vacancy = FakeVacancy::start(fake);
+        let ticket = ticket(vacancy.addr.port(), 1, "0.4", &[]);
+        for _ in 0..2 {
+            let started = Instant::now();
+            let reply = post(&ticket, "/api/v1/purchase", "{\"qty\":1}");
+            let took = started.elapsed();
+            assert_eq!(reply.status, 503, "{fake:?}: {}", reply.body);
+            assert!(reply.json("code").is_some(), "{}", reply.body);
+            assert!(took < timeout, "{fake:?}: answered after {took:?}");
+            if matches!(fake, Fake::Silent) {
+                assert!(took >= timeout / 2, "{fake:?}: answered after {took:?}");
+                assert_eq!(
+                    reply.json("code").as_deref(),
+                    Some("\"vacancy_outcome_unknown\"")
+                );
+            }
+            let ready = get(&ticket, "/ready");
+            assert_eq!(ready.status, 503, "{fake:?}: {}", ready.body);
+        }
+        let root = get(&ticket, "/");
+        assert!(counter(&root.body, "forward_failed") >= 1, "{}", root.body);
+    }
+}
+
+/// A proxy in front of the real vacancy service that passes requests at once and holds answers
+/// for `delay`, counting the requests it passed.
+struct LateProxy {
+    addr: SocketAddr,
+    passed: Arc<AtomicU64>,
+}
+
+impl LateProxy {
+    fn start(upstream: SocketAddr, delay: Duration) -> LateProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let passed = Arc::new(AtomicU64::new(0));
+        let counted = passed.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    let mut server = TcpStream::connect(upstream).unwrap();
+                    let mut answers = server.try_clone().unwrap();
+                    let mut back = client.try_clone().unwrap();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n) = answers.read(&mut buf) {
+                            if n == 0 {
+                                return;
+                            }
+                            std::thread::sleep(delay);
+                            if back.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = client.read(&mut buf) {
+                        if n == 0 {
+                            return;
+                        }
+                        let text = &buf[..n];
+                        let requests = text.windows(4).filter(|w| w == b"POST").count();
+                        counted.fetch_add(requests as u64, Ordering::Relaxed);
+                        if server.write_all(text).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        LateProxy { addr, passed }
+    }
+}
+
+/// A reserve that reached the vacancy service but whose answer came after the timeout is
+/// answered 503 "outcome unknown" and never retried: the vacancy service saw each purchase once,
+/// and its stock went down by exactly the purchases it saw.
+#[test]
+fn a_late_answer_is_never_retried_so_nothing_sells_twice() {
+    let vacancy = vacancy(2, 100);
+    let proxy = LateProxy::start(vacancy.addr, Duration::from_millis(600));
+    let ticket = ticket(proxy.addr.port(), 2, "0.3", &[]);
+    for _ in 0..6 {
+        let reply = post(&ticket, "/api/v1/purchase", "{\"qty\":2}");
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert_eq!(
+            reply.json("code").as_deref(),
+            Some("\"vacancy_outcome_unknown\"")
+        );
+    }
+    // Let the late answers arrive and be dropped.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(proxy.passed.load(Ordering::Relaxed), 6);
+    settle();
+    assert_eq!(available(&vacancy), 100 - 6 * 2);
+}
+
+/// A vacancy URL whose host does not resolve stops start-up with one line naming the option and
+/// exit status 1; a vacancy service that is merely down does not (it may come up later).
+#[test]
+fn an_unresolvable_vacancy_host_fails_the_start() {
+    let (code, stderr) = support::run_failing(&[
+        "--mode",
+        "ticket",
+        "--port",
+        "0",
+        "--vacancy-url",
+        "http://no-such-host.invalid:8001",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    let line = stderr.lines().last().unwrap();
+    assert!(line.starts_with("ticketd: --vacancy-url (VACANCY_URL)"), "{stderr}");
+}
