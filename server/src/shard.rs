@@ -168,6 +168,9 @@ pub(crate) struct Shard {
     pub(crate) forwarder: Option<Forwarder>,
     /// uring transport: the driver's eventfd, rung when `decided` fills from another task.
     pub(crate) bell: Cell<Option<RawFd>>,
+    /// uring transport: the driver is parked waiting for its eventfd; otherwise it looks at
+    /// `decided` on its next turn anyway, and ringing would be a wasted syscall.
+    pub(crate) parked: Cell<bool>,
     /// The cached `Date` value.
     pub(crate) date: Cell<HttpDate>,
     /// A stop was requested: answer with `Connection: close`, accept nothing new.
@@ -267,7 +270,11 @@ impl Shard {
     }
 
     fn ring_driver(&self) {
+        if !self.parked.get() {
+            return;
+        }
         if let Some(bell) = self.bell.get() {
+            self.parked.set(false); // one ring wakes it; the rest of this batch needs none
             uring::ring(bell);
         }
     }
@@ -519,6 +526,7 @@ async fn shard_main(
             )
         }),
         bell: Cell::new(None),
+        parked: Cell::new(false),
         date: Cell::new(HttpDate::now()),
         draining: Cell::new(false),
         connections: RefCell::new(HashMap::new()),

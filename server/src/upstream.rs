@@ -1029,7 +1029,7 @@ mod tests {
         let mut done = Done::new();
         let input = [
             &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{\"qty\":42}"[..],
-            b"HTTP/1.1 200 OK\r\nContent-Length: 22\r\n\r\n{\"status\": \"healthy\"}",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n{\"status\": \"healthy\"}",
             RESERVED_5,
             // A reserve-shaped body is not an available answer.
             b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n{\"success\":true,\"remaining\":1}",

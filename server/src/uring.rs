@@ -1114,11 +1114,13 @@ impl Driver {
             }
             let read = wake_read(&self.eventfd, &mut wake);
             let timeout = next_sweep.saturating_duration_since(Instant::now());
+            self.state.shard.parked.set(true);
             let woke = futures_lite::future::or(async { Some(read.await) }, async {
                 glommio::timer::sleep(timeout).await;
                 None
             })
             .await;
+            self.state.shard.parked.set(false);
             self.ring.completion().disable_eventfd();
             next_yield = Instant::now() + YIELD_PERIOD; // glommio just ran everything else
             if let Some(ok) = woke {
