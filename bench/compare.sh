@@ -121,7 +121,7 @@ done
        "show: nginx, which does nothing beyond HTTP, marks that ceiling."
   echo
   echo "CPU used by other processes during each run, in % of one CPU (figures are suspect above" \
-       "~10 %): $(IFS=';'; echo "${BGLOAD[*]}" | sed 's/;/, /g')."
+       "~10 %): $(IFS=';'; joined="${BGLOAD[*]}"; echo "${joined//;/, }")."
   ((${#FAILED[@]})) && echo && echo "Failed: ${FAILED[*]}"
   for endpoint in available purchase; do
     [[ -f $OUT/compare-$endpoint/compare.md ]] || continue

@@ -326,7 +326,13 @@ fn scripts_pass_shellcheck() {
     if !have("shellcheck") {
         return;
     }
-    for path in ["systemd/install.sh", "tuning/check", "tuning/apply"] {
+    for path in [
+        "systemd/install.sh",
+        "tuning/check",
+        "tuning/apply",
+        "bench/compare.sh",
+        "bench/tiers.sh",
+    ] {
         let output = Command::new("shellcheck")
             .arg(repo().join(path))
             .output()
