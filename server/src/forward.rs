@@ -144,7 +144,11 @@ impl Forwarder {
         let Some(forwarder) = shard.forwarder.as_ref() else {
             return;
         };
-        let rx = forwarder.keeper_rx.borrow_mut().take().expect("started once");
+        let rx = forwarder
+            .keeper_rx
+            .borrow_mut()
+            .take()
+            .expect("started once");
         glommio::spawn_local(keeper(shard.clone(), rx)).detach();
     }
 

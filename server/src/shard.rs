@@ -42,10 +42,10 @@ use proto_http::{HttpDate, Limits};
 
 use crate::config::Config;
 use crate::connection::{ConnLimits, Connection, Next};
+use crate::forward::Forwarder;
 use crate::latency::{self, Recorder};
 use crate::notify::{Heartbeats, Notifier, Watchdog};
 use crate::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
-use crate::forward::Forwarder;
 use crate::routes::{Answer, App, Forwarding};
 use crate::startup::StartError;
 use crate::upstream::UpstreamConfig;
@@ -505,7 +505,11 @@ async fn shard_main(
             node: Node::new(
                 me,
                 shards,
-                if vacancy.is_some() { 0 } else { config.initial_stock },
+                if vacancy.is_some() {
+                    0
+                } else {
+                    config.initial_stock
+                },
             ),
             outbox: Outbox::default(),
             max_order_qty: config.max_order_qty,

@@ -866,7 +866,12 @@ mod tests {
               Content-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"qty\":12}"
                 .to_vec()
         );
-        conn.enqueue(2, Request::Reserve { qty: u64::MAX }, Instant::now(), &mut out);
+        conn.enqueue(
+            2,
+            Request::Reserve { qty: u64::MAX },
+            Instant::now(),
+            &mut out,
+        );
         assert!(out.ends_with(b"{\"qty\":18446744073709551615}"));
         assert_eq!(conn.in_flight(), 2);
     }
@@ -1058,7 +1063,12 @@ mod tests {
             (b"", false),
         ];
         for &(body, want) in table {
-            assert_eq!(health_reply(body), want, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                health_reply(body),
+                want,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
@@ -1076,7 +1086,12 @@ mod tests {
             (b"", None),
         ];
         for &(body, want) in table {
-            assert_eq!(available_reply(body), want, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                available_reply(body),
+                want,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
@@ -1159,7 +1174,12 @@ mod tests {
         let mut conn = UpstreamConn::new(config());
         let mut out = Vec::new();
         conn.enqueue(1, Request::Reserve { qty: 2 }, t0, &mut out);
-        conn.enqueue(2, Request::Reserve { qty: 2 }, t0 + Duration::from_secs(1), &mut out);
+        conn.enqueue(
+            2,
+            Request::Reserve { qty: 2 },
+            t0 + Duration::from_secs(1),
+            &mut out,
+        );
         conn.on_sent(out.len());
         assert_eq!(conn.next_deadline(), Some(t0 + timeout));
         let mut done = Vec::new();
@@ -1187,7 +1207,12 @@ mod tests {
         conn.on_closed(&mut Vec::new());
         assert!(conn.is_broken());
         let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            conn.enqueue(2, Request::Reserve { qty: 1 }, Instant::now(), &mut Vec::new());
+            conn.enqueue(
+                2,
+                Request::Reserve { qty: 1 },
+                Instant::now(),
+                &mut Vec::new(),
+            );
         }))
         .expect_err("enqueue on a broken connection must not pass");
         let message = panic
@@ -1209,7 +1234,8 @@ mod tests {
         // One connection takes requests up to the pipelining limit, then another opens.
         for id in 0..PIPELINE_DEPTH_MAX as u64 {
             assert_eq!(pool.pick(), Pick::Use(0));
-            pool.conn(0).enqueue(id, Request::Reserve { qty: 1 }, now, &mut out);
+            pool.conn(0)
+                .enqueue(id, Request::Reserve { qty: 1 }, now, &mut out);
         }
         assert_eq!(pool.pick(), Pick::Open);
         assert_eq!(pool.open(), 1);
@@ -1218,13 +1244,15 @@ mod tests {
         let mut picks = Vec::new();
         for id in 100..104 {
             let Pick::Use(i) = pool.pick() else { panic!() };
-            pool.conn(i).enqueue(id, Request::Reserve { qty: 1 }, now, &mut out);
+            pool.conn(i)
+                .enqueue(id, Request::Reserve { qty: 1 }, now, &mut out);
             picks.push(i);
         }
         assert_eq!(picks, [1, 2, 1, 2]);
         // Fill everything: Full at max.
         while let Pick::Use(i) = pool.pick() {
-            pool.conn(i).enqueue(0, Request::Reserve { qty: 1 }, now, &mut out);
+            pool.conn(i)
+                .enqueue(0, Request::Reserve { qty: 1 }, now, &mut out);
         }
         assert_eq!(pool.pick(), Pick::Full);
         assert_eq!(pool.open_count(), 3);
@@ -1264,7 +1292,8 @@ mod tests {
         let mut out = Vec::new();
         let mut done = Vec::new();
         let a = pool.open();
-        pool.conn(a).enqueue(1, Request::Reserve { qty: 1 }, t0, &mut out);
+        pool.conn(a)
+            .enqueue(1, Request::Reserve { qty: 1 }, t0, &mut out);
         assert_eq!(pool.next_deadline(), Some(t0 + Duration::from_secs(2)));
         pool.expire(t0 + Duration::from_secs(2), &mut done);
         // No byte was reported written (stuck behind its connect): not sent, the caller drops

@@ -137,7 +137,10 @@ fn the_whole_contract_through_the_ticket_tier() {
         assert_eq!(ready.status, 200, "{}", ready.body);
         assert_eq!(ready.json("status").as_deref(), Some("\"ready\""));
     }
-    assert_eq!(get(&ticket, "/").json("mode").as_deref(), Some("\"ticket\""));
+    assert_eq!(
+        get(&ticket, "/").json("mode").as_deref(),
+        Some("\"ticket\"")
+    );
     // HEAD of a forwarded GET: the head of the GET's response, without its body.
     settle();
     let mut stream = ticket.connect();
@@ -500,5 +503,8 @@ fn an_unresolvable_vacancy_host_fails_the_start() {
     ]);
     assert_eq!(code, 1, "{stderr}");
     let line = stderr.lines().last().unwrap();
-    assert!(line.starts_with("ticketd: --vacancy-url (VACANCY_URL)"), "{stderr}");
+    assert!(
+        line.starts_with("ticketd: --vacancy-url (VACANCY_URL)"),
+        "{stderr}"
+    );
 }
