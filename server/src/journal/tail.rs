@@ -289,3 +289,148 @@ fn count_between(tail: &Tail, from: u64, to: u64) -> u64 {
     }
     n
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::record::decode;
+
+    fn tail(compact_bytes: u64) -> Tail {
+        Tail::new(Ledger::new(0, 2, 1, 1_000_000), 0, compact_bytes)
+    }
+
+    /// Appends `n` sales of 1 and returns the last seq.
+    fn sell(t: &mut Tail, n: usize) -> Seq {
+        (0..n)
+            .map(|_| t.append(Change::Sale { qty: 1 }).unwrap())
+            .last()
+            .unwrap_or(t.durable())
+    }
+
+    #[test]
+    fn batches_cover_blocks_and_rewrite_the_partial_one() {
+        // (sales before the batch, expected offset, expected blocks): each sale is 27 bytes and
+        // the snapshot of 2 shards 109, so the log ends at 109 + 27 k.
+        let cases = [
+            (1, 0, 1),
+            (100, 0, 1),
+            (200, 0, 3),
+            (1, 8192, 1),
+            (2000, 8192, 14),
+        ];
+        let mut t = tail(u64::MAX);
+        let mut file = vec![0u8; 0];
+        let mut sales = 0;
+        for (n, offset, blocks) in cases {
+            let last = sell(&mut t, n);
+            sales += n;
+            assert!(t.pending());
+            let b = t.take_batch().unwrap();
+            assert_eq!(
+                (b.kind, b.offset, b.bytes.len()),
+                (BatchKind::Append, offset, blocks * 4096),
+                "{n}"
+            );
+            assert_eq!(b.end, 109 + 27 * sales as u64);
+            assert_eq!(b.last_seq, last);
+            // The durable prefix of the first block is rewritten with the same bytes.
+            let keep = file.len().min(b.end as usize).min(t.flushed as usize);
+            let start = b.offset as usize;
+            assert_eq!(&file[start..keep], &b.bytes[..keep - start]);
+            file.resize(start + b.bytes.len(), 0);
+            file[start..].copy_from_slice(&b.bytes);
+            t.done(&b);
+            assert_eq!(t.durable(), last);
+            assert!(!t.pending());
+            assert_eq!(t.take_batch(), None);
+        }
+        // The file reads back as the snapshot and every sale, in order.
+        let mut at = 0;
+        let mut seqs = Vec::new();
+        while let Some(frame) = decode(&file[at..]).unwrap() {
+            seqs.push(frame.seq);
+            at += frame.bytes;
+        }
+        assert_eq!(seqs, (0..=sales as u64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn one_batch_in_flight_and_at_most_batch_bytes_max() {
+        let mut t = tail(u64::MAX);
+        sell(&mut t, 5000); // 135,000 bytes: three batches
+        let first = t.take_batch().unwrap();
+        assert!(first.bytes.len() <= BATCH_BYTES_MAX);
+        assert_eq!(t.take_batch(), None, "one batch in flight");
+        let late = t.append(Change::Sale { qty: 1 }).unwrap();
+        t.done(&first);
+        let mut batches = 1;
+        while let Some(b) = t.take_batch() {
+            assert!(b.bytes.len() <= BATCH_BYTES_MAX);
+            assert_eq!(b.offset % BLOCK_BYTES as u64, 0);
+            t.done(&b);
+            batches += 1;
+        }
+        assert_eq!((batches, t.durable()), (3, late));
+    }
+
+    #[test]
+    fn moves_are_numbered_per_peer() {
+        let mut t = Tail::new(Ledger::new(1, 3, 1, 100), 0, u64::MAX);
+        for change in [
+            Change::Give { to: 0, qty: 5 },
+            Change::Give { to: 2, qty: 5 },
+            Change::Give { to: 0, qty: 5 },
+            Change::Receive { from: 2, qty: 1 },
+            Change::Receive { from: 2, qty: 1 },
+        ] {
+            t.append(change).unwrap();
+        }
+        let l = t.ledger();
+        assert_eq!((l.sent(0).last_move, l.sent(0).tickets), (2, 10));
+        assert_eq!((l.sent(2).last_move, l.received(2).last_move), (1, 2));
+        assert_eq!(l.available(), 87);
+    }
+
+    #[test]
+    fn a_failure_is_permanent() {
+        let mut t = tail(u64::MAX);
+        sell(&mut t, 3);
+        let b = t.take_batch().unwrap();
+        t.fail(JournalError::WriteZero {
+            path: "x".into(),
+            offset: 0,
+        });
+        assert_eq!(t.take_batch(), None);
+        assert!(!t.pending());
+        assert!(t.append(Change::Sale { qty: 1 }).is_err());
+        assert_eq!(t.durable(), 0);
+        assert!(b.last_seq > t.durable());
+    }
+
+    #[test]
+    fn compaction_folds_everything_appended_into_one_snapshot() {
+        let mut t = tail(8192);
+        sell(&mut t, 400); // 10,909 bytes
+        let b = t.take_batch().unwrap();
+        t.done(&b);
+        let last = sell(&mut t, 2);
+        let c = t.take_batch().unwrap();
+        assert_eq!(
+            (c.kind, c.offset, c.last_seq),
+            (BatchKind::Compact, 0, last)
+        );
+        let frame = decode(&c.bytes).unwrap().unwrap();
+        assert_eq!(frame.seq, last);
+        assert_eq!(frame.record, Record::Snapshot(t.ledger().clone()));
+        let after = sell(&mut t, 1);
+        assert_eq!(t.take_batch(), None, "the compaction is in flight");
+        t.done(&c);
+        assert_eq!(t.durable(), last);
+        let next = t.take_batch().unwrap();
+        assert_eq!(
+            (next.kind, next.offset, next.last_seq),
+            (BatchKind::Append, 0, after)
+        );
+        assert_eq!(&next.bytes[..frame.bytes], &c.bytes[..frame.bytes]);
+    }
+}
