@@ -171,14 +171,14 @@ impl Ledger {
         self.available
     }
 
-    /// Moves to `peer` this epoch.
+    /// Moves to `peer` this epoch (none for a shard beyond the count).
     pub fn sent(&self, peer: usize) -> Moved {
-        self.sent[peer]
+        self.sent.get(peer).copied().unwrap_or_default()
     }
 
-    /// Moves from `peer` this epoch.
+    /// Moves from `peer` this epoch (none for a shard beyond the count).
     pub fn received(&self, peer: usize) -> Moved {
-        self.received[peer]
+        self.received.get(peer).copied().unwrap_or_default()
     }
 
     /// Applies one change record, or says why it cannot be applied (and changes nothing).
@@ -334,19 +334,22 @@ mod tests {
         }
     }
 
+    /// (shard, base, sold, sent, received, available or error)
+    type SnapshotCase = (
+        usize,
+        u64,
+        u64,
+        Vec<Moved>,
+        Vec<Moved>,
+        Result<u64, LedgerError>,
+    );
+
     #[test]
     fn from_parts_table() {
         let m = |last_move, tickets| Moved { last_move, tickets };
         let z = Moved::default();
         // (shard, base, sold, sent, received, outcome: available or error)
-        let cases: Vec<(
-            usize,
-            u64,
-            u64,
-            Vec<Moved>,
-            Vec<Moved>,
-            Result<u64, LedgerError>,
-        )> = vec![
+        let cases: Vec<SnapshotCase> = vec![
             (0, 10, 3, vec![z, m(1, 2)], vec![z, m(2, 4)], Ok(9)),
             (
                 0,

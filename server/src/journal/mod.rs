@@ -357,7 +357,9 @@ mod tests {
                 let mut appended = 0;
                 for round in 0..6 {
                     if round == 3 {
-                        fault.map(|f| disk.inject(f));
+                        if let Some(f) = fault {
+                            disk.inject(f);
+                        }
                     }
                     for _ in 0..50 {
                         if append(node, Change::Sale { qty: appended + 1 }).is_ok() {
@@ -682,6 +684,9 @@ mod tests {
         }
     }
 
+    /// Something done to a healthy data directory.
+    type Damage = Box<dyn Fn(&MemDisk)>;
+
     #[test]
     fn start_up_errors_table() {
         let healthy = || {
@@ -690,7 +695,7 @@ mod tests {
             disk
         };
         // (damage, expected error's line contains)
-        let cases: Vec<(Box<dyn Fn(&MemDisk)>, &str)> = vec![
+        let cases: Vec<(Damage, &str)> = vec![
             (
                 Box::new(|d| {
                     d.set_bytes(MANIFEST, b"TKDJ garbage");

@@ -232,12 +232,16 @@ pub fn encode(out: &mut Vec<u8>, seq: Seq, shard: usize, record: &Record) {
 
 /// The bytes `encode` would append for `record`.
 pub fn encoded_bytes(record: &Record) -> usize {
-    HEADER_BYTES
-        + match record {
-            Record::Sale { .. } => 8,
-            Record::Give { .. } | Record::Receive { .. } => 18,
-            Record::Snapshot(l) => SNAPSHOT_FIXED_BYTES + l.shards() * SNAPSHOT_PEER_BYTES,
-        }
+    match record {
+        Record::Sale { .. } => HEADER_BYTES + 8,
+        Record::Give { .. } | Record::Receive { .. } => HEADER_BYTES + 18,
+        Record::Snapshot(l) => snapshot_bytes(l.shards()),
+    }
+}
+
+/// The bytes of a snapshot record for `shards` shards.
+pub fn snapshot_bytes(shards: usize) -> usize {
+    HEADER_BYTES + SNAPSHOT_FIXED_BYTES + shards * SNAPSHOT_PEER_BYTES
 }
 
 fn shard_id(shard: usize) -> u16 {
@@ -438,6 +442,9 @@ mod tests {
         }
     }
 
+    /// (bytes, what decoding them gives)
+    type DecodeCase = (Vec<u8>, Result<Option<Frame>, Corruption>);
+
     #[test]
     fn decode_errors_table() {
         let mut sale = Vec::new();
@@ -452,7 +459,7 @@ mod tests {
             b
         };
         let too_long = (PAYLOAD_BYTES_MAX as u32 + 1).to_le_bytes();
-        let cases: Vec<(Vec<u8>, Result<Option<Frame>, Corruption>)> = vec![
+        let cases: Vec<DecodeCase> = vec![
             (vec![], Ok(None)),
             (vec![0; 30], Ok(None)),
             (vec![0, 0, 0, 0, 1], Ok(None)),

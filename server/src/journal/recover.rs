@@ -137,7 +137,8 @@ pub async fn open(
     assert!((1..=SHARDS_MAX).contains(&shards), "{shards} shards");
     let mut warnings = Vec::new();
     let names = store.list()?;
-    for name in names.iter().filter(|n| n.ends_with(TMP_SUFFIX)) {
+    let ours = |n: &&String| *n == MANIFEST_TMP || (is_shard_file(n) && n.ends_with(TMP_SUFFIX));
+    for name in names.iter().filter(ours) {
         // A manifest or compaction that never reached its rename: the file it would have
         // replaced is complete, this one is not needed.
         store.remove(name).await?;
@@ -521,7 +522,9 @@ impl Writer {
 }
 
 /// Takes the tail's next batch, writes it, and marks it done (or the journal failed), without
-/// holding the borrow across the I/O, so the shard keeps appending meanwhile. Returns the last
+/// holding the borrow across the I/O, so the shard keeps appending meanwhile. Call it from one
+/// committer task per shard, again whenever [`Tail::pending`]; compaction happens inside it when
+/// the file passed its threshold. An error is permanent: the shard must stop acknowledging. Returns the last
 /// durable sequence number it made durable, `None` when there was nothing to do, or the
 /// journal's permanent failure.
 pub async fn commit(

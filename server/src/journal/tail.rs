@@ -9,7 +9,7 @@
 //! - After a failure nothing more is handed out, and every append returns the failure.
 
 use super::ledger::Ledger;
-use super::record::{encode, encoded_bytes, Record, Seq, BLOCK_BYTES, HEADER_BYTES};
+use super::record::{encode, snapshot_bytes, Record, Seq, BLOCK_BYTES, HEADER_BYTES};
 use super::{Change, JournalError};
 
 /// The most bytes one batch writes. A torn write can only damage the batch in flight, so replay
@@ -167,7 +167,7 @@ impl Tail {
     fn wants_compaction(&self) -> bool {
         // Twice the snapshot's size at least, so a tiny threshold cannot make every batch a
         // compaction of a file that holds little more than its snapshot.
-        let snapshot = encoded_bytes(&Record::Snapshot(self.ledger.clone())) as u64;
+        let snapshot = snapshot_bytes(self.ledger.shards()) as u64;
         self.flushed >= self.compact_bytes.max(2 * snapshot)
     }
 
