@@ -259,6 +259,7 @@ mod tests {
 
     use futures_lite::future::block_on;
 
+    use super::record::Record;
     use super::recover::{shard_file, MANIFEST};
     use super::*;
     use crate::stock::allotment;
@@ -485,6 +486,17 @@ mod tests {
             let line = err.to_string();
             assert!(line.contains("shard-0.e1.log") && line.contains(&format!("offset {offset}")));
         }
+        // Zeros where a record was due, with intact records far after them: a hole, not an end.
+        let mut bytes = clean.clone();
+        bytes[record(10)..record(11)].fill(0);
+        disk.set_bytes(&name, &bytes);
+        match start(&disk, 1, STOCK, u64::MAX).err() {
+            Some(JournalError::Corrupt { offset, what, .. }) => {
+                assert_eq!(offset, record(10) as u64);
+                assert!(matches!(what, Corruption::Hole { .. }), "{what}");
+            }
+            other => panic!("{other:?}"),
+        }
         // Within the reach of the last batch, a bad record cannot be told from a torn write: it
         // is cut, with a warning (the limit of detection without a commit marker).
         let mut bytes = clean.clone();
@@ -684,6 +696,16 @@ mod tests {
         }
     }
 
+    /// Writes an intact record after the snapshot of shard 1 of 2 (which ends at 109).
+    fn append_record(disk: &MemDisk, seq: Seq, record: Record) {
+        let name = shard_file(1, 1);
+        let mut b = disk.bytes(&name).unwrap();
+        let mut r = Vec::new();
+        record::encode(&mut r, seq, 1, &record);
+        b[109..109 + r.len()].copy_from_slice(&r);
+        disk.set_bytes(&name, &b);
+    }
+
     /// Something done to a healthy data directory.
     type Damage = Box<dyn Fn(&MemDisk)>;
 
@@ -728,6 +750,35 @@ mod tests {
                     d.set_bytes(&shard_file(1, 1), &b);
                 }),
                 "record of shard 0 in the file of shard 1",
+            ),
+            (
+                Box::new(|d| {
+                    // The manifest claims 1 more ticket than the shards account for.
+                    let mut b = d.bytes(MANIFEST).unwrap();
+                    b[20..28].copy_from_slice(&101u64.to_le_bytes());
+                    let crc = crc32c::crc32c(&b[..36]);
+                    b[36..40].copy_from_slice(&crc.to_le_bytes());
+                    d.set_bytes(MANIFEST, &b);
+                }),
+                "journal does not balance: stock 101, sold 0, available 100",
+            ),
+            (
+                Box::new(|d| append_record(d, 5, Record::Sale { qty: 1 })),
+                "corrupt at offset 109: sequence number 5 where 1 was due",
+            ),
+            (
+                Box::new(|d| append_record(d, 1, Record::Sale { qty: 51 })),
+                "corrupt at offset 109: more tickets leave the slice than it holds",
+            ),
+            (
+                Box::new(|d| {
+                    let mut b = Vec::new();
+                    let stale = Ledger::new(1, 2, 9, 50);
+                    record::encode(&mut b, 0, 1, &Record::Snapshot(stale));
+                    b.resize(4096, 0);
+                    d.set_bytes(&shard_file(1, 1), &b);
+                }),
+                "corrupt at offset 0: no snapshot of this epoch and shard count first",
             ),
         ];
         for (damage, line) in cases {
