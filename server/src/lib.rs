@@ -9,6 +9,7 @@
 //! - [`routes`]: endpoints and JSON replies, written straight into the output buffer.
 //! - [`body`]: the `{"qty":N}` body: a strict fast path, serde_json behind it.
 //! - [`stock`]: a shard's slice of the stock and its view of the others.
+//! - [`journal`]: each shard's append-only O_DIRECT journal: group commit, replay, snapshots.
 //! - [`upstream`]: the ticket tier's forwarder, sans-IO: pooled keep-alive connections to the
 //!   vacancy service.
 //! - [`forward`]: the glommio tasks that drive a ticket shard's pool of upstream connections.
@@ -21,6 +22,7 @@ pub mod body;
 pub mod config;
 pub mod connection;
 pub mod forward;
+pub mod journal;
 pub mod latency;
 pub mod logging;
 pub mod metrics;

@@ -1,0 +1,401 @@
+//! A shard's ledger: what its journal says about its slice, as cumulative counters.
+//!
+//! Invariant: `available == base + Σ received.tickets − Σ sent.tickets − sold`, never negative,
+//! with every sum checked (a ledger that would go negative or overflow is corruption, not a
+//! wrap-around). Move numbers per peer are contiguous: the next Give to `b` is move
+//! `sent[b].last_move + 1`, the next Receive from `a` is `received[a].last_move + 1`.
+
+use std::fmt;
+
+use super::record::Record;
+
+/// Tickets moved to or from one peer since the start of the epoch, cumulative.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// The number of the last move (1 for the first move of the epoch, 0 for none).
+    pub last_move: u64,
+    /// Tickets carried by moves 1 to `last_move`.
+    pub tickets: u64,
+}
+
+/// Why a record cannot be applied to a ledger. On replay it means the journal is corrupt; on the
+/// write path it means the shard journaled something its slice did not do (a bug).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LedgerError {
+    /// More tickets leave the slice than it holds.
+    Overdrawn,
+    /// A counter would pass `u64::MAX`.
+    Overflow,
+    /// A move names this shard itself, or a shard beyond the shard count.
+    BadPeer {
+        /// The peer named.
+        peer: usize,
+    },
+    /// A move's number is not the peer's last move number plus one.
+    MoveOutOfOrder {
+        /// The number that was due.
+        expected: u64,
+        /// The number found.
+        found: u64,
+    },
+    /// A move of zero tickets (the protocol never sends one).
+    EmptyMove,
+    /// A snapshot after the first record of a file.
+    SnapshotNotFirst,
+}
+
+impl fmt::Display for LedgerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerError::Overdrawn => write!(f, "more tickets leave the slice than it holds"),
+            LedgerError::Overflow => write!(f, "a ticket counter overflows"),
+            LedgerError::BadPeer { peer } => write!(f, "a move names shard {peer}"),
+            LedgerError::MoveOutOfOrder { expected, found } => {
+                write!(f, "move number {found} where {expected} was due")
+            }
+            LedgerError::EmptyMove => write!(f, "a move of zero tickets"),
+            LedgerError::SnapshotNotFirst => write!(f, "a snapshot after the first record"),
+        }
+    }
+}
+
+/// One shard's slice as its journal records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ledger {
+    /// The shard this ledger belongs to.
+    shard: usize,
+    /// The shard count of the epoch (the length of `sent` and `received`).
+    shards: usize,
+    /// The epoch (one per start of the server) this ledger counts from.
+    epoch: u64,
+    /// Tickets the slice started the epoch with.
+    base: u64,
+    /// Tickets sold from this slice during the epoch.
+    sold: u64,
+    /// Per peer: tickets given to it this epoch (the entry for `shard` stays zero).
+    sent: Vec<Moved>,
+    /// Per peer: tickets received from it this epoch (the entry for `shard` stays zero).
+    received: Vec<Moved>,
+    /// `base + Σ received − Σ sent − sold`, kept up to date so reading it is O(1).
+    available: u64,
+}
+
+impl Ledger {
+    /// A fresh ledger at the start of an epoch: `base` tickets, no sale, no move.
+    pub fn new(shard: usize, shards: usize, epoch: u64, base: u64) -> Self {
+        assert!(shard < shards, "shard {shard} of {shards}");
+        Ledger {
+            shard,
+            shards,
+            epoch,
+            base,
+            sold: 0,
+            sent: vec![Moved::default(); shards],
+            received: vec![Moved::default(); shards],
+            available: base,
+        }
+    }
+
+    /// A ledger read from a snapshot, checked: own entries zero, nothing negative or overflowing.
+    pub(crate) fn from_parts(
+        shard: usize,
+        epoch: u64,
+        base: u64,
+        sold: u64,
+        sent: Vec<Moved>,
+        received: Vec<Moved>,
+    ) -> Result<Self, LedgerError> {
+        let shards = sent.len();
+        assert_eq!(shards, received.len(), "decoder gives both lists");
+        if shard >= shards {
+            return Err(LedgerError::BadPeer { peer: shard });
+        }
+        if sent[shard] != Moved::default() || received[shard] != Moved::default() {
+            return Err(LedgerError::BadPeer { peer: shard });
+        }
+        for m in sent.iter().chain(&received) {
+            // A move carries at least one ticket, so n moves carry at least n tickets.
+            if m.tickets < m.last_move {
+                return Err(LedgerError::EmptyMove);
+            }
+        }
+        let sum = |list: &[Moved]| {
+            list.iter()
+                .try_fold(0u64, |acc, m| acc.checked_add(m.tickets))
+                .ok_or(LedgerError::Overflow)
+        };
+        let inflow = base
+            .checked_add(sum(&received)?)
+            .ok_or(LedgerError::Overflow)?;
+        let outflow = sum(&sent)?.checked_add(sold).ok_or(LedgerError::Overflow)?;
+        let available = inflow.checked_sub(outflow).ok_or(LedgerError::Overdrawn)?;
+        Ok(Ledger {
+            shard,
+            shards,
+            epoch,
+            base,
+            sold,
+            sent,
+            received,
+            available,
+        })
+    }
+
+    /// The shard this ledger belongs to.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// The shard count of the epoch.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// The epoch this ledger counts from.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Tickets the slice started the epoch with.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Tickets sold from this slice during the epoch.
+    pub fn sold(&self) -> u64 {
+        self.sold
+    }
+
+    /// Tickets this slice holds: `base + Σ received − Σ sent − sold`.
+    pub fn available(&self) -> u64 {
+        self.available
+    }
+
+    /// Moves to `peer` this epoch (none for a shard beyond the count).
+    pub fn sent(&self, peer: usize) -> Moved {
+        self.sent.get(peer).copied().unwrap_or_default()
+    }
+
+    /// Moves from `peer` this epoch (none for a shard beyond the count).
+    pub fn received(&self, peer: usize) -> Moved {
+        self.received.get(peer).copied().unwrap_or_default()
+    }
+
+    /// Applies one change record, or says why it cannot be applied (and changes nothing).
+    pub(crate) fn apply(&mut self, record: &Record) -> Result<(), LedgerError> {
+        match *record {
+            Record::Sale { qty } => {
+                self.available = self
+                    .available
+                    .checked_sub(qty)
+                    .ok_or(LedgerError::Overdrawn)?;
+                // Cannot overflow: sold + available never exceeds what entered the slice.
+                self.sold += qty;
+            }
+            Record::Give { to, move_id, qty } => {
+                let next = self.check_move(to, self.sent.get(to), move_id, qty)?;
+                self.available = self
+                    .available
+                    .checked_sub(qty)
+                    .ok_or(LedgerError::Overdrawn)?;
+                self.sent[to] = next;
+            }
+            Record::Receive { from, move_id, qty } => {
+                let next = self.check_move(from, self.received.get(from), move_id, qty)?;
+                self.available = self
+                    .available
+                    .checked_add(qty)
+                    .ok_or(LedgerError::Overflow)?;
+                self.received[from] = next;
+            }
+            Record::Snapshot(_) => return Err(LedgerError::SnapshotNotFirst),
+        }
+        debug_assert_eq!(
+            Ledger::from_parts(
+                self.shard,
+                self.epoch,
+                self.base,
+                self.sold,
+                self.sent.clone(),
+                self.received.clone()
+            )
+            .map(|l| l.available),
+            Ok(self.available),
+            "ledger conservation broken"
+        );
+        Ok(())
+    }
+
+    /// The peer's counters after a move numbered `move_id` of `qty` tickets, if it is legal.
+    fn check_move(
+        &self,
+        peer: usize,
+        moved: Option<&Moved>,
+        move_id: u64,
+        qty: u64,
+    ) -> Result<Moved, LedgerError> {
+        let moved = match moved {
+            Some(m) if peer != self.shard => *m,
+            _ => return Err(LedgerError::BadPeer { peer }),
+        };
+        if qty == 0 {
+            return Err(LedgerError::EmptyMove);
+        }
+        let expected = moved.last_move + 1;
+        if move_id != expected {
+            return Err(LedgerError::MoveOutOfOrder {
+                expected,
+                found: move_id,
+            });
+        }
+        Ok(Moved {
+            last_move: move_id,
+            tickets: moved
+                .tickets
+                .checked_add(qty)
+                .ok_or(LedgerError::Overflow)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn give(to: usize, move_id: u64, qty: u64) -> Record {
+        Record::Give { to, move_id, qty }
+    }
+
+    fn receive(from: usize, move_id: u64, qty: u64) -> Record {
+        Record::Receive { from, move_id, qty }
+    }
+
+    #[test]
+    fn apply_table() {
+        // (records applied in order to a ledger of shard 1 of 3 with base 10, the outcome of the
+        // last one, available after)
+        let cases: Vec<(Vec<Record>, Result<(), LedgerError>, u64)> = vec![
+            (vec![Record::Sale { qty: 4 }], Ok(()), 6),
+            (
+                vec![Record::Sale { qty: 11 }],
+                Err(LedgerError::Overdrawn),
+                10,
+            ),
+            (vec![give(0, 1, 10)], Ok(()), 0),
+            (vec![give(0, 1, 11)], Err(LedgerError::Overdrawn), 10),
+            (
+                vec![give(1, 1, 1)],
+                Err(LedgerError::BadPeer { peer: 1 }),
+                10,
+            ),
+            (
+                vec![give(3, 1, 1)],
+                Err(LedgerError::BadPeer { peer: 3 }),
+                10,
+            ),
+            (vec![give(0, 1, 0)], Err(LedgerError::EmptyMove), 10),
+            (
+                vec![give(0, 2, 1)],
+                Err(LedgerError::MoveOutOfOrder {
+                    expected: 1,
+                    found: 2,
+                }),
+                10,
+            ),
+            (vec![give(0, 1, 1), give(2, 1, 1), give(0, 2, 1)], Ok(()), 7),
+            (
+                vec![give(0, 1, 1), give(0, 1, 1)],
+                Err(LedgerError::MoveOutOfOrder {
+                    expected: 2,
+                    found: 1,
+                }),
+                9,
+            ),
+            (vec![receive(2, 1, 5), Record::Sale { qty: 15 }], Ok(()), 0),
+            (
+                vec![receive(2, 1, u64::MAX)],
+                Err(LedgerError::Overflow),
+                10,
+            ),
+            (
+                vec![Record::Snapshot(Ledger::new(1, 3, 0, 0))],
+                Err(LedgerError::SnapshotNotFirst),
+                10,
+            ),
+        ];
+        for (records, outcome, available) in cases {
+            let mut ledger = Ledger::new(1, 3, 7, 10);
+            let mut last = Ok(());
+            for r in &records {
+                last = ledger.apply(r);
+            }
+            assert_eq!(last, outcome, "{records:?}");
+            assert_eq!(ledger.available(), available, "{records:?}");
+        }
+    }
+
+    /// (shard, base, sold, sent, received, available or error)
+    type SnapshotCase = (
+        usize,
+        u64,
+        u64,
+        Vec<Moved>,
+        Vec<Moved>,
+        Result<u64, LedgerError>,
+    );
+
+    #[test]
+    fn from_parts_table() {
+        let m = |last_move, tickets| Moved { last_move, tickets };
+        let z = Moved::default();
+        // (shard, base, sold, sent, received, outcome: available or error)
+        let cases: Vec<SnapshotCase> = vec![
+            (0, 10, 3, vec![z, m(1, 2)], vec![z, m(2, 4)], Ok(9)),
+            (
+                0,
+                10,
+                9,
+                vec![z, m(1, 2)],
+                vec![z, z],
+                Err(LedgerError::Overdrawn),
+            ),
+            (
+                0,
+                1,
+                0,
+                vec![m(1, 1), z],
+                vec![z, z],
+                Err(LedgerError::BadPeer { peer: 0 }),
+            ),
+            (
+                2,
+                1,
+                0,
+                vec![z, z],
+                vec![z, z],
+                Err(LedgerError::BadPeer { peer: 2 }),
+            ),
+            (
+                0,
+                10,
+                0,
+                vec![z, m(3, 2)],
+                vec![z, z],
+                Err(LedgerError::EmptyMove),
+            ),
+            (
+                0,
+                u64::MAX,
+                0,
+                vec![z, z],
+                vec![z, m(1, 1)],
+                Err(LedgerError::Overflow),
+            ),
+        ];
+        for (shard, base, sold, sent, received, outcome) in cases {
+            let got = Ledger::from_parts(shard, 1, base, sold, sent.clone(), received.clone())
+                .map(|l| l.available());
+            assert_eq!(got, outcome, "{sent:?} {received:?}");
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! Start-up: read the manifest, replay every shard file of the last epoch, reconcile moves, check
+//! that the stock balances, and start the next epoch (see the module doc of `journal` for why
+//! every step is crash-safe). Also the per-shard writer that the committer drives.
+
+use std::cell::RefCell;
+
+use super::file::{JournalFile, Store};
+use super::ledger::Ledger;
+use super::record::PAYLOAD_BYTES_MAX;
+use super::record::{decode, encode, Corruption, Record, Seq, BLOCK_BYTES, HEADER_BYTES};
+use super::tail::{Batch, BatchKind, Tail, BATCH_BYTES_MAX};
+use super::JournalError;
+use crate::config::SHARDS_MAX;
+use crate::stock::allotment;
+
+/// The manifest's name in the data directory.
+pub const MANIFEST: &str = "MANIFEST";
+/// The manifest being replaced; never read, deleted at start.
+const MANIFEST_TMP: &str = "MANIFEST.tmp";
+/// The manifest's first bytes.
+const MANIFEST_MAGIC: &[u8; 4] = b"TKDJ";
+/// The manifest format this code writes and reads.
+const MANIFEST_VERSION: u32 = 1;
+/// magic (4) + version (4) + epoch (8) + shards (4) + stock (8) + sold (8) + crc (4).
+const MANIFEST_BYTES: usize = 40;
+/// Files written by a compaction that did not reach its rename end with this.
+const TMP_SUFFIX: &str = ".tmp";
+
+/// The name of shard `shard`'s file in epoch `epoch`.
+pub fn shard_file(shard: usize, epoch: u64) -> String {
+    format!("shard-{shard}.e{epoch}.log")
+}
+
+/// What the manifest says: the epoch whose shard files hold the truth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Manifest {
+    /// The current epoch.
+    epoch: u64,
+    /// Shard files in that epoch.
+    shards: usize,
+    /// The total stock, sold or not; constant for the life of the data directory.
+    stock: u64,
+    /// Tickets sold before the epoch started.
+    sold: u64,
+}
+
+impl Manifest {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(BLOCK_BYTES);
+        out.extend_from_slice(MANIFEST_MAGIC);
+        out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&(self.shards as u32).to_le_bytes());
+        out.extend_from_slice(&self.stock.to_le_bytes());
+        out.extend_from_slice(&self.sold.to_le_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(out.len(), MANIFEST_BYTES);
+        out.resize(BLOCK_BYTES, 0);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Manifest, &'static str> {
+        let b = bytes.get(..MANIFEST_BYTES).ok_or("too short")?;
+        if &b[..4] != MANIFEST_MAGIC {
+            return Err("not a ticketd journal manifest");
+        }
+        let crc = u32::from_le_bytes(b[36..40].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&b[..36]) != crc {
+            return Err("checksum mismatch");
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        if u32_at(4) != MANIFEST_VERSION {
+            return Err("unknown format version");
+        }
+        let m = Manifest {
+            epoch: u64_at(8),
+            shards: u32_at(16) as usize,
+            stock: u64_at(20),
+            sold: u64_at(28),
+        };
+        if m.shards == 0 || m.shards > SHARDS_MAX || m.sold > m.stock {
+            return Err("impossible values");
+        }
+        Ok(m)
+    }
+}
+
+/// Where one shard's journal starts in the new epoch: hand it to [`Writer::open`] on the shard's
+/// own executor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardStart {
+    /// The shard's file name in the data directory.
+    pub file: String,
+    /// The shard's ledger at the start of the epoch (its slice holds `ledger.available()`).
+    pub ledger: Ledger,
+    /// The sequence number of the file's snapshot; the first change gets `seq + 1`.
+    pub seq: Seq,
+}
+
+/// What start-up found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The epoch this run writes.
+    pub epoch: u64,
+    /// The total stock (sold or not), from the journal once there is one.
+    pub stock: u64,
+    /// Tickets sold before this run.
+    pub sold: u64,
+    /// Tickets left to sell, cut among the shards: `stock == sold + available`.
+    pub available: u64,
+    /// One per shard, in shard order.
+    pub shards: Vec<ShardStart>,
+    /// Things the operator should know, one line each (log them at WARN).
+    pub warnings: Vec<String>,
+}
+
+/// One shard file, replayed.
+#[derive(Debug)]
+struct Replayed {
+    /// The ledger after the last valid record.
+    ledger: Ledger,
+    /// Where the last valid record ends.
+    end: u64,
+}
+
+/// Opens the journal in `dir` at start-up, before the shards start (on one glommio executor):
+/// replays the last epoch, reconciles moves, and writes the first snapshot of a new epoch for
+/// `shards` shards. `configured_stock` is used only for a data directory without a manifest;
+/// otherwise the journal's stock wins and a disagreement is a warning.
+pub async fn open(
+    store: &Store,
+    shards: usize,
+    configured_stock: u64,
+) -> Result<Recovered, JournalError> {
+    assert!((1..=SHARDS_MAX).contains(&shards), "{shards} shards");
+    let mut warnings = Vec::new();
+    let names = store.list()?;
+    let ours = |n: &&String| *n == MANIFEST_TMP || (is_shard_file(n) && n.ends_with(TMP_SUFFIX));
+    for name in names.iter().filter(ours) {
+        // A manifest or compaction that never reached its rename: the file it would have
+        // replaced is complete, this one is not needed.
+        store.remove(name).await?;
+    }
+    let (old, stock, sold, available) = match store.read(MANIFEST).await? {
+        None => {
+            // Nothing was acknowledged before the first manifest existed (open writes it before
+            // any shard runs), so shard files without one are a first start that crashed.
+            for name in names.iter().filter(|n| is_shard_file(n)) {
+                store.remove(name).await?;
+            }
+            (None, configured_stock, 0, configured_stock)
+        }
+        Some(bytes) => {
+            let m = Manifest::decode(&bytes).map_err(|what| JournalError::Manifest {
+                path: store.path(MANIFEST),
+                what,
+            })?;
+            let (sold, available) = replay_epoch(store, &m, &mut warnings).await?;
+            if m.stock != configured_stock {
+                warnings.push(format!(
+                    "configured stock {configured_stock} differs from the journal's stock {}; \
+                     keeping the journal's",
+                    m.stock
+                ));
+            }
+            if m.shards != shards {
+                warnings.push(format!(
+                    "shard count changed from {} to {shards}; {available} available tickets \
+                     cut anew",
+                    m.shards
+                ));
+            }
+            (Some(m), m.stock, sold, available)
+        }
+    };
+    let epoch = old.map_or(0, |m| m.epoch) + 1;
+    let mut starts = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        let ledger = Ledger::new(shard, shards, epoch, allotment(available, shards, shard));
+        let start = ShardStart {
+            file: shard_file(shard, epoch),
+            ledger,
+            seq: 0,
+        };
+        let mut bytes = Vec::new();
+        encode(
+            &mut bytes,
+            start.seq,
+            shard,
+            &Record::Snapshot(start.ledger.clone()),
+        );
+        write_file(store, &start.file, bytes).await?;
+        starts.push(start);
+    }
+    store.sync_dir().await?;
+    let manifest = Manifest {
+        epoch,
+        shards,
+        stock,
+        sold,
+    };
+    write_file(store, MANIFEST_TMP, manifest.encode()).await?;
+    store.rename(MANIFEST_TMP, MANIFEST).await?;
+    store.sync_dir().await?;
+    // The new epoch is the truth now; the old files are garbage (removed again next start if
+    // this fails).
+    for name in store.list()? {
+        if is_shard_file(&name) && !starts.iter().any(|s| s.file == name) {
+            if let Err(e) = store.remove(&name).await {
+                warnings.push(format!("could not remove an old journal file: {e}"));
+            }
+        }
+    }
+    Ok(Recovered {
+        epoch,
+        stock,
+        sold,
+        available,
+        shards: starts,
+        warnings,
+    })
+}
+
+fn is_shard_file(name: &str) -> bool {
+    name.starts_with("shard-") && name.contains(".log")
+}
+
+/// Writes a whole new file and makes its bytes durable (its name is made durable by the
+/// caller's directory sync).
+async fn write_file(store: &Store, name: &str, mut bytes: Vec<u8>) -> Result<(), JournalError> {
+    bytes.resize(bytes.len().div_ceil(BLOCK_BYTES) * BLOCK_BYTES, 0);
+    let file = store.create(name).await?;
+    let outcome = write_all(store, name, &file, 0, &bytes).await;
+    let outcome = match outcome {
+        Ok(()) => file
+            .fdatasync()
+            .await
+            .map_err(|e| JournalError::io(store.path(name), "fdatasync", e)),
+        Err(e) => Err(e),
+    };
+    file.close().await;
+    outcome
+}
+
+/// Writes `bytes` at `offset`, continuing after short writes; a write that makes no progress is
+/// an error, never a retry.
+async fn write_all(
+    store: &Store,
+    name: &str,
+    file: &JournalFile,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<(), JournalError> {
+    let mut done = 0usize;
+    while done < bytes.len() {
+        let at = offset + done as u64;
+        let n = file
+            .write_at(at, &bytes[done..])
+            .await
+            .map_err(|e| JournalError::io(store.path(name), "write", e).at(at))?;
+        if n == 0 {
+            return Err(JournalError::WriteZero {
+                path: store.path(name),
+                offset: at,
+            });
+        }
+        // O_DIRECT needs aligned offsets: continue from the last whole block written, which
+        // rewrites a few bytes with the same values.
+        let aligned = (done + n) / BLOCK_BYTES * BLOCK_BYTES;
+        done = if aligned > done { aligned } else { done + n };
+    }
+    Ok(())
+}
+
+/// Replays every shard file of the manifest's epoch: returns the tickets sold in all (before and
+/// during the epoch) and the tickets available (in slices and in transit).
+async fn replay_epoch(
+    store: &Store,
+    m: &Manifest,
+    warnings: &mut Vec<String>,
+) -> Result<(u64, u64), JournalError> {
+    let mut ledgers = Vec::with_capacity(m.shards);
+    for shard in 0..m.shards {
+        let name = shard_file(shard, m.epoch);
+        let path = store.path(&name);
+        let bytes = store
+            .read(&name)
+            .await?
+            .ok_or_else(|| JournalError::MissingFile { path: path.clone() })?;
+        let replayed =
+            replay(&bytes, shard, m).map_err(|(offset, what)| JournalError::Corrupt {
+                path: path.clone(),
+                offset,
+                what,
+            })?;
+        let end = replayed.end as usize;
+        if bytes[end..].iter().any(|&b| b != 0) {
+            warnings.push(format!(
+                "cut a torn tail at offset {end} of {} (unacknowledged records)",
+                path.display()
+            ));
+        }
+        ledgers.push(replayed.ledger);
+    }
+    let overflow = || JournalError::Unbalanced {
+        stock: m.stock,
+        sold: u64::MAX,
+        available: u64::MAX,
+    };
+    let mut sold = m.sold;
+    let mut available = 0u64;
+    for l in &ledgers {
+        sold = sold.checked_add(l.sold()).ok_or_else(overflow)?;
+        available = available.checked_add(l.available()).ok_or_else(overflow)?;
+    }
+    for from in 0..m.shards {
+        for to in (0..m.shards).filter(|&to| to != from) {
+            let sent = ledgers[from].sent(to);
+            let received = ledgers[to].received(from);
+            let consistent = received.last_move <= sent.last_move
+                && received.tickets <= sent.tickets
+                && (received.last_move < sent.last_move || received.tickets == sent.tickets);
+            if !consistent {
+                return Err(JournalError::MoveMismatch {
+                    from,
+                    to,
+                    sent,
+                    received,
+                });
+            }
+            let in_transit = sent.tickets - received.tickets;
+            if in_transit > 0 {
+                warnings.push(format!(
+                    "restored {in_transit} tickets in transit from shard {from} to shard {to} \
+                     (moves {} to {})",
+                    received.last_move + 1,
+                    sent.last_move
+                ));
+            }
+            available = available.checked_add(in_transit).ok_or_else(overflow)?;
+        }
+    }
+    if sold.checked_add(available) != Some(m.stock) {
+        return Err(JournalError::Unbalanced {
+            stock: m.stock,
+            sold,
+            available,
+        });
+    }
+    Ok((sold, available))
+}
+
+/// Replays one shard file: the ledger after the last valid record, or the offset and nature of
+/// corruption. A bad record is a torn tail (cut off) when no valid record of this shard starts
+/// further than [`BATCH_BYTES_MAX`] past its block: only the last batch can be torn, and no
+/// batch is longer. Anything else is corruption, reported, never skipped.
+fn replay(bytes: &[u8], shard: usize, m: &Manifest) -> Result<Replayed, (u64, Corruption)> {
+    let mut ledger: Option<Ledger> = None;
+    let mut seq = 0;
+    let mut at = 0usize;
+    loop {
+        let failure = match next_record(&bytes[at..], shard, m, &mut ledger, seq) {
+            Ok(Some((record_seq, len))) => {
+                seq = record_seq;
+                at += len;
+                continue;
+            }
+            Ok(None) => Corruption::Empty,
+            Err(c) => c,
+        };
+        if !failure.may_be_torn() {
+            return Err((at as u64, failure));
+        }
+        let Some(ledger) = ledger else {
+            // The first record (the snapshot) was synced before the file was named in the
+            // manifest or renamed into place: it cannot be torn.
+            return Err((0, failure));
+        };
+        let window_end = at - at % BLOCK_BYTES + BATCH_BYTES_MAX;
+        if let Some(found) = find_record(bytes, window_end.max(at + 1), shard) {
+            // A valid record beyond the reach of the last batch: the bad bytes are not a torn
+            // tail. Name the first bad record (or the hole where one was due).
+            let failure = if failure == Corruption::Empty {
+                Corruption::Hole { next: found as u64 }
+            } else {
+                failure
+            };
+            return Err((at as u64, failure));
+        }
+        return Ok(Replayed {
+            ledger,
+            end: at as u64,
+        });
+    }
+}
+
+/// Decodes and checks the record at the start of `bytes` against the replay so far: its shard,
+/// its sequence number, and the ledger (which it updates). `Ok(None)` at the end of the log.
+fn next_record(
+    bytes: &[u8],
+    shard: usize,
+    m: &Manifest,
+    ledger: &mut Option<Ledger>,
+    seq: Seq,
+) -> Result<Option<(Seq, usize)>, Corruption> {
+    let Some(frame) = decode(bytes)? else {
+        return Ok(None);
+    };
+    if frame.shard != shard {
+        return Err(Corruption::Shard {
+            expected: shard,
+            found: frame.shard,
+        });
+    }
+    match (ledger.as_mut(), frame.record) {
+        (None, Record::Snapshot(l)) => {
+            if l.epoch() != m.epoch || l.shards() != m.shards {
+                return Err(Corruption::Snapshot);
+            }
+            *ledger = Some(l);
+        }
+        (None, _) => return Err(Corruption::Snapshot),
+        (Some(l), record) => {
+            if frame.seq != seq + 1 {
+                return Err(Corruption::Sequence {
+                    expected: seq + 1,
+                    found: frame.seq,
+                });
+            }
+            l.apply(&record).map_err(Corruption::Ledger)?;
+        }
+    }
+    Ok(Some((frame.seq, frame.bytes)))
+}
+
+/// The offset of the first intact record of `shard` starting at or after `from`, if any. Checks
+/// the cheap header fields before the checksum, so scanning zeros or garbage costs a few
+/// comparisons a byte.
+fn find_record(bytes: &[u8], from: usize, shard: usize) -> Option<usize> {
+    let last = bytes.len().checked_sub(HEADER_BYTES)?;
+    (from..=last).find(|&at| {
+        let h = &bytes[at..at + HEADER_BYTES];
+        let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
+        let kind = h[18];
+        len > 0
+            && len <= PAYLOAD_BYTES_MAX
+            && (1..=4).contains(&kind)
+            && usize::from(u16::from_le_bytes([h[16], h[17]])) == shard
+            && matches!(decode(&bytes[at..]), Ok(Some(_)))
+    })
+}
+
+/// The I/O half of one shard's journal: writes and syncs the batches its [`Tail`] hands out.
+/// Lives on the shard's executor; drive it with [`commit`].
+#[derive(Debug)]
+pub struct Writer {
+    /// Where the files are.
+    store: Store,
+    /// The shard file's name.
+    file_name: String,
+    /// The open shard file.
+    file: JournalFile,
+}
+
+impl Writer {
+    /// Opens the shard's file for appending, on the calling executor, and the tail that feeds
+    /// it. `compact_bytes`: see [`super::COMPACT_BYTES_DEFAULT`].
+    pub async fn open(
+        store: &Store,
+        start: ShardStart,
+        compact_bytes: u64,
+    ) -> Result<(Writer, Tail), JournalError> {
+        let file = store.open_write(&start.file).await?;
+        let writer = Writer {
+            store: store.clone(),
+            file_name: start.file,
+            file,
+        };
+        Ok((writer, Tail::new(start.ledger, start.seq, compact_bytes)))
+    }
+
+    /// Writes one batch and makes it durable. A compaction batch goes to a new file that is
+    /// synced, renamed over the shard's file, and whose name is synced, before it counts.
+    pub async fn write(&mut self, batch: &Batch) -> Result<(), JournalError> {
+        match batch.kind {
+            BatchKind::Append => {
+                let name = &self.file_name;
+                write_all(&self.store, name, &self.file, batch.offset, &batch.bytes).await?;
+                self.file
+                    .fdatasync()
+                    .await
+                    .map_err(|e| JournalError::io(self.store.path(name), "fdatasync", e))
+            }
+            BatchKind::Compact => {
+                let tmp = format!("{}{TMP_SUFFIX}", self.file_name);
+                let file = self.store.create(&tmp).await?;
+                let synced = match write_all(&self.store, &tmp, &file, 0, &batch.bytes).await {
+                    Ok(()) => file
+                        .fdatasync()
+                        .await
+                        .map_err(|e| JournalError::io(self.store.path(&tmp), "fdatasync", e)),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = synced {
+                    file.close().await;
+                    return Err(e);
+                }
+                if let Err(e) = self.store.rename(&tmp, &self.file_name).await {
+                    file.close().await;
+                    return Err(e);
+                }
+                // From the rename on, appends go to the new file, even if the directory sync
+                // fails (then the journal fails, and the new file is the one to keep).
+                let old = std::mem::replace(&mut self.file, file);
+                old.close().await;
+                self.store.sync_dir().await
+            }
+        }
+    }
+}
+
+/// Takes the tail's next batch, writes it, and marks it done (or the journal failed), without
+/// holding the borrow across the I/O, so the shard keeps appending meanwhile. Call it from one
+/// committer task per shard, again whenever [`Tail::pending`]; compaction happens inside it when
+/// the file passed its threshold. An error is permanent: the shard must stop acknowledging. Returns the last
+/// durable sequence number it made durable, `None` when there was nothing to do, or the
+/// journal's permanent failure.
+pub async fn commit(
+    tail: &RefCell<Tail>,
+    writer: &mut Writer,
+) -> Result<Option<Seq>, JournalError> {
+    let batch = tail.borrow_mut().take_batch();
+    let Some(batch) = batch else {
+        return match tail.borrow().failed() {
+            Some(e) => Err(e.clone()),
+            None => Ok(None),
+        };
+    };
+    match writer.write(&batch).await {
+        Ok(()) => {
+            tail.borrow_mut().done(&batch);
+            Ok(Some(batch.last_seq))
+        }
+        Err(e) => {
+            tail.borrow_mut().fail(e.clone());
+            Err(e)
+        }
+    }
+}
