@@ -120,6 +120,19 @@ pub const TIMEOUT_MS_RANGE: RangeInclusive<u64> = 1..=3_600_000;
 /// The shutdown grace may be 0: stop at once.
 pub const SHUTDOWN_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 0..=3_600_000;
 
+/// Where the durable journal lives, relative to the working directory: a checkout keeps its data
+/// beside it, and the systemd units, which start in their state directory, also name it there.
+pub const DATA_DIR_DEFAULT: &str = "./data";
+
+/// Bytes a shard's journal file may grow to before it is compacted into a snapshot. 64 MiB keeps
+/// the replay at start-up to a fraction of a second and the disk use per shard small, while
+/// compacting seldom: at most once every thousand full batches.
+pub const JOURNAL_COMPACT_BYTES_DEFAULT: u64 = 64 << 20;
+/// At least 64 KiB: one batch is at most that long (`journal::tail::BATCH_BYTES_MAX`), so a
+/// smaller threshold would compact after every batch. At most 1 TiB: a journal that long would take over a quarter of an hour to replay
+/// at start-up even at 1 GB/s, so a larger value is a typing mistake, not a setting.
+pub const JOURNAL_COMPACT_BYTES_RANGE: RangeInclusive<u64> = 64 << 10..=1 << 40;
+
 /// Latency histograms are dumped only at shutdown unless a period is given.
 pub const LATENCY_DUMP_INTERVAL_SECONDS_DEFAULT: f64 = 0.0;
 /// A period, when given, is at least 0.1 s: each dump holds the shard's thread for about a
@@ -155,6 +168,27 @@ impl Mode {
             Mode::Monolith => 8000,
             Mode::Vacancy => 8001,
             Mode::Ticket => 8002,
+        }
+    }
+}
+
+/// Whether a sale waits for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// A sale is acknowledged only after its journal record is fdatasync'ed; a restart, even after
+    /// a crash or power loss, keeps every acknowledged sale.
+    Sync,
+    /// Memory only, like the original system: nothing is journaled, and a restart starts from
+    /// `initial_stock` again. The server warns about it at start.
+    None,
+}
+
+impl Durability {
+    /// The name used in `DURABILITY`, logs and `--print-config`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Sync => "sync",
+            Durability::None => "none",
         }
     }
 }
@@ -222,6 +256,16 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM (`--shutdown-timeout-ms`).
     pub shutdown_timeout: Duration,
+    /// Where the durable journal lives (`--data-dir`, `DATA_DIR`), kept as given: a relative path
+    /// is relative to the working directory. Whether it can be created and written is checked at
+    /// start-up (exit 1), not here, so that `--print-config` touches no file. Not used with
+    /// [`Durability::None`].
+    pub data_dir: PathBuf,
+    /// Whether a sale is acknowledged only once it is on disk (`--durability`, `DURABILITY`).
+    pub durability: Durability,
+    /// Bytes a shard's journal file may grow to before it is compacted into a snapshot
+    /// (`--journal-compact-bytes`, `JOURNAL_COMPACT_BYTES`), within [`JOURNAL_COMPACT_BYTES_RANGE`].
+    pub journal_compact_bytes: u64,
     /// Where each shard writes its service-time histograms, `shard-N.hgrm` and `shard-N.hlog`
     /// (`--latency-dump`, `LATENCY_DUMP`); `None`: nothing is recorded. The directory is created
     /// at start-up; one that cannot be is a start-up failure (exit 1), not a configuration error,
@@ -459,6 +503,21 @@ struct Cli {
           default_value_t = SHUTDOWN_TIMEOUT_MS_DEFAULT.to_string())]
     shutdown_timeout_ms: String,
 
+    /// Directory of the durable journal; a relative path is relative to the working directory
+    #[arg(long, env = "DATA_DIR", value_name = "DIR", default_value = DATA_DIR_DEFAULT)]
+    data_dir: String,
+
+    /// sync: a sale is acknowledged only after its journal record is fdatasync'ed; none: memory
+    /// only, sales are lost on restart (warned about at start)
+    #[arg(long, env = "DURABILITY", value_name = "MODE",
+          default_value_t = Durability::Sync.as_str().to_string())]
+    durability: String,
+
+    /// Compact a shard's journal into a snapshot once it grows past this many bytes
+    #[arg(long, env = "JOURNAL_COMPACT_BYTES", value_name = "BYTES",
+          default_value_t = JOURNAL_COMPACT_BYTES_DEFAULT.to_string())]
+    journal_compact_bytes: String,
+
     /// Record per-shard service-time histograms and write DIR/shard-N.hgrm and .hlog at shutdown
     /// (DIR is created if missing) [default: off]
     #[arg(long, env = "LATENCY_DUMP", value_name = "DIR")]
@@ -655,6 +714,24 @@ impl Config {
                 "SHUTDOWN_TIMEOUT_MS",
                 &cli.shutdown_timeout_ms,
             )?,
+            data_dir: check(
+                parse_dir(&cli.data_dir),
+                "--data-dir",
+                "DATA_DIR",
+                &cli.data_dir,
+            )?,
+            durability: check(
+                parse_durability(&cli.durability),
+                "--durability",
+                "DURABILITY",
+                &cli.durability,
+            )?,
+            journal_compact_bytes: check(
+                parse_whole(&cli.journal_compact_bytes, JOURNAL_COMPACT_BYTES_RANGE),
+                "--journal-compact-bytes",
+                "JOURNAL_COMPACT_BYTES",
+                &cli.journal_compact_bytes,
+            )?,
             latency_dump: match &cli.latency_dump {
                 Some(dir) => Some(check(
                     parse_dir(dir),
@@ -684,8 +761,8 @@ impl Config {
 
     /// The effective configuration as one line of JSON. Keys are the flags' names in snake_case,
     /// and values are in the flags' units (seconds for `vacancy_timeout` and `cache_ttl_seconds`,
-    /// milliseconds for `*_timeout_ms`); `shards`, `cpus` and `latency_dump` are `null` when
-    /// automatic or off.
+    /// milliseconds for `*_timeout_ms`, bytes for `*_bytes*`); `shards`, `cpus` and
+    /// `latency_dump` are `null` when automatic or off.
     pub fn to_json(&self) -> String {
         let shards = self
             .shards
@@ -720,6 +797,7 @@ impl Config {
                 "\"head_bytes_max\":{},\"headers_max\":{},\"body_bytes_max\":{},",
                 "\"target_bytes_max\":{},\"connections_max\":{},",
                 "\"head_timeout_ms\":{},\"idle_timeout_ms\":{},\"shutdown_timeout_ms\":{},",
+                "\"data_dir\":{},\"durability\":{},\"journal_compact_bytes\":{},",
                 "\"latency_dump\":{},\"latency_dump_interval_seconds\":{}}}"
             ),
             json_string(self.mode.as_str()),
@@ -747,6 +825,9 @@ impl Config {
             self.head_timeout.as_millis(),
             self.idle_timeout.as_millis(),
             self.shutdown_timeout.as_millis(),
+            json_string(&self.data_dir.to_string_lossy()),
+            json_string(self.durability.as_str()),
+            self.journal_compact_bytes,
             latency_dump,
             self.latency_dump_interval.as_secs_f64(),
         )
@@ -767,6 +848,7 @@ impl Config {
              http_keepalive_connections={} cache_ttl_seconds={} log_level={} rust_log={} \
              json_logs={} head_bytes_max={} headers_max={} body_bytes_max={} target_bytes_max={} \
              connections_max={} head_timeout_ms={} idle_timeout_ms={} shutdown_timeout_ms={} \
+             data_dir={} durability={} journal_compact_bytes={} \
              latency_dump={} latency_dump_interval_seconds={}",
             self.mode.as_str(),
             self.listen_addr(),
@@ -788,6 +870,9 @@ impl Config {
             self.head_timeout.as_millis(),
             self.idle_timeout.as_millis(),
             self.shutdown_timeout.as_millis(),
+            self.data_dir.to_string_lossy(),
+            self.durability.as_str(),
+            self.journal_compact_bytes,
             self.latency_dump
                 .as_ref()
                 .map_or_else(|| "-".into(), |dir| dir.to_string_lossy()),
@@ -953,6 +1038,15 @@ fn parse_bool(raw: &str) -> Result<bool, String> {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err("expected true or false (also 1/0, yes/no, on/off)".into()),
+    }
+}
+
+/// A durability mode, case-insensitively.
+fn parse_durability(raw: &str) -> Result<Durability, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "sync" => Ok(Durability::Sync),
+        "none" => Ok(Durability::None),
+        _ => Err("expected sync or none".into()),
     }
 }
 
@@ -1315,6 +1409,9 @@ mod tests {
         assert_eq!(c.head_timeout, Duration::from_secs(10));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(c.data_dir, Path::new("./data"));
+        assert_eq!(c.durability, Durability::Sync);
+        assert_eq!(c.journal_compact_bytes, 64 * 1024 * 1024);
         assert_eq!(
             (c.latency_dump, c.latency_dump_interval),
             (None, Duration::ZERO)
@@ -1331,6 +1428,88 @@ mod tests {
         assert_eq!(c.max_order_qty, 2, "env over .env");
         assert_eq!(c.shards, Some(3), ".env over default");
         assert_eq!(c.headers_max, HEADERS_MAX_DEFAULT, "default");
+    }
+
+    /// The journal options, each from every source: flag over environment over `.env` over the
+    /// default.
+    #[test]
+    fn journal_options_flag_beats_env_beats_dotenv_beats_default() {
+        type Row = (
+            Args,
+            Vars,
+            Option<&'static str>,
+            &'static str,
+            Durability,
+            u64,
+        );
+        let dotenv = "DATA_DIR=/d\nDURABILITY=none\nJOURNAL_COMPACT_BYTES=65536\n";
+        let table: &[Row] = &[
+            (&[], &[], None, "./data", Durability::Sync, 67_108_864),
+            (&[], &[], Some(dotenv), "/d", Durability::None, 65_536),
+            (
+                &[],
+                &[
+                    ("DATA_DIR", "/e"),
+                    ("DURABILITY", "sync"),
+                    ("JOURNAL_COMPACT_BYTES", "131072"),
+                ],
+                Some(dotenv),
+                "/e",
+                Durability::Sync,
+                131_072,
+            ),
+            (
+                &[
+                    "--data-dir",
+                    "f",
+                    "--durability",
+                    "none",
+                    "--journal-compact-bytes",
+                    "1099511627776",
+                ],
+                &[
+                    ("DATA_DIR", "/e"),
+                    ("DURABILITY", "sync"),
+                    ("JOURNAL_COMPACT_BYTES", "131072"),
+                ],
+                Some(dotenv),
+                "f",
+                Durability::None,
+                1 << 40,
+            ),
+            (
+                &["--data-dir", "/x y"],
+                &[("DATA_DIR", "/e")],
+                None,
+                "/x y",
+                Durability::Sync,
+                67_108_864,
+            ),
+            (
+                &["--durability", "NONE"],
+                &[],
+                Some(dotenv),
+                "/d",
+                Durability::None,
+                65_536,
+            ),
+            (
+                &[],
+                &[("DURABILITY", " Sync ")],
+                Some(dotenv),
+                "/d",
+                Durability::Sync,
+                65_536,
+            ),
+        ];
+        for &(args, env, dotenv, data_dir, durability, compact) in table {
+            let c = ok(args, env, dotenv);
+            assert_eq!(
+                (c.data_dir.as_path(), c.durability, c.journal_compact_bytes),
+                (Path::new(data_dir), durability, compact),
+                "{args:?} {env:?} {dotenv:?}"
+            );
+        }
     }
 
     #[test]
@@ -1479,6 +1658,14 @@ mod tests {
         }
     }
 
+    #[test]
+    fn durability_names() {
+        for (durability, name) in [(Durability::Sync, "sync"), (Durability::None, "none")] {
+            assert_eq!(durability.as_str(), name);
+            assert_eq!(parse_durability(name), Ok(durability));
+        }
+    }
+
     /// Every invalid value names its flag and environment variable, on one line.
     #[test]
     fn invalid_values() {
@@ -1529,6 +1716,15 @@ mod tests {
             (&["--latency-dump-interval-seconds", "0.05"], &[], "invalid value \"0.05\" for --latency-dump-interval-seconds (LATENCY_DUMP_INTERVAL_SECONDS): expected 0 or a number of seconds from 0.1 to 3600"),
             (&[], &[("LATENCY_DUMP_INTERVAL_SECONDS", "-1")], "for --latency-dump-interval-seconds (LATENCY_DUMP_INTERVAL_SECONDS)"),
             (&["--latency-dump-interval-seconds", "1s"], &[], "for --latency-dump-interval-seconds"),
+            (&["--data-dir", ""], &[], "invalid value \"\" for --data-dir (DATA_DIR): expected a directory path"),
+            (&[], &[("DATA_DIR", " \t")], "for --data-dir (DATA_DIR)"),
+            (&["--durability", "fsync"], &[], "invalid value \"fsync\" for --durability (DURABILITY): expected sync or none"),
+            (&[], &[("DURABILITY", "")], "invalid value \"\" for --durability (DURABILITY)"),
+            (&[], &[("DURABILITY", "off")], "for --durability (DURABILITY)"),
+            (&["--journal-compact-bytes", "65535"], &[], "invalid value \"65535\" for --journal-compact-bytes (JOURNAL_COMPACT_BYTES): expected a whole number from 65536 to 1099511627776"),
+            (&[], &[("JOURNAL_COMPACT_BYTES", "1099511627777")], "for --journal-compact-bytes (JOURNAL_COMPACT_BYTES)"),
+            (&[], &[("JOURNAL_COMPACT_BYTES", "64MiB")], "for --journal-compact-bytes (JOURNAL_COMPACT_BYTES)"),
+            (&["--journal-compact-bytes=-1"], &[], "for --journal-compact-bytes"),
         ];
         for &(args, env, expected) in table {
             let message = err(args, env, None);
@@ -1847,7 +2043,10 @@ mod tests {
         assert_eq!(value["head_timeout_ms"], 10_000);
         assert_eq!(value["rust_log"], "a=\"b\"\n");
         assert_eq!(value["latency_dump_interval_seconds"], 0.0);
-        assert_eq!(value.as_object().map(|o| o.len()), Some(27));
+        assert_eq!(value["data_dir"], "./data");
+        assert_eq!(value["durability"], "sync");
+        assert_eq!(value["journal_compact_bytes"], 67_108_864);
+        assert_eq!(value.as_object().map(|o| o.len()), Some(30));
         let auto = ok(&[], &[], None).to_json();
         let value: serde_json::Value = serde_json::from_str(&auto).expect("valid JSON");
         assert!(
@@ -1870,6 +2069,16 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&dump).expect("valid JSON");
         assert_eq!(value["latency_dump"], "/var/tmp/\"q\"");
         assert_eq!(value["latency_dump_interval_seconds"], 0.5);
+        let journal = ok(
+            &["--data-dir", "d\\\"j\"", "--durability", "none"],
+            &[("JOURNAL_COMPACT_BYTES", "65536")],
+            None,
+        )
+        .to_json();
+        let value: serde_json::Value = serde_json::from_str(&journal).expect("valid JSON");
+        assert_eq!(value["data_dir"], "d\\\"j\"");
+        assert_eq!(value["durability"], "none");
+        assert_eq!(value["journal_compact_bytes"], 65_536);
     }
 
     #[test]
@@ -1882,6 +2091,13 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains(" shutdown_timeout_ms=5000"), "{summary}");
+        assert!(
+            summary.contains(
+                " shutdown_timeout_ms=5000 data_dir=./data durability=sync \
+                 journal_compact_bytes=67108864 latency_dump="
+            ),
+            "{summary}"
+        );
         assert!(
             summary.ends_with(" latency_dump=- latency_dump_interval_seconds=0"),
             "{summary}"

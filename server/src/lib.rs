@@ -9,6 +9,7 @@
 //! - [`routes`]: endpoints and JSON replies, written straight into the output buffer.
 //! - [`body`]: the `{"qty":N}` body: a strict fast path, serde_json behind it.
 //! - [`stock`]: a shard's slice of the stock and its view of the others.
+//! - [`committer`]: a shard's journal at run time: group commits, and what waits for them.
 //! - [`journal`]: each shard's append-only O_DIRECT journal: group commit, replay, snapshots.
 //! - [`upstream`]: the ticket tier's forwarder, sans-IO: pooled keep-alive connections to the
 //!   vacancy service.
@@ -19,6 +20,7 @@
 //! - [`signals`], [`logging`]: process plumbing.
 
 pub mod body;
+pub mod committer;
 pub mod config;
 pub mod connection;
 pub mod forward;

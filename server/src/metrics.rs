@@ -28,6 +28,8 @@ pub struct Counters {
     pub not_found: u64,
     /// Known paths with the wrong method (405).
     pub method_not_allowed: u64,
+    /// Orders answered 503 because a journal failed.
+    pub orders_refused: u64,
     /// Ticket mode: requests sent to the vacancy service.
     pub forwarded: u64,
     /// Ticket mode: forwarded requests answered 503 (failure, timeout, pool full).

@@ -59,6 +59,7 @@
 
 use std::collections::VecDeque;
 
+use crate::journal::Change;
 use crate::stock::{allotment, Sale, Slice};
 
 /// The shard that coordinates moves.
@@ -148,6 +149,9 @@ pub struct Outbox {
     /// Quantities the coordinator answered "insufficient" for in this call (for the simulation's
     /// premature-sold-out check).
     pub denied: Vec<u64>,
+    /// Every change of this shard's slice, in order, for its journal: sales, and tickets given to
+    /// and received from each peer. The shard journals them before the messages above leave.
+    pub changes: Vec<Change>,
 }
 
 /// How an order was answered by the shard that received it.
@@ -324,6 +328,7 @@ impl Node {
     pub fn order(&mut self, qty: u64, out: &mut Outbox) -> Placed {
         assert!(qty > 0, "orders are validated before they reach the stock");
         if self.slice.take(qty) == Sale::Sold {
+            out.changes.push(Change::Sale { qty });
             self.moves.orders_local += 1;
             return Placed::Sold;
         }
@@ -341,7 +346,7 @@ impl Node {
                 out,
             );
         } else {
-            self.send_tickets(tickets);
+            self.send_tickets(COORDINATOR, tickets, out);
             out.messages.push((
                 COORDINATOR,
                 Msg::Escalate {
@@ -386,7 +391,7 @@ impl Node {
 
     /// Applies a message from shard `from`.
     pub fn on_message(&mut self, from: usize, msg: Msg, out: &mut Outbox) {
-        self.receive_tickets(msg.tickets());
+        self.receive_tickets(from, msg.tickets(), out);
         match msg {
             Msg::Escalate { order, qty, .. } => self.enqueue(Op::Order { from, order, qty }, out),
             Msg::RefillAsk { want } => self.enqueue(Op::Refill { from, want }, out),
@@ -398,7 +403,7 @@ impl Node {
                     }
                     TakeKind::Refill => 0,
                 };
-                self.send_tickets(give);
+                self.send_tickets(from, give, out);
                 self.moves.takes_answered += 1;
                 out.messages.push((from, Msg::Taken { op, tickets: give }));
             }
@@ -417,14 +422,18 @@ impl Node {
         }
     }
 
-    fn send_tickets(&mut self, n: u64) {
+    fn send_tickets(&mut self, to: usize, n: u64, out: &mut Outbox) {
         let given = self.slice.give(n);
         assert_eq!(given, n, "a shard only sends tickets it holds");
+        if n > 0 {
+            out.changes.push(Change::Give { to, qty: n });
+        }
         self.moves.tickets_out += n;
     }
 
-    fn receive_tickets(&mut self, n: u64) {
+    fn receive_tickets(&mut self, from: usize, n: u64, out: &mut Outbox) {
         if n > 0 {
+            out.changes.push(Change::Receive { from, qty: n });
             self.slice.receive(n);
             self.moves.tickets_in += n;
         }
@@ -561,6 +570,9 @@ impl Node {
         match op {
             Op::Order { from, order, qty } => {
                 let sale = self.slice.take(qty);
+                if sale == Sale::Sold {
+                    out.changes.push(Change::Sale { qty });
+                }
                 if sale == Sale::Insufficient {
                     self.moves.gathers_failed += 1;
                     out.denied.push(qty);
@@ -571,7 +583,7 @@ impl Node {
                     // Half of what is left travels back (up to a batch), so the shard can sell
                     // locally again.
                     let share = (self.slice.available() / 2).min(self.batch);
-                    self.send_tickets(share);
+                    self.send_tickets(from, share, out);
                     let sold = sale == Sale::Sold;
                     out.messages.push((
                         from,
@@ -597,7 +609,7 @@ impl Node {
                     }
                     None => 0,
                 };
-                self.send_tickets(give);
+                self.send_tickets(from, give, out);
                 out.messages.push((from, Msg::Refill { tickets: give }));
             }
         }

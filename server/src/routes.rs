@@ -88,6 +88,9 @@ pub struct App {
     /// Ticket mode only: requests for the vacancy service. The choice between selling from the
     /// slice and forwarding is this one `Option`, set once at start-up.
     pub forwarding: Option<Forwarding>,
+    /// A journal failed (this shard's or a peer's): orders answer 503 and `/ready` 503 until a
+    /// restart, as no sale could be made durable.
+    pub halted: bool,
 }
 
 /// The ticket tier's side of a shard: what it asks the vacancy service, and its copy of the
@@ -224,6 +227,14 @@ impl App {
                     o.extend_from_slice(b"\"}");
                 })
             }
+            Route::Ready if self.halted => error(
+                out,
+                x,
+                503,
+                "not_ready",
+                "the journal failed: this process sells nothing until it is restarted",
+                None,
+            ),
             Route::Ready => self.ready(x, out),
             Route::Root => self.root(x, out),
         }
@@ -283,6 +294,17 @@ impl App {
             Ok(qty) => qty,
             Err(e) => return self.body_error(e, x, out),
         };
+        if self.halted {
+            self.counters.orders_refused += 1;
+            return error(
+                out,
+                x,
+                503,
+                "journal_failed",
+                "the journal cannot record sales: nothing was sold; the server must be restarted",
+                None,
+            );
+        }
         let placed = self.node.order(qty, &mut self.outbox);
         self.node.maybe_refill(&mut self.outbox);
         match placed {

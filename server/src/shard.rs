@@ -40,14 +40,17 @@ use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
 use proto_http::{HttpDate, Limits};
 
+use crate::committer::Committer;
 use crate::config::Config;
+use crate::config::{Durability, Mode};
 use crate::connection::{ConnLimits, Connection, Next};
 use crate::forward::Forwarder;
+use crate::journal::{self, Recovered, Seq, ShardStart, Store, Writer};
 use crate::latency::{self, Recorder};
 use crate::notify::{Heartbeats, Notifier, Watchdog};
 use crate::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
 use crate::routes::{Answer, App, Forwarding};
-use crate::startup::StartError;
+use crate::startup::{StartError, LOCK_FILE};
 use crate::upstream::UpstreamConfig;
 use crate::uring;
 
@@ -148,14 +151,18 @@ pub enum Message {
     /// "I have stopped serving and expect nothing more": the coordinator outlives its peers'
     /// drains, so an order they escalated during a stop is still answered.
     Done,
+    /// "My journal failed": every shard stops selling, so that no order waits on a shard that
+    /// can no longer record what it gives.
+    Halt,
 }
 
 /// Everything a shard's tasks share. It lives on one executor (`Rc`, `Cell`, `RefCell`).
 pub(crate) struct Shard {
     /// The request handler and the stock.
     pub(crate) app: RefCell<App>,
-    /// Protocol messages on their way to the mesh, in order (see `flusher`).
-    mail: LocalSender<(usize, Message)>,
+    /// Protocol messages on their way to the mesh, in order, each with the journal sequence
+    /// number that must be durable before it leaves (see `flusher`).
+    mail: LocalSender<(usize, Message, Seq)>,
     /// Messages in `mail` not yet handed to the mesh.
     mail_pending: Rc<Cell<usize>>,
     /// Peers that sent `Done`.
@@ -166,6 +173,8 @@ pub(crate) struct Shard {
     pub(crate) decided: RefCell<VecDeque<(OrderId, Answer)>>,
     /// Ticket mode: the connections to the vacancy service (`None` in the other modes).
     pub(crate) forwarder: Option<Forwarder>,
+    /// With `--durability sync` (monolith, vacancy): the shard's journal.
+    pub(crate) committer: Option<Committer>,
     /// uring transport: the driver's eventfd, rung when `decided` fills from another task.
     pub(crate) bell: Cell<Option<RawFd>>,
     /// uring transport: the driver is parked waiting for its eventfd; otherwise it looks at
@@ -196,10 +205,16 @@ struct ConnEntry {
 }
 
 impl Shard {
-    /// Queues a message for the flusher.
+    /// Queues a message for the flusher. One that carries tickets leaves only once everything
+    /// journaled so far (its `Give` included) is durable.
     fn post(&self, to: usize, message: Message) {
+        let carries = matches!(message, Message::Stock(msg) if msg.tickets() > 0);
+        let seq = match &self.committer {
+            Some(c) if carries => c.appended(),
+            _ => 0,
+        };
         // Unbounded, and the flusher lives as long as the shard: this cannot fail.
-        if self.mail.try_send((to, message)).is_ok() {
+        if self.mail.try_send((to, message, seq)).is_ok() {
             self.mail_pending.set(self.mail_pending.get() + 1);
         }
     }
@@ -223,6 +238,7 @@ impl Shard {
                 forwarder.submit(self, id, request);
             }
         }
+        self.journal_step();
         let (messages, outcomes) = {
             let mut app = self.app.borrow_mut();
             app.outbox.denied.clear();
@@ -269,6 +285,37 @@ impl Shard {
         }
     }
 
+    /// Journals the changes the last step made to the slice (or drops them without a journal);
+    /// returns the sequence number a response of that step must wait for, if any.
+    pub(crate) fn journal_step(&self) -> Option<Seq> {
+        let mut app = self.app.borrow_mut();
+        let changes = &mut app.outbox.changes;
+        match &self.committer {
+            Some(committer) => committer.append(changes),
+            None => {
+                changes.clear();
+                None
+            }
+        }
+    }
+
+    /// The committer made more durable (or failed): held responses may go.
+    pub(crate) fn durable_advanced(&self) {
+        self.ring_driver();
+    }
+
+    /// This shard's journal failed: stop selling here and on every peer.
+    pub(crate) fn halt(&self) {
+        let (me, shards) = {
+            let mut app = self.app.borrow_mut();
+            app.halted = true;
+            (app.shard, app.shards)
+        };
+        for peer in (0..shards).filter(|&p| p != me) {
+            self.post(peer, Message::Halt);
+        }
+    }
+
     fn ring_driver(&self) {
         if !self.parked.get() {
             return;
@@ -284,12 +331,25 @@ impl Shard {
 /// against premature sold-outs needs FIFO per pair of shards, and a full peer queue must make us
 /// wait, never drop a message that carries tickets.
 async fn flusher(
-    mail: LocalReceiver<(usize, Message)>,
+    shard: Rc<Shard>,
+    mail: LocalReceiver<(usize, Message, Seq)>,
     pending: Rc<Cell<usize>>,
     senders: Rc<Senders<Message>>,
 ) {
-    while let Some((to, message)) = mail.recv().await {
-        if senders.send_to(to, message).await.is_err() {
+    while let Some((to, message, seq)) = mail.recv().await {
+        let durable = match &shard.committer {
+            Some(committer) if seq > 0 => committer.wait(seq).await,
+            _ => true,
+        };
+        if !durable {
+            // Its `Give` may not be on disk: sending it could make the tickets exist twice.
+            // They stay in transit until a restart reconciles them from the journals.
+            tracing::warn!(
+                to,
+                ?message,
+                "a message with tickets was not sent: the journal failed"
+            );
+        } else if senders.send_to(to, message).await.is_err() {
             tracing::error!(
                 to,
                 ?message,
@@ -335,12 +395,18 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
         Some(dir) => Some(latency::prepare(dir, shards).map_err(StartError::LatencyDump)?),
         None => None,
     };
+    // Last of the checks: the cheap ones fail a doomed start before anything touches the disk.
+    let journaled = recover(&config, shards)?;
     let mesh = MeshBuilder::full(shards, MESH_CHANNEL_CAPACITY);
     let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
     let config = Arc::new(config);
     let watchdog = Watchdog::from_env(&notifier);
     let heartbeats = Heartbeats::new(shards);
 
+    // What the shards sell: the journal's tickets left, or the configured stock.
+    let stock = journaled
+        .as_ref()
+        .map_or(config.initial_stock, |j| j.recovered.available);
     let mut handles = Vec::with_capacity(shards);
     for (index, cpu) in placement.iter().enumerate() {
         let place = match cpu {
@@ -350,6 +416,11 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
         let (config, mesh, stop, bound_tx) =
             (config.clone(), mesh.clone(), stop.clone(), bound_tx.clone());
         let heartbeat = watchdog.map(|w| (heartbeats.clone(), w.heartbeat_period()));
+        let journal = journaled.as_ref().map(|j| JournalStart {
+            dir: j.dir.clone(),
+            start: j.recovered.shards[index].clone(),
+            compact_bytes: config.journal_compact_bytes,
+        });
         let handle = LocalExecutorBuilder::new(place)
             .name(&format!("shard-{index}"))
             .spawn(move || async move {
@@ -362,6 +433,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
                     transport,
                     latency_origin,
                     vacancy,
+                    stock,
+                    journal,
                 };
                 shard_main(config, prepared, mesh, stop, bound_tx).await
             })
@@ -389,7 +462,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
         );
         // A signal during start-up already sent STOPPING=1; READY=1 after it would confuse systemd.
         if !stop.load(Ordering::SeqCst) {
-            notifier.ready(addr, shards, config.initial_stock);
+            notifier.ready(addr, shards, stock);
         }
         if let Some(watchdog) = watchdog {
             watchdog.spawn(notifier, heartbeats, stop.clone());
@@ -406,6 +479,63 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// A run with `--durability sync`: the data directory's lock (held until the process exits) and
+/// what recovery found.
+struct Journaled {
+    /// The `flock` on the data directory.
+    _lock: std::fs::File,
+    /// The data directory.
+    dir: std::path::PathBuf,
+    /// The stock, the new epoch's shard files.
+    recovered: Recovered,
+}
+
+/// Recovers the journal before any shard starts (monolith and vacancy with `--durability sync`):
+/// on a short-lived executor, replays the last run's journals, reconciles tickets in transit and
+/// writes the new epoch for this run's shard count. The ticket tier holds no stock and has none.
+fn recover(config: &Config, shards: usize) -> Result<Option<Journaled>, StartError> {
+    if config.mode == Mode::Ticket {
+        return Ok(None);
+    }
+    if config.durability == Durability::None {
+        tracing::warn!(
+            "--durability none: sales are kept in memory only, as the original system did; a \
+             restart resets the stock to INITIAL_STOCK and every sale is forgotten"
+        );
+        return Ok(None);
+    }
+    let (lock, dir) = crate::startup::lock_data_dir(&config.data_dir)?;
+    let stock = config.initial_stock;
+    let store_dir = dir.clone();
+    let recovered = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("recovery")
+        .spawn(move || async move {
+            let store = Store::Disk(store_dir);
+            store.probe_device(LOCK_FILE).await;
+            journal::open(&store, shards, stock).await
+        })
+        .map_err(|e| executor_error(&e.to_string()))?
+        .join()
+        .map_err(|e| executor_error(&e.to_string()))?
+        .map_err(StartError::Journal)?;
+    for warning in &recovered.warnings {
+        tracing::warn!(%warning, "journal");
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        epoch = recovered.epoch,
+        stock = recovered.stock,
+        sold = recovered.sold,
+        available = recovered.available,
+        "journal recovered"
+    );
+    Ok(Some(Journaled {
+        _lock: lock,
+        dir,
+        recovered,
+    }))
 }
 
 /// Turns glommio's start errors into ours, with the fix for the one operators meet.
@@ -447,8 +577,17 @@ enum Serving {
     Uring(Box<uring::Driver>),
 }
 
-/// What start-up settled before the shards run, the same for every shard.
-#[derive(Clone, Copy)]
+/// Where a shard's journal starts.
+struct JournalStart {
+    /// The data directory.
+    dir: std::path::PathBuf,
+    /// The shard's file and ledger in the new epoch.
+    start: ShardStart,
+    /// `--journal-compact-bytes`.
+    compact_bytes: u64,
+}
+
+/// What start-up settled before a shard runs.
 struct Prepared {
     /// Where to listen.
     addr: SocketAddr,
@@ -458,6 +597,10 @@ struct Prepared {
     latency_origin: Option<latency::Origin>,
     /// Ticket mode: the vacancy service's address.
     vacancy: Option<SocketAddr>,
+    /// Tickets to sell, over all shards (from the journal, or the configured stock).
+    stock: u64,
+    /// This shard's journal, with `--durability sync`.
+    journal: Option<JournalStart>,
 }
 
 async fn shard_main(
@@ -472,6 +615,8 @@ async fn shard_main(
         transport,
         latency_origin,
         vacancy,
+        stock,
+        journal,
     } = prepared;
     let (senders, mut receivers) = mesh
         .join()
@@ -494,7 +639,30 @@ async fn shard_main(
         body_bytes_max: config.body_bytes_max as u64,
         ..Limits::default()
     };
-    let (mail_tx, mail_rx) = local_channel::new_unbounded::<(usize, Message)>();
+    let committer = match journal {
+        None => None,
+        Some(j) => {
+            let slice = j.start.ledger.available();
+            let store = Store::Disk(j.dir);
+            store.probe_device(LOCK_FILE).await;
+            match Writer::open(&store, j.start, j.compact_bytes).await {
+                Ok((writer, tail)) => {
+                    assert_eq!(
+                        slice,
+                        crate::stock::allotment(stock, shards, me),
+                        "the journal's slice is this shard's allotment of the stock"
+                    );
+                    Some(Committer::new(writer, tail))
+                }
+                Err(e) => {
+                    let text = format!("shard {me} cannot open its journal: {e}");
+                    let _ = bound_tx.send(Err(text.clone()));
+                    return Err(text);
+                }
+            }
+        }
+    };
+    let (mail_tx, mail_rx) = local_channel::new_unbounded::<(usize, Message, Seq)>();
     let mail_pending = Rc::new(Cell::new(0));
     let shard = Rc::new(Shard {
         app: RefCell::new(App {
@@ -502,25 +670,19 @@ async fn shard_main(
             shard: me,
             shards,
             // The ticket tier holds no stock: it asks the vacancy service.
-            node: Node::new(
-                me,
-                shards,
-                if vacancy.is_some() {
-                    0
-                } else {
-                    config.initial_stock
-                },
-            ),
+            node: Node::new(me, shards, if vacancy.is_some() { 0 } else { stock }),
             outbox: Outbox::default(),
             max_order_qty: config.max_order_qty,
             counters: Default::default(),
             forwarding: vacancy.map(|_| Forwarding::new(config.cache_ttl)),
+            halted: false,
         }),
         mail: mail_tx,
         mail_pending: mail_pending.clone(),
         peers_done: Cell::new(0),
         waiters: RefCell::new(HashMap::new()),
         decided: RefCell::new(VecDeque::new()),
+        committer,
         forwarder: vacancy.map(|addr| {
             Forwarder::new(
                 addr,
@@ -593,6 +755,7 @@ async fn shard_main(
     });
     glommio::spawn_local(clock(shard.clone())).detach();
     Forwarder::start(&shard);
+    Committer::start(&shard);
     let senders = Rc::new(senders);
     glommio::spawn_local(reporter(
         shard.clone(),
@@ -600,7 +763,13 @@ async fn shard_main(
         config.cache_ttl / 2,
     ))
     .detach();
-    glommio::spawn_local(flusher(mail_rx, mail_pending, senders.clone())).detach();
+    glommio::spawn_local(flusher(
+        shard.clone(),
+        mail_rx,
+        mail_pending,
+        senders.clone(),
+    ))
+    .detach();
     for (peer, stream) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -612,6 +781,15 @@ async fn shard_main(
                         Message::Report { available } => app.node.report(peer, available),
                         Message::Stock(msg) => app.node.on_message(peer, msg, &mut app.outbox),
                         Message::Done => shard.peers_done.set(shard.peers_done.get() + 1),
+                        Message::Halt => {
+                            if !app.halted {
+                                tracing::error!(
+                                    peer,
+                                    "a peer's journal failed: this shard stops selling too"
+                                );
+                            }
+                            app.halted = true;
+                        }
                     }
                     app.node.maybe_refill(&mut app.outbox);
                 }
@@ -763,6 +941,8 @@ async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, entry: &ConnEntry) {
             );
             (next, app.counters.requests != before)
         };
+        // Responses that sold wait for the journal.
+        let mut hold = shard.journal_step();
         // Orders that wait for the coordinator: answer each when decided, then what came after.
         let mut resumed = false;
         while let Next::Wait(order) = next {
@@ -770,7 +950,7 @@ async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, entry: &ConnEntry) {
             shard.waiters.borrow_mut().insert(order, tx);
             shard.flush(false);
             if !out.is_empty() {
-                if stream.write_all(&out).await.is_err() {
+                if !durable(shard, hold.take()).await || stream.write_all(&out).await.is_err() {
                     return;
                 }
                 out.clear();
@@ -788,6 +968,8 @@ async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, entry: &ConnEntry) {
                 shard.draining.get(),
                 &mut out,
             );
+            drop(app);
+            hold = shard.journal_step().max(hold);
             resumed = true;
         }
         // One value per input that produced responses (see `latency`): the last are ready now.
@@ -798,7 +980,7 @@ async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, entry: &ConnEntry) {
         }
         shard.flush(false);
         if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+            if !durable(shard, hold).await || stream.write_all(&out).await.is_err() {
                 return;
             }
             out.clear();
@@ -817,6 +999,15 @@ async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, entry: &ConnEntry) {
             (false, _) if answered => Some(Instant::now()),
             (false, started) => started,
         };
+    }
+}
+
+/// Waits until the journal holds `hold` (a response that sold may leave); `false` when the
+/// journal failed, and the connection must close without the response.
+async fn durable(shard: &Shard, hold: Option<Seq>) -> bool {
+    match (&shard.committer, hold) {
+        (Some(committer), Some(seq)) => committer.wait(seq).await,
+        _ => true,
     }
 }
 

@@ -38,6 +38,15 @@ pub enum StartError {
     LatencyDump(crate::latency::DumpError),
     /// An executor failed to start or stopped with an error.
     Executor(String),
+    /// The data directory cannot be created, or another ticketd holds it.
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The journal cannot be read or started (corruption names its file and offset).
+    Journal(crate::journal::JournalError),
     /// Ticket mode: `VACANCY_URL`'s host does not resolve to an address.
     VacancyAddress {
         /// The URL as configured.
@@ -77,6 +86,15 @@ impl fmt::Display for StartError {
                 e.error
             ),
             StartError::Executor(why) => write!(f, "a shard failed: {why}"),
+            StartError::DataDir { path, why } => write!(
+                f,
+                "cannot use the data directory {}: {why}; point --data-dir (DATA_DIR) at a directory ticketd may create and write, used by no other ticketd",
+                path.display()
+            ),
+            StartError::Journal(e) => write!(
+                f,
+                "the journal cannot be recovered: {e}; nothing was changed on disk — restore the data directory from a backup, or move it aside to start empty (every sale in it would be forgotten)"
+            ),
             StartError::VacancyAddress { url, why } => write!(
                 f,
                 "--vacancy-url (VACANCY_URL) {url} does not resolve: {why}; give the vacancy service's address as http://host:port with a host this machine can resolve"
@@ -105,6 +123,60 @@ pub fn vacancy_address(config: &Config) -> Result<Option<SocketAddr>, StartError
         .next()
         .map(Some)
         .ok_or_else(|| fail("no address".into()))
+}
+
+/// The data directory's lock file.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// The size of the data directory's `LOCK` file: one O_DIRECT block, so that reading it is real
+/// device I/O.
+pub const LOCK_FILE_BYTES: u64 = 4096;
+
+/// The data directory, created if missing and locked for this process's life (an exclusive
+/// `flock` on `LOCK` inside it): two ticketd processes journaling into one directory would each
+/// take the other's files for their own.
+///
+/// Returns the lock and the directory's absolute path (glommio opens directories by absolute path
+/// only: a relative one fails with EBADF).
+pub fn lock_data_dir(
+    dir: &std::path::Path,
+) -> Result<(std::fs::File, std::path::PathBuf), StartError> {
+    let fail = |why: String| StartError::DataDir {
+        path: dir.to_path_buf(),
+        why,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(|e| fail(e.to_string()))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on a descriptor we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(fail(if e.kind() == io::ErrorKind::WouldBlock {
+            "another ticketd process uses it".to_string()
+        } else {
+            e.to_string()
+        }));
+    }
+    let mut lock = lock;
+    if lock.metadata().map_err(|e| fail(e.to_string()))?.len() < LOCK_FILE_BYTES {
+        use std::io::Write as _;
+        // Real blocks, not a hole: the file is also what glommio's device probe reads (see
+        // `crate::journal::probe_device`).
+        let mut text =
+            b"ticketd data directory: this file is locked (flock) by the ticketd using it\n"
+                .to_vec();
+        text.resize(LOCK_FILE_BYTES as usize, b'\n');
+        lock.write_all(&text)
+            .and_then(|()| lock.sync_all())
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let absolute = dir.canonicalize().map_err(|e| fail(e.to_string()))?;
+    Ok((lock, absolute))
 }
 
 /// Where each shard runs: `Some(cpu)` pinned, `None` unpinned.

@@ -367,6 +367,11 @@ struct Slot {
     /// When the input that ended in the order this connection waits for was reaped: the start of
     /// the service time recorded when the order resumes (with `--latency-dump`).
     reaped_at: Instant,
+    /// The journal sequence number that must be durable before this connection's output may
+    /// leave (a response that sold); 0: none.
+    hold: u64,
+    /// Listed in `State::held`.
+    held: bool,
 }
 
 impl Slot {
@@ -389,6 +394,8 @@ impl Slot {
             lingered_bytes: 0,
             touched: false,
             reaped_at: now,
+            hold: 0,
+            held: false,
         }
     }
 
@@ -441,6 +448,12 @@ struct State {
     staged: Vec<squeue::Entry>,
     /// Orders waiting for the coordinator: the slot (index, generation) to answer on.
     orders: HashMap<OrderId, (u32, u32)>,
+    /// Slots whose output waits for the journal (`Slot::hold` above `durable`).
+    held: Vec<u32>,
+    /// The journal's durable sequence number as of this turn (`u64::MAX` without a journal).
+    durable: u64,
+    /// The journal failed: held output never leaves; its connections are closed.
+    journal_failed: bool,
 }
 
 impl State {
@@ -656,7 +669,23 @@ impl State {
         if slot.phase == Phase::Free {
             return;
         }
-        if !slot.sending && slot.phase != Phase::Stopping {
+        if slot.hold > self.durable && slot.phase != Phase::Stopping && slot.phase != Phase::Free {
+            if self.journal_failed {
+                // The sale it answers may not be durable: the client gets no answer rather than
+                // a success that a crash could take back.
+                self.stop(index);
+                let slot = &mut self.slots[index as usize];
+                slot.out.clear();
+                slot.next.clear();
+                slot.sent = 0;
+            } else if !slot.held {
+                slot.held = true;
+                self.held.push(index);
+            }
+        }
+        let slot = &mut self.slots[index as usize];
+        let released = slot.hold <= self.durable;
+        if !slot.sending && slot.phase != Phase::Stopping && released {
             if slot.out.is_empty() {
                 std::mem::swap(&mut slot.out, &mut slot.next);
             }
@@ -730,6 +759,7 @@ impl State {
         slot.conn = Connection::default();
         slot.generation = slot.generation.wrapping_add(1);
         slot.fd = -1;
+        slot.hold = 0;
         slot.phase = Phase::Free;
         slot.sent = 0;
         self.give_back(out);
@@ -882,6 +912,26 @@ impl State {
         }
     }
 
+    /// Looks at the journal: when more became durable (or it failed), the held slots are moved
+    /// on. Returns whether any was.
+    fn release_held(&mut self) -> bool {
+        let Some(committer) = &self.shard.committer else {
+            return false;
+        };
+        let (durable, failed) = (committer.durable(), committer.failed());
+        if durable == self.durable && failed == self.journal_failed {
+            return false;
+        }
+        self.durable = durable;
+        self.journal_failed = failed;
+        let held = std::mem::take(&mut self.held);
+        for &index in &held {
+            self.slots[index as usize].held = false;
+            self.touch(index);
+        }
+        !held.is_empty()
+    }
+
     fn begin_drain(&mut self, now: Instant) {
         self.draining = true;
         self.shard.draining.set(true);
@@ -936,6 +986,9 @@ fn feed(
         let next = step(&mut slot.conn, &mut app, &date, shard.draining.get(), out);
         (next, app.counters.requests != before)
     };
+    if let Some(seq) = shard.journal_step() {
+        slot.hold = seq;
+    }
     if let Some(latency) = &shard.latency {
         // One value per input that produced responses, once none of them waits (see `latency`).
         // Input queued behind a waiting order answers nothing here; its resume answers it.
@@ -1022,6 +1075,7 @@ impl Driver {
         // Off while we run: we reap at every turn anyway; it is enabled only to park.
         ring.completion().disable_eventfd();
         let now = Instant::now();
+        let shard_durable = shard.committer.as_ref().map_or(u64::MAX, |c| c.durable());
         // SAFETY: the descriptor moves into glommio's file, which closes it when dropped.
         let eventfd = Rc::new(unsafe { BufferedFile::from_raw_fd(eventfd.into_raw_fd()) });
         Ok(Driver {
@@ -1048,6 +1102,9 @@ impl Driver {
                 aborted_at: None,
                 staged: Vec::new(),
                 orders: HashMap::new(),
+                held: Vec::new(),
+                durable: shard_durable,
+                journal_failed: false,
             },
             eventfd,
         })
@@ -1159,10 +1216,11 @@ impl Driver {
             self.state.resume_decided(now);
             self.state.shard.flush(false);
         }
-        if !self.cqes.is_empty() || decided {
+        let released = self.state.release_held();
+        if !self.cqes.is_empty() || decided || released {
             self.state.after_batch(now);
         }
-        Ok(self.cqes.len() + usize::from(decided))
+        Ok(self.cqes.len() + usize::from(decided) + usize::from(released))
     }
 
     /// Moves staged SQEs into the ring and enters the kernel once (more when the SQ fills). Under

@@ -121,6 +121,22 @@ impl Store {
         }
     }
 
+    /// Lets glommio probe the device once on the calling executor, with a read of `name`, a
+    /// whole block of real data. glommio checks, at the first DMA open on each device per
+    /// executor, whether the device supports polled I/O by reading the opened file: our journal
+    /// files are write-only (the probe fails and logs an ERROR, though polling is then correctly
+    /// off) or empty (the read succeeds without touching the device, and polling is wrongly
+    /// turned on: later reads fail with EOPNOTSUPP on devices without poll queues). A failure
+    /// here is ignored: the probe is an optimisation of glommio's, and the journal's own opens
+    /// report real errors.
+    pub async fn probe_device(&self, name: &str) {
+        if let Store::Disk(dir) = self {
+            if let Ok(file) = glommio::io::DmaFile::open(dir.join(name)).await {
+                let _ = file.close().await;
+            }
+        }
+    }
+
     /// Creates `name` empty (truncating a file of that name), open for writing.
     pub async fn create(&self, name: &str) -> Result<JournalFile, JournalError> {
         match self {

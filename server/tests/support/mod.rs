@@ -324,7 +324,16 @@ pub fn write_file(path: &Path, content: &str) {
 
 /// Runs the binary with `args` to completion (it must fail fast) and returns (code, stderr).
 pub fn run_failing(args: &[&str]) -> (i32, String) {
+    // In a directory of its own, so that a start that gets further than expected leaves its
+    // default `./data` there, not in the source tree.
+    let dir = std::env::temp_dir().join(format!(
+        "ticketd-failing-{}-{}",
+        std::process::id(),
+        unique()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ticketd"))
+        .current_dir(&dir)
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
