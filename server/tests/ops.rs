@@ -332,8 +332,11 @@ fn scripts_pass_shellcheck() {
         "tuning/apply",
         "bench/compare.sh",
         "bench/tiers.sh",
+        "bench/durability.sh",
+        "bench/lib.sh",
     ] {
         let output = Command::new("shellcheck")
+            .arg("-x") // follow `source`d files (bench/lib.sh)
             .arg(repo().join(path))
             .output()
             .unwrap();

@@ -488,6 +488,9 @@ impl Writer {
             BatchKind::Append => {
                 let name = &self.file_name;
                 write_all(&self.store, name, &self.file, batch.offset, &batch.bytes).await?;
+                if self.store.writes_are_durable() {
+                    return Ok(());
+                }
                 self.file
                     .fdatasync()
                     .await
