@@ -1,5 +1,5 @@
 //! SIGTERM and SIGINT: the first starts a graceful stop, a second one (or a stop that overruns its
-//! grace) ends the process at once.
+//! grace) ends the process at once. SIGXFSZ is ignored (see `install`).
 //!
 //! The signals are blocked in every thread (the mask is inherited by the shards' threads, which
 //! are spawned after this) and taken synchronously by one thread with `sigwait`, so no handler
@@ -19,6 +19,11 @@ const FORCE_AFTER_GRACE: Duration = Duration::from_secs(2);
 /// the thread that waits for them. Call before any other thread starts. The first signal also
 /// tells systemd (`STOPPING=1`) through `notifier`.
 pub fn install(stop: Arc<AtomicBool>, grace: Duration, notifier: Notifier) {
+    // A journal write past RLIMIT_FSIZE must fail with EFBIG, which the journal reports (the
+    // shard stops selling), rather than kill the process with SIGXFSZ's default action, which
+    // would answer nothing to the clients whose sales were durable.
+    // SAFETY: setting a signal's disposition to "ignore" before other threads start.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     // SAFETY: plain libc calls on a sigset_t owned by this frame.
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
