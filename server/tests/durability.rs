@@ -40,6 +40,10 @@ const DRAIN_CLIENTS: usize = 4;
 /// commit carry many sales, so the drain of tens of thousands of tickets takes seconds.
 const DRAIN_DEPTH: usize = 64;
 
+/// The transports (`TICKETD_TRANSPORT`): each holds sold responses back until the journal has
+/// them in its own way, so crash cycles alternate between them.
+const TRANSPORTS: [&str; 2] = ["uring", "glommio"];
+
 /// Freshness of `/available`, so that it becomes exact quickly once a run starts.
 const CACHE_TTL: &str = "0.05";
 
@@ -355,9 +359,9 @@ fn crash_args<'a>(shards: &'a str, dir: &'a DataDir) -> Vec<&'a str> {
     ]
 }
 
-/// Runs one crash cycle per entry of `shards` on one data directory: start, check the books,
-/// load with [`CRASH_CLIENTS`] clients buying 1 to [`QTY_MAX`] tickets, SIGKILL at a random
-/// moment. Then starts once more with `final_shards`, checks the books, drains the rest with
+/// Runs one crash cycle per entry of `shards` on one data directory, alternating [`TRANSPORTS`]:
+/// start, check the books, load with [`CRASH_CLIENTS`] clients buying 1 to [`QTY_MAX`] tickets,
+/// SIGKILL at a random moment. Then starts once more with `final_shards`, checks the books, drains the rest with
 /// qty-1 orders, and checks that exactly what `/available` said was sold, and that it stays sold
 /// through one more crash.
 fn crash_cycles(name: &str, shards: &[&str], final_shards: &str) {
@@ -375,8 +379,13 @@ fn crash_cycles(name: &str, shards: &[&str], final_shards: &str) {
     };
     let mut previous_shards = None;
     for (cycle, &count) in shards.iter().enumerate() {
-        let context = format!("{name} seed {seed} cycle {cycle} (--shards {count})");
-        let mut server = Server::start(&crash_args(count, &dir));
+        let transport = TRANSPORTS[cycle % TRANSPORTS.len()];
+        let context =
+            format!("{name} seed {seed} cycle {cycle} (--shards {count}, {transport} transport)");
+        let mut server = Server::start_with_env(
+            &crash_args(count, &dir),
+            &[("TICKETD_TRANSPORT", transport)],
+        );
         books.check_start(&server, &context);
         if previous_shards.is_some_and(|p| p != count) {
             assert!(
@@ -449,8 +458,8 @@ fn crash_cycles(name: &str, shards: &[&str], final_shards: &str) {
     );
 }
 
-/// The proof: 20 cycles of 8 clients buying 1–3 tickets on 2 shards, each cycle ended by
-/// SIGKILL 20–150 ms into the load. After every restart every acknowledged ticket is still sold,
+/// The proof: 20 cycles of 8 clients buying 1–3 tickets on 2 shards (both transports in
+/// turn), each cycle ended by SIGKILL 20–150 ms into the load. After every restart every acknowledged ticket is still sold,
 /// no sold ticket is available again, nothing was sold that was not ordered, and `/available`
 /// says what the journal holds; at the end, draining sells exactly that many and no more.
 #[test]
