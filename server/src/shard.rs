@@ -205,10 +205,15 @@ struct ConnEntry {
 }
 
 impl Shard {
-    /// Queues a message for the flusher. One that carries tickets leaves only once everything
-    /// journaled so far (its `Give` included) is durable.
+    /// Queues a message for the flusher. One that carries tickets, or tells a shard that its
+    /// order was sold, leaves only once everything journaled so far (its `Give`, the coordinator's
+    /// `Sale`) is durable: the receiver acts on it at once (journals a `Receive`, answers its
+    /// client "success").
     fn post(&self, to: usize, message: Message) {
-        let carries = matches!(message, Message::Stock(msg) if msg.tickets() > 0);
+        let carries = matches!(
+            message,
+            Message::Stock(msg) if msg.tickets() > 0 || matches!(msg, Msg::Decided { sold: true, .. })
+        );
         let seq = match &self.committer {
             Some(c) if carries => c.appended(),
             _ => 0,
@@ -969,7 +974,12 @@ async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, entry: &ConnEntry) {
                 &mut out,
             );
             drop(app);
+            // The coordinator's own sale for this order was journaled by another task: wait for
+            // everything journaled so far.
             hold = shard.journal_step().max(hold);
+            if let Some(committer) = &shard.committer {
+                hold = hold.max(Some(committer.appended()));
+            }
             resumed = true;
         }
         // One value per input that produced responses (see `latency`): the last are ready now.

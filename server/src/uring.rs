@@ -989,6 +989,13 @@ fn feed(
     if let Some(seq) = shard.journal_step() {
         slot.hold = seq;
     }
+    if reaped.is_none() {
+        // A resumed order: the coordinator's own sale for it was journaled by another task
+        // (when the answer came), so the response waits for everything journaled so far.
+        if let Some(committer) = &shard.committer {
+            slot.hold = slot.hold.max(committer.appended());
+        }
+    }
     if let Some(latency) = &shard.latency {
         // One value per input that produced responses, once none of them waits (see `latency`).
         // Input queued behind a waiting order answers nothing here; its resume answers it.
