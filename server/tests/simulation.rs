@@ -4,18 +4,19 @@
 //! # What is simulated
 //! Shards are `rebalance::Node`s. Each has its own journal, the real one: a `journal::Tail` and a
 //! `journal::Writer` over one `journal::MemDisk` per run, opened with `journal::open` at the
-//! start of every life (the first one included), as the server opens it (`shard.rs`,
-//! `committer.rs`):
+//! start of every life (the first one included). The rules by which the server waits for its
+//! journal (`shard.rs`, `uring.rs`, `committer.rs`) are mirrored here, not run, so a change to
+//! them must be made here too:
 //! - after every step that runs a node, the node's `Outbox::changes` are appended to its tail;
 //! - a sale from the local slice is acknowledged to its client once its shard's `durable()`
 //!   reaches that step's sequence number;
-//! - an escalated order's outcome is acknowledged when the node that placed it hands it out, with
-//!   nothing more to wait for: the server's response holds only for its own step's records
-//!   (see [`AckRule`] for why that is not enough, and `SIM_ACK`);
-//! - each shard has one outgoing FIFO (the server's flusher): a message that carries tickets
-//!   leaves it only once everything its sender journaled before it is durable, and no message
-//!   overtakes another; after the sender's journal failed, a message with tickets is dropped
-//!   instead (its tickets stay in transit until a restart reconciles them), as the flusher does;
+//! - an escalated order that sold is acknowledged once the shard that placed it has made durable
+//!   everything it journaled before the outcome was handed out (for the coordinator's own order,
+//!   that includes its `Sale`), and never once that shard's journal failed;
+//! - each shard has one outgoing FIFO (the server's flusher): a message that carries tickets, or
+//!   a `Decided` that sold, leaves it only once everything its sender journaled before it is
+//!   durable, and no message overtakes another; after the sender's journal failed, such a message
+//!   is dropped instead (its tickets stay in transit until a restart reconciles them);
 //! - channels are FIFO per pair of shards (glommio's are), arbitrarily delayed and interleaved
 //!   across pairs.
 //!
@@ -57,17 +58,20 @@
 //! slice since); what the last start found stays found; so `recovered.sold` never exceeds the
 //! stock, however many crashes.
 //!
-//! At the end of each run: everything in flight settles and every escalated order is answered,
-//! selling one ticket at a time sells every ticket left, and a last crash finds them all sold.
+//! At the end of each run: everything in flight settles (a livelock, where messages keep moving
+//! tickets with no order left to serve, fails the run after [`SETTLE_QUIET_DELIVERIES_MAX`]
+//! deliveries) and every escalated order is answered, selling one ticket at a time sells every
+//! ticket left, and a last crash finds them all sold.
 //!
 //! **What the crash steps prove**: that the server's durability rules (acknowledge a sale once
-//! its record is durable; send tickets once their `Give` is durable) together with the journal's
-//! recovery (replay, cut a torn tail, reconcile moves in transit, re-cut the stock for a new shard
-//! count) never forget an acknowledged sale, never invent one, and never create or destroy a
-//! ticket, whatever the interleaving, the disk faults, and the point where the power goes.
+//! the records it depends on are durable; send tickets once their `Give` is durable, and news of
+//! a sale once the `Sale` is) together with the real journal's recovery (replay, cut a torn
+//! tail, reconcile moves in transit, re-cut the stock for a new shard count) never forget an
+//! acknowledged sale, never invent one, and never create or destroy a ticket, whatever the
+//! interleaving, the disk faults, and the point where the power goes.
 //!
 //! A failing seed prints itself; `SIM_SEED=<seed> cargo test -p ticketd --test simulation` replays
-//! exactly that run. `SIM_STEPS=10000000 cargo test --release -p ticketd --test simulation` runs
+//! exactly that run (`SIM_TRACE=1` prints its every step). `SIM_STEPS=10000000 cargo test --release -p ticketd --test simulation` runs
 //! ten million steps (the default is a little over 10^5, for the test suite). The run prints what
 //! it covered: crashes, commits, faults, and what the recoveries had to repair.
 
@@ -76,6 +80,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 
 use futures_lite::future::block_on;
+use ticketd::journal::record::BLOCK_BYTES;
 use ticketd::journal::{
     self, Change, Crash, Fault, JournalError, MemDisk, Recovered, Seq, Store, Tail, Writer,
     COMPACT_BYTES_DEFAULT,
@@ -89,13 +94,13 @@ const DEFAULT_STEPS: u64 = 120_000;
 /// Steps per seed: long enough to run stock out several times over, short enough for many seeds.
 const STEPS_PER_SEED: u64 = 600;
 
-/// One step in this many crashes the machine: two or three crashes per seed, so most runs live
-/// several lives, each long enough to sell, move tickets and compact.
-const CRASH_ONE_IN: u64 = 250;
+/// One step in this many crashes the machine: about five crashes per seed, so every run lives
+/// several lives, each long enough to sell and move tickets.
+const CRASH_ONE_IN: u64 = 120;
 
 /// One commit in this many injects a disk fault first: a few per seed, so that over the default
 /// run every kind of fault fails many journals at every stage of the protocol.
-const FAULT_ONE_IN: u64 = 40;
+const FAULT_ONE_IN: u64 = 25;
 
 /// After a journal fails, the machine crashes within this many steps: the server runs degraded
 /// (that shard halted) until someone restarts it, and the steps meanwhile exercise that.
@@ -107,16 +112,22 @@ const CRASH_AFTER_FAILURE_STEPS_MAX: u64 = 30;
 const MID_COMMIT_OPS_PER_SHARD: u64 = 3;
 
 /// At a start-up cut by the power, it goes after up to this many disk operations (a start-up with
-/// `n` shards is `3n + 8` of them).
+/// `n` shards is `3n + 6` of them, plus one per old file removed).
 const START_UP_OPS_MAX: u64 = 30;
+
+/// Messages that settling may deliver in a row, with no new order, while no escalated order is
+/// answered, before the run fails as a livelock. The coordinator serves its queue in order and
+/// every operation ends after one round trip to each shard, so an answer comes every few dozen
+/// deliveries while orders wait, and the moves end soon after the last one.
+const SETTLE_QUIET_DELIVERIES_MAX: u64 = 1_000;
 
 /// Shard counts a run starts with and a restart picks from: the count may change at every
 /// restart, as `--shards` may.
 const SHARD_COUNTS: [usize; 7] = [1, 2, 2, 3, 4, 5, 8];
 
 /// Compaction thresholds a life picks from: 0 compacts whenever a file holds twice its snapshot
-/// (the tail's floor), that is every few batches; 1 KiB and 8 KiB every few dozen; the default
-/// never within a run.
+/// (the tail's floor), that is every few batches; 1 KiB every few dozen records; 8 KiB in the
+/// longer lives; the default never within a run.
 const COMPACT_BYTES: [u64; 4] = [0, 1024, 8192, COMPACT_BYTES_DEFAULT];
 
 /// splitmix64: a tiny, well-mixed generator, so a seed replays exactly on any machine.
@@ -137,34 +148,6 @@ impl Rng {
 
     fn pick<T: Copy>(&mut self, from: &[T]) -> T {
         from[self.below(from.len() as u64) as usize]
-    }
-}
-
-/// When a sale that the coordinator decided is acknowledged to its client.
-///
-/// The server (`shard.rs`) holds a response only for the records of the step that produced it,
-/// and posts a `Decided` with `seq = 0` (leaves at once) unless it carries tickets. So a sale
-/// decided by the coordinator is answered before the coordinator's `Sale` record is durable when
-/// the `Decided` carries no tickets (the coordinator kept at most one ticket after the sale), and
-/// always when the order is the coordinator's own (its outcome is handed out by the mesh task,
-/// whose records the response does not wait for). A crash then loses an acknowledged sale.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AckRule {
-    /// What the server does today (the default: the simulation checks the server as it is).
-    Server,
-    /// What it must do: a `Decided` that sold waits, like a message with tickets, for everything
-    /// its sender journaled; the coordinator's own escalated sale is acknowledged once its step is
-    /// durable. `SIM_ACK=durable` checks the rest of the system under this rule.
-    Durable,
-}
-
-impl AckRule {
-    fn from_env() -> AckRule {
-        match std::env::var("SIM_ACK").as_deref() {
-            Ok("durable") => AckRule::Durable,
-            Ok("server") | Err(_) => AckRule::Server,
-            Ok(other) => panic!("SIM_ACK is `server` or `durable`, not {other:?}"),
-        }
     }
 }
 
@@ -197,6 +180,8 @@ struct Coverage {
     transit_restored: u64,
     /// Tickets acknowledged to clients, each checked to survive every later crash.
     tickets_acked: u64,
+    /// The most messages settling delivered in a row with no escalated order answered.
+    quiet_deliveries_max: u64,
 }
 
 impl Coverage {
@@ -205,7 +190,7 @@ impl Coverage {
             "simulated {} steps over {} seeds: {} crashes ({} in the middle of commits, {} start-ups \
              cut, {} shard count changes), {} commits, {} faults injected ({} journals failed, {} \
              messages dropped), recoveries cut {} torn tails and restored tickets in transit {} \
-             times; {} tickets acknowledged",
+             times; {} tickets acknowledged; settling went at most {} deliveries without an answer",
             self.steps,
             self.seeds,
             self.crashes,
@@ -218,7 +203,8 @@ impl Coverage {
             self.messages_dropped,
             self.torn_tails_cut,
             self.transit_restored,
-            self.tickets_acked
+            self.tickets_acked,
+            self.quiet_deliveries_max
         )
     }
 }
@@ -229,8 +215,10 @@ struct Journal {
     writer: Writer,
     /// The buffer half, borrowed around (never across) a commit, as the committer does.
     tail: RefCell<Tail>,
+    /// The shard file's name on the disk.
+    file: String,
     /// The sequence number of the last change appended (the committer's `appended`): what a
-    /// message with tickets waits for.
+    /// message that must wait for the journal, or a resumed order's response, waits for.
     appended: Seq,
 }
 
@@ -243,6 +231,18 @@ struct Outgoing {
     msg: Msg,
     /// The sender's sequence number that must be durable before it leaves (0: nothing).
     after: Seq,
+}
+
+/// The torn-byte counts that keep part, but not all, of the new records an unsynced write put
+/// in a shard file (`before` and `after` it): the write started at the block holding the first
+/// new byte and rewrote that block's durable prefix with the same bytes.
+fn tear_within(before: Option<Vec<u8>>, after: Option<Vec<u8>>) -> Option<(u64, u64)> {
+    let (before, after) = (before?, after?);
+    let differs = |i: &usize| before.get(*i).copied().unwrap_or(0) != after[*i];
+    let first = (0..after.len()).find(differs)?;
+    let last = (0..after.len()).rev().find(differs)?;
+    let start = first - first % BLOCK_BYTES;
+    (last > first).then_some(((first - start + 1) as u64, (last - start + 1) as u64))
 }
 
 /// Opens the journal on `disk` for `shards` shards, and every shard's writer.
@@ -262,6 +262,7 @@ fn open_journals(
             let (writer, tail) = Writer::open(&store, start.clone(), compact_bytes).await?;
             journals.push(Journal {
                 writer,
+                file: start.file.clone(),
                 appended: tail.durable(),
                 tail: RefCell::new(tail),
             });
@@ -270,14 +271,14 @@ fn open_journals(
     })
 }
 
+/// A simulated server: its shards and their journals, over lives separated by crashes.
 struct Sim<'c> {
     // The run, across lives.
     /// The disk of every life's journals; a crash replaces it by what a reboot finds.
     disk: MemDisk,
     /// Tickets, sold or not.
     stock: u64,
-    /// When escalated sales are acknowledged.
-    rule: AckRule,
+    /// Every choice of the run comes from here.
     rng: Rng,
     /// Scheduled steps so far.
     steps: u64,
@@ -293,6 +294,7 @@ struct Sim<'c> {
     sold_before: u64,
     /// Tickets available at the start of this life (the recovered `available`).
     available: u64,
+    /// The shards.
     nodes: Vec<Node>,
     /// One per node.
     journals: Vec<Journal>,
@@ -302,8 +304,8 @@ struct Sim<'c> {
     outgoing: Vec<VecDeque<Outgoing>>,
     /// Escalated orders per shard, waiting for their outcome: id → qty.
     waiting: Vec<HashMap<OrderId, u64>>,
-    /// Sales per shard waiting for their journal: (sequence number, qty), in order;
-    /// `Seq::MAX` for a sale its failed journal did not take.
+    /// Sales per shard whose response waits for its journal: (sequence number that must be
+    /// durable, qty), in order; `Seq::MAX` for one that its failed journal will never release.
     unacked: Vec<VecDeque<(Seq, u64)>>,
     /// Tickets acknowledged in this life.
     acked: u64,
@@ -316,16 +318,16 @@ struct Sim<'c> {
 }
 
 impl<'c> Sim<'c> {
-    fn new(seed: u64, rule: AckRule, coverage: &'c mut Coverage) -> Sim<'c> {
+    fn new(seed: u64, coverage: &'c mut Coverage) -> Sim<'c> {
         let mut rng = Rng(seed);
         let shards = rng.pick(&SHARD_COUNTS);
         let stock = match rng.below(3) {
             0 => rng.below(8),
             1 => rng.below(100),
-            _ => rng.below(1_000),
+            _ => rng.below(3_000),
         };
         let compact_bytes = rng.pick(&COMPACT_BYTES);
-        Sim::start(rng, shards, stock, compact_bytes, rule, coverage)
+        Sim::start(rng, shards, stock, compact_bytes, coverage)
     }
 
     /// A run whose first life has `shards` shards, on an empty disk.
@@ -334,14 +336,12 @@ impl<'c> Sim<'c> {
         shards: usize,
         stock: u64,
         compact_bytes: u64,
-        rule: AckRule,
         coverage: &'c mut Coverage,
     ) -> Sim<'c> {
         coverage.seeds += 1;
         let mut sim = Sim {
             disk: MemDisk::new(),
             stock,
-            rule,
             rng,
             steps: 0,
             acked_total: 0,
@@ -366,6 +366,11 @@ impl<'c> Sim<'c> {
 
     fn shards(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Escalated orders waiting for their outcome.
+    fn waiting_orders(&self) -> usize {
+        self.waiting.iter().map(HashMap::len).sum()
     }
 
     fn halted(&self, shard: usize) -> bool {
@@ -503,10 +508,13 @@ impl<'c> Sim<'c> {
         for (to, msg) in out.messages {
             assert_ne!(to, at, "no message to oneself");
             // The server's `Shard::post`: a message waits for everything journaled so far when
-            // it carries tickets (under `AckRule::Durable`, also when it tells of a sale).
+            // it carries tickets, or tells a shard that its order sold.
             let sold = matches!(msg, Msg::Decided { sold: true, .. });
-            let waits = msg.tickets() > 0 || (sold && self.rule == AckRule::Durable);
-            let after = if waits { self.journals[at].appended } else { 0 };
+            let after = if msg.tickets() > 0 || sold {
+                self.journals[at].appended
+            } else {
+                0
+            };
             self.outgoing[at].push_back(Outgoing { to, msg, after });
         }
         for (order, sale) in out.outcomes {
@@ -514,12 +522,16 @@ impl<'c> Sim<'c> {
                 .remove(&order)
                 .expect("an outcome for an order that waits");
             if sale == Sale::Sold {
-                if at == COORDINATOR && self.rule == AckRule::Durable {
-                    let seq = seq.expect("the coordinator journaled its sale");
-                    self.unacked[at].push_back((seq, qty));
+                // The server's response to a resumed order waits for everything its shard
+                // journaled so far (the coordinator's own sale included, which another task
+                // journaled), and is never sent once that journal failed.
+                let hold = if self.halted(at) {
+                    Seq::MAX
                 } else {
-                    self.ack(qty);
-                }
+                    self.journals[at].appended
+                };
+                self.unacked[at].push_back((hold, qty));
+                self.acknowledge(at);
             }
         }
         seq
@@ -576,7 +588,9 @@ impl<'c> Sim<'c> {
     /// Hands the head of `from`'s outgoing FIFO to its channel, or drops it when it waits for a
     /// journal that failed (its tickets stay in transit until a restart).
     fn release(&mut self, from: usize) {
-        let head = self.outgoing[from].pop_front().expect("a message to release");
+        let head = self.outgoing[from]
+            .pop_front()
+            .expect("a message to release");
         if head.after > 0 && self.halted(from) {
             if self.trace {
                 eprintln!("drop {from}->{} {:?}", head.to, head.msg);
@@ -676,8 +690,8 @@ impl<'c> Sim<'c> {
             // within the first block of the write.
             torn_bytes: match self.rng.below(8) {
                 0 => 0,
-                1..=4 => self.rng.below(4096) as usize,
-                5 | 6 => self.rng.below(3 * 4096) as usize,
+                1..=4 => self.rng.below(BLOCK_BYTES as u64) as usize,
+                5 | 6 => self.rng.below(3 * BLOCK_BYTES as u64) as usize,
                 _ => usize::MAX,
             },
         }
@@ -686,7 +700,8 @@ impl<'c> Sim<'c> {
     /// The power goes (sometimes in the middle of a commit on every shard), the machine
     /// reboots, and the journal recovers, with a shard count picked anew.
     fn crash_and_restart(&mut self) {
-        self.coverage.crashes += 1;
+        // Torn bytes that cut a record of an append batch the power interrupted.
+        let mut tear = None;
         if self.rng.below(2) == 0 {
             self.coverage.crashes_mid_commit += 1;
             let pending = (0..self.shards()).filter(|&i| self.pending(i)).count() as u64;
@@ -695,19 +710,33 @@ impl<'c> Sim<'c> {
             let first = self.rng.below(self.shards() as u64) as usize;
             for i in 0..self.shards() {
                 let at = (first + i) % self.shards();
-                if self.pending(at) {
-                    // Errors are the power cut; what became durable before it is acknowledged.
-                    let _ = self.commit(at);
+                if !self.pending(at) {
+                    continue;
+                }
+                let before = self.disk.bytes(&self.journals[at].file);
+                // An error is the power cut; what became durable before it is acknowledged.
+                if self.commit(at).is_err() && tear.is_none() {
+                    let after = self.disk.bytes(&self.journals[at].file);
+                    tear = tear_within(before, after).map(|(lo, hi)| lo + self.rng.below(hi - lo));
                 }
             }
         }
-        let taken = self.sold_before + self.sold_in_life();
-        let crash = self.random_crash();
+        let mut crash = self.random_crash();
+        if let Some(torn_bytes) = tear.filter(|_| self.rng.below(4) != 0) {
+            crash.torn_bytes = torn_bytes as usize;
+        }
+        let shards = self.rng.pick(&SHARD_COUNTS);
+        self.reboot(crash, shards);
+    }
+
+    /// The machine stops now and reboots on what the disk kept (`crash`), with `shards` shards.
+    fn reboot(&mut self, crash: Crash, shards: usize) {
+        self.coverage.crashes += 1;
         if self.trace {
             eprintln!("crash {crash:?}");
         }
+        let taken = self.sold_before + self.sold_in_life();
         self.disk = self.disk.crash(crash);
-        let shards = self.rng.pick(&SHARD_COUNTS);
         if shards != self.shards() {
             self.coverage.shard_count_changes += 1;
         }
@@ -720,8 +749,7 @@ impl<'c> Sim<'c> {
     fn recover(&mut self, shards: usize, compact_bytes: u64) -> (Recovered, Vec<Journal>) {
         let cut = self.rng.below(4) == 0;
         if cut {
-            self.disk
-                .cut_power_after(self.rng.below(START_UP_OPS_MAX));
+            self.disk.cut_power_after(self.rng.below(START_UP_OPS_MAX));
         }
         match open_journals(&self.disk, shards, self.stock, compact_bytes) {
             Ok(opened) => {
@@ -755,7 +783,11 @@ impl<'c> Sim<'c> {
             );
         }
         assert_eq!(r.stock, self.stock, "the journal keeps the stock");
-        assert_eq!(r.sold + r.available, r.stock, "conservation across a restart");
+        assert_eq!(
+            r.sold + r.available,
+            r.stock,
+            "conservation across a restart"
+        );
         assert!(
             self.acked_total <= r.sold,
             "an acknowledged sale was forgotten: {} tickets acknowledged, {} recovered as sold",
@@ -834,12 +866,15 @@ impl<'c> Sim<'c> {
         self.check();
     }
 
-    /// Commits, releases and delivers until nothing is in flight; every escalated order must
-    /// then be answered and every sale acknowledged. Only with every journal healthy.
-    fn quiesce(&mut self) {
-        assert!(self.crash_due.is_none(), "no journal failed");
+    /// Commits every journal (but `uncommitted`'s), releases and delivers until nothing more
+    /// moves. Messages that keep moving tickets while no order is answered fail the run as a
+    /// livelock.
+    fn settle(&mut self, uncommitted: Option<usize>) {
+        // Deliveries since an escalated order was last answered.
+        let mut quiet = 0u64;
+        let mut waiting = self.waiting_orders();
         loop {
-            for at in 0..self.shards() {
+            for at in (0..self.shards()).filter(|&at| Some(at) != uncommitted) {
                 while self.pending(at) {
                     self.commit(at).expect("no fault while settling");
                 }
@@ -852,8 +887,29 @@ impl<'c> Sim<'c> {
             if !self.deliver_one() {
                 break;
             }
+            let now = self.waiting_orders();
+            quiet = if now < waiting { 0 } else { quiet + 1 };
+            waiting = now;
+            assert!(
+                quiet <= SETTLE_QUIET_DELIVERIES_MAX,
+                "the protocol does not settle: {quiet} messages delivered with no new order and \
+                 none answered; slices {:?}",
+                self.nodes
+                    .iter()
+                    .map(|n| n.slice().available())
+                    .collect::<Vec<_>>()
+            );
             self.check();
         }
+        let most = &mut self.coverage.quiet_deliveries_max;
+        *most = (*most).max(quiet);
+    }
+
+    /// Settles everything; every escalated order must then be answered and every sale
+    /// acknowledged. Only with every journal healthy.
+    fn quiesce(&mut self) {
+        assert!(self.crash_due.is_none(), "no journal failed");
+        self.settle(None);
         for (shard, waiting) in self.waiting.iter().enumerate() {
             assert!(
                 waiting.is_empty(),
@@ -882,13 +938,17 @@ impl<'c> Sim<'c> {
             self.stock,
             "every ticket sells"
         );
-        assert_eq!(self.acked, self.sold_in_life(), "every sale is acknowledged");
+        assert_eq!(
+            self.acked,
+            self.sold_in_life(),
+            "every sale is acknowledged"
+        );
     }
 }
 
 /// One seeded run: random steps, then everything settles, sells out, and survives a last crash.
-fn run(seed: u64, steps: u64, rule: AckRule, coverage: &mut Coverage) {
-    let mut sim = Sim::new(seed, rule, coverage);
+fn run(seed: u64, steps: u64, coverage: &mut Coverage) {
+    let mut sim = Sim::new(seed, coverage);
     for _ in 0..steps {
         sim.step();
     }
@@ -898,14 +958,16 @@ fn run(seed: u64, steps: u64, rule: AckRule, coverage: &mut Coverage) {
     sim.quiesce();
     sim.sell_out();
     sim.crash_and_restart();
-    assert_eq!(sim.sold_before, sim.stock, "the last crash finds every ticket sold");
+    assert_eq!(
+        sim.sold_before, sim.stock,
+        "the last crash finds every ticket sold"
+    );
 }
 
 /// Runs a seed; a failure prints how to replay it.
-fn run_reporting(seed: u64, rule: AckRule, coverage: &mut Coverage) -> bool {
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        run(seed, STEPS_PER_SEED, rule, coverage)
-    }));
+fn run_reporting(seed: u64, coverage: &mut Coverage) -> bool {
+    let outcome =
+        std::panic::catch_unwind(AssertUnwindSafe(|| run(seed, STEPS_PER_SEED, coverage)));
     if outcome.is_err() {
         eprintln!(
             "simulation failed: seed {seed}; replay with SIM_SEED={seed} cargo test -p ticketd \
@@ -916,11 +978,9 @@ fn run_reporting(seed: u64, rule: AckRule, coverage: &mut Coverage) -> bool {
 }
 
 /// Many seeded runs of the protocol over the journal, with disk faults and crashes, keep every
-/// invariant; `SIM_SEED` replays one run, `SIM_STEPS` sets the total, `SIM_ACK` the rule for
-/// escalated sales (see `AckRule`).
+/// invariant; `SIM_SEED` replays one run, `SIM_STEPS` sets the total.
 #[test]
 fn the_protocol_and_the_journal_keep_every_invariant_under_any_interleaving_and_crash() {
-    let rule = AckRule::from_env();
     let mut coverage = Coverage::default();
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
@@ -935,9 +995,9 @@ fn the_protocol_and_the_journal_keep_every_invariant_under_any_interleaving_and_
     let failed: Vec<u64> = seeds
         .iter()
         .copied()
-        .filter(|&seed| !run_reporting(seed, rule, &mut coverage))
+        .filter(|&seed| !run_reporting(seed, &mut coverage))
         .collect();
-    eprintln!("{} (acknowledgement rule {rule:?})", coverage.summary());
+    eprintln!("{}", coverage.summary());
     assert!(
         failed.is_empty(),
         "{} of {} seeds failed, the first: {:?}",
@@ -953,14 +1013,7 @@ fn the_protocol_and_the_journal_keep_every_invariant_under_any_interleaving_and_
 fn plentiful_stock_is_sold_locally_with_few_moves() {
     let shards = 4;
     let mut coverage = Coverage::default();
-    let mut sim = Sim::start(
-        Rng(7),
-        shards,
-        200_000,
-        16 * 1024,
-        AckRule::Server,
-        &mut coverage,
-    );
+    let mut sim = Sim::start(Rng(7), shards, 200_000, 16 * 1024, &mut coverage);
     // Skewed load: shard 0 gets half of 120k orders but holds 50k tickets, so it must refill.
     for i in 0..120_000u64 {
         let at = if i % 2 == 0 { 0 } else { (1 + i % 3) as usize };
@@ -985,4 +1038,59 @@ fn plentiful_stock_is_sold_locally_with_few_moves() {
         refills > 0 && refills < 100,
         "refills are amortised: {refills} for 120k orders"
     );
+}
+
+/// A sale that the coordinator decides for another shard's escalated order, and answers with a
+/// `Decided` that carries no tickets (it kept at most one after the sale), survives a crash that
+/// comes before the coordinator's next group commit. Stock 4 on 2 shards (2 each): shard 1 asks
+/// for 3, escalates with its 2 (its `Give` is made durable, so the `Escalate` leaves), the
+/// coordinator sells 3 and keeps 1, and `Decided { sold: true, tickets: 0 }` is sent to shard 1;
+/// the power goes before shard 0 commits. The `Decided` must wait for the coordinator's `Sale`
+/// although it carries no tickets.
+#[test]
+fn a_sale_decided_without_moving_tickets_survives_a_crash() {
+    let mut coverage = Coverage::default();
+    let mut sim = Sim::start(Rng(1), 2, 4, COMPACT_BYTES_DEFAULT, &mut coverage);
+    sim.order(1, 3);
+    sim.settle(Some(COORDINATOR));
+    assert_eq!(sim.sold_in_life(), 3, "the coordinator sold 3");
+    assert!(
+        sim.pending(COORDINATOR),
+        "the coordinator's sale is not durable"
+    );
+    sim.reboot(Crash::default(), 2);
+}
+
+/// A sale of the coordinator's own escalated order survives a crash that comes before the
+/// coordinator's next group commit. Stock 4 on 2 shards: shard 0 asks for 3, holds 2, takes 1
+/// from shard 1 (whose `Give` is made durable before its `Taken` leaves), sells 3 and hands the
+/// outcome to its client; the power goes before shard 0 commits. The response must wait for the
+/// `Sale`, which the coordinator journaled in another step than the order's.
+#[test]
+fn the_coordinators_own_escalated_sale_survives_a_crash() {
+    let mut coverage = Coverage::default();
+    let mut sim = Sim::start(Rng(1), 2, 4, COMPACT_BYTES_DEFAULT, &mut coverage);
+    sim.order(COORDINATOR, 3);
+    sim.settle(Some(COORDINATOR));
+    assert_eq!(sim.sold_in_life(), 3, "the coordinator sold 3");
+    assert!(
+        sim.pending(COORDINATOR),
+        "the coordinator's sale is not durable"
+    );
+    sim.reboot(Crash::default(), 2);
+}
+
+/// Scarce stock stops moving once no order needs it (the `rebalance` module doc: "a donor at or
+/// below its low-water mark gives nothing, so scarce stock stops moving instead of bouncing
+/// between shards"). Stock 70 on 2 shards (35 each: low-water mark 4, refill batch 8): shard 1
+/// sells 30 and keeps 5, shard 0 sells 32, keeps 3 and asks for a refill; then no order comes.
+/// (It fails today: a shard just above its mark gives half, falls below it and asks in turn, so
+/// two tickets go back and forth for ever, each move journaled on both sides.)
+#[test]
+fn scarce_stock_stops_moving_once_no_order_needs_it() {
+    let mut coverage = Coverage::default();
+    let mut sim = Sim::start(Rng(1), 2, 70, COMPACT_BYTES_DEFAULT, &mut coverage);
+    sim.order(1, 30);
+    sim.order(COORDINATOR, 32);
+    sim.quiesce();
 }
