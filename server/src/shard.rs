@@ -827,6 +827,17 @@ async fn shard_main(
         dumped.await;
     }
     leave(&shard, me, shards, config.shutdown_timeout).await;
+    if let Some(committer) = &shard.committer {
+        let stats = committer.stats.get();
+        tracing::info!(
+            shard = me,
+            commits = stats.commits,
+            changes = stats.changes,
+            changes_per_commit = stats.changes as f64 / stats.commits.max(1) as f64,
+            commit_us_mean = stats.busy_us as f64 / stats.commits.max(1) as f64,
+            "journal"
+        );
+    }
     senders.close();
     served
 }

@@ -21,7 +21,8 @@ const FSIZE_KIB: u64 = 8;
 /// One purchase of one ticket on `stream`: `Some(status, body)`, or `None` when the server
 /// closed the connection without answering (a response it could not make durable).
 fn buy(stream: &mut TcpStream) -> Option<(u16, String)> {
-    let request = "POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"qty\":1}";
+    let request =
+        "POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"qty\":1}";
     stream.write_all(request.as_bytes()).ok()?;
     try_read_reply(stream, &mut Vec::new()).map(|r| (r.status, r.body))
 }

@@ -177,7 +177,7 @@ impl JournalError {
     }
 
     /// The same error, at a file offset.
-    fn at(mut self, at: u64) -> Self {
+    pub(crate) fn at(mut self, at: u64) -> Self {
         if let JournalError::Io { offset, .. } = &mut self {
             *offset = Some(at);
         }

@@ -481,6 +481,20 @@ impl Writer {
         Ok((writer, Tail::new(start.ledger, start.seq, compact_bytes)))
     }
 
+    /// The shard file's descriptor, for a transport that writes append batches through its own
+    /// io_uring (`None` on the memory disk). It changes when a compaction replaces the file.
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        match &self.file {
+            JournalFile::Dma(file) => Some(std::os::fd::AsRawFd::as_raw_fd(file)),
+            JournalFile::Mem { .. } => None,
+        }
+    }
+
+    /// The shard file's path, for error messages.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.store.path(&self.file_name)
+    }
+
     /// Writes one batch and makes it durable. A compaction batch goes to a new file that is
     /// synced, renamed over the shard's file, and whose name is synced, before it counts.
     pub async fn write(&mut self, batch: &Batch) -> Result<(), JournalError> {
