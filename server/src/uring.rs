@@ -22,6 +22,13 @@
 //!   With nothing to do it parks inside glommio on a READ of an eventfd registered with our ring:
 //!   enable the eventfd, submit (which posts pending completions), re-check the CQ, then await the
 //!   READ or the next sweep, whichever comes first.
+//! - With a journal (`--durability sync`), the shard's group commits go through this ring too: an
+//!   O_DSYNC write of the batch (the file was opened by glommio's `DmaFile`, O_DIRECT), staged
+//!   when the shard has nothing else to do or the oldest waiting change is overdue, reaped in the
+//!   same loop as the sockets. A connection whose output answers a sale (`Slot::hold`) sends
+//!   nothing until that sale is durable. Through glommio's own file I/O instead, a commit's
+//!   completion waited for glommio's reactor, which runs only when this driver gives way: under
+//!   load that tripled a commit's latency (measured: 415 µs against 130 µs).
 //! - Deadlines (head, idle, linger, drain) are checked by a sweep of all connections every
 //!   [`SWEEP_PERIOD`], not by one timeout request per read: a deadline fires up to one period late.
 //!   The same sweep notices a stop request.
