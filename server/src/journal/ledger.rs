@@ -209,8 +209,6 @@ impl Ledger {
                 self.received[from] = next;
             }
             Record::Snapshot(_) => return Err(LedgerError::SnapshotNotFirst),
-            // Filler to a block boundary: no change of the slice.
-            Record::Pad { .. } => return Ok(()),
         }
         debug_assert_eq!(
             Ledger::from_parts(

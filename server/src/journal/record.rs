@@ -8,8 +8,7 @@
 //!      8    8 seq    per shard, contiguous; a file's first record (a snapshot) holds the last seq
 //!                    it covers, the next record has seq + 1
 //!     16    2 shard  the writing shard
-//!     18    1 kind   1 sale, 2 give, 3 receive, 4 snapshot, 5 pad (0 is never a kind: zeros are
-//!                    no record)
+//!     18    1 kind   1 sale, 2 give, 3 receive, 4 snapshot (0 is never a kind: zeros are no record)
 //!     19  len payload
 //!   sale:     qty u64
 //!   give:     to u16, move u64, qty u64
@@ -17,18 +16,9 @@
 //!   snapshot: epoch u64, shards u16, base u64, sold u64, then per shard p < shards:
 //!             sent[p].last_move u64, sent[p].tickets u64, received[p].last_move u64,
 //!             received[p].tickets u64
-//!   pad:      1 to BLOCK_BYTES bytes of filler (written as zeros; the checksum covers them),
-//!             so that the record ends on a block boundary
 //! ```
 //! All integers are little endian. Records are not aligned; files are padded with zeros to whole
 //! [`BLOCK_BYTES`] blocks (O_DIRECT writes whole blocks).
-//!
-//! A pad changes nothing in the ledger and takes no sequence number of its own: its `seq` is the
-//! one of the record before it (so a writer can insert one between records it has already
-//! numbered and handed out). It seals a batch so the next batch starts on a fresh block (see
-//! `tail`). Its filler is at least one byte, because `len` 0 marks the end of the log: where the
-//! gap to the next boundary is smaller than [`PAD_BYTES_MIN`], the pad runs on to the boundary
-//! after (see [`pad_bytes`]).
 
 use std::fmt;
 
@@ -62,15 +52,6 @@ const KIND_SALE: u8 = 1;
 const KIND_GIVE: u8 = 2;
 const KIND_RECEIVE: u8 = 3;
 const KIND_SNAPSHOT: u8 = 4;
-const KIND_PAD: u8 = 5;
-
-/// The smallest pad: a header and one byte of filler (a `len` of 0 would read as the end of the
-/// log).
-pub const PAD_BYTES_MIN: usize = HEADER_BYTES + 1;
-
-/// The most filler a pad carries: a gap of `PAD_BYTES_MIN - 1` bytes to the boundary, plus the
-/// block after it, less the header.
-pub const PAD_FILLER_BYTES_MAX: usize = BLOCK_BYTES;
 
 /// One journal record's content (the header's seq and shard travel beside it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,11 +81,6 @@ pub enum Record {
     },
     /// The whole ledger; always and only the first record of a file.
     Snapshot(Ledger),
-    /// Filler up to a block boundary; changes nothing, and carries the previous record's seq.
-    Pad {
-        /// Bytes of filler (zeros) after the header, 1 to [`PAD_FILLER_BYTES_MAX`].
-        filler: usize,
-    },
 }
 
 /// What is wrong with the bytes at a record boundary.
@@ -156,11 +132,6 @@ pub enum Corruption {
     },
     /// The record cannot be applied to the ledger.
     Ledger(LedgerError),
-    /// An intact pad that does not end on a block boundary.
-    Pad {
-        /// Where it ends.
-        end: u64,
-    },
 }
 
 impl Corruption {
@@ -202,9 +173,6 @@ impl fmt::Display for Corruption {
                 )
             }
             Corruption::Ledger(e) => write!(f, "{e}"),
-            Corruption::Pad { end } => {
-                write!(f, "a pad that ends at {end}, not on a block boundary")
-            }
         }
     }
 }
@@ -254,14 +222,6 @@ pub fn encode(out: &mut Vec<u8>, seq: Seq, shard: usize, record: &Record) {
                 }
             }
         }
-        Record::Pad { filler } => {
-            assert!(
-                (1..=PAD_FILLER_BYTES_MAX).contains(filler),
-                "pad of {filler}"
-            );
-            out.push(KIND_PAD);
-            out.resize(out.len() + filler, 0);
-        }
     }
     let len = out.len() - start - HEADER_BYTES;
     assert!(len <= PAYLOAD_BYTES_MAX, "record of {len} bytes");
@@ -276,25 +236,7 @@ pub fn encoded_bytes(record: &Record) -> usize {
         Record::Sale { .. } => HEADER_BYTES + 8,
         Record::Give { .. } | Record::Receive { .. } => HEADER_BYTES + 18,
         Record::Snapshot(l) => snapshot_bytes(l.shards()),
-        Record::Pad { filler } => HEADER_BYTES + filler,
     }
-}
-
-/// The bytes of the pad that makes a record starting at file offset `end` end on a block
-/// boundary: 0 when `end` is on one (no pad), the gap to the next boundary when a pad fits in it,
-/// or that gap plus a block when the gap is smaller than [`PAD_BYTES_MIN`].
-pub fn pad_bytes(end: u64) -> usize {
-    let gap = (BLOCK_BYTES - (end % BLOCK_BYTES as u64) as usize) % BLOCK_BYTES;
-    match gap {
-        0 => 0,
-        gap if gap >= PAD_BYTES_MIN => gap,
-        gap => gap + BLOCK_BYTES,
-    }
-}
-
-/// Whether `kind` is a record kind this code knows (a cheap test before a checksum).
-pub fn known_kind(kind: u8) -> bool {
-    (KIND_SALE..=KIND_PAD).contains(&kind)
 }
 
 /// The bytes of a snapshot record for `shards` shards.
@@ -400,14 +342,6 @@ pub fn decode(bytes: &[u8]) -> Result<Option<Frame>, Corruption> {
                 .map_err(Corruption::Ledger)?;
             Record::Snapshot(ledger)
         }
-        KIND_PAD => {
-            if len as usize > PAD_FILLER_BYTES_MAX {
-                return Err(Corruption::Payload { kind, len });
-            }
-            Record::Pad {
-                filler: len as usize,
-            }
-        }
         kind => return Err(Corruption::Kind { kind }),
     };
     Ok(Some(Frame {
@@ -479,11 +413,6 @@ mod tests {
             },
             snapshot(2),
             snapshot(SHARDS_MAX),
-            Record::Pad { filler: 1 },
-            // Not the longest (4096, whose `len` has a zero low byte; see below).
-            Record::Pad {
-                filler: PAD_FILLER_BYTES_MAX - 1,
-            },
         ];
         for (i, record) in records.iter().enumerate() {
             let mut out = vec![0xAA];
@@ -558,64 +487,9 @@ mod tests {
                     len: 8,
                 }),
             ),
-            (
-                too_long_pad(),
-                Err(Corruption::Payload {
-                    kind: KIND_PAD,
-                    len: PAD_FILLER_BYTES_MAX as u32 + 1,
-                }),
-            ),
-            (
-                patch(18, &[KIND_PAD], true),
-                Ok(Some(Frame {
-                    seq: 5,
-                    shard: 0,
-                    record: Record::Pad { filler: 8 },
-                    bytes: 27,
-                })),
-            ),
         ];
         for (bytes, outcome) in cases {
             assert_eq!(decode(&bytes), outcome, "{bytes:?}");
-        }
-    }
-
-    /// A pad one byte longer than the longest legal one, its checksum right.
-    fn too_long_pad() -> Vec<u8> {
-        let mut b = Vec::new();
-        encode(&mut b, 5, 0, &Record::Pad { filler: 1 });
-        b.resize(HEADER_BYTES + PAD_FILLER_BYTES_MAX + 1, 0);
-        b[..4].copy_from_slice(&(PAD_FILLER_BYTES_MAX as u32 + 1).to_le_bytes());
-        let crc = crc32c::crc32c(&b[8..]);
-        b[4..8].copy_from_slice(&crc.to_le_bytes());
-        b
-    }
-
-    #[test]
-    fn pads_end_on_a_block_boundary() {
-        // (where the pad starts, its bytes): none on a boundary, the gap when a header and a byte
-        // fit in it, else the gap and the next block.
-        let cases = [
-            (0, 0),
-            (4096, 0),
-            (8192, 0),
-            (1, 4095),
-            (4076, 20),
-            (4077, 4115),
-            (4095, 4097),
-            (8190, 4098),
-            (4096 + 109, 3987),
-        ];
-        for (end, bytes) in cases {
-            assert_eq!(pad_bytes(end), bytes, "{end}");
-            assert_eq!((end + bytes as u64) % BLOCK_BYTES as u64, 0);
-            if bytes > 0 {
-                assert!((PAD_BYTES_MIN..PAD_BYTES_MIN + BLOCK_BYTES).contains(&bytes));
-                let pad = Record::Pad {
-                    filler: bytes - HEADER_BYTES,
-                };
-                assert_eq!(encoded_bytes(&pad), bytes);
-            }
         }
     }
 

@@ -7,10 +7,8 @@ use std::cell::RefCell;
 use super::file::{JournalFile, Store};
 use super::ledger::Ledger;
 use super::record::PAYLOAD_BYTES_MAX;
-use super::record::{
-    decode, encode, known_kind, Corruption, Record, Seq, BLOCK_BYTES, HEADER_BYTES,
-};
-use super::tail::{Batch, BatchKind, Tail, BATCH_BYTES_MAX, IN_FLIGHT_MAX};
+use super::record::{decode, encode, Corruption, Record, Seq, BLOCK_BYTES, HEADER_BYTES};
+use super::tail::{Batch, BatchKind, Tail, BATCH_BYTES_MAX};
 use super::JournalError;
 use crate::config::SHARDS_MAX;
 use crate::stock::allotment;
@@ -27,13 +25,6 @@ const MANIFEST_VERSION: u32 = 1;
 const MANIFEST_BYTES: usize = 40;
 /// Files written by a compaction that did not reach its rename end with this.
 const TMP_SUFFIX: &str = ".tmp";
-
-/// How far past the block of a bad record replay looks for an intact record before it calls the
-/// bad record a torn tail: every byte that writes not yet durable at a crash can have put in the
-/// file lies within this distance of the block holding the first unacknowledged byte, because
-/// at most [`IN_FLIGHT_MAX`] batches are outstanding, each at most [`BATCH_BYTES_MAX`] long
-/// (its pad included), laid end to end from that block (see `tail`).
-pub const TORN_WINDOW_BYTES: usize = IN_FLIGHT_MAX * BATCH_BYTES_MAX;
 
 /// The name of shard `shard`'s file in epoch `epoch`.
 pub fn shard_file(shard: usize, epoch: u64) -> String {
@@ -362,33 +353,15 @@ async fn replay_epoch(
 }
 
 /// Replays one shard file: the ledger after the last valid record, or the offset and nature of
-/// corruption. Anything but a torn tail is corruption, reported, never skipped.
-///
-/// A bad record (bytes that are no intact record, or zeros where one was due) is a torn tail,
-/// cut off with everything after it, when no intact record of this shard starts
-/// [`TORN_WINDOW_BYTES`] or more past its block. Why that is safe: let F be where the
-/// acknowledged records end at the crash. Every byte before F is durable and, a disk that does
-/// not rot assumed, intact, so the first bad record starts at or after F. The writes not yet
-/// durable at the crash are the outstanding batches, at most [`IN_FLIGHT_MAX`] of them, which
-/// lie end to end from the block holding F, each at most [`BATCH_BYTES_MAX`] long; they are the
-/// only writes whose bytes can be missing, torn, or present without the ones before them (the
-/// later of two writes in flight may land while the earlier does not). So every intact record
-/// after the bad one that a crash can explain lies inside the window from the bad record's block
-/// (which is F's block or later), and belongs to a batch that was never acknowledged: an
-/// acknowledgement needs every batch before it to be durable, and the bad record's batch was
-/// not. Cutting there loses nothing that was acknowledged. An intact record beyond the window,
-/// on the other hand, was durable, so the bad bytes before it are damage, not a crash.
-///
-/// The limit of detection: damage to an acknowledged record that no intact record follows by
-/// [`TORN_WINDOW_BYTES`] from its block (so, in the last 128 KiB of the log; 64 KiB while one
-/// batch at a time was in flight) looks like a torn tail and is cut, with a warning, with the
-/// records after it; without a commit marker, nothing in the file tells the two apart.
+/// corruption. A bad record is a torn tail (cut off) when no valid record of this shard starts
+/// further than [`BATCH_BYTES_MAX`] past its block: only the last batch can be torn, and no
+/// batch is longer. Anything else is corruption, reported, never skipped.
 fn replay(bytes: &[u8], shard: usize, m: &Manifest) -> Result<Replayed, (u64, Corruption)> {
     let mut ledger: Option<Ledger> = None;
     let mut seq = 0;
     let mut at = 0usize;
     loop {
-        let failure = match next_record(bytes, at, shard, m, &mut ledger, seq) {
+        let failure = match next_record(&bytes[at..], shard, m, &mut ledger, seq) {
             Ok(Some((record_seq, len))) => {
                 seq = record_seq;
                 at += len;
@@ -405,11 +378,10 @@ fn replay(bytes: &[u8], shard: usize, m: &Manifest) -> Result<Replayed, (u64, Co
             // manifest or renamed into place: it cannot be torn.
             return Err((0, failure));
         };
-        let window_end = at - at % BLOCK_BYTES + TORN_WINDOW_BYTES;
+        let window_end = at - at % BLOCK_BYTES + BATCH_BYTES_MAX;
         if let Some(found) = find_record(bytes, window_end.max(at + 1), shard) {
-            // A valid record beyond the reach of the batches that can have been in flight: the
-            // bad bytes are not a torn tail. Name the first bad record (or the hole where one was
-            // due).
+            // A valid record beyond the reach of the last batch: the bad bytes are not a torn
+            // tail. Name the first bad record (or the hole where one was due).
             let failure = if failure == Corruption::Empty {
                 Corruption::Hole { next: found as u64 }
             } else {
@@ -424,19 +396,16 @@ fn replay(bytes: &[u8], shard: usize, m: &Manifest) -> Result<Replayed, (u64, Co
     }
 }
 
-/// Decodes and checks the record at offset `at` of the file `bytes` against the replay so far:
-/// its shard, its sequence number (a pad repeats the previous record's, every other record
-/// follows it), where a pad ends, and the ledger (which it updates). `Ok(None)` at the end of the
-/// log.
+/// Decodes and checks the record at the start of `bytes` against the replay so far: its shard,
+/// its sequence number, and the ledger (which it updates). `Ok(None)` at the end of the log.
 fn next_record(
     bytes: &[u8],
-    at: usize,
     shard: usize,
     m: &Manifest,
     ledger: &mut Option<Ledger>,
     seq: Seq,
 ) -> Result<Option<(Seq, usize)>, Corruption> {
-    let Some(frame) = decode(&bytes[at..])? else {
+    let Some(frame) = decode(bytes)? else {
         return Ok(None);
     };
     if frame.shard != shard {
@@ -454,17 +423,11 @@ fn next_record(
         }
         (None, _) => return Err(Corruption::Snapshot),
         (Some(l), record) => {
-            let is_pad = matches!(record, Record::Pad { .. });
-            let expected = if is_pad { seq } else { seq + 1 };
-            if frame.seq != expected {
+            if frame.seq != seq + 1 {
                 return Err(Corruption::Sequence {
-                    expected,
+                    expected: seq + 1,
                     found: frame.seq,
                 });
-            }
-            let end = (at + frame.bytes) as u64;
-            if is_pad && !end.is_multiple_of(BLOCK_BYTES as u64) {
-                return Err(Corruption::Pad { end });
             }
             l.apply(&record).map_err(Corruption::Ledger)?;
         }
@@ -483,7 +446,7 @@ fn find_record(bytes: &[u8], from: usize, shard: usize) -> Option<usize> {
         let kind = h[18];
         len > 0
             && len <= PAYLOAD_BYTES_MAX
-            && known_kind(kind)
+            && (1..=4).contains(&kind)
             && usize::from(u16::from_le_bytes([h[16], h[17]])) == shard
             && matches!(decode(&bytes[at..]), Ok(Some(_)))
     })
@@ -576,8 +539,7 @@ impl Writer {
 }
 
 /// Takes the tail's next batch, writes it, and marks it done (or the journal failed), without
-/// holding the borrow across the I/O, so the shard keeps appending meanwhile. One batch at a
-/// time: nothing else may take batches from the same tail. Call it from one
+/// holding the borrow across the I/O, so the shard keeps appending meanwhile. Call it from one
 /// committer task per shard, again whenever [`Tail::pending`]; compaction happens inside it when
 /// the file passed its threshold. An error is permanent: the shard must stop acknowledging. Returns the last
 /// durable sequence number it made durable, `None` when there was nothing to do, or the
