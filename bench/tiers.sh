@@ -9,7 +9,9 @@
 # ratio ticket / monolith per round.
 #
 # Env: OUT (default bench/runs/<YYYY-MM-DD>-<host>-tiers, -2... if taken), SHARDS (1),
-#      SERVER_CPU (1), CLIENT_CPU (0), INITIAL_STOCK (1e9: never sells out), SKIP_BUILD=1.
+#      SERVER_CPU (1), CLIENT_CPU (0), INITIAL_STOCK (1e9: never sells out), SKIP_BUILD=1,
+#      DURABILITY (sync: the monolith and the vacancy service journal every sale, as by
+#      default; none: memory only, the forwarding cost alone). Data directories go under OUT.
 set -uo pipefail
 
 DURATION=8 CONNS=64 WARMUP=2 ROUNDS=3
@@ -25,24 +27,28 @@ while (($#)); do
 done
 
 KIND=tiers
+DURABILITY=${DURABILITY:-sync}
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 ROWS=()
 for round in $(seq "$ROUNDS"); do
   port=$(free_port)
-  start "$OUT/monolith-$round.server.log" "$port" --mode monolith || exit 1
+  start "$OUT/monolith-$round.server.log" "$port" --mode monolith --durability "$DURABILITY" \
+    --data-dir "$OUT/data-monolith-$round" || exit 1
   bench "monolith-$round" "http://127.0.0.1:$port" \
-    "ticketd --mode monolith --shards $SHARDS (commit $COMMIT), taskset -c $SERVER_CPU" || exit 1
+    "ticketd --mode monolith --durability $DURABILITY --shards $SHARDS (commit $COMMIT), taskset -c $SERVER_CPU" || exit 1
   stop_all
 
   vport=$(free_port) tport=$(free_port)
-  start "$OUT/vacancy-$round.server.log" "$vport" --mode vacancy || exit 1
+  start "$OUT/vacancy-$round.server.log" "$vport" --mode vacancy --durability "$DURABILITY" \
+    --data-dir "$OUT/data-vacancy-$round" || exit 1
   start "$OUT/ticket-$round.server.log" "$tport" --mode ticket \
     --vacancy-url "http://127.0.0.1:$vport" || exit 1
   bench "ticket-$round" "http://127.0.0.1:$tport" \
-    "ticketd --mode ticket -> --mode vacancy, --shards $SHARDS each (commit $COMMIT), both taskset -c $SERVER_CPU" || exit 1
+    "ticketd --mode ticket -> --mode vacancy --durability $DURABILITY, --shards $SHARDS each (commit $COMMIT), both taskset -c $SERVER_CPU" || exit 1
   stop_all
+  rm -rf "$OUT/data-monolith-$round" "$OUT/data-vacancy-$round"
   m=$(rps "$OUT/monolith-$round") t=$(rps "$OUT/ticket-$round")
   ROWS+=("| $round | $m | $(p99 "$OUT/monolith-$round") | $t | $(p99 "$OUT/ticket-$round") | $(python3 -c "print(f'{$t/$m:.2f}')") |")
 done
@@ -53,9 +59,9 @@ done
   echo "# Purchase: ticket tier vs monolith"
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), host $(hostname) ($(nproc) CPUs, kernel $(uname -r)), commit $COMMIT." \
-       "Servers ($SHARDS shard each) on CPU $SERVER_CPU, ticket-bench on CPU $CLIENT_CPU: closed loop," \
+       "Servers ($SHARDS shard each, --durability $DURABILITY) on CPU $SERVER_CPU, ticket-bench on CPU $CLIENT_CPU: closed loop," \
        "$CONNS connections, ${WARMUP}s warm-up, ${DURATION}s measured, rounds alternating." \
-       "Reproduce with \`bench/tiers.sh --duration $DURATION --conns $CONNS --warmup $WARMUP --rounds $ROUNDS\`."
+       "Reproduce with \`DURABILITY=$DURABILITY bench/tiers.sh --duration $DURATION --conns $CONNS --warmup $WARMUP --rounds $ROUNDS\`."
   echo
   echo "The ticket tier's figure is the whole split system (ticket + vacancy on the same core) as a"
   echo "client sees it; the monolith serves the same purchase on that core alone."
