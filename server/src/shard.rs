@@ -296,7 +296,16 @@ impl Shard {
         let mut app = self.app.borrow_mut();
         let changes = &mut app.outbox.changes;
         match &self.committer {
-            Some(committer) => committer.append(changes),
+            Some(committer) => {
+                let seq = committer.append(changes);
+                drop(app);
+                if seq.is_some() && committer.driver_writes() {
+                    // Changes made by another task (a peer's message) while the driver is parked:
+                    // it starts their group commit, so wake it (a no-op when it is not parked).
+                    self.ring_driver();
+                }
+                seq
+            }
             None => {
                 changes.clear();
                 None

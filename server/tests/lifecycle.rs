@@ -148,6 +148,11 @@ fn memlock_too_low_is_one_clear_line() {
 #[test]
 fn json_logs_are_json_lines() {
     let server = Server::start_with_env(&["--shards", "1"], &[("JSON_LOGS", "true")]);
+    // The shards answer before the main thread has logged that they all listen.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !server.log().contains("ticketd listening") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let log = server.log();
     let first = log.lines().next().unwrap_or_else(|| panic!("no log line"));
     let value: serde_json::Value =
