@@ -86,25 +86,12 @@ fn seed() -> u64 {
         })
 }
 
-/// Writes back what other processes left dirty in the page cache (the build that preceded the
-/// tests leaves hundreds of megabytes), once per test process, before the first journal starts.
-/// On ext4 a durable write that commits metadata (a new file, a file growing) waits for the
-/// journal commit, which in `data=ordered` mode waits for dirty data of other files: measured
-/// here, 1.5 GB left dirty made this file's tests take 284 s instead of 4 s. The server is right
-/// to wait; the tests should not measure someone else's writeback.
-fn flush_page_cache_once() {
-    static FLUSHED: std::sync::Once = std::sync::Once::new();
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    FLUSHED.call_once(|| unsafe { libc::sync() });
-}
-
 /// A data directory of its own under the temp dir, unique per test and process; removed when
 /// dropped, unless the test failed (then its path is printed, to look at the journal).
 struct DataDir(PathBuf);
 
 impl DataDir {
     fn new(name: &str) -> DataDir {
-        flush_page_cache_once();
         let path =
             std::env::temp_dir().join(format!("ticketd-durability-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
