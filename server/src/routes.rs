@@ -172,6 +172,21 @@ pub struct Deferred {
     pub head: bool,
 }
 
+impl Deferred {
+    /// A request of `route` for `qty` that waits under the number `order` (the connection sets
+    /// `head`).
+    fn new(order: OrderId, route: Route, qty: u64, x: Exchange<'_>) -> Deferred {
+        Deferred {
+            order,
+            route,
+            qty,
+            version: x.version,
+            keep_alive: x.keep_alive,
+            head: false,
+        }
+    }
+}
+
 /// The per-request facts a reply needs besides the route.
 #[derive(Clone, Copy, Debug)]
 pub struct Exchange<'a> {
@@ -277,14 +292,7 @@ impl App {
         };
         self.counters.forwarded += 1;
         let order = forwarding.forward(request);
-        Some(Reply::Deferred(Deferred {
-            order,
-            route,
-            qty,
-            version: x.version,
-            keep_alive: x.keep_alive,
-            head: false,
-        }))
+        Some(Reply::Deferred(Deferred::new(order, route, qty, x)))
     }
 
     /// Purchase or reserve: parse `{"qty":n}`, take from the slice, reply; or, when the slice
@@ -312,14 +320,7 @@ impl App {
                 let remaining = self.node.total_available();
                 self.order_reply(route, qty, Sale::Sold, remaining, x, out)
             }
-            Placed::Waiting(order) => Reply::Deferred(Deferred {
-                order,
-                route,
-                qty,
-                version: x.version,
-                keep_alive: x.keep_alive,
-                head: false,
-            }),
+            Placed::Waiting(order) => Reply::Deferred(Deferred::new(order, route, qty, x)),
         }
     }
 
