@@ -679,3 +679,57 @@ fn two_processes_cannot_share_a_data_dir() {
     let again = Server::start(&args);
     assert_eq!(recovered(&again), (2, 98));
 }
+
+/// The smallest `--journal-compact-bytes` the server takes (one batch can be 64 KiB).
+const COMPACT_BYTES: u64 = 64 * 1024;
+
+/// Tickets for the compaction test: about 27 journal bytes each, so selling them all writes
+/// about 160 KiB per shard, and every shard's journal is compacted more than once.
+const COMPACT_STOCK: u64 = 12_000;
+
+/// Compaction in the running server, with both transports (the uring driver hands compactions to
+/// the committer task; the glommio transport commits everything there): every shard's journal
+/// file stays under the threshold plus one batch while far more than the threshold is written,
+/// and after a SIGKILL every acknowledged sale is still sold.
+#[test]
+fn compaction_bounds_the_journal_and_keeps_every_sale() {
+    for transport in TRANSPORTS {
+        let dir = DataDir::new(&format!("compact-{transport}"));
+        let stock = COMPACT_STOCK.to_string();
+        let compact = COMPACT_BYTES.to_string();
+        let args = [
+            "--shards",
+            "2",
+            "--initial-stock",
+            &stock,
+            "--journal-compact-bytes",
+            &compact,
+            "--data-dir",
+            dir.arg(),
+            "--cache-ttl-seconds",
+            CACHE_TTL,
+        ];
+        let mut server = Server::start_with_env(&args, &[("TICKETD_TRANSPORT", transport)]);
+        let tally = drain(server.addr, DRAIN_CLIENTS);
+        assert_eq!(tally.acknowledged, COMPACT_STOCK, "{transport}: {tally:?}");
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            if name.starts_with("shard-") {
+                files += 1;
+                let size = entry.metadata().unwrap().len();
+                // The threshold, then at most one more batch before the next compaction.
+                assert!(
+                    size <= 2 * COMPACT_BYTES + 4096,
+                    "{transport}: {name} is {size} bytes"
+                );
+            }
+        }
+        assert_eq!(files, 2, "{transport}: one journal per shard");
+        server.crash();
+        let server = Server::start_with_env(&args, &[("TICKETD_TRANSPORT", transport)]);
+        assert_eq!(recovered(&server), (COMPACT_STOCK, 0), "{transport}");
+        assert_eq!(available_once_settled(&server, 0), 0, "{transport}");
+    }
+}

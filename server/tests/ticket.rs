@@ -122,6 +122,16 @@ fn the_whole_contract_through_the_ticket_tier() {
     assert_eq!(wrong.header("allow"), Some("POST"));
     let on_vacancy = post(&vacancy, "/api/v1/purchase", "{\"qty\":1}");
     assert_eq!(on_vacancy.status, 404);
+    for path in ["/health", "/api/v1/health"] {
+        let health = get(&vacancy, path);
+        assert_eq!(health.status, 200);
+        assert_eq!(health.json("mode").as_deref(), Some("\"vacancy\""));
+    }
+    assert_eq!(get(&vacancy, "/ready").status, 200);
+    assert_eq!(
+        get(&vacancy, "/").json("mode").as_deref(),
+        Some("\"vacancy\"")
+    );
     let reserved = post(&vacancy, "/api/v1/reserve", "{\"qty\":2}");
     assert_eq!(
         reserved.json("message").as_deref(),
@@ -507,4 +517,90 @@ fn an_unresolvable_vacancy_host_fails_the_start() {
         line.starts_with("ticketd: --vacancy-url (VACANCY_URL)"),
         "{stderr}"
     );
+}
+
+/// Established TCP connections whose local port is `port` (IPv4, from `/proc/net/tcp`): the
+/// vacancy service's side of the ticket tier's pooled connections.
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields[1].rsplit(':').next().unwrap();
+            u16::from_str_radix(local_port, 16) == Ok(port) && fields[3] == "01"
+        })
+        .count()
+}
+
+/// Beyond `HTTP_KEEPALIVE_CONNECTIONS`, idle pooled connections are closed: a burst that needs
+/// several connections opens them (up to `HTTP_MAX_CONNECTIONS`), and once idle the pool goes
+/// back to the keep-alive count.
+#[test]
+fn idle_connections_beyond_the_keepalive_count_are_closed() {
+    let vacancy = vacancy(1, 100_000);
+    let ticket = ticket(
+        vacancy.port(),
+        1,
+        "5",
+        &[
+            "--http-max-connections",
+            "4",
+            "--http-keepalive-connections",
+            "1",
+        ],
+    );
+    // 32 clients at once: more than one connection's pipelining depth (16) is in flight, and
+    // fewer than the pool's capacity (4 × 16), so nothing is refused. The pool's size is sampled
+    // meanwhile.
+    let (most, done) = (
+        std::sync::atomic::AtomicUsize::new(0),
+        AtomicBool::new(false),
+    );
+    let outcomes: Vec<std::thread::Result<()>> = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                most.fetch_max(established_to(vacancy.port()), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let clients: Vec<_> = (0..32)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut stream = ticket.connect();
+                    let mut carry = Vec::new();
+                    for _ in 0..100 {
+                        stream.write_all(purchase_request(1).as_bytes()).unwrap();
+                        let reply = read_reply(&mut stream, &mut carry);
+                        assert_eq!(reply.status, 200, "{}", reply.body);
+                        assert_eq!(reply.json("success").as_deref(), Some("true"));
+                    }
+                })
+            })
+            .collect();
+        let outcomes = clients.into_iter().map(|c| c.join()).collect();
+        // Also when a client failed, so that the sampler ends and the failure is reported.
+        done.store(true, Ordering::Relaxed);
+        outcomes
+    });
+    for outcome in outcomes {
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+    let most = most.load(Ordering::Relaxed);
+    assert!(
+        (2..=4).contains(&most),
+        "{most} pooled connections at the peak"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while established_to(vacancy.port()) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} still open",
+            established_to(vacancy.port())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
