@@ -53,8 +53,6 @@ pub(crate) struct Committer {
     kicked: RefCell<Option<LocalReceiver<()>>>,
     /// Tasks waiting for a sequence number to become durable, in order of their numbers.
     waiters: RefCell<VecDeque<(Seq, LocalSender<bool>)>>,
-    /// The journal failed: nothing more is acknowledged.
-    failed: Cell<bool>,
     /// Group commits done, changes they made durable, and the time spent in them (for the log
     /// line at exit).
     pub(crate) stats: Cell<CommitStats>,
@@ -69,6 +67,8 @@ pub(crate) struct Committer {
     writing: RefCell<Option<DriverWrite>>,
     /// When the oldest change not yet in a write was appended (`None`: all are in one).
     waiting_since: Cell<Option<Instant>>,
+    /// The aligned buffer of the last write, kept for the next.
+    spare: RefCell<Option<AlignedBuf>>,
     /// A compaction batch for the committer task, and whether one is running.
     compaction: RefCell<Option<Batch>>,
     compacting: Cell<bool>,
@@ -99,7 +99,7 @@ pub(crate) struct WriteOp {
 
 /// The alignment O_DIRECT needs of a buffer's address: one block (4 KiB covers 512-byte and
 /// 4-KiB-sector devices alike).
-const DIRECT_ALIGN: usize = 4096;
+const DIRECT_ALIGN: usize = journal::BLOCK_BYTES;
 
 /// A heap buffer aligned to [`DIRECT_ALIGN`], reused from batch to batch.
 struct AlignedBuf {
@@ -166,6 +166,7 @@ impl Committer {
             path: RefCell::new(path),
             writing: RefCell::new(None),
             waiting_since: Cell::new(None),
+            spare: RefCell::new(None),
             compaction: RefCell::new(None),
             compacting: Cell::new(false),
             tail: RefCell::new(tail),
@@ -174,7 +175,6 @@ impl Committer {
             kick,
             kicked: RefCell::new(Some(kicked)),
             waiters: RefCell::new(VecDeque::new()),
-            failed: Cell::new(false),
             stats: Cell::new(CommitStats::default()),
         }
     }
@@ -218,6 +218,12 @@ impl Committer {
         self.driver_writes.set(self.fd.get() >= 0);
     }
 
+    /// The driver stopped: the committer task writes from now on (what is pending at once).
+    pub(crate) fn hand_back_writes(&self) {
+        self.driver_writes.set(false);
+        let _ = self.kick.try_send(());
+    }
+
     /// The driver writes append batches (see [`Committer::next_write`]).
     pub(crate) fn driver_writes(&self) -> bool {
         self.driver_writes.get()
@@ -225,11 +231,7 @@ impl Committer {
 
     /// A group commit could start now: changes wait and no write is in flight.
     pub(crate) fn can_start_write(&self) -> bool {
-        self.driver_writes.get()
-            && !self.failed.get()
-            && !self.compacting.get()
-            && self.writing.borrow().is_none()
-            && self.tail.borrow().pending()
+        self.driver_writes.get() && self.tail.borrow().can_take()
     }
 
     /// A group commit could start and the oldest change waiting for one has waited
@@ -255,11 +257,9 @@ impl Committer {
     /// flight. A compaction batch goes to the committer task instead (it renames and syncs files
     /// through glommio).
     pub(crate) fn next_write(&self) -> Option<WriteOp> {
-        if !self.driver_writes.get()
-            || self.failed.get()
-            || self.compacting.get()
-            || self.writing.borrow().is_some()
-        {
+        // The tail gives no batch while one is in flight (the driver's or a compaction) or after
+        // a failure.
+        if !self.driver_writes.get() {
             return None;
         }
         let since = self.waiting_since.get();
@@ -274,7 +274,7 @@ impl Committer {
             let _ = self.kick.try_send(());
             return None;
         }
-        let buf = AlignedBuf::copy_of(&batch.bytes, None);
+        let buf = AlignedBuf::copy_of(&batch.bytes, self.spare.borrow_mut().take());
         let write = DriverWrite {
             batch,
             buf,
@@ -304,36 +304,20 @@ impl Committer {
         let mut slot = self.writing.borrow_mut();
         let write = slot.as_mut().expect("a journal write was in flight");
         let at = write.batch.offset + write.done as u64;
-        let error = match res {
-            n if n < 0 => Some(
-                JournalError::io(
-                    self.path.borrow().clone(),
-                    "write",
-                    std::io::Error::from_raw_os_error(-n),
-                )
-                .at(at),
-            ),
-            0 => Some(JournalError::WriteZero {
-                path: self.path.borrow().clone(),
-                offset: at,
-            }),
-            _ => None,
-        };
-        if let Some(error) = error {
-            *slot = None;
-            drop(slot);
-            self.tail.borrow_mut().fail(error.clone());
-            fail(shard, self, &error);
-            return None;
-        }
-        // O_DIRECT continues from a whole block: rewriting a few bytes with the same values.
-        let n = res as usize;
-        let aligned = (write.done + n) / DIRECT_ALIGN * DIRECT_ALIGN;
-        write.done = if aligned > write.done {
-            aligned
+        let written = if res < 0 {
+            Err(std::io::Error::from_raw_os_error(-res))
         } else {
-            write.done + n
+            Ok(res as usize)
         };
+        match journal::continue_write(&self.path.borrow(), at, write.done, written) {
+            Err(error) => {
+                *slot = None;
+                drop(slot);
+                fail(shard, self, &error);
+                return None;
+            }
+            Ok(done) => write.done = done,
+        }
         if write.done < write.buf.len {
             return Some(self.op(write));
         }
@@ -341,14 +325,20 @@ impl Committer {
         drop(slot);
         let before = self.durable();
         self.tail.borrow_mut().done(&write.batch);
+        self.record_commit(before, write.began);
+        *self.spare.borrow_mut() = Some(write.buf);
+        None
+    }
+
+    /// A group commit made `before + 1 ..= durable()` durable: count it, wake what waited.
+    fn record_commit(&self, before: Seq, began: Instant) {
         let durable = self.durable();
         let mut stats = self.stats.get();
         stats.commits += 1;
         stats.changes += durable - before;
-        stats.busy_us += write.began.elapsed().as_micros() as u64;
+        stats.busy_us += began.elapsed().as_micros() as u64;
         self.stats.set(stats);
         self.wake(Some(durable));
-        None
     }
 
     /// The sequence number of the last change appended.
@@ -363,12 +353,12 @@ impl Committer {
 
     /// True once the journal failed for good.
     pub(crate) fn failed(&self) -> bool {
-        self.failed.get()
+        self.tail.borrow().failed().is_some()
     }
 
     /// Waits until `seq` is durable: `true`, or `false` if the journal failed first.
     pub(crate) async fn wait(&self, seq: Seq) -> bool {
-        if self.failed.get() {
+        if self.failed() {
             return false;
         }
         if self.durable() >= seq {
@@ -411,6 +401,7 @@ async fn run(shard: Rc<Shard>) {
                 }
                 continue;
             };
+            let (before, began) = (committer.durable(), Instant::now());
             let result = writer.write(&batch).await;
             committer.compacting.set(false);
             match result {
@@ -418,11 +409,10 @@ async fn run(shard: Rc<Shard>) {
                     committer.fd.set(writer.raw_fd().unwrap_or(-1));
                     *committer.path.borrow_mut() = writer.path();
                     committer.tail.borrow_mut().done(&batch);
-                    committer.wake(Some(committer.durable()));
+                    committer.record_commit(before, began);
                     shard.durable_advanced();
                 }
                 Err(e) => {
-                    committer.tail.borrow_mut().fail(e.clone());
                     fail(&shard, committer, &e);
                     return;
                 }
@@ -435,15 +425,10 @@ async fn run(shard: Rc<Shard>) {
             }
             continue;
         }
-        let (before, began) = (committer.durable(), std::time::Instant::now());
+        let (before, began) = (committer.durable(), Instant::now());
         match journal::commit(&committer.tail, &mut writer).await {
-            Ok(Some(durable)) => {
-                let mut stats = committer.stats.get();
-                stats.commits += 1;
-                stats.changes += durable - before;
-                stats.busy_us += began.elapsed().as_micros() as u64;
-                committer.stats.set(stats);
-                committer.wake(Some(durable));
+            Ok(Some(_)) => {
+                committer.record_commit(before, began);
                 shard.durable_advanced();
             }
             Ok(None) => {}
@@ -464,7 +449,9 @@ fn fail(shard: &Rc<Shard>, committer: &Committer, error: &JournalError) {
         "the journal failed: this shard stops selling; /ready answers 503 until a restart \
          (the kernel may have dropped the data, so the write is not retried)"
     );
-    committer.failed.set(true);
+    // The first error stays the tail's (journal::commit already recorded it); nothing more is
+    // appended or acknowledged.
+    committer.tail.borrow_mut().fail(error.clone());
     committer.wake(None);
     shard.halt();
     shard.durable_advanced();

@@ -691,22 +691,21 @@ impl State {
         if slot.phase == Phase::Free {
             return;
         }
-        if slot.hold > self.durable && slot.phase != Phase::Stopping && slot.phase != Phase::Free {
+        let held = slot.hold > self.durable;
+        if held && slot.phase != Phase::Stopping {
             if self.journal_failed {
                 // The sale it answers may not be durable: the client gets no answer rather than
-                // a success that a crash could take back.
+                // a success that a crash could take back. Stopping sends nothing more (a send
+                // already in flight carries only output that was released), and `release` gives
+                // the buffers back.
                 self.stop(index);
-                let slot = &mut self.slots[index as usize];
-                slot.out.clear();
-                slot.next.clear();
-                slot.sent = 0;
             } else if !slot.held {
                 slot.held = true;
                 self.held.push(index);
             }
         }
         let slot = &mut self.slots[index as usize];
-        let released = slot.hold <= self.durable;
+        let released = !held;
         if !slot.sending && slot.phase != Phase::Stopping && released {
             if slot.out.is_empty() {
                 std::mem::swap(&mut slot.out, &mut slot.next);
@@ -1002,7 +1001,11 @@ impl State {
 
     /// The drain is done: no connection, no listener, no accept in flight.
     fn finished(&self) -> bool {
-        self.draining && self.open == 0 && self.listener.is_none() && !self.accept_armed
+        self.draining
+            && self.open == 0
+            && self.listener.is_none()
+            && !self.accept_armed
+            && !self.journal_in_flight()
     }
 }
 
@@ -1141,10 +1144,10 @@ impl Driver {
         // Off while we run: we reap at every turn anyway; it is enabled only to park.
         ring.completion().disable_eventfd();
         let now = Instant::now();
-        let shard_durable = shard.committer.as_ref().map_or(u64::MAX, |c| {
-            c.take_over_writes();
-            c.durable()
-        });
+        if let Some(committer) = &shard.committer {
+            committer.take_over_writes();
+        }
+        let shard_durable = shard.committer.as_ref().map_or(u64::MAX, |c| c.durable());
         // SAFETY: the descriptor moves into glommio's file, which closes it when dropped.
         let eventfd = Rc::new(unsafe { BufferedFile::from_raw_fd(eventfd.into_raw_fd()) });
         Ok(Driver {
@@ -1274,6 +1277,11 @@ impl Driver {
             }
         };
         self.state.shard.bell.set(None); // the eventfd closes with the driver
+        if let Some(committer) = &self.state.shard.committer {
+            // The shard still journals while it leaves (a peer's last messages): its committer
+            // task takes over the writes.
+            committer.hand_back_writes();
+        }
         if let Some(read) = wake {
             // Complete our READ so that glommio holds no request on the eventfd when it closes it.
             ring_bell(&self.eventfd);

@@ -72,8 +72,8 @@ use std::sync::Arc;
 
 pub use file::{Crash, Fault, JournalFile, MemDisk, Store};
 pub use ledger::{Ledger, LedgerError, Moved};
-pub use record::{Corruption, Seq};
-pub use recover::{commit, open, Recovered, ShardStart, Writer};
+pub use record::{Corruption, Seq, BLOCK_BYTES};
+pub use recover::{commit, continue_write, open, Recovered, ShardStart, Writer};
 pub use tail::{Batch, BatchKind, Tail, BATCH_BYTES_MAX, COMPACT_BYTES_DEFAULT};
 
 /// One change of a shard's slice, as the shard protocol makes it.

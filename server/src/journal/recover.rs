@@ -256,22 +256,33 @@ async fn write_all(
     let mut done = 0usize;
     while done < bytes.len() {
         let at = offset + done as u64;
-        let n = file
-            .write_at(at, &bytes[done..])
-            .await
-            .map_err(|e| JournalError::io(store.path(name), "write", e).at(at))?;
-        if n == 0 {
-            return Err(JournalError::WriteZero {
-                path: store.path(name),
-                offset: at,
-            });
-        }
-        // O_DIRECT needs aligned offsets: continue from the last whole block written, which
-        // rewrites a few bytes with the same values.
-        let aligned = (done + n) / BLOCK_BYTES * BLOCK_BYTES;
-        done = if aligned > done { aligned } else { done + n };
+        let written = file.write_at(at, &bytes[done..]).await;
+        done = continue_write(&store.path(name), at, done, written)?;
     }
     Ok(())
+}
+
+/// One step of writing whole blocks: `written` is what the write at file offset `at` (having
+/// written `done` bytes of the batch so far) returned. Returns how much of the batch is written
+/// now, continuing after a short write from the last whole block (O_DIRECT needs aligned offsets;
+/// a few bytes are rewritten with the same values). An error, or a write that makes no progress,
+/// is the journal's failure, never a retry. Shared by [`Writer`] and a transport that writes
+/// batches through its own ring.
+pub fn continue_write(
+    path: &std::path::Path,
+    at: u64,
+    done: usize,
+    written: std::io::Result<usize>,
+) -> Result<usize, JournalError> {
+    let n = written.map_err(|e| JournalError::io(path.to_path_buf(), "write", e).at(at))?;
+    if n == 0 {
+        return Err(JournalError::WriteZero {
+            path: path.to_path_buf(),
+            offset: at,
+        });
+    }
+    let aligned = (done + n) / BLOCK_BYTES * BLOCK_BYTES;
+    Ok(if aligned > done { aligned } else { done + n })
 }
 
 /// Replays every shard file of the manifest's epoch: returns the tickets sold in all (before and

@@ -131,6 +131,12 @@ impl Tail {
         self.failed.is_none() && (self.end() > self.flushed || self.wants_compaction())
     }
 
+    /// Whether [`Tail::take_batch`] would give a batch now: something to write, no batch in
+    /// flight, no failure.
+    pub fn can_take(&self) -> bool {
+        self.in_flight.is_none() && self.pending()
+    }
+
     fn end(&self) -> u64 {
         self.buf_start + self.buf.len() as u64
     }
