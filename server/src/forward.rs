@@ -60,10 +60,9 @@ struct Link {
     doorbell: LocalSender<()>,
     /// The socket once connected (the reader's), -1 while connecting.
     fd: Cell<RawFd>,
-    /// The link must end: shut the socket once connected, write nothing more.
+    /// The link must end: shut the socket once connected, write nothing more. Set too when the
+    /// reader finished, after which the pool slot may belong to another link.
     abort: Cell<bool>,
-    /// The reader finished: the pool slot is freed and may belong to another link now.
-    ended: Cell<bool>,
 }
 
 impl Link {
@@ -186,9 +185,8 @@ impl Forwarder {
         pool.conn(index)
             .enqueue(id, request, now, &mut link.out.borrow_mut());
         link.ring();
-        if pool.next_deadline().is_some() {
-            let _ = self.keeper_bell.try_send(());
-        }
+        // The keeper may be asleep for a trim period: the new deadline needs its clock.
+        let _ = self.keeper_bell.try_send(());
     }
 
     /// Starts the reader and writer of a new connection at pool `index`.
@@ -199,7 +197,6 @@ impl Forwarder {
             doorbell,
             fd: Cell::new(-1),
             abort: Cell::new(false),
-            ended: Cell::new(false),
         });
         let mut links = self.links.borrow_mut();
         if links.len() <= index {
@@ -343,10 +340,9 @@ async fn reader(shard: Rc<Shard>, index: usize, link: Rc<Link>, rings: LocalRece
             }
         }
     };
-    link.ended.set(true);
     link.abort.set(true);
     link.out.borrow_mut().clear();
-    link.ring(); // the writer, if any, sees `ended` and stops
+    link.ring(); // the writer, if any, sees `abort` and stops
     {
         let mut pool = forwarder.pool.borrow_mut();
         let mut done = forwarder.done.borrow_mut();
@@ -396,7 +392,7 @@ async fn writer(
     let forwarder = shard.forwarder.as_ref().expect("ticket mode");
     let mut bytes = Vec::new();
     while rings.recv().await.is_some() {
-        if link.abort.get() || link.ended.get() {
+        if link.abort.get() {
             break;
         }
         std::mem::swap(&mut bytes, &mut *link.out.borrow_mut());

@@ -128,6 +128,13 @@ pub enum Msg {
 }
 
 impl Msg {
+    /// Whether the receiver acts on this message in a way that presumes the sender's changes are
+    /// durable: it carries tickets (the receiver journals a `Receive`, which must never outlive
+    /// the sender's `Give`), or it tells a shard its order was sold (its client hears "success").
+    pub fn must_be_durable(&self) -> bool {
+        self.tickets() > 0 || matches!(self, Msg::Decided { sold: true, .. })
+    }
+
     /// Tickets this message carries while in transit.
     pub fn tickets(&self) -> u64 {
         match *self {
@@ -399,10 +406,7 @@ impl Node {
             Msg::Take { op, want, kind } => {
                 let give = match kind {
                     TakeKind::Order => want.min(self.slice.available()),
-                    TakeKind::Refill if self.slice.available() > self.low_water => {
-                        self.refill_share(want)
-                    }
-                    TakeKind::Refill => 0,
+                    TakeKind::Refill => self.refill_share(want),
                 };
                 self.send_tickets(from, give, out);
                 self.moves.takes_answered += 1;
@@ -423,13 +427,14 @@ impl Node {
         }
     }
 
-    /// What a slice above its low-water mark gives for a refill: half of it, at most `want`, and
-    /// never so much that it falls below its own mark. Giving more would make the giver ask for a
+    /// What a slice gives for a refill: half of it, at most `want`, and never so much that it
+    /// falls below its own low-water mark (nothing at or below the mark). Giving more would make the giver ask for a
     /// refill in turn, and scarce stock would bounce between shards for ever (the simulation's
     /// crash steps found it: stock 70 on 2 shards, 2 tickets moving back and forth with no order).
     fn refill_share(&self, want: u64) -> u64 {
         let available = self.slice.available();
-        want.min(available / 2).min(available - self.low_water)
+        want.min(available / 2)
+            .min(available.saturating_sub(self.low_water))
     }
 
     fn send_tickets(&mut self, to: usize, n: u64, out: &mut Outbox) {
@@ -614,8 +619,7 @@ impl Node {
                 }
                 let give = match gathered {
                     Some(forward) => forward,
-                    None if self.slice.available() > self.low_water => self.refill_share(want),
-                    None => 0,
+                    None => self.refill_share(want),
                 };
                 self.send_tickets(from, give, out);
                 out.messages.push((from, Msg::Refill { tickets: give }));

@@ -143,6 +143,8 @@ pub enum Answer {
     Decided(Sale),
     /// The vacancy service answered a forwarded request, or it failed (ticket).
     Upstream(Outcome),
+    /// A journal failed while the order waited: its outcome is unknown (monolith, vacancy).
+    Halted,
 }
 
 /// How a request was answered.
@@ -345,6 +347,18 @@ impl App {
                 return self.order_reply(d.route, d.qty, sale, remaining, x, out);
             }
             Answer::Upstream(outcome) => outcome,
+            Answer::Halted => {
+                self.counters.orders_refused += 1;
+                return error(
+                    out,
+                    x,
+                    503,
+                    "journal_failed",
+                    "the journal failed while this order waited: it may or may not have been \
+                     made; the server must be restarted",
+                    None,
+                );
+            }
         };
         match (d.route, outcome) {
             (Route::Purchase, Outcome::Reserved { remaining }) => {

@@ -168,9 +168,11 @@ pub(crate) struct Shard {
     /// Peers that sent `Done`.
     peers_done: Cell<usize>,
     /// Glommio transport: connections waiting for an order's outcome or a forwarded answer.
-    waiters: RefCell<HashMap<OrderId, LocalSender<Answer>>>,
+    waiters: RefCell<HashMap<OrderId, LocalSender<(Answer, Seq)>>>,
     /// uring transport: answers for the driver to hand to its waiting connections.
-    pub(crate) decided: RefCell<VecDeque<(OrderId, Answer)>>,
+    /// With each answer, the journal sequence number its response must wait for (0: none): the
+    /// coordinator's sale of an escalated order is journaled by the task that decides it.
+    pub(crate) decided: RefCell<VecDeque<(OrderId, Answer, Seq)>>,
     /// Ticket mode: the connections to the vacancy service (`None` in the other modes).
     pub(crate) forwarder: Option<Forwarder>,
     /// With `--durability sync` (monolith, vacancy): the shard's journal.
@@ -210,12 +212,8 @@ impl Shard {
     /// `Sale`) is durable: the receiver acts on it at once (journals a `Receive`, answers its
     /// client "success").
     fn post(&self, to: usize, message: Message) {
-        let carries = matches!(
-            message,
-            Message::Stock(msg) if msg.tickets() > 0 || matches!(msg, Msg::Decided { sold: true, .. })
-        );
-        let seq = match &self.committer {
-            Some(c) if carries => c.appended(),
+        let seq = match (&self.committer, message) {
+            (Some(c), Message::Stock(msg)) if msg.must_be_durable() => c.appended(),
             _ => 0,
         };
         // Unbounded, and the flusher lives as long as the shard: this cannot fail.
@@ -225,21 +223,14 @@ impl Shard {
     }
 
     /// Sends what the stock protocol produced and hands out decided orders: to a waiting glommio
-    /// connection directly, or to the uring driver's queue (ringing its bell when `wake`, that is
-    /// when called from a task other than the driver). In ticket mode, hands queued requests to
-    /// the forwarder.
-    pub(crate) fn flush(self: &Rc<Self>, wake: bool) {
+    /// connection directly, or to the uring driver's queue (waking it if it is parked). In ticket
+    /// mode, hands queued requests to the forwarder.
+    pub(crate) fn flush(self: &Rc<Self>) {
         if let Some(forwarder) = &self.forwarder {
-            let requests = {
-                let mut app = self.app.borrow_mut();
-                let forwarding = app.forwarding.as_mut().expect("ticket mode forwards");
-                if forwarding.requests.is_empty() {
-                    Vec::new()
-                } else {
-                    std::mem::take(&mut forwarding.requests)
-                }
-            };
-            for (id, request) in requests {
+            let mut app = self.app.borrow_mut();
+            let forwarding = app.forwarding.as_mut().expect("ticket mode forwards");
+            // Submitting touches no app state: the queue is drained in place, keeping its room.
+            for (id, request) in forwarding.requests.drain(..) {
                 forwarder.submit(self, id, request);
             }
         }
@@ -258,11 +249,12 @@ impl Shard {
         for (to, msg) in messages {
             self.post(to, Message::Stock(msg));
         }
+        let seq = self.committer.as_ref().map_or(0, Committer::appended);
         let mut queued = false;
         for (order, sale) in outcomes {
-            queued |= self.hand_out(order, Answer::Decided(sale));
+            queued |= self.hand_out(order, Answer::Decided(sale), seq);
         }
-        if queued && wake {
+        if queued {
             self.ring_driver();
         }
     }
@@ -270,23 +262,24 @@ impl Shard {
     /// Gives a forwarded request's answer to the connection waiting for it. Called from the
     /// forwarder's tasks, so the uring driver is woken.
     pub(crate) fn deliver(&self, id: OrderId, answer: Answer) {
-        if self.hand_out(id, answer) {
+        if self.hand_out(id, answer, 0) {
             self.ring_driver();
         }
     }
 
     /// Hands `answer` to a glommio connection waiting for `id`, or queues it for the uring
-    /// driver (returns true then).
-    fn hand_out(&self, id: OrderId, answer: Answer) -> bool {
+    /// driver (returns true then). Without a driver and a waiter, the connection is gone.
+    fn hand_out(&self, id: OrderId, answer: Answer, seq: Seq) -> bool {
         match self.waiters.borrow_mut().remove(&id) {
             Some(waiter) => {
-                let _ = waiter.try_send(answer);
+                let _ = waiter.try_send((answer, seq));
                 false
             }
-            None => {
-                self.decided.borrow_mut().push_back((id, answer));
+            None if self.bell.get().is_some() => {
+                self.decided.borrow_mut().push_back((id, answer, seq));
                 true
             }
+            None => false,
         }
     }
 
@@ -320,14 +313,27 @@ impl Shard {
 
     /// This shard's journal failed: stop selling here and on every peer.
     pub(crate) fn halt(&self) {
+        self.stop_selling();
         let (me, shards) = {
-            let mut app = self.app.borrow_mut();
-            app.halted = true;
+            let app = self.app.borrow();
             (app.shard, app.shards)
         };
         for peer in (0..shards).filter(|&p| p != me) {
             self.post(peer, Message::Halt);
         }
+    }
+
+    /// A journal failed (this shard's or a peer's): orders answer 503 from now on, and the ones
+    /// waiting for the coordinator are answered now (their outcome is unknown), rather than wait
+    /// for a gather that a failed shard may never finish. The uring driver answers its own (it
+    /// alone knows them) when it sees `halted`.
+    fn stop_selling(&self) {
+        self.app.borrow_mut().halted = true;
+        let waiting: Vec<_> = self.waiters.borrow_mut().drain().collect();
+        for (_, waiter) in waiting {
+            let _ = waiter.try_send((Answer::Halted, 0));
+        }
+        self.ring_driver();
     }
 
     fn ring_driver(&self) {
@@ -788,6 +794,7 @@ async fn shard_main(
         let shard = shard.clone();
         glommio::spawn_local(async move {
             while let Some(message) = stream.recv().await {
+                let mut halted = false;
                 {
                     let mut app = shard.app.borrow_mut();
                     let app = &mut *app;
@@ -801,13 +808,16 @@ async fn shard_main(
                                     peer,
                                     "a peer's journal failed: this shard stops selling too"
                                 );
+                                halted = true;
                             }
-                            app.halted = true;
                         }
                     }
                     app.node.maybe_refill(&mut app.outbox);
                 }
-                shard.flush(true);
+                if halted {
+                    shard.stop_selling();
+                }
+                shard.flush();
             }
         })
         .detach();
@@ -973,14 +983,14 @@ async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, entry: &ConnEntry) {
         while let Next::Wait(order) = next {
             let (tx, rx) = local_channel::new_bounded(1);
             shard.waiters.borrow_mut().insert(order, tx);
-            shard.flush(false);
+            shard.flush();
             if !out.is_empty() {
                 if !durable(shard, hold.take()).await || stream.write_all(&out).await.is_err() {
                     return;
                 }
                 out.clear();
             }
-            let Some(answer) = rx.recv().await else {
+            let Some((answer, decided_at)) = rx.recv().await else {
                 return;
             };
             let mut app = shard.app.borrow_mut();
@@ -994,12 +1004,10 @@ async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, entry: &ConnEntry) {
                 &mut out,
             );
             drop(app);
-            // The coordinator's own sale for this order was journaled by another task: wait for
-            // everything journaled so far.
-            hold = shard.journal_step().max(hold);
-            if let Some(committer) = &shard.committer {
-                hold = hold.max(Some(committer.appended()));
-            }
+            hold = shard
+                .journal_step()
+                .max(hold)
+                .max((decided_at > 0).then_some(decided_at));
             resumed = true;
         }
         // One value per input that produced responses (see `latency`): the last are ready now.
@@ -1008,7 +1016,7 @@ async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, entry: &ConnEntry) {
                 latency.borrow_mut().record_since(received);
             }
         }
-        shard.flush(false);
+        shard.flush();
         if !out.is_empty() {
             if !durable(shard, hold).await || stream.write_all(&out).await.is_err() {
                 return;

@@ -575,12 +575,25 @@ impl State {
         }
     }
 
+    /// Once a journal failed (`App::halted`), every order still waiting is answered "halted":
+    /// its gather may never finish.
+    fn answer_halted(&mut self) {
+        if self.orders.is_empty() || !self.shard.app.borrow().halted {
+            return;
+        }
+        let mut decided = self.shard.decided.borrow_mut();
+        for &order in self.orders.keys() {
+            decided.push_back((order, crate::routes::Answer::Halted, 0));
+        }
+    }
+
     /// Hands decided orders to the connections that wait for them. An order whose connection is
     /// gone (closed, or the slot reused) was still sold or refused; only its answer is lost, as
     /// when a client disconnects before its response.
     fn resume_decided(&mut self, now: Instant) {
         loop {
-            let Some((order, answer)) = self.shard.decided.borrow_mut().pop_front() else {
+            let Some((order, answer, decided_at)) = self.shard.decided.borrow_mut().pop_front()
+            else {
                 return;
             };
             let Some((index, generation)) = self.orders.remove(&order) else {
@@ -606,6 +619,8 @@ impl State {
                     conn.resume(answer, app, &shard.limits, date, draining, out)
                 },
             );
+            let slot = &mut self.slots[index as usize];
+            slot.hold = slot.hold.max(decided_at);
             self.touch(index);
         }
     }
@@ -1051,13 +1066,6 @@ fn feed(
     if let Some(seq) = shard.journal_step() {
         slot.hold = seq;
     }
-    if reaped.is_none() {
-        // A resumed order: the coordinator's own sale for it was journaled by another task
-        // (when the answer came), so the response waits for everything journaled so far.
-        if let Some(committer) = &shard.committer {
-            slot.hold = slot.hold.max(committer.appended());
-        }
-    }
     if let Some(latency) = &shard.latency {
         // One value per input that produced responses, once none of them waits (see `latency`).
         // Input queued behind a waiting order answers nothing here; its resume answers it.
@@ -1312,11 +1320,12 @@ impl Driver {
             self.state.on_cqe(cqe, now);
         }
         // Protocol messages this turn produced go out; orders decided meanwhile are answered.
-        self.state.shard.flush(false);
+        self.state.shard.flush();
+        self.state.answer_halted();
         let decided = !self.state.shard.decided.borrow().is_empty();
         if decided {
             self.state.resume_decided(now);
-            self.state.shard.flush(false);
+            self.state.shard.flush();
         }
         let released = self.state.release_held();
         if !self.cqes.is_empty() || decided || released {

@@ -509,8 +509,7 @@ impl<'c> Sim<'c> {
             assert_ne!(to, at, "no message to oneself");
             // The server's `Shard::post`: a message waits for everything journaled so far when
             // it carries tickets, or tells a shard that its order sold.
-            let sold = matches!(msg, Msg::Decided { sold: true, .. });
-            let after = if msg.tickets() > 0 || sold {
+            let after = if msg.must_be_durable() {
                 self.journals[at].appended
             } else {
                 0
