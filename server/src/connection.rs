@@ -144,11 +144,7 @@ impl Connection {
             return Next::Read;
         };
         d.keep_alive &= !draining;
-        let response_start = out.len();
         app.finish_order(&d, answer, date, out);
-        if d.head {
-            strip_body(out, response_start);
-        }
         if !d.keep_alive {
             return Next::Close;
         }
@@ -249,17 +245,13 @@ impl Connection {
             let x = Exchange {
                 version: head.version,
                 keep_alive,
+                head: head.method == Method::Head,
                 date,
             };
-            let response_start = out.len();
             let reply = app.handle(&head, body, x, out);
-            if head.method == Method::Head {
-                strip_body(out, response_start);
-            }
             self.continue_sent = false;
             start += consumed;
-            if let Reply::Deferred(mut d) = reply {
-                d.head = head.method == Method::Head;
+            if let Reply::Deferred(d) = reply {
                 self.deferred = Some(d);
                 return (start, Next::Wait(d.order));
             }
@@ -279,14 +271,6 @@ impl Connection {
     }
 }
 
-/// Cuts the response that starts at `start` back to its head: a HEAD response carries the
-/// `Content-Length` a GET would have, and no content (RFC 9110 §9.3.2).
-fn strip_body(out: &mut Vec<u8>, start: usize) {
-    if let Some(end) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
-        out.truncate(start + end + 4);
-    }
-}
-
 /// Answers a framing error with its mapped status and the JSON error body, and closes: after a
 /// framing error the position of the next request is unknown (RFC 9112 §9.3).
 fn reject(e: Error, app: &mut App, date: &HttpDate, out: &mut Vec<u8>) -> Next {
@@ -296,6 +280,7 @@ fn reject(e: Error, app: &mut App, date: &HttpDate, out: &mut Vec<u8>) -> Next {
     let x = Exchange {
         version: Version::Http11,
         keep_alive: false,
+        head: false,
         date,
     };
     error(out, x, e.status(), e.as_str(), e.detail(), None);

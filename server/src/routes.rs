@@ -170,13 +170,12 @@ pub struct Deferred {
     pub version: Version,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
-    /// A HEAD request: the response goes without its body (set by the connection).
+    /// A HEAD request: the response goes without its body.
     pub head: bool,
 }
 
 impl Deferred {
-    /// A request of `route` for `qty` that waits under the number `order` (the connection sets
-    /// `head`).
+    /// A request of `route` for `qty` that waits under the number `order`.
     fn new(order: OrderId, route: Route, qty: u64, x: Exchange<'_>) -> Deferred {
         Deferred {
             order,
@@ -184,7 +183,7 @@ impl Deferred {
             qty,
             version: x.version,
             keep_alive: x.keep_alive,
-            head: false,
+            head: x.head,
         }
     }
 }
@@ -196,6 +195,9 @@ pub struct Exchange<'a> {
     pub version: Version,
     /// Whether the connection stays open after this reply.
     pub keep_alive: bool,
+    /// A HEAD request: every reply is written without its body (RFC 9110 §9.3.2), whether it is
+    /// answered at once or after waiting.
+    pub head: bool,
     /// The cached `Date`.
     pub date: &'a HttpDate,
 }
@@ -338,6 +340,7 @@ impl App {
         let x = Exchange {
             version: d.version,
             keep_alive: d.keep_alive,
+            head: d.head,
             date,
         };
         let outcome = match answer {
@@ -552,7 +555,14 @@ fn json_with(
         content_type: Some(JSON),
         extra_headers,
     };
+    let start = out.len();
     write_response_with(out, &response, write_body);
+    if x.head {
+        // The head keeps the `Content-Length` a GET would have; the content goes.
+        if let Some(end) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+            out.truncate(start + end + 4);
+        }
+    }
     Reply::Done(status)
 }
 

@@ -231,6 +231,7 @@ pub fn encode(out: &mut Vec<u8>, seq: Seq, shard: usize, record: &Record) {
 }
 
 /// The bytes `encode` would append for `record`.
+#[cfg(test)]
 pub fn encoded_bytes(record: &Record) -> usize {
     match record {
         Record::Sale { .. } => HEADER_BYTES + 8,
