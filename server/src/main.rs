@@ -15,10 +15,10 @@ fn main() {
         println!("{}", config.to_json());
         return;
     }
-    ticketd::logging::init(&config);
+    ticketd::process::logging::init(&config);
     let stop = Arc::new(AtomicBool::new(false));
-    let notifier = ticketd::notify::Notifier::from_env();
-    ticketd::signals::install(stop.clone(), config.shutdown_timeout, notifier.clone());
+    let notifier = ticketd::process::notify::Notifier::from_env();
+    ticketd::process::signals::install(stop.clone(), config.shutdown_timeout, notifier.clone());
     if let Err(error) = ticketd::shard::run(config, stop, notifier) {
         tracing::error!(%error, "start-up failed");
         eprintln!("ticketd: {error}");

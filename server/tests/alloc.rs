@@ -8,11 +8,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use proto_http::{HttpDate, Limits};
+use ticketd::app::latency::Recorder;
+use ticketd::app::routes::App;
 use ticketd::config::Mode;
-use ticketd::connection::{ConnLimits, Connection, Next};
-use ticketd::latency::Recorder;
-use ticketd::rebalance::{Node, Outbox};
-use ticketd::routes::App;
+use ticketd::net::connection::{ConnLimits, Connection, Next};
+use ticketd::stock::rebalance::{Node, Outbox};
 
 thread_local! {
     /// Allocations made by this thread while counting.

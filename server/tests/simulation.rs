@@ -1,5 +1,5 @@
-//! Deterministic simulation of the shard protocol (`ticketd::rebalance`) over the real durable
-//! journal (`ticketd::journal`), with crashes and restarts.
+//! Deterministic simulation of the shard protocol (`ticketd::stock::rebalance`) over the real durable
+//! journal (`ticketd::durability::journal`), with crashes and restarts.
 //!
 //! # What is simulated
 //! Shards are `rebalance::Node`s. Each has its own journal, the real one: a `journal::Tail` and a
@@ -80,13 +80,13 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 
 use futures_lite::future::block_on;
-use ticketd::journal::record::BLOCK_BYTES;
-use ticketd::journal::{
+use ticketd::durability::journal::record::BLOCK_BYTES;
+use ticketd::durability::journal::{
     self, Change, Crash, Fault, JournalError, MemDisk, Recovered, Seq, Store, Tail, Writer,
     COMPACT_BYTES_DEFAULT,
 };
-use ticketd::rebalance::{Msg, Node, OrderId, Outbox, Placed, COORDINATOR};
-use ticketd::stock::Sale;
+use ticketd::stock::rebalance::{Msg, Node, OrderId, Outbox, Placed, COORDINATOR};
+use ticketd::stock::slice::Sale;
 
 /// Steps over all seeds when `SIM_STEPS` is not set.
 const DEFAULT_STEPS: u64 = 120_000;

@@ -35,7 +35,7 @@ pub enum StartError {
         allowed: String,
     },
     /// The `--latency-dump` directory or a file in it cannot be created or written.
-    LatencyDump(crate::latency::DumpError),
+    LatencyDump(crate::app::latency::DumpError),
     /// An executor failed to start or stopped with an error.
     Executor(String),
     /// The data directory cannot be created, or another ticketd holds it.
@@ -46,7 +46,7 @@ pub enum StartError {
         why: String,
     },
     /// The journal cannot be read or started (corruption names its file and offset).
-    Journal(crate::journal::JournalError),
+    Journal(crate::durability::journal::JournalError),
     /// Ticket mode: `VACANCY_URL`'s host does not resolve to an address.
     VacancyAddress {
         /// The URL as configured.
@@ -166,7 +166,7 @@ pub fn lock_data_dir(
     if lock.metadata().map_err(|e| fail(e.to_string()))?.len() < LOCK_FILE_BYTES {
         use std::io::Write as _;
         // Real blocks, not a hole: the file is also what glommio's device probe reads (see
-        // `crate::journal::probe_device`).
+        // `crate::durability::journal::probe_device`).
         let mut text =
             b"ticketd data directory: this file is locked (flock) by the ticketd using it\n"
                 .to_vec();

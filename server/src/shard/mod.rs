@@ -3,7 +3,7 @@
 //! shared between shards; the only cross-shard traffic is explicit messages over a channel mesh.
 //!
 //! Sockets are driven by one of two transports, picked at start-up ([`Transport`]):
-//! - **uring** (the default): the shard's own io_uring, driven by one task, see [`crate::uring`];
+//! - **uring** (the default): the shard's own io_uring, driven by one task, see [`crate::net::uring`];
 //! - **glommio**: glommio's `TcpStream`, one task per connection, and the accept loop below. It is
 //!   the fallback for kernels without what the uring transport needs (Linux 6.0+).
 //!
@@ -15,13 +15,13 @@
 //!   [`Connection`] over a socket; with uring, one driver task for all of them;
 //! - the clock, refreshing the cached `Date` once a second;
 //! - with a systemd watchdog, the heartbeat, advancing this shard's slot for the watchdog thread
-//!   ([`crate::notify`]);
+//!   ([`crate::process::notify`]);
 //! - the reporter, telling peers this slice's size when it changed, every half freshness period;
 //! - one receiver per peer, applying their reports to this shard's view;
 //! - the stop watcher (glommio transport; the uring driver checks the flag in its sweep), which
 //!   starts the drain when a signal arrived;
 //! - with `--latency-dump`, the dumper, which writes the shard's latency histograms every
-//!   `--latency-dump-interval-seconds` and once more after the drain ([`crate::latency`]).
+//!   `--latency-dump-interval-seconds` and once more after the drain ([`crate::app::latency`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -40,19 +40,19 @@ use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
 use proto_http::{HttpDate, Limits};
 
-use crate::committer::Committer;
+use crate::app::latency::{self, Recorder};
+use crate::app::routes::{Answer, App, Forwarding};
 use crate::config::Config;
 use crate::config::{Durability, Mode};
-use crate::connection::{ConnLimits, Connection, Next};
-use crate::forward::Forwarder;
-use crate::journal::{self, Recovered, Seq, ShardStart, Store, Writer};
-use crate::latency::{self, Recorder};
-use crate::notify::{Heartbeats, Notifier, Watchdog};
-use crate::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
-use crate::routes::{Answer, App, Forwarding};
-use crate::startup::{StartError, LOCK_FILE};
-use crate::upstream::UpstreamConfig;
-use crate::uring;
+use crate::durability::committer::Committer;
+use crate::durability::journal::{self, Recovered, Seq, ShardStart, Store, Writer};
+use crate::forward::forwarder::Forwarder;
+use crate::forward::upstream::UpstreamConfig;
+use crate::net::connection::{ConnLimits, Connection, Next};
+use crate::net::uring;
+use crate::process::notify::{Heartbeats, Notifier, Watchdog};
+use crate::process::startup::{StartError, LOCK_FILE};
+use crate::stock::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
 
 /// Bytes read from a socket at once. 4 KiB holds sixteen pipelined wrk requests and keeps an idle
 /// connection's buffers at one page.
@@ -84,7 +84,7 @@ pub const TRANSPORT_ENV: &str = "TICKETD_TRANSPORT";
 /// [`Connection`] state machine; they differ only in who calls the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
-    /// The shard's own io_uring with cooperative task running ([`crate::uring`]).
+    /// The shard's own io_uring with cooperative task running ([`crate::net::uring`]).
     Uring,
     /// glommio's `TcpStream`, one task per connection.
     Glommio,
@@ -403,13 +403,13 @@ async fn leave(shard: &Shard, me: usize, shards: usize, grace: Duration) {
 /// Runs the server until a stop signal; returns once every shard has exited. Tells systemd
 /// through `notifier` when every shard listens, and pings its watchdog if one is asked for.
 pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<(), StartError> {
-    let vacancy = crate::startup::vacancy_address(&config)?;
-    let placement = crate::startup::placement(&config)?;
+    let vacancy = crate::process::startup::vacancy_address(&config)?;
+    let placement = crate::process::startup::placement(&config)?;
     let shards = placement.len();
-    crate::startup::check_io_uring()?;
-    crate::startup::ensure_memlock(shards)?;
+    crate::process::startup::check_io_uring()?;
+    crate::process::startup::ensure_memlock(shards)?;
     let transport = Transport::select()?;
-    let addr = crate::startup::probe_address(config.listen_addr())?;
+    let addr = crate::process::startup::probe_address(config.listen_addr())?;
     // Before any shard starts, so an unwritable directory is a start-up failure, not a shard's.
     let latency_origin = match &config.latency_dump {
         Some(dir) => Some(latency::prepare(dir, shards).map_err(StartError::LatencyDump)?),
@@ -526,7 +526,7 @@ fn recover(config: &Config, shards: usize) -> Result<Option<Journaled>, StartErr
         );
         return Ok(None);
     }
-    let (lock, dir) = crate::startup::lock_data_dir(&config.data_dir)?;
+    let (lock, dir) = crate::process::startup::lock_data_dir(&config.data_dir)?;
     let stock = config.initial_stock;
     let store_dir = dir.clone();
     let recovered = LocalExecutorBuilder::new(Placement::Unbound)
@@ -669,7 +669,7 @@ async fn shard_main(
                 Ok((writer, tail)) => {
                     assert_eq!(
                         slice,
-                        crate::stock::allotment(stock, shards, me),
+                        crate::stock::slice::allotment(stock, shards, me),
                         "the journal's slice is this shard's allotment of the stock"
                     );
                     Some(Committer::new(writer, tail))

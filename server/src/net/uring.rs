@@ -56,9 +56,9 @@ use std::time::{Duration, Instant};
 use glommio::io::BufferedFile;
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
-use crate::connection::{Connection, Next};
-use crate::rebalance::OrderId;
+use crate::net::connection::{Connection, Next};
 use crate::shard::{Shard, LINGER, LINGER_BYTES_MAX};
+use crate::stock::rebalance::OrderId;
 
 /// While it has work, the driver gives way to the shard's other tasks (clock, reporter, mesh
 /// receivers) at least this often. It cannot rely on `yield_if_needed` alone: glommio runs its
@@ -583,7 +583,7 @@ impl State {
         }
         let mut decided = self.shard.decided.borrow_mut();
         for &order in self.orders.keys() {
-            decided.push_back((order, crate::routes::Answer::Halted, 0));
+            decided.push_back((order, crate::app::routes::Answer::Halted, 0));
         }
     }
 
@@ -977,7 +977,7 @@ impl State {
             .is_some_and(|c| !c.driver_writes() || c.compacting())
     }
 
-    fn stage_journal(&mut self, op: crate::committer::WriteOp) {
+    fn stage_journal(&mut self, op: crate::durability::committer::WriteOp) {
         let write = opcode::Write::new(types::Fd(op.fd), op.ptr, op.len)
             .offset(op.offset)
             .build()
@@ -1040,7 +1040,7 @@ fn feed(
     reaped: Option<Instant>,
     step: impl FnOnce(
         &mut Connection,
-        &mut crate::routes::App,
+        &mut crate::app::routes::App,
         &proto_http::HttpDate,
         bool,
         &mut Vec<u8>,

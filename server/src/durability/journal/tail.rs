@@ -299,7 +299,7 @@ fn count_between(tail: &Tail, from: u64, to: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::record::decode;
+    use crate::durability::journal::record::decode;
 
     fn tail(compact_bytes: u64) -> Tail {
         Tail::new(Ledger::new(0, 2, 1, 1_000_000), 0, compact_bytes)

@@ -11,8 +11,8 @@ use proto_http::{
     EMPTY_HEADER,
 };
 
-use crate::rebalance::OrderId;
-use crate::routes::{error, Answer, App, Deferred, Exchange, Reply};
+use crate::app::routes::{error, Answer, App, Deferred, Exchange, Reply};
+use crate::stock::rebalance::OrderId;
 
 /// Header storage on the stack of each parse. The configured `headers_max` is clamped to it.
 pub const HEADERS_CAPACITY: usize = 128;

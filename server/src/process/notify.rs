@@ -13,7 +13,7 @@
 //! - `READY=1` and `STATUS=serving on ADDR, N shards, S tickets` once every shard is listening
 //!   ([`crate::shard::run`]);
 //! - `STOPPING=1` and a draining `STATUS=` when the first stop signal arrives
-//!   ([`crate::signals`]);
+//!   ([`crate::process::signals`]);
 //! - `WATCHDOG=1` every half of `WATCHDOG_USEC`, from the [`Watchdog`] thread, but only while
 //!   every shard still answers.
 //!
@@ -32,7 +32,7 @@
 //! merely late by a timer tick still advances between two looks. The uring driver gives way to
 //! its shard's other tasks at least every few milliseconds under load, so a busy shard beats too.
 //! Once a stop has begun the watchdog thread ends: the stop has its own bound
-//! (`TimeoutStopSec=` in the unit, and the forced exit in [`crate::signals`]).
+//! (`TimeoutStopSec=` in the unit, and the forced exit in [`crate::process::signals`]).
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,6 +1,6 @@
 //! A shard's side of its journal at run time: the changes the stock protocol makes are appended
 //! to the shard's [`Tail`] right after the step that made them, and one committer task writes and
-//! syncs them in groups ([`crate::journal::commit`]), so that everything appended while one batch
+//! syncs them in groups ([`crate::durability::journal::commit`]), so that everything appended while one batch
 //! was on its way to the disk shares the next flush.
 //!
 //! What waits for durability:
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
-use crate::journal::{self, Batch, BatchKind, Change, JournalError, Seq, Tail, Writer};
+use crate::durability::journal::{self, Batch, BatchKind, Change, JournalError, Seq, Tail, Writer};
 use crate::shard::Shard;
 
 /// The uring transport starts a group commit when the shard has nothing else to do (every request

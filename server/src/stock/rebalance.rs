@@ -60,8 +60,8 @@
 
 use std::collections::VecDeque;
 
-use crate::journal::Change;
-use crate::stock::{allotment, Sale, Slice};
+use crate::durability::journal::Change;
+use crate::stock::slice::{allotment, Sale, Slice};
 
 /// The shard that coordinates moves.
 pub const COORDINATOR: usize = 0;

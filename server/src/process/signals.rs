@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::notify::Notifier;
+use crate::process::notify::Notifier;
 
 /// Extra time beyond the configured grace before a stop is forced: the shards' drain loops poll
 /// every few milliseconds, so this only matters if one is stuck.

@@ -262,7 +262,7 @@ mod tests {
     use super::record::Record;
     use super::recover::{shard_file, MANIFEST};
     use super::*;
-    use crate::stock::allotment;
+    use crate::stock::slice::allotment;
 
     /// One running shard of a test: its writer and its tail.
     struct Node {

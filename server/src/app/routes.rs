@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use proto_http::write::write_response_with;
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
 
-use crate::body::{parse_qty, BodyError};
+use crate::app::body::{parse_qty, BodyError};
+use crate::app::metrics::Counters;
 use crate::config::Mode;
-use crate::metrics::Counters;
-use crate::rebalance::{Node, OrderId, Outbox, Placed};
-use crate::stock::Sale;
-use crate::upstream::{FailKind, Outcome, Request, RequestId};
+use crate::forward::upstream::{FailKind, Outcome, Request, RequestId};
+use crate::stock::rebalance::{Node, OrderId, Outbox, Placed};
+use crate::stock::slice::Sale;
 
 /// The content type of every reply.
 const JSON: &[u8] = b"application/json";

@@ -11,7 +11,7 @@ use super::record::{decode, encode, Corruption, Record, Seq, BLOCK_BYTES, HEADER
 use super::tail::{Batch, BatchKind, Tail, BATCH_BYTES_MAX};
 use super::JournalError;
 use crate::config::SHARDS_MAX;
-use crate::stock::allotment;
+use crate::stock::slice::allotment;
 
 /// The manifest's name in the data directory.
 pub const MANIFEST: &str = "MANIFEST";

@@ -1,5 +1,5 @@
 //! The ticket tier's forwarder: a shard's own pool of keep-alive HTTP/1.1 connections to the
-//! vacancy service, driven by glommio tasks around the sans-IO [`crate::upstream`] state machines.
+//! vacancy service, driven by glommio tasks around the sans-IO [`crate::forward::upstream`] state machines.
 //!
 //! # Layout
 //! - [`Forwarder`]: one per ticket shard, inside its [`Shard`]. `submit` puts a request on a pooled
@@ -35,9 +35,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 
-use crate::routes::Answer;
+use crate::app::routes::Answer;
+use crate::forward::upstream::{FailKind, Outcome, Pick, Pool, Request, RequestId, UpstreamConfig};
 use crate::shard::Shard;
-use crate::upstream::{FailKind, Outcome, Pick, Pool, Request, RequestId, UpstreamConfig};
 
 /// Bytes read from an upstream connection at once: sixteen pipelined answers (the pipelining
 /// limit) of about 150 bytes each fit with room to spare.
