@@ -1,5 +1,8 @@
-//! What makes a sale outlive the process: the journal (format, buffer, files, recovery) and the
-//! committer that writes a shard's group commits at run time.
+//! What makes a sale outlive the process: the journal (format, buffer, files, recovery), its pure
+//! run-time side ([`commits`]: what is appended, durable, failed, and when a group commit may
+//! start), and the aligned buffer the uring driver writes batches from. Nothing here knows a
+//! shard, a socket or a task.
 
-pub mod committer;
+pub mod aligned;
+pub mod commits;
 pub mod journal;

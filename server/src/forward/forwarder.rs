@@ -2,9 +2,9 @@
 //! vacancy service, driven by glommio tasks around the sans-IO [`crate::forward::upstream`] state machines.
 //!
 //! # Layout
-//! - [`Forwarder`]: one per ticket shard, inside its [`Shard`]. `submit` puts a request on a pooled
-//!   connection (or opens one); answers go back to the waiting client connection through
-//!   [`Shard::deliver`], the same path as the coordinator's decisions.
+//! - [`Forwarder`]: one per ticket shard. `submit` puts a request on a pooled connection (or
+//!   opens one); answers are kept as values ([`Forwarder::take_answers`]) and the shard is rung
+//!   (the `wake` it gave), so it hands them to its core: the forwarder knows nothing of shards.
 //! - Per upstream connection, two tasks on the same socket: the **reader** connects, then reads
 //!   responses and feeds them to its [`UpstreamConn`]; the **writer** writes whatever requests
 //!   were queued since it last ran, so the requests of one turn of the shard leave in one write,
@@ -35,9 +35,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 
-use crate::app::routes::Answer;
 use crate::forward::upstream::{FailKind, Outcome, Pick, Pool, Request, RequestId, UpstreamConfig};
-use crate::shard::Shard;
 
 /// Bytes read from an upstream connection at once: sixteen pipelined answers (the pipelining
 /// limit) of about 150 bytes each fit with room to spare.
@@ -108,6 +106,10 @@ pub(crate) struct Forwarder {
     pending: RefCell<HashMap<RequestId, Pending>>,
     /// Reused buffer for outcomes.
     done: RefCell<Vec<(RequestId, Outcome)>>,
+    /// Answers not yet taken by the shard.
+    answers: RefCell<Vec<(RequestId, Outcome)>>,
+    /// Rings the shard when `answers` gains one.
+    wake: Box<dyn Fn()>,
     /// Wakes the keeper when a request is submitted while it sleeps for long.
     keeper_bell: LocalSender<()>,
     /// The keeper's end of `keeper_bell`, until the keeper starts.
@@ -121,6 +123,7 @@ impl Forwarder {
         mut config: UpstreamConfig,
         max_connections: usize,
         keepalive: usize,
+        wake: Box<dyn Fn()>,
     ) -> Forwarder {
         let timeout = config.timeout;
         let slack = EXPIRY_SLACK.min(timeout / 2);
@@ -133,49 +136,59 @@ impl Forwarder {
             links: RefCell::new(Vec::new()),
             pending: RefCell::new(HashMap::new()),
             done: RefCell::new(Vec::new()),
+            answers: RefCell::new(Vec::new()),
+            wake,
             keeper_bell,
             keeper_rx: RefCell::new(Some(keeper_rx)),
         }
     }
 
     /// Starts the keeper task on the calling shard.
-    pub(crate) fn start(shard: &Rc<Shard>) {
-        let Some(forwarder) = shard.forwarder.as_ref() else {
-            return;
-        };
-        let rx = forwarder
-            .keeper_rx
-            .borrow_mut()
-            .take()
-            .expect("started once");
-        glommio::spawn_local(keeper(shard.clone(), rx)).detach();
+    pub(crate) fn start(self: &Rc<Self>) {
+        let rx = self.keeper_rx.borrow_mut().take().expect("started once");
+        glommio::spawn_local(keeper(self.clone(), rx)).detach();
     }
 
-    /// Sends `request`; its answer reaches the shard through [`Shard::deliver`].
-    pub(crate) fn submit(&self, shard: &Rc<Shard>, id: RequestId, request: Request) {
+    /// The answers that came since the last call (hand the vector back with
+    /// [`Forwarder::give_back`], so its room is reused).
+    pub(crate) fn take_answers(&self) -> Vec<(RequestId, Outcome)> {
+        std::mem::take(&mut *self.answers.borrow_mut())
+    }
+
+    /// Returns the vector [`Forwarder::take_answers`] gave, emptied.
+    pub(crate) fn give_back(&self, mut answers: Vec<(RequestId, Outcome)>) {
+        answers.clear();
+        let mut mine = self.answers.borrow_mut();
+        if mine.is_empty() && mine.capacity() < answers.capacity() {
+            *mine = answers;
+        }
+    }
+
+    /// Sends `request`; its answer comes back through [`Forwarder::take_answers`].
+    pub(crate) fn submit(self: &Rc<Self>, id: RequestId, request: Request) {
         let pending = Pending {
             request,
             submitted: Instant::now(),
             retried: false,
         };
         self.pending.borrow_mut().insert(id, pending);
-        self.place(shard, id, request, pending.submitted);
+        self.place(id, request, pending.submitted);
     }
 
     /// Enqueues a request on a connection, opening one if the pool says so; fails it as Busy
     /// when the pool is full.
-    fn place(&self, shard: &Rc<Shard>, id: RequestId, request: Request, now: Instant) {
+    fn place(self: &Rc<Self>, id: RequestId, request: Request, now: Instant) {
         let mut pool = self.pool.borrow_mut();
         let index = match pool.pick() {
             Pick::Use(index) => index,
             Pick::Open => {
                 let index = pool.open();
-                self.spawn_link(shard, index);
+                self.spawn_link(index);
                 index
             }
             Pick::Full => {
                 drop(pool);
-                self.finish(shard, id, Outcome::Failed(FailKind::Busy));
+                self.finish(id, Outcome::Failed(FailKind::Busy));
                 return;
             }
         };
@@ -190,7 +203,7 @@ impl Forwarder {
     }
 
     /// Starts the reader and writer of a new connection at pool `index`.
-    fn spawn_link(&self, shard: &Rc<Shard>, index: usize) {
+    fn spawn_link(self: &Rc<Self>, index: usize) {
         let (doorbell, rings) = local_channel::new_bounded(1);
         let link = Rc::new(Link {
             out: RefCell::new(Vec::new()),
@@ -204,14 +217,14 @@ impl Forwarder {
         }
         assert!(links[index].is_none(), "pool index {index} is still linked");
         links[index] = Some(link.clone());
-        glommio::spawn_local(reader(shard.clone(), index, link, rings)).detach();
+        glommio::spawn_local(reader(self.clone(), index, link, rings)).detach();
     }
 
     /// Hands outcomes to their clients, retrying what may be retried.
-    fn settle(&self, shard: &Rc<Shard>) {
+    fn settle(self: &Rc<Self>) {
         let done = std::mem::take(&mut *self.done.borrow_mut());
         for &(id, outcome) in &done {
-            self.finish(shard, id, outcome);
+            self.finish(id, outcome);
         }
         let mut reuse = done;
         reuse.clear();
@@ -220,7 +233,7 @@ impl Forwarder {
 
     /// One request's outcome: retried once if nothing of it left and time remains, else
     /// delivered.
-    fn finish(&self, shard: &Rc<Shard>, id: RequestId, outcome: Outcome) {
+    fn finish(self: &Rc<Self>, id: RequestId, outcome: Outcome) {
         let Some(mut p) = self.pending.borrow_mut().remove(&id) else {
             return; // answered already (an outcome is reported once; this is defensive)
         };
@@ -230,16 +243,17 @@ impl Forwarder {
             if kind.is_retryable() && !p.retried && time_left {
                 p.retried = true;
                 self.pending.borrow_mut().insert(id, p);
-                self.place(shard, id, p.request, now);
+                self.place(id, p.request, now);
                 return;
             }
         }
-        shard.deliver(id, Answer::Upstream(outcome));
+        self.answers.borrow_mut().push((id, outcome));
+        (self.wake)();
     }
 
     /// The keeper's work: expire late requests, cut the connections that expired them (their
     /// unwritten bytes must never leave), close idle and broken connections beyond need.
-    fn expire(&self, shard: &Rc<Shard>, now: Instant) {
+    fn expire(self: &Rc<Self>, now: Instant) {
         let mut cut = Vec::new();
         {
             let mut pool = self.pool.borrow_mut();
@@ -267,7 +281,7 @@ impl Forwarder {
         for link in cut {
             link.cut();
         }
-        self.settle(shard);
+        self.settle();
     }
 
     /// When the keeper must look next.
@@ -279,11 +293,10 @@ impl Forwarder {
 }
 
 /// Expires requests and trims the pool, for the shard's whole life.
-async fn keeper(shard: Rc<Shard>, bell: LocalReceiver<()>) {
-    let forwarder = shard.forwarder.as_ref().expect("ticket mode");
+async fn keeper(forwarder: Rc<Forwarder>, bell: LocalReceiver<()>) {
     loop {
         let now = Instant::now();
-        forwarder.expire(&shard, now);
+        forwarder.expire(now);
         let wait = forwarder
             .next_wake(now)
             .saturating_duration_since(Instant::now());
@@ -304,8 +317,7 @@ async fn keeper(shard: Rc<Shard>, bell: LocalReceiver<()>) {
 
 /// Connects, starts the writer, then reads answers until the connection ends; then frees the
 /// pool slot, failing whatever was still in flight.
-async fn reader(shard: Rc<Shard>, index: usize, link: Rc<Link>, rings: LocalReceiver<()>) {
-    let forwarder = shard.forwarder.as_ref().expect("ticket mode");
+async fn reader(forwarder: Rc<Forwarder>, index: usize, link: Rc<Link>, rings: LocalReceiver<()>) {
     let connected = TcpStream::connect_timeout(forwarder.addr, forwarder.timeout).await;
     let failed = match connected {
         Err(e) => {
@@ -327,14 +339,14 @@ async fn reader(shard: Rc<Shard>, index: usize, link: Rc<Link>, rings: LocalRece
                 // SAFETY: `copy` is a connected TCP socket that the writer's stream now owns.
                 let writer_stream = unsafe { TcpStream::from_raw_fd(copy) };
                 glommio::spawn_local(writer(
-                    shard.clone(),
+                    forwarder.clone(),
                     index,
                     link.clone(),
                     rings,
                     writer_stream,
                 ))
                 .detach();
-                let failed = read_answers(&shard, index, &mut stream).await;
+                let failed = read_answers(&forwarder, index, &mut stream).await;
                 link.fd.set(-1);
                 failed
             }
@@ -352,12 +364,11 @@ async fn reader(shard: Rc<Shard>, index: usize, link: Rc<Link>, rings: LocalRece
         pool.closed(index, &mut done);
         forwarder.links.borrow_mut()[index] = None;
     }
-    forwarder.settle(&shard);
+    forwarder.settle();
 }
 
 /// Reads and settles answers until end of stream (`false`) or an error (`true`).
-async fn read_answers(shard: &Rc<Shard>, index: usize, stream: &mut TcpStream) -> bool {
-    let forwarder = shard.forwarder.as_ref().expect("ticket mode");
+async fn read_answers(forwarder: &Rc<Forwarder>, index: usize, stream: &mut TcpStream) -> bool {
     let mut buf = vec![0u8; READ_BYTES];
     loop {
         let n = match stream.read(&mut buf).await {
@@ -377,19 +388,18 @@ async fn read_answers(shard: &Rc<Shard>, index: usize, stream: &mut TcpStream) -
                 return false;
             }
         }
-        forwarder.settle(shard);
+        forwarder.settle();
     }
 }
 
 /// Writes queued requests, one write per wake, until the link ends or a write fails.
 async fn writer(
-    shard: Rc<Shard>,
+    forwarder: Rc<Forwarder>,
     index: usize,
     link: Rc<Link>,
     rings: LocalReceiver<()>,
     mut stream: TcpStream,
 ) {
-    let forwarder = shard.forwarder.as_ref().expect("ticket mode");
     let mut bytes = Vec::new();
     while rings.recv().await.is_some() {
         if link.abort.get() {

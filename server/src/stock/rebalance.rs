@@ -130,9 +130,12 @@ pub enum Msg {
 impl Msg {
     /// Whether the receiver acts on this message in a way that presumes the sender's changes are
     /// durable: it carries tickets (the receiver journals a `Receive`, which must never outlive
-    /// the sender's `Give`), or it tells a shard its order was sold (its client hears "success").
+    /// the sender's `Give`), or it states a fact the receiver may tell a client: `Decided` (its
+    /// client hears "success" or "sold out") and `Taken` (a donor that gave less than asked is
+    /// empty, and the coordinator may answer "sold out" on it). A "sold out" that rested on sales
+    /// not yet durable could be contradicted after a crash, with no restock in between.
     pub fn must_be_durable(&self) -> bool {
-        self.tickets() > 0 || matches!(self, Msg::Decided { sold: true, .. })
+        self.tickets() > 0 || matches!(self, Msg::Decided { .. } | Msg::Taken { .. })
     }
 
     /// Tickets this message carries while in transit.
@@ -295,6 +298,13 @@ impl Node {
     /// The low-water mark.
     pub fn low_water(&self) -> u64 {
         self.low_water
+    }
+
+    /// The coordinator has an operation in progress or queued (it still needs its peers).
+    pub fn coordinating(&self) -> bool {
+        self.coordinator
+            .as_ref()
+            .is_some_and(|c| c.current.is_some() || !c.queue.is_empty())
     }
 
     /// Records a peer's report of its slice size.

@@ -44,7 +44,7 @@
 //! - At most `connections_max` connections are served per shard; the accept is cancelled at the
 //!   limit, and the few it accepted meanwhile wait, unread, until a slot frees.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -56,9 +56,11 @@ use std::time::{Duration, Instant};
 use glommio::io::BufferedFile;
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
+use crate::durability::aligned::AlignedBuf;
+use crate::durability::journal::{self, Batch, BatchKind};
 use crate::net::connection::{Connection, Next};
-use crate::shard::{Shard, LINGER, LINGER_BYTES_MAX};
-use crate::stock::rebalance::OrderId;
+use crate::net::{LINGER, LINGER_BYTES_MAX};
+use crate::shard::{ConnEvent, ConnKey, Release, Shard, Step};
 
 /// While it has work, the driver gives way to the shard's other tasks (clock, reporter, mesh
 /// receivers) at least this often. It cannot rely on `yield_if_needed` alone: glommio runs its
@@ -383,10 +385,8 @@ struct Slot {
     /// When the input that ended in the order this connection waits for was reaped: the start of
     /// the service time recorded when the order resumes (with `--latency-dump`).
     reaped_at: Instant,
-    /// The journal sequence number that must be durable before this connection's output may
-    /// leave (a response that sold); 0: none.
-    hold: u64,
-    /// Listed in `State::held`.
+    /// The core holds this connection's output (a response waits for the journal): nothing is
+    /// sent until the core releases it.
     held: bool,
 }
 
@@ -410,9 +410,13 @@ impl Slot {
             lingered_bytes: 0,
             touched: false,
             reaped_at: now,
-            hold: 0,
             held: false,
         }
+    }
+
+    /// The key the core knows this connection by.
+    fn key(&self, index: u32) -> ConnKey {
+        u64::from(self.generation) << 32 | u64::from(index)
     }
 
     /// Output produced and not yet taken by the kernel.
@@ -462,14 +466,21 @@ struct State {
     aborted_at: Option<Instant>,
     /// Staged SQEs, submitted at the start of the next turn.
     staged: Vec<squeue::Entry>,
-    /// Orders waiting for the coordinator: the slot (index, generation) to answer on.
-    orders: HashMap<OrderId, (u32, u32)>,
-    /// Slots whose output waits for the journal (`Slot::hold` above `durable`).
-    held: Vec<u32>,
-    /// The journal's durable sequence number as of this turn (`u64::MAX` without a journal).
-    durable: u64,
-    /// The journal failed: held output never leaves; its connections are closed.
-    journal_failed: bool,
+    /// Slots whose output the core holds.
+    held: usize,
+    /// The group commit this ring is writing, if any.
+    journal_write: Option<JournalWrite>,
+    /// The aligned buffer of the last journal write, kept for the next.
+    spare: Option<AlignedBuf>,
+}
+
+/// A group commit on its way through the ring: the batch, its bytes in a buffer aligned for
+/// O_DIRECT, how many of them the kernel has written, and the file they go to.
+struct JournalWrite {
+    batch: Batch,
+    buf: AlignedBuf,
+    done: usize,
+    fd: RawFd,
 }
 
 impl State {
@@ -477,12 +488,7 @@ impl State {
         let (op, index, generation) = untoken(cqe.user_data());
         match op {
             Op::Cancel => {}
-            Op::Journal => {
-                let committer = self.shard.committer.as_ref().expect("a journal write");
-                if let Some(rest) = committer.write_done(&self.shard, cqe.result()) {
-                    self.stage_journal(rest);
-                }
-            }
+            Op::Journal => self.on_journal_write(cqe.result(), now),
             Op::Accept => self.on_accept(cqe.result(), cqe.flags(), now),
             Op::Recv | Op::Send => {
                 let slot = &self.slots[index as usize];
@@ -549,18 +555,11 @@ impl State {
         match slot.phase {
             Phase::Open => {
                 let shard = &self.shard;
-                feed(
-                    slot,
-                    &mut self.pool,
-                    shard,
-                    index,
-                    &mut self.orders,
-                    now,
-                    Some(now),
-                    |conn, app, date, draining, out| {
-                        conn.on_input(data, app, &shard.limits, date, draining, out)
-                    },
-                );
+                let key = slot.key(index);
+                let step = with_output(slot, &mut self.pool, |conn, out| {
+                    shard.core.borrow_mut().input(key, conn, data, out, now)
+                });
+                self.after_step(index, step, now, Some(now));
             }
             Phase::Lingering => {
                 slot.lingered_bytes += len;
@@ -575,53 +574,98 @@ impl State {
         }
     }
 
-    /// Once a journal failed (`App::halted`), every order still waiting is answered "halted":
-    /// its gather may never finish.
-    fn answer_halted(&mut self) {
-        if self.orders.is_empty() || !self.shard.app.borrow().halted {
-            return;
-        }
-        let mut decided = self.shard.decided.borrow_mut();
-        for &order in self.orders.keys() {
-            decided.push_back((order, crate::app::routes::Answer::Halted, 0));
+    /// Carries out what the core tells connections: answers for waiting orders, and news of
+    /// held output. News for a connection that is gone (closed, or its slot reused) is dropped:
+    /// an order it waited for was still sold or refused, only its answer is lost, as when a
+    /// client disconnects before its response.
+    fn take_conn_events(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        loop {
+            let Some((key, event)) = self.shard.core.borrow_mut().next_conn_event() else {
+                return any;
+            };
+            any = true;
+            let (index, generation) = ((key & u64::from(u32::MAX)) as u32, (key >> 32) as u32);
+            let Some(slot) = self.slots.get_mut(index as usize) else {
+                continue;
+            };
+            if slot.generation != generation || slot.phase == Phase::Free {
+                continue;
+            }
+            match event {
+                ConnEvent::Recheck => {
+                    let release = self.shard.core.borrow_mut().release(key);
+                    self.apply_release(index, release);
+                }
+                ConnEvent::Answer(answer) => {
+                    if slot.phase != Phase::Open || slot.conn.waiting_for().is_none() {
+                        continue;
+                    }
+                    let shard = &self.shard;
+                    let step = with_output(slot, &mut self.pool, |conn, out| {
+                        shard.core.borrow_mut().resume(key, conn, answer, out, now)
+                    });
+                    self.after_step(index, step, now, None);
+                }
+            }
         }
     }
 
-    /// Hands decided orders to the connections that wait for them. An order whose connection is
-    /// gone (closed, or the slot reused) was still sold or refused; only its answer is lost, as
-    /// when a client disconnects before its response.
-    fn resume_decided(&mut self, now: Instant) {
-        loop {
-            let Some((order, answer, decided_at)) = self.shard.decided.borrow_mut().pop_front()
-            else {
-                return;
-            };
-            let Some((index, generation)) = self.orders.remove(&order) else {
-                continue;
-            };
-            let slot = &mut self.slots[index as usize];
-            if slot.generation != generation
-                || slot.phase != Phase::Open
-                || slot.conn.waiting_for() != Some(order)
-            {
-                continue;
+    /// Sets what follows a step on a connection: whether its output may leave, its deadline,
+    /// its service time.
+    ///
+    /// `reaped` is when the input was reaped (the turn's `now`), or `None` when the step resumes
+    /// a decided order: then the service time runs from `Slot::reaped_at`, the input that
+    /// carried it.
+    fn after_step(&mut self, index: u32, step: Step, now: Instant, reaped: Option<Instant>) {
+        self.apply_release(index, step.release);
+        let (head_timeout, idle_timeout) = (self.shard.head_timeout, self.shard.idle_timeout);
+        let slot = &mut self.slots[index as usize];
+        // One value per input that produced responses, once none of them waits (see `latency`).
+        // Input queued behind a waiting order answers nothing here; its resume answers it.
+        match (step.next, reaped) {
+            (Next::Wait(_), Some(reaped)) => slot.reaped_at = reaped,
+            (Next::Wait(_), None) => {}
+            (_, Some(reaped)) if step.answered => self.shard.record_since(reaped),
+            (_, Some(_)) => {}
+            (_, None) => self.shard.record_since(slot.reaped_at),
+        }
+        if slot.phase != Phase::Open {
+            return; // dropped: the connection is stopping
+        }
+        if step.next == Next::Close {
+            // The last response must leave within an idle timeout, or the peer is dead.
+            slot.phase = Phase::Flushing { linger: true };
+            slot.deadline = now + idle_timeout;
+        } else if slot.conn.is_idle() {
+            slot.in_request = false;
+            slot.deadline = now + idle_timeout;
+        } else if !slot.in_request || step.answered {
+            // A request is partly here (or an order waits). If this step also answered one, the
+            // partial one began in it: each request gets its own head deadline.
+            slot.in_request = true;
+            slot.deadline = now + head_timeout;
+        }
+    }
+
+    /// What the core said of a connection's output: send it, keep it, or close without it.
+    fn apply_release(&mut self, index: u32, release: Release) {
+        self.touch(index);
+        let slot = &mut self.slots[index as usize];
+        let held = release == Release::Held;
+        if slot.held != held {
+            slot.held = held;
+            if held {
+                self.held += 1;
+            } else {
+                self.held -= 1;
             }
-            let shard = &self.shard;
-            feed(
-                slot,
-                &mut self.pool,
-                shard,
-                index,
-                &mut self.orders,
-                now,
-                None,
-                |conn, app, date, draining, out| {
-                    conn.resume(answer, app, &shard.limits, date, draining, out)
-                },
-            );
-            let slot = &mut self.slots[index as usize];
-            slot.hold = slot.hold.max(decided_at);
-            self.touch(index);
+        }
+        if release == Release::Drop {
+            // The response answers a sale that may not be durable: the client gets no answer
+            // rather than a success that a crash could take back. Stopping sends nothing more (a
+            // send already in flight carries only output that was released).
+            self.stop(index);
         }
     }
 
@@ -706,21 +750,7 @@ impl State {
         if slot.phase == Phase::Free {
             return;
         }
-        let held = slot.hold > self.durable;
-        if held && slot.phase != Phase::Stopping {
-            if self.journal_failed {
-                // The sale it answers may not be durable: the client gets no answer rather than
-                // a success that a crash could take back. Stopping sends nothing more (a send
-                // already in flight carries only output that was released), and `release` gives
-                // the buffers back.
-                self.stop(index);
-            } else if !slot.held {
-                slot.held = true;
-                self.held.push(index);
-            }
-        }
-        let slot = &mut self.slots[index as usize];
-        let released = !held;
+        let released = !slot.held;
         if !slot.sending && slot.phase != Phase::Stopping && released {
             if slot.out.is_empty() {
                 std::mem::swap(&mut slot.out, &mut slot.next);
@@ -794,14 +824,19 @@ impl State {
         let next = std::mem::take(&mut slot.next);
         slot.conn = Connection::default();
         slot.generation = slot.generation.wrapping_add(1);
+        let key = slot.key(index);
         slot.fd = -1;
-        slot.hold = 0;
+        if slot.held {
+            slot.held = false;
+            self.held -= 1;
+        }
         slot.phase = Phase::Free;
         slot.sent = 0;
         self.give_back(out);
         self.give_back(next);
         self.free.push(index);
         self.open -= 1;
+        self.shard.core.borrow_mut().closed(key);
     }
 
     /// Admits waiting sockets up to the limit, and arms or cancels the accept so that open plus
@@ -841,7 +876,12 @@ impl State {
 
     /// Gives an accepted socket a slot.
     fn admit(&mut self, fd: RawFd, now: Instant) {
-        self.shard.app.borrow_mut().counters.connections_accepted += 1;
+        self.shard
+            .core
+            .borrow_mut()
+            .app
+            .counters
+            .connections_accepted += 1;
         self.set_nodelay(fd);
         let index = match self.free.pop() {
             Some(index) => index,
@@ -906,7 +946,12 @@ impl State {
             let slot = &mut self.slots[index as usize];
             match slot.phase {
                 Phase::Open | Phase::Flushing { .. } if now >= slot.deadline => {
-                    self.shard.app.borrow_mut().counters.connections_timed_out += 1;
+                    self.shard
+                        .core
+                        .borrow_mut()
+                        .app
+                        .counters
+                        .connections_timed_out += 1;
                     self.stop(index);
                 }
                 Phase::Lingering if now >= slot.deadline => self.stop(index),
@@ -948,66 +993,102 @@ impl State {
         }
     }
 
-    /// Starts the next group commit through this ring, when the journal has one ready and none
-    /// is in flight: the disk write's completion then comes in the same loop as the sockets',
-    /// with no wait for glommio's scheduler (which, measured under load, tripled a commit's
-    /// latency).
-    fn start_journal_write(&mut self) {
-        if let Some(committer) = &self.shard.committer {
-            if let Some(op) = committer.next_write() {
-                self.stage_journal(op);
+    /// Starts the next group commit through this ring, when the core hands one out (`idle`: the
+    /// shard has nothing else to do; else only an overdue one): the disk write's completion then
+    /// comes in the same loop as the sockets', with no wait for glommio's scheduler (which,
+    /// measured under load, tripled a commit's latency). A compaction goes to the journal task
+    /// (it renames and syncs files through glommio).
+    fn start_journal_write(&mut self, now: Instant, idle: bool) {
+        if !self.shard.driver_writes.get() || self.journal_write.is_some() {
+            return;
+        }
+        let Some(batch) = self.shard.core.borrow_mut().next_batch(now, idle) else {
+            return;
+        };
+        if batch.kind == BatchKind::Compact {
+            *self.shard.compaction.borrow_mut() = Some(batch);
+            self.shard.kick_journal();
+            return;
+        }
+        let file = self
+            .shard
+            .journal_file
+            .as_ref()
+            .expect("a batch needs a file");
+        let fd = file
+            .fd
+            .get()
+            .expect("the driver writes only to a disk file");
+        let buf = AlignedBuf::copy_of(&batch.bytes, self.spare.take());
+        self.journal_write = Some(JournalWrite {
+            batch,
+            buf,
+            done: 0,
+            fd,
+        });
+        self.stage_journal();
+    }
+
+    /// Stages the rest of the journal write in flight.
+    fn stage_journal(&mut self) {
+        let write = self.journal_write.as_ref().expect("a journal write");
+        let rest = &write.buf.bytes()[write.done..];
+        let len = u32::try_from(rest.len()).expect("a batch is at most 64 KiB");
+        let sqe = opcode::Write::new(types::Fd(write.fd), rest.as_ptr(), len)
+            .offset(write.batch.offset + write.done as u64)
+            .build()
+            .user_data(token(Op::Journal, 0, 0));
+        self.staged.push(sqe);
+    }
+
+    /// The journal write completed with `res` (bytes written, or -errno): continue a short
+    /// write, or tell the core the batch is durable (O_DSYNC) or the journal failed.
+    fn on_journal_write(&mut self, res: i32, now: Instant) {
+        let write = self
+            .journal_write
+            .as_mut()
+            .expect("a journal write was in flight");
+        let at = write.batch.offset + write.done as u64;
+        let written = if res < 0 {
+            Err(io::Error::from_raw_os_error(-res))
+        } else {
+            Ok(res as usize)
+        };
+        let path = self
+            .shard
+            .journal_file
+            .as_ref()
+            .expect("a file")
+            .path
+            .borrow()
+            .clone();
+        match journal::continue_write(&path, at, write.done, written) {
+            Err(error) => {
+                self.journal_write = None;
+                self.shard.core.borrow_mut().write_failed(error);
+            }
+            Ok(done) if done < write.buf.bytes().len() => {
+                write.done = done;
+                self.stage_journal();
+            }
+            Ok(_) => {
+                let write = self.journal_write.take().expect("checked above");
+                self.shard.core.borrow_mut().write_done(&write.batch, now);
+                self.spare = Some(write.buf);
             }
         }
     }
 
-    /// A group commit is in flight through this ring.
-    fn journal_in_flight(&self) -> bool {
-        self.shard
-            .committer
-            .as_ref()
-            .is_some_and(|c| c.driver_write_in_flight())
-    }
-
-    /// Group commits complete through glommio's reactor (a compaction in the committer task):
-    /// held responses then need the driver to give way often.
+    /// Group commits complete through glommio's reactor (a compaction in the journal task, or
+    /// every commit once the journal task writes them): held responses then need the driver to
+    /// give way often.
     fn commits_via_glommio(&self) -> bool {
-        self.shard
-            .committer
-            .as_ref()
-            .is_some_and(|c| !c.driver_writes() || c.compacting())
-    }
-
-    fn stage_journal(&mut self, op: crate::durability::committer::WriteOp) {
-        let write = opcode::Write::new(types::Fd(op.fd), op.ptr, op.len)
-            .offset(op.offset)
-            .build()
-            .user_data(token(Op::Journal, 0, 0));
-        self.staged.push(write);
-    }
-
-    /// Looks at the journal: when more became durable (or it failed), the held slots are moved
-    /// on. Returns whether any was.
-    fn release_held(&mut self) -> bool {
-        let Some(committer) = &self.shard.committer else {
-            return false;
-        };
-        let (durable, failed) = (committer.durable(), committer.failed());
-        if durable == self.durable && failed == self.journal_failed {
-            return false;
-        }
-        self.durable = durable;
-        self.journal_failed = failed;
-        let held = std::mem::take(&mut self.held);
-        for &index in &held {
-            self.slots[index as usize].held = false;
-            self.touch(index);
-        }
-        !held.is_empty()
+        self.journal_write.is_none() && self.shard.core.borrow().write_out()
     }
 
     fn begin_drain(&mut self, now: Instant) {
         self.draining = true;
-        self.shard.draining.set(true);
+        self.shard.core.borrow_mut().stop();
         self.drain_deadline = now + self.shutdown_timeout;
         for fd in self.waiting.drain(..) {
             close(fd);
@@ -1020,34 +1101,18 @@ impl State {
             && self.open == 0
             && self.listener.is_none()
             && !self.accept_armed
-            && !self.journal_in_flight()
+            && self.journal_write.is_none()
     }
 }
 
-/// Runs `step` (new input, or a decided order) on an open connection, and sets what follows:
-/// where its output goes, its deadline, the order it now waits for.
-///
-/// `reaped` is when the input was reaped (the turn's `now`), or `None` when the step resumes a
-/// decided order: then the service time runs from `Slot::reaped_at`, the input that carried it.
-#[allow(clippy::too_many_arguments)] // the pieces of `State` a step needs, borrowed apart
-fn feed(
+/// Runs `step` (new input, or a decided order) on a connection with the output buffer its bytes
+/// must go to: bytes leave in the order `out[sent..]`, then `next`, so `out` may grow only when
+/// no send holds it and nothing waits in `next`.
+fn with_output(
     slot: &mut Slot,
     pool: &mut Vec<Vec<u8>>,
-    shard: &Shard,
-    index: u32,
-    orders: &mut HashMap<OrderId, (u32, u32)>,
-    now: Instant,
-    reaped: Option<Instant>,
-    step: impl FnOnce(
-        &mut Connection,
-        &mut crate::app::routes::App,
-        &proto_http::HttpDate,
-        bool,
-        &mut Vec<u8>,
-    ) -> Next,
-) {
-    // Bytes leave in the order `out[sent..]`, then `next`: `out` may grow only when no send holds
-    // it and nothing waits in `next`.
+    step: impl FnOnce(&mut Connection, &mut Vec<u8>) -> Step,
+) -> Step {
     let out = if slot.sending || !slot.next.is_empty() {
         &mut slot.next
     } else {
@@ -1056,50 +1121,7 @@ fn feed(
     if out.capacity() == 0 {
         *out = pool.pop().unwrap_or_default();
     }
-    let (next, answered) = {
-        let mut app = shard.app.borrow_mut();
-        let date = shard.date.get();
-        let before = app.counters.requests;
-        let next = step(&mut slot.conn, &mut app, &date, shard.draining.get(), out);
-        (next, app.counters.requests != before)
-    };
-    if let Some(seq) = shard.journal_step() {
-        slot.hold = seq;
-    }
-    if let Some(latency) = &shard.latency {
-        // One value per input that produced responses, once none of them waits (see `latency`).
-        // Input queued behind a waiting order answers nothing here; its resume answers it.
-        match (next, reaped) {
-            (Next::Wait(_), Some(reaped)) => slot.reaped_at = reaped,
-            (Next::Wait(_), None) => {}
-            (_, Some(reaped)) if answered => latency.borrow_mut().record_since(reaped),
-            (_, Some(_)) => {}
-            (_, None) => latency.borrow_mut().record_since(slot.reaped_at),
-        }
-    }
-    if let Next::Wait(order) = next {
-        orders.insert(order, (index, slot.generation));
-    }
-    if next == Next::Close {
-        // The last response must leave within an idle timeout, or the peer is dead.
-        slot.phase = Phase::Flushing { linger: true };
-        slot.deadline = now + shard.idle_timeout;
-    } else if slot.conn.is_idle() {
-        slot.in_request = false;
-        slot.deadline = now + shard.idle_timeout;
-    } else if !slot.in_request || answered {
-        // A request is partly here (or an order waits). If this step also answered one, the
-        // partial one began in it: each request gets its own head deadline.
-        slot.in_request = true;
-        slot.deadline = now + shard.head_timeout;
-    }
-}
-
-/// Rings a driver's bell from another task: its eventfd becomes readable, so a parked driver
-/// wakes and looks at `Shard::decided`.
-pub(crate) fn ring(eventfd: RawFd) {
-    // SAFETY: writes 8 bytes to an eventfd the driver owns for the shard's whole life.
-    unsafe { libc::eventfd_write(eventfd, 1) };
+    step(&mut slot.conn, out)
 }
 
 fn close(fd: RawFd) {
@@ -1133,7 +1155,8 @@ fn wake_read<'a>(eventfd: &Rc<BufferedFile>, wake: &'a mut Option<Wake>) -> &'a 
 
 /// Makes the eventfd readable, so a READ of it completes at once.
 fn ring_bell(eventfd: &BufferedFile) {
-    ring(eventfd.as_raw_fd());
+    // SAFETY: writes 8 bytes to an eventfd we own.
+    unsafe { libc::eventfd_write(eventfd.as_raw_fd(), 1) };
 }
 
 impl Driver {
@@ -1152,10 +1175,12 @@ impl Driver {
         // Off while we run: we reap at every turn anyway; it is enabled only to park.
         ring.completion().disable_eventfd();
         let now = Instant::now();
-        if let Some(committer) = &shard.committer {
-            committer.take_over_writes();
-        }
-        let shard_durable = shard.committer.as_ref().map_or(u64::MAX, |c| c.durable());
+        // The driver writes the journal's append batches itself when the file is on a disk.
+        let disk = shard
+            .journal_file
+            .as_ref()
+            .is_some_and(|f| f.fd.get().is_some());
+        shard.driver_writes.set(disk);
         // SAFETY: the descriptor moves into glommio's file, which closes it when dropped.
         let eventfd = Rc::new(unsafe { BufferedFile::from_raw_fd(eventfd.into_raw_fd()) });
         Ok(Driver {
@@ -1181,10 +1206,9 @@ impl Driver {
                 shutdown_timeout,
                 aborted_at: None,
                 staged: Vec::new(),
-                orders: HashMap::new(),
-                held: Vec::new(),
-                durable: shard_durable,
-                journal_failed: false,
+                held: 0,
+                journal_write: None,
+                spare: None,
             },
             eventfd,
         })
@@ -1192,7 +1216,7 @@ impl Driver {
 
     /// Serves until `stop` is set and the drain is over.
     pub(crate) async fn run(mut self, stop: &AtomicBool) -> Result<(), String> {
-        self.state.shard.bell.set(Some(self.eventfd.as_raw_fd()));
+        self.state.shard.driver.set(Some(self.eventfd.as_raw_fd()));
         self.state.control_accept(Instant::now());
         let mut next_sweep = Instant::now() + SWEEP_PERIOD;
         let mut next_yield = Instant::now() + YIELD_PERIOD;
@@ -1226,9 +1250,7 @@ impl Driver {
                 // Responses held for the journal wait for the committer task, whose disk I/O
                 // completes only when glommio runs its reactor: give way at once, or group
                 // commits would complete once per `YIELD_PERIOD` under load.
-                if now >= next_yield
-                    || (!self.state.held.is_empty() && self.state.commits_via_glommio())
-                {
+                if now >= next_yield || (self.state.held > 0 && self.state.commits_via_glommio()) {
                     // The READ completes as glommio submits it, after glommio ran its reactor
                     // and every other runnable task: our task is not runnable meanwhile.
                     ring_bell(&self.eventfd);
@@ -1245,14 +1267,9 @@ impl Driver {
             }
             // Nothing else to do: the changes of every request that arrived go to the disk in one
             // group commit (see `COMMIT_DELAY_MAX` for the busy case).
-            if self
-                .state
-                .shard
-                .committer
-                .as_ref()
-                .is_some_and(|c| c.can_start_write())
+            if self.state.shard.driver_writes.get() && self.state.shard.core.borrow().wants_write()
             {
-                self.state.start_journal_write();
+                self.state.start_journal_write(now, true);
                 continue;
             }
             // Nothing to do: arm the eventfd, then submit, which posts completions queued since
@@ -1268,13 +1285,13 @@ impl Driver {
             }
             let read = wake_read(&self.eventfd, &mut wake);
             let timeout = next_sweep.saturating_duration_since(Instant::now());
-            self.state.shard.parked.set(true);
+            self.state.shard.driver.park(true);
             let woke = futures_lite::future::or(async { Some(read.await) }, async {
                 glommio::timer::sleep(timeout).await;
                 None
             })
             .await;
-            self.state.shard.parked.set(false);
+            self.state.shard.driver.park(false);
             self.ring.completion().disable_eventfd();
             next_yield = Instant::now() + YIELD_PERIOD; // glommio just ran everything else
             if let Some(ok) = woke {
@@ -1284,12 +1301,12 @@ impl Driver {
                 }
             }
         };
-        self.state.shard.bell.set(None); // the eventfd closes with the driver
-        if let Some(committer) = &self.state.shard.committer {
-            // The shard still journals while it leaves (a peer's last messages): its committer
-            // task takes over the writes.
-            committer.hand_back_writes();
-        }
+        self.state.shard.driver.set(None); // the eventfd closes with the driver
+                                           // The shard still journals while it leaves (a peer's last messages): its journal task
+                                           // takes over the writes (none while a write of ours is still out: the core hands out
+                                           // no second batch).
+        self.state.shard.driver_writes.set(false);
+        self.state.shard.kick_journal();
         if let Some(read) = wake {
             // Complete our READ so that glommio holds no request on the eventfd when it closes it.
             ring_bell(&self.eventfd);
@@ -1310,7 +1327,7 @@ impl Driver {
         // While a group commit is on its way to the disk, short turns: its completion is posted
         // and reaped at the next entry into the kernel, and the responses it holds leave at the
         // end of the turn that reaps it, so a long turn would add its length to every commit.
-        let limit = if self.state.journal_in_flight() {
+        let limit = if self.state.journal_write.is_some() {
             JOURNAL_TURN_CQES
         } else {
             usize::MAX
@@ -1319,28 +1336,15 @@ impl Driver {
         for cqe in &self.cqes {
             self.state.on_cqe(cqe, now);
         }
-        // Protocol messages this turn produced go out; orders decided meanwhile are answered.
-        self.state.shard.flush();
-        self.state.answer_halted();
-        let decided = !self.state.shard.decided.borrow().is_empty();
-        if decided {
-            self.state.resume_decided(now);
-            self.state.shard.flush();
-        }
-        let released = self.state.release_held();
-        if !self.cqes.is_empty() || decided || released {
+        // What the core told connections meanwhile (answers, released output) is carried out;
+        // its other effects (mail, forwarded requests) go to their tasks.
+        let news = self.state.take_conn_events(now);
+        self.state.shard.after();
+        if !self.cqes.is_empty() || news {
             self.state.after_batch(now);
         }
-        if self
-            .state
-            .shard
-            .committer
-            .as_ref()
-            .is_some_and(|c| c.overdue(now))
-        {
-            self.state.start_journal_write();
-        }
-        Ok(self.cqes.len() + usize::from(decided) + usize::from(released))
+        self.state.start_journal_write(now, false);
+        Ok(self.cqes.len() + usize::from(news))
     }
 
     /// Moves staged SQEs into the ring and enters the kernel once (more when the SQ fills). Under

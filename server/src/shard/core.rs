@@ -1,0 +1,640 @@
+//! The shard core: everything a shard decides, sans-IO. The uring driver, the glommio fallback
+//! and the deterministic simulation all drive this one type, so they cannot differ in a rule.
+//!
+//! # Events in
+//! - input parsed on a connection ([`ShardCore::input`]), or the answer a waiting connection
+//!   was given ([`ShardCore::resume`]); a connection closed ([`ShardCore::closed`]);
+//! - a message from a peer ([`ShardCore::on_message`]);
+//! - a journal batch written ([`ShardCore::write_done`]) or failed ([`ShardCore::write_failed`]);
+//! - a forwarded request answered ([`ShardCore::on_upstream`]);
+//! - the clock ([`ShardCore::set_date`]), a stop ([`ShardCore::stop`]), the transport finished
+//!   ([`ShardCore::transport_finished`]).
+//!
+//! # Effects out (each taken by the glue that carries it out)
+//! - per connection: whether its output may leave now ([`Release`] in a [`Step`], or asked again
+//!   with [`ShardCore::release`]), and [`ConnEvent`]s: an answer for the order it waits for, or a
+//!   hint that its held output's fate changed;
+//! - mail for peers, each let out only once what its sender journaled before it is durable
+//!   ([`ShardCore::next_mail`]);
+//! - journal batches to write ([`ShardCore::next_batch`]);
+//! - requests for the vacancy service ([`ShardCore::take_forwards`]);
+//! - reports of this slice's size ([`ShardCore::report_due`]).
+//!
+//! # Invariants
+//! - A response that reports an order (sold or not) leaves only once everything the shard had
+//!   journaled when it was made is durable, and never once the journal failed: a sale is never
+//!   acknowledged before it is on disk, and a "sold out" never rests on sales a crash could undo.
+//! - A message that carries tickets or states a fact a receiver may tell a client (`Taken`,
+//!   `Decided`) leaves only once everything its sender journaled before it is durable; mail leaves
+//!   in the order it was posted; after a journal failure such mail is dropped (its tickets stay in
+//!   transit until a restart reconciles them from the journals).
+//! - Once a journal failed (here or on a peer) every order still waiting is answered at once
+//!   (503: its outcome is unknown) and new orders are refused.
+//! - A shard leaves only when the coordinator says every shard is done (`Exit`): a peer that
+//!   stopped serving still answers the coordinator's `Take`s, so no gather waits on a shard that
+//!   is gone.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use proto_http::HttpDate;
+
+use crate::app::routes::{Answer, App, Forwarding};
+use crate::config::Mode;
+use crate::durability::commits::{CommitStats, Commits};
+use crate::durability::journal::{Batch, JournalError, Seq, Tail};
+use crate::forward::upstream::{Outcome, Request, RequestId};
+use crate::net::connection::{ConnLimits, Connection, Next};
+use crate::stock::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
+use crate::stock::slice::Sale;
+
+/// A connection as the core knows it: a number the transport chose, unique while the connection
+/// lives (the uring transport packs slot and generation into it).
+pub type ConnKey = u64;
+
+/// A message between shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// "My slice now holds this many tickets." Superseded by the next one, so it may be dropped
+    /// when the peer's queue is full; the reporter then sends it again.
+    Report {
+        /// The sender's available tickets.
+        available: u64,
+    },
+    /// A message of the stock protocol: never dropped, and sent in order.
+    Stock(Msg),
+    /// "I have stopped serving": sent to the coordinator, which lets every shard leave once all
+    /// are done.
+    Done,
+    /// The coordinator to every peer: every shard is done and no operation is left; leave.
+    Exit,
+    /// "My journal failed": every shard stops selling, so that no order waits on a shard that
+    /// can no longer record what it gives.
+    Halt,
+}
+
+impl Message {
+    /// Whether the receiver may act on it in a way that presumes the sender's changes so far
+    /// are durable (see [`Msg::must_be_durable`]).
+    pub fn must_be_durable(&self) -> bool {
+        matches!(self, Message::Stock(msg) if msg.must_be_durable())
+    }
+}
+
+/// Whether a connection's output may leave now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// Send it.
+    Now,
+    /// Keep it (and anything produced after it): a [`ConnEvent::Recheck`] for this connection
+    /// comes once that may have changed.
+    Held,
+    /// Never send it: the journal failed before what it reports became durable. Close the
+    /// connection without the held output.
+    Drop,
+}
+
+/// What one step on a connection produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// What the connection does next.
+    pub next: Next,
+    /// Whether its output may leave.
+    pub release: Release,
+    /// The step answered at least one request (for service times and head deadlines).
+    pub answered: bool,
+}
+
+/// Something the core tells one connection after the step that made it wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// The order the connection waits for has its answer: call [`ShardCore::resume`].
+    Answer(Answer),
+    /// Its held output may leave now, or must be dropped: ask [`ShardCore::release`]. Only a
+    /// hint (it may come late, or twice); the answer to `release` is what counts.
+    Recheck,
+}
+
+/// Where the shard is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    /// Serving (possibly draining: responses close their connections).
+    Serving,
+    /// The transport has no connection left; waiting for the coordinator's `Exit` (the
+    /// coordinator: for every peer's `Done` and its last operation).
+    Leaving,
+    /// May exit once its mail is out and its journal settled.
+    Left,
+}
+
+/// What the shard is, fixed at start-up.
+#[derive(Clone, Copy, Debug)]
+pub struct CoreConfig {
+    /// Which endpoints the process serves.
+    pub mode: Mode,
+    /// This shard.
+    pub shard: usize,
+    /// All shards.
+    pub shards: usize,
+    /// The stock the shards share at start (this shard takes its allotment).
+    pub stock: u64,
+    /// The largest `qty` one order may ask for.
+    pub max_order_qty: u64,
+    /// Ticket mode: `CACHE_TTL_SECONDS` of the vacancy's stock (`None` in the selling modes).
+    pub forward_cache_ttl: Option<Duration>,
+    /// Connection limits.
+    pub limits: ConnLimits,
+}
+
+/// One shard's decisions (see the module doc).
+#[derive(Debug)]
+pub struct ShardCore {
+    /// The request handler: routes' state, the node and its outbox, counters.
+    pub app: App,
+    /// The journal's pure side (`None`: `--durability none`, or the ticket tier).
+    journal: Option<Commits>,
+    /// Connection limits.
+    limits: ConnLimits,
+    /// The cached `Date`.
+    date: HttpDate,
+    /// A stop was asked: responses close their connections.
+    draining: bool,
+    /// Mail in posting order, each with the sequence number that must be durable first.
+    mail: VecDeque<(usize, Message, Option<Seq>)>,
+    /// Mail taken by the glue and not yet reported delivered.
+    mail_sending: usize,
+    /// Orders (or forwarded requests) waiting for their answer: the connection to answer.
+    waiting: HashMap<OrderId, ConnKey>,
+    /// Connections whose output waits for this sequence number to be durable.
+    holds: HashMap<ConnKey, Seq>,
+    /// Effects for connections, in order.
+    conn_events: VecDeque<(ConnKey, ConnEvent)>,
+    /// The last report sent to each peer (`None`: none yet, or it was not delivered).
+    reported: Vec<Option<u64>>,
+    /// Peers that said `Done` (coordinator).
+    peers_done: usize,
+    /// Where the shard is in its life.
+    life: Life,
+}
+
+impl ShardCore {
+    /// A shard's core; `tail` is its opened journal, if it journals.
+    pub fn new(config: CoreConfig, tail: Option<Tail>) -> ShardCore {
+        let forwarding = config.forward_cache_ttl.map(Forwarding::new);
+        // The ticket tier holds no stock: it asks the vacancy service.
+        let stock = if forwarding.is_some() {
+            0
+        } else {
+            config.stock
+        };
+        ShardCore {
+            app: App {
+                mode: config.mode,
+                shard: config.shard,
+                shards: config.shards,
+                node: Node::new(config.shard, config.shards, stock),
+                outbox: Outbox::default(),
+                max_order_qty: config.max_order_qty,
+                counters: Default::default(),
+                forwarding,
+                halted: false,
+            },
+            journal: tail.map(Commits::new),
+            limits: config.limits,
+            date: HttpDate::now(),
+            draining: false,
+            mail: VecDeque::new(),
+            mail_sending: 0,
+            waiting: HashMap::new(),
+            holds: HashMap::new(),
+            conn_events: VecDeque::new(),
+            reported: vec![None; config.shards],
+            peers_done: 0,
+            life: Life::Serving,
+        }
+    }
+
+    /// This shard's index.
+    pub fn shard(&self) -> usize {
+        self.app.shard
+    }
+
+    /// Feeds received bytes to a connection; its responses are appended to `out`.
+    pub fn input(
+        &mut self,
+        key: ConnKey,
+        conn: &mut Connection,
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> Step {
+        let before = self.progress();
+        let next = conn.on_input(
+            bytes,
+            &mut self.app,
+            &self.limits,
+            &self.date,
+            self.draining,
+            out,
+        );
+        self.after_conn_step(key, next, before, now)
+    }
+
+    /// Answers the order `conn` waited for with `answer` (from a [`ConnEvent::Answer`]), then
+    /// what arrived behind it.
+    pub fn resume(
+        &mut self,
+        key: ConnKey,
+        conn: &mut Connection,
+        answer: Answer,
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> Step {
+        let before = self.progress();
+        let next = conn.resume(
+            answer,
+            &mut self.app,
+            &self.limits,
+            &self.date,
+            self.draining,
+            out,
+        );
+        self.after_conn_step(key, next, before, now)
+    }
+
+    /// What follows a step on a connection: journal its changes, note the order it waits for,
+    /// decide whether its output may leave.
+    fn after_conn_step(
+        &mut self,
+        key: ConnKey,
+        next: Next,
+        before: (u64, u64),
+        now: Instant,
+    ) -> Step {
+        let after = self.progress();
+        let answered = after.0 != before.0;
+        let ordered = after.1 != before.1;
+        // Registered first: a single shard decides an escalated order within the same step.
+        if let Next::Wait(order) = next {
+            self.waiting.insert(order, key);
+        }
+        let step_seq = self.after_step(now);
+        // A response that reports an order waits for everything journaled so far: a sale for
+        // its own record, a refusal for the sales that emptied the stock.
+        let hold = match (&self.journal, ordered) {
+            (Some(journal), true) => Some(journal.appended()),
+            _ => step_seq,
+        };
+        if let Some(seq) = hold {
+            self.hold(key, seq);
+        }
+        Step {
+            next,
+            release: self.release(key),
+            answered,
+        }
+    }
+
+    /// Requests answered, and orders answered with a sale or a refusal, so far: what a step did
+    /// is the difference.
+    fn progress(&self) -> (u64, u64) {
+        let c = &self.app.counters;
+        (c.requests, c.orders_sold + c.orders_insufficient)
+    }
+
+    /// Holds `key`'s output until `seq` is durable (or longer, if it already waits for more).
+    fn hold(&mut self, key: ConnKey, seq: Seq) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        if journal.failed().is_none() && journal.durable() >= seq {
+            return;
+        }
+        let held = self.holds.entry(key).or_insert(seq);
+        *held = (*held).max(seq);
+    }
+
+    /// Whether `key`'s output may leave now (and everything it produced before).
+    pub fn release(&mut self, key: ConnKey) -> Release {
+        let Some(&seq) = self.holds.get(&key) else {
+            return Release::Now;
+        };
+        let journal = self.journal.as_ref().expect("holds need a journal");
+        if journal.failed().is_some() {
+            self.holds.remove(&key);
+            Release::Drop
+        } else if journal.durable() >= seq {
+            self.holds.remove(&key);
+            Release::Now
+        } else {
+            Release::Held
+        }
+    }
+
+    /// The connection is gone: nothing more is told to it (an order it waited for is still
+    /// decided; only its answer is lost, as when a client disconnects before its response).
+    pub fn closed(&mut self, key: ConnKey) {
+        self.holds.remove(&key);
+    }
+
+    /// The next thing to tell a connection.
+    pub fn next_conn_event(&mut self) -> Option<(ConnKey, ConnEvent)> {
+        self.conn_events.pop_front()
+    }
+
+    /// Whether connections have something to be told.
+    pub fn has_conn_events(&self) -> bool {
+        !self.conn_events.is_empty()
+    }
+
+    /// Journals what the last step changed, moves its messages to the mail and its decided
+    /// orders to their connections. Returns the sequence number of the step's last change.
+    fn after_step(&mut self, now: Instant) -> Option<Seq> {
+        let outbox = &mut self.app.outbox;
+        outbox.denied.clear();
+        let seq = match &mut self.journal {
+            // After a failure what this step answers is never released (`release` drops it).
+            Some(journal) => journal.append(&mut outbox.changes, now),
+            None => {
+                outbox.changes.clear();
+                None
+            }
+        };
+        if !outbox.messages.is_empty() {
+            let messages = std::mem::take(&mut outbox.messages);
+            for &(to, msg) in &messages {
+                self.post(to, Message::Stock(msg));
+            }
+            self.app.outbox.messages = messages;
+            self.app.outbox.messages.clear();
+        }
+        if !self.app.outbox.outcomes.is_empty() {
+            let outcomes = std::mem::take(&mut self.app.outbox.outcomes);
+            let appended = self.journal.as_ref().map(Commits::appended);
+            for &(order, sale) in &outcomes {
+                self.decided(order, sale, appended);
+            }
+            self.app.outbox.outcomes = outcomes;
+            self.app.outbox.outcomes.clear();
+        }
+        self.maybe_exit();
+        seq
+    }
+
+    /// An escalated order of this shard is decided: its connection is told, and its response
+    /// waits for everything journaled now (the coordinator's own sale is among it).
+    fn decided(&mut self, order: OrderId, sale: Sale, appended: Option<Seq>) {
+        let Some(key) = self.waiting.remove(&order) else {
+            return; // the connection is gone, or the order was answered "halted" already
+        };
+        if let Some(seq) = appended {
+            self.hold(key, seq);
+        }
+        let answer = if self.app.halted {
+            Answer::Halted
+        } else {
+            Answer::Decided(sale)
+        };
+        self.conn_events.push_back((key, ConnEvent::Answer(answer)));
+    }
+
+    /// Queues a message for `to` behind everything posted before it.
+    fn post(&mut self, to: usize, message: Message) {
+        let after = match &self.journal {
+            Some(journal) if message.must_be_durable() => Some(journal.appended()),
+            _ => None,
+        };
+        self.mail.push_back((to, message, after));
+    }
+
+    /// The next message that may leave now, in posting order; `None` when there is none or the
+    /// first waits for the journal. Report it delivered with [`ShardCore::mail_sent`].
+    pub fn next_mail(&mut self) -> Option<(usize, Message)> {
+        loop {
+            let &(to, message, after) = self.mail.front()?;
+            if let (Some(seq), Some(journal)) = (after, &self.journal) {
+                if journal.failed().is_some() {
+                    // Its `Give` may not be on disk: sending it could make tickets exist twice.
+                    tracing::warn!(to, ?message, "a message was not sent: the journal failed");
+                    self.mail.pop_front();
+                    continue;
+                }
+                if journal.durable() < seq {
+                    return None;
+                }
+            }
+            self.mail.pop_front();
+            self.mail_sending += 1;
+            return Some((to, message));
+        }
+    }
+
+    /// A message taken with [`ShardCore::next_mail`] is with its peer's queue (or was lost with
+    /// a peer that is gone).
+    pub fn mail_sent(&mut self) {
+        self.mail_sending -= 1;
+    }
+
+    /// Mail is waiting (maybe for the journal).
+    pub fn has_mail(&self) -> bool {
+        !self.mail.is_empty()
+    }
+
+    /// Applies a message from peer `from`.
+    pub fn on_message(&mut self, from: usize, message: Message, now: Instant) {
+        match message {
+            Message::Report { available } => self.app.node.report(from, available),
+            Message::Stock(msg) => self.app.node.on_message(from, msg, &mut self.app.outbox),
+            Message::Done => self.peers_done += 1,
+            Message::Exit => self.life = Life::Left,
+            Message::Halt => {
+                if !self.app.halted {
+                    tracing::error!(
+                        peer = from,
+                        "a peer's journal failed: this shard stops selling too"
+                    );
+                    self.stop_selling();
+                }
+            }
+        }
+        if self.life == Life::Serving {
+            self.app.node.maybe_refill(&mut self.app.outbox);
+        }
+        self.after_step(now);
+    }
+
+    /// The vacancy service answered forwarded request `id` (ticket mode).
+    pub fn on_upstream(&mut self, id: RequestId, outcome: Outcome) {
+        if let Some(key) = self.waiting.remove(&id) {
+            self.conn_events
+                .push_back((key, ConnEvent::Answer(Answer::Upstream(outcome))));
+        }
+    }
+
+    /// Moves the requests queued for the vacancy service into `into` (ticket mode).
+    pub fn take_forwards(&mut self, into: &mut Vec<(RequestId, Request)>) {
+        if let Some(forwarding) = self.app.forwarding.as_mut() {
+            into.append(&mut forwarding.requests);
+        }
+    }
+
+    /// Requests wait for the vacancy service.
+    pub fn has_forwards(&self) -> bool {
+        self.app
+            .forwarding
+            .as_ref()
+            .is_some_and(|f| !f.requests.is_empty())
+    }
+
+    /// A journal failed (this shard's or a peer's): orders answer 503 from now on, and the ones
+    /// waiting are answered now (their outcome is unknown), rather than wait for a gather that a
+    /// failed shard may never finish.
+    fn stop_selling(&mut self) {
+        self.app.halted = true;
+        let waiting: Vec<_> = self.waiting.drain().collect();
+        for (_, key) in waiting {
+            self.conn_events
+                .push_back((key, ConnEvent::Answer(Answer::Halted)));
+        }
+    }
+
+    /// The next journal batch to write: when one may start and the writer is `idle` (it has
+    /// nothing else to do now) or the oldest change waited too long.
+    pub fn next_batch(&mut self, now: Instant, idle: bool) -> Option<Batch> {
+        self.journal.as_mut()?.next_batch(now, idle)
+    }
+
+    /// A batch could be handed out now (the writer may want waking).
+    pub fn wants_write(&self) -> bool {
+        self.journal.as_ref().is_some_and(Commits::can_start)
+    }
+
+    /// A batch was handed out and is not yet reported.
+    pub fn write_out(&self) -> bool {
+        self.journal.as_ref().is_some_and(Commits::batch_out)
+    }
+
+    /// `batch` is durable: held output and mail that waited for it may go.
+    pub fn write_done(&mut self, batch: &Batch, now: Instant) {
+        let journal = self.journal.as_mut().expect("a batch needs a journal");
+        journal.done(batch, now);
+        let durable = journal.durable();
+        for (&key, &seq) in &self.holds {
+            if seq <= durable {
+                self.conn_events.push_back((key, ConnEvent::Recheck));
+            }
+        }
+        self.maybe_exit();
+    }
+
+    /// The journal failed for good: stop selling here and on every peer, drop every held
+    /// output, answer every waiting order.
+    pub fn write_failed(&mut self, error: JournalError) {
+        tracing::error!(
+            shard = self.app.shard,
+            %error,
+            "the journal failed: this shard stops selling; /ready answers 503 until a restart \
+             (the kernel may have dropped the data, so the write is not retried)"
+        );
+        let journal = self.journal.as_mut().expect("a batch needs a journal");
+        journal.fail(error);
+        self.stop_selling();
+        for &key in self.holds.keys() {
+            self.conn_events.push_back((key, ConnEvent::Recheck));
+        }
+        let (me, shards) = (self.app.shard, self.app.shards);
+        for peer in (0..shards).filter(|&p| p != me) {
+            self.post(peer, Message::Halt);
+        }
+        self.maybe_exit();
+    }
+
+    /// The journal's permanent failure, if it failed.
+    pub fn journal_failed(&self) -> Option<&JournalError> {
+        self.journal.as_ref().and_then(Commits::failed)
+    }
+
+    /// What the journal's commits did (`None` without a journal).
+    pub fn commit_stats(&self) -> Option<CommitStats> {
+        self.journal.as_ref().map(Commits::stats)
+    }
+
+    /// The journal's tail (for checks).
+    pub fn tail(&self) -> Option<&Tail> {
+        self.journal.as_ref().map(Commits::tail)
+    }
+
+    /// The cached `Date` moved on.
+    pub fn set_date(&mut self, date: HttpDate) {
+        self.date = date;
+    }
+
+    /// The cached `Date`.
+    pub fn date(&self) -> HttpDate {
+        self.date
+    }
+
+    /// A stop was asked: every response from now on closes its connection.
+    pub fn stop(&mut self) {
+        self.draining = true;
+    }
+
+    /// A stop was asked.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// The transport has no connection left: tell the coordinator (or, as the coordinator, wait
+    /// for the peers), and keep answering peers until the coordinator's `Exit`.
+    pub fn transport_finished(&mut self) {
+        if self.life != Life::Serving {
+            return;
+        }
+        self.draining = true;
+        self.life = Life::Leaving;
+        if self.app.shard != COORDINATOR {
+            self.post(COORDINATOR, Message::Done);
+        }
+        self.maybe_exit();
+    }
+
+    /// The coordinator lets every shard leave once each is done and no operation is left.
+    fn maybe_exit(&mut self) {
+        let coordinator = self.app.shard == COORDINATOR;
+        if coordinator
+            && self.life == Life::Leaving
+            && self.peers_done + 1 >= self.app.shards
+            && !self.app.node.coordinating()
+        {
+            for peer in 1..self.app.shards {
+                self.post(peer, Message::Exit);
+            }
+            self.life = Life::Left;
+        }
+    }
+
+    /// The shard may exit: it left, its mail is out and its journal settled.
+    pub fn finished(&self) -> bool {
+        self.life == Life::Left
+            && self.mail.is_empty()
+            && self.mail_sending == 0
+            && self.journal.as_ref().is_none_or(Commits::settled)
+    }
+
+    /// The shard stopped serving and waits to leave (reports and refills stop).
+    pub fn leaving(&self) -> bool {
+        self.life != Life::Serving
+    }
+
+    /// This slice's size, if `peer` has not been told it yet. Report a delivered report with
+    /// [`ShardCore::report_sent`]; one that was dropped (a full queue) is offered again.
+    pub fn report_due(&self, peer: usize) -> Option<u64> {
+        let available = self.app.node.slice().available();
+        (peer != self.app.shard && self.reported[peer] != Some(available)).then_some(available)
+    }
+
+    /// `peer` was told `available`.
+    pub fn report_sent(&mut self, peer: usize, available: u64) {
+        self.reported[peer] = Some(available);
+    }
+}

@@ -1,0 +1,155 @@
+//! A shard's glommio tasks besides its transport. Each feeds the core the events it sees and
+//! carries out effects; none decides anything (the core does).
+//!
+//! - the clock refreshes the cached `Date` once a second;
+//! - the reporter offers peers this slice's size every half freshness period (the core says to
+//!   whom, and takes back a report a full queue dropped);
+//! - the flusher sends the mail the core lets out, one message at a time and in order (a full
+//!   peer queue makes it wait, never drop a message that carries tickets);
+//! - one receiver per peer applies its messages;
+//! - the journal task writes what the core hands out when the transport does not (every batch
+//!   with glommio sockets; compactions under the uring driver);
+//! - leaving: after the transport finished, the shard keeps answering peers until the core says
+//!   it may exit.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use glommio::channels::local_channel::LocalReceiver;
+use proto_http::HttpDate;
+
+use super::{Message, Shard};
+use crate::durability::journal::Writer;
+
+/// How often leaving looks at the core: the added latency of a shutdown.
+const LEAVE_POLL: Duration = Duration::from_millis(20);
+
+/// Refreshes the cached `Date` at each second boundary.
+pub(crate) async fn clock(shard: Rc<Shard>) {
+    loop {
+        let now = std::time::SystemTime::now();
+        let into_second = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        glommio::timer::sleep(Duration::from_nanos(u64::from(1_000_000_000 - into_second))).await;
+        shard.core.borrow_mut().set_date(HttpDate::now());
+    }
+}
+
+/// Offers every peer this slice's size when the core says it has not had it, every `period`,
+/// until the shard leaves.
+pub(crate) async fn reporter(shard: Rc<Shard>, senders: Rc<Senders<Message>>, period: Duration) {
+    let period = period.max(Duration::from_millis(1));
+    let me = senders.peer_id();
+    loop {
+        glommio::timer::sleep(period).await;
+        let mut core = shard.core.borrow_mut();
+        if core.leaving() {
+            return;
+        }
+        for peer in (0..senders.nr_consumers()).filter(|&p| p != me) {
+            if let Some(available) = core.report_due(peer) {
+                // A full queue drops it; the core offers it again next period.
+                if senders
+                    .try_send_to(peer, Message::Report { available })
+                    .is_ok()
+                {
+                    core.report_sent(peer, available);
+                }
+            }
+        }
+    }
+}
+
+/// Sends the mail the core lets out, in order, for the shard's whole life.
+pub(crate) async fn flusher(
+    shard: Rc<Shard>,
+    bell: LocalReceiver<()>,
+    senders: Rc<Senders<Message>>,
+) {
+    loop {
+        loop {
+            let next = shard.core.borrow_mut().next_mail();
+            let Some((to, message)) = next else {
+                break;
+            };
+            if senders.send_to(to, message).await.is_err() {
+                tracing::error!(
+                    to,
+                    ?message,
+                    "a shard message could not be delivered: the peer is gone"
+                );
+            }
+            shard.core.borrow_mut().mail_sent();
+        }
+        if bell.recv().await.is_none() {
+            return;
+        }
+    }
+}
+
+/// One task per peer: applies its messages.
+pub(crate) fn spawn_receivers(shard: &Rc<Shard>, receivers: &mut Receivers<Message>) {
+    for (peer, stream) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(message) = stream.recv().await {
+                shard
+                    .core
+                    .borrow_mut()
+                    .on_message(peer, message, Instant::now());
+                shard.after();
+            }
+        })
+        .detach();
+    }
+}
+
+/// Writes the journal batches no transport writes: every batch while the uring driver does not
+/// (glommio sockets, or after the driver stopped), and the compactions it hands over. One write
+/// at a time; waits for a kick when there is nothing to write (the core hands out nothing while
+/// a batch is out, so a batch that never comes back cannot make this spin).
+pub(crate) async fn journal(shard: Rc<Shard>, mut writer: Writer, kicked: LocalReceiver<()>) {
+    loop {
+        let batch = shard.compaction.borrow_mut().take().or_else(|| {
+            if shard.driver_writes.get() {
+                None
+            } else {
+                shard.core.borrow_mut().next_batch(Instant::now(), true)
+            }
+        });
+        let Some(batch) = batch else {
+            if kicked.recv().await.is_none() {
+                return;
+            }
+            continue;
+        };
+        let result = writer.write(&batch).await;
+        if let Some(file) = &shard.journal_file {
+            // A compaction replaced the file: the driver's next write goes to the new one.
+            file.fd.set(writer.raw_fd());
+            *file.path.borrow_mut() = writer.path();
+        }
+        {
+            let mut core = shard.core.borrow_mut();
+            match result {
+                Ok(()) => core.write_done(&batch, Instant::now()),
+                Err(error) => core.write_failed(error),
+            }
+        }
+        shard.after();
+    }
+}
+
+/// After the transport finished: tells the core, then keeps the shard's tasks running (answering
+/// peers, sending mail, writing the journal) until the core says the shard may exit, at most
+/// until `deadline`.
+pub(crate) async fn leave(shard: &Shard, deadline: Instant) {
+    shard.core.borrow_mut().transport_finished();
+    shard.after();
+    while !shard.core.borrow().finished() && Instant::now() < deadline {
+        glommio::timer::sleep(LEAVE_POLL).await;
+    }
+}
