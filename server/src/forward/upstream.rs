@@ -109,7 +109,9 @@ pub enum FailKind {
     Unknown,
     /// Sent (or stuck behind a connect) and unanswered at its deadline: it may have sold.
     Timeout,
-    /// The vacancy service answered with this status instead of 200.
+    /// The vacancy service answered with this status instead of 200. A 3xx or 4xx is a refusal
+    /// (the request was not acted on); any other status may have sold (see
+    /// [`FailKind::outcome_unknown`]).
     Status(u16),
     /// The response was not valid HTTP/1.1 (or exceeded our limits); the stream is lost.
     Malformed,
@@ -129,11 +131,19 @@ impl FailKind {
 
     /// True when the vacancy service may have acted on the request: a reserve that failed so may
     /// have sold its tickets.
+    ///
+    /// Of the statuses, only a 3xx (redirection: the request must go elsewhere to be acted on)
+    /// or a 4xx (the request was refused as the client's error, RFC 9110 §15.5) says nothing was
+    /// done. A 5xx says the server failed, not that it did nothing: the vacancy service answers
+    /// 503 `journal_failed` when its journal failed while the reserve waited, and that reserve
+    /// may or may not have been made; a proxy's 502 or 504 may come after the reserve reached
+    /// the vacancy service. A 2xx other than the 200 we read (202 Accepted) may have sold too.
     pub fn outcome_unknown(self) -> bool {
-        matches!(
-            self,
-            FailKind::Unknown | FailKind::Timeout | FailKind::Malformed | FailKind::BadBody
-        )
+        match self {
+            FailKind::Unknown | FailKind::Timeout | FailKind::Malformed | FailKind::BadBody => true,
+            FailKind::Status(status) => !(300..500).contains(&status),
+            FailKind::NotSent | FailKind::Busy => false,
+        }
     }
 
     /// A stable snake_case name, for logs and the error body's detail.
@@ -976,6 +986,41 @@ mod tests {
         let mut done = Vec::new();
         conn.on_input(RESERVED_5, &mut done);
         assert!(done.is_empty() && conn.is_broken());
+    }
+
+    /// What a failure says about a reserve's tickets: only an unsent request, a full pool and a
+    /// 3xx or 4xx answer are known to have sold nothing; every 5xx may have sold.
+    #[test]
+    fn which_failures_may_have_sold() {
+        use FailKind::*;
+        let table: &[(FailKind, bool, bool)] = &[
+            // (kind, outcome unknown, retryable)
+            (NotSent, false, true),
+            (Busy, false, false),
+            (Unknown, true, false),
+            (Timeout, true, false),
+            (Malformed, true, false),
+            (BadBody, true, false),
+            (Status(201), true, false),
+            (Status(202), true, false),
+            (Status(301), false, false),
+            (Status(400), false, false),
+            (Status(404), false, false),
+            (Status(422), false, false),
+            (Status(429), false, false),
+            (Status(499), false, false),
+            (Status(500), true, false),
+            (Status(502), true, false),
+            (Status(503), true, false),
+            (Status(504), true, false),
+            (Status(599), true, false),
+        ];
+        for &(kind, unknown, retryable) in table {
+            assert_eq!(kind.outcome_unknown(), unknown, "{kind:?}");
+            assert_eq!(kind.is_retryable(), retryable, "{kind:?}");
+            // Nothing is both: a retry of a request that may have sold could sell twice.
+            assert!(!(kind.outcome_unknown() && kind.is_retryable()), "{kind:?}");
+        }
     }
 
     #[test]
