@@ -34,6 +34,7 @@ use proto_http::{
 };
 
 use crate::config::Config;
+use crate::json::Cursor;
 
 /// Requests pipelined on one connection at most. The vacancy service answers a pipelined batch
 /// from one read, so a few requests per connection save syscalls on both sides; beyond 16, one slow
@@ -586,24 +587,23 @@ fn outcome(request: Request, status: u16, body: &[u8]) -> Outcome {
 fn health_reply(body: &[u8]) -> bool {
     let key = b"\"status\"";
     (0..body.len()).any(|at| {
-        let mut s = Scan { b: body, i: at };
-        body[at..].starts_with(key) && {
-            s.i += key.len();
-            s.token(b":").is_some() && s.token(b"\"healthy\"").is_some()
-        }
+        let mut s = Cursor::at(body, at);
+        s.rest().starts_with(key)
+            && s.token(key).is_some()
+            && s.token(b":").is_some()
+            && s.token(b"\"healthy\"").is_some()
     })
 }
 
 /// Reads `{"qty":N}` with optional JSON whitespace, the vacancy service's available reply.
 fn available_reply(body: &[u8]) -> Option<u64> {
-    let mut s = Scan { b: body, i: 0 };
+    let mut s = Cursor::new(body);
     s.token(b"{")?;
     s.token(b"\"qty\"")?;
     s.token(b":")?;
     let qty = s.integer()?;
     s.token(b"}")?;
-    s.ws();
-    (s.i == body.len()).then_some(qty)
+    s.finish().then_some(qty)
 }
 
 /// Reads `{"success":bool,"remaining":N` and then `,...}` or `}`, with optional JSON whitespace
@@ -611,7 +611,7 @@ fn available_reply(body: &[u8]) -> Option<u64> {
 /// The two members must come first and in this order; what follows them is only checked to end
 /// the object. Anything else is `None`, which the caller treats as an unknown outcome.
 fn reserve_reply(body: &[u8]) -> Option<(bool, u64)> {
-    let mut s = Scan { b: body, i: 0 };
+    let mut s = Cursor::new(body);
     s.token(b"{")?;
     s.token(b"\"success\"")?;
     s.token(b":")?;
@@ -625,67 +625,15 @@ fn reserve_reply(body: &[u8]) -> Option<(bool, u64)> {
     s.token(b"\"remaining\"")?;
     s.token(b":")?;
     let remaining = s.integer()?;
-    s.ws();
-    match s.b.get(s.i)? {
-        b'}' if s.b[s.i + 1..].iter().all(|b| is_ws(*b)) => {}
-        b',' if body.trim_ascii_end().ends_with(b"}") => {}
-        _ => return None,
+    // The object ends here, or goes on with more members and ends with the body.
+    let mut end = s;
+    if end.token(b"}").is_some() && end.finish() {
+        return Some((success, remaining));
     }
-    Some((success, remaining))
-}
-
-/// JSON whitespace (RFC 8259 §2).
-fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-}
-
-/// A cursor over a reply body.
-struct Scan<'b> {
-    /// The body.
-    b: &'b [u8],
-    /// The next byte to read.
-    i: usize,
-}
-
-impl Scan<'_> {
-    /// Skips whitespace.
-    fn ws(&mut self) {
-        while self.b.get(self.i).is_some_and(|b| is_ws(*b)) {
-            self.i += 1;
-        }
-    }
-
-    /// Skips whitespace, then `t` exactly.
-    fn token(&mut self, t: &[u8]) -> Option<()> {
-        self.ws();
-        if self.b[self.i..].starts_with(t) {
-            self.i += t.len();
-            Some(())
-        } else {
-            None
-        }
-    }
-
-    /// A JSON non-negative integer without leading zeros that fits a u64.
-    fn integer(&mut self) -> Option<u64> {
-        self.ws();
-        let digits = self.b[self.i..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        let text = &self.b[self.i..self.i + digits];
-        if digits == 0 || (digits > 1 && text[0] == b'0') {
-            return None;
-        }
-        if matches!(self.b.get(self.i + digits), Some(b'.' | b'e' | b'E')) {
-            return None;
-        }
-        let n = text.iter().try_fold(0u64, |n, d| {
-            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        })?;
-        self.i += digits;
-        Some(n)
-    }
+    s.token(b",")?;
+    body.trim_ascii_end()
+        .ends_with(b"}")
+        .then_some((success, remaining))
 }
 
 /// What the caller does with a forwarded reserve, from [`Pool::pick`].
