@@ -1,6 +1,6 @@
 //! The hand-written JSON scanner for the few fixed shapes ticketd reads without a parser: the
 //! `{"qty":N}` fast path of a request body (`app/body.rs`) and the vacancy service's replies
-//! (`forward/upstream.rs`). One [`Cursor`] over the bytes, with the three things those
+//! (`forward/upstream/reply.rs`). One [`Cursor`] over the bytes, with the three things those
 //! shapes are made of: whitespace, exact tokens and unsigned integers.
 //!
 //! It is a scanner, not a parser: it knows no nesting, no strings with escapes, no floats. A
