@@ -16,7 +16,8 @@
 //!   open loop; shares nothing but progress atomics and a channel of interval reports.
 //! - [`record`]: tallies, error kinds and latency histograms (µs, 1 µs..60 s, 3 digits).
 //! - [`intervals`]: merges the threads' per-second reports into whole intervals, in order.
-//! - [`hgrm`], [`hlog`]: the two HdrHistogram file formats, written as Java's library writes them.
+//! - [`hgrm`], [`hlog`]: the two HdrHistogram file formats, written as Java's library writes them;
+//!   re-exported from the `hdr-files` crate, which ticketd's latency dumps use too.
 //! - [`stock`]: the before/after `/api/v1/available` check of selling scenarios.
 //! - [`summary`]: the run's figures and setup, as JSON and markdown.
 //! - [`provenance`]: host, CPUs, kernel, git commit, command line, UTC dates.
@@ -32,8 +33,6 @@ pub mod cli;
 pub mod compare;
 pub mod connection;
 pub mod error;
-pub mod hgrm;
-pub mod hlog;
 pub mod intervals;
 pub mod provenance;
 pub mod record;
@@ -46,3 +45,4 @@ pub mod timer;
 pub mod worker;
 
 pub use error::Error;
+pub use hdr_files::{hgrm, hlog};

@@ -186,7 +186,7 @@ fn drive(
     let mut logs = Vec::new();
     for (file, serializer, what) in files.iter_mut() {
         logs.push((
-            hlog::begin(file, serializer).map_err(Error::io(what.clone()))?,
+            hlog::begin(file, serializer, US_PER_MS).map_err(Error::io(what.clone()))?,
             what.clone(),
         ));
     }

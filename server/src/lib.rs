@@ -10,11 +10,14 @@
 //! - [`stock`]: a shard's slice of the stock and the pure protocol that moves tickets.
 //! - [`durability`]: the journal (group commit, replay, snapshots) and its run-time committer.
 //! - [`forward`]: the ticket tier's pooled connections to the vacancy service.
+//! - [`json`]: the one hand-written JSON scanner, shared by [`app`]'s `{"qty":N}` fast path and
+//!   [`forward`]'s reading of the vacancy service's replies (a leaf: it imports nothing).
 
 pub mod app;
 pub mod config;
 pub mod durability;
 pub mod forward;
+pub mod json;
 pub mod net;
 pub mod process;
 pub mod shard;

@@ -327,6 +327,9 @@ enum Fake {
     NotHttp,
     /// Answers 500.
     Error,
+    /// Answers this status with the vacancy service's JSON error body (see [`status_answer`]),
+    /// keep-alive.
+    Status(u16),
 }
 
 /// A fake vacancy service on a free port, playing `fake` on every connection until dropped.
@@ -374,16 +377,75 @@ fn play(fake: Fake, mut stream: TcpStream, stop: &AtomicBool) {
             Ok(_) => {}
             Err(_) => continue,
         }
-        let answer: &[u8] = match fake {
+        let answer: Vec<u8> = match fake {
             Fake::Silent => continue,
             Fake::Hangs => return,
-            Fake::Garbage => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
-            Fake::NotHttp => b"SSH-2.0-OpenSSH_9.2\r\n",
-            Fake::Error => b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\n{}",
+            Fake::Garbage => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+            Fake::NotHttp => b"SSH-2.0-OpenSSH_9.2\r\n".to_vec(),
+            Fake::Error => {
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\n{}".to_vec()
+            }
+            Fake::Status(status) => status_answer(status),
         };
-        if stream.write_all(answer).is_err() {
+        if stream.write_all(&answer).is_err() {
             return;
         }
+    }
+}
+
+/// `status` with the JSON error body the vacancy service writes, keep-alive: 503 is its answer
+/// when its journal failed while the reserve waited (the reserve may or may not have been made).
+fn status_answer(status: u16) -> Vec<u8> {
+    let (reason, code) = match status {
+        503 => ("Service Unavailable", "journal_failed"),
+        500 => ("Internal Server Error", "internal_error"),
+        502 => ("Bad Gateway", "bad_gateway"),
+        422 => ("Unprocessable Content", "qty_out_of_range"),
+        404 => ("Not Found", "not_found"),
+        _ => unreachable!("no answer written for {status}"),
+    };
+    let body = format!(
+        "{{\"error\":\"{reason}\",\"detail\":\"the vacancy service says {status}\",\"code\":\"{code}\"}}"
+    );
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A 5xx answer to a forwarded reserve is an unknown outcome, not a refusal: the vacancy
+/// service's 503 `journal_failed` says the reserve may or may not have been made, and a 500 or a
+/// proxy's 502 says no more. So the purchase answers 503 `vacancy_outcome_unknown` and counts in
+/// `forward_outcome_unknown`, never "nothing was sold". A 4xx is the vacancy service refusing the
+/// request, which sold nothing: `vacancy_unavailable`, not counted as unknown.
+#[test]
+fn a_vacancy_5xx_is_an_unknown_outcome_and_a_4xx_a_refusal() {
+    for (status, code, unknown) in [
+        (503, "vacancy_outcome_unknown", 1),
+        (500, "vacancy_outcome_unknown", 1),
+        (502, "vacancy_outcome_unknown", 1),
+        (422, "vacancy_unavailable", 0),
+        (404, "vacancy_unavailable", 0),
+    ] {
+        let vacancy = FakeVacancy::start(Fake::Status(status));
+        let ticket = ticket(vacancy.addr.port(), 1, "2", &[]);
+        let reply = post(&ticket, "/api/v1/purchase", "{\"qty\":1}");
+        assert_eq!(reply.status, 503, "{status}: {}", reply.body);
+        assert_eq!(
+            reply.json("code").as_deref(),
+            Some(format!("\"{code}\"").as_str()),
+            "{status}: {}",
+            reply.body
+        );
+        let root = get(&ticket, "/");
+        assert_eq!(counter(&root.body, "forward_failed"), 1, "{}", root.body);
+        assert_eq!(
+            counter(&root.body, "forward_outcome_unknown"),
+            unknown,
+            "{status}: {}",
+            root.body
+        );
     }
 }
 

@@ -2,10 +2,11 @@
 //!
 //! Two parsers sit behind [`parse_qty`]:
 //!
-//! - [`parse_qty_fast`], a hand-written scanner for the canonical shape `{"qty":N}` with optional
-//!   JSON whitespace around every token. Every client we know of (the original k6 script, curl
-//!   examples, Python's `json=`) sends exactly that, so this is the only parser on the hot path. It
-//!   allocates nothing and declines (`None`) whenever it is not sure.
+//! - [`parse_qty_fast`], a hand-written scanner (the shared [`crate::json::Cursor`]) for the
+//!   canonical shape `{"qty":N}` with optional JSON whitespace around every token. Every client we
+//!   know of (the original k6 script, curl examples, Python's `json=`) sends exactly that, so this
+//!   is the only parser on the hot path. It allocates nothing and declines (`None`) whenever it is
+//!   not sure.
 //! - The full path, for every body the fast path declines: serde_json, strict RFC 8259, read
 //!   through a visitor of our own that never fails, so that any error serde_json reports means
 //!   "not JSON" and everything else is classified from what the visitor saw.
@@ -38,6 +39,8 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+
+use crate::json::Cursor;
 
 /// Why a body was rejected. [`BodyError::status`] is 400 for [`BodyError::NotJson`] and 422 for
 /// the rest (the body is JSON, but not the JSON we want).
@@ -144,60 +147,17 @@ pub fn parse_qty_fast(body: &[u8], max_qty: u64) -> Option<Result<u64, BodyError
     // The grammar accepted, a subset of RFC 8259's:
     //   ws "{" ws %x22.71.74.79.22 ws ":" ws ( "0" / digit1-9 *DIGIT ) ws "}" ws
     //   ws = *( %x20 / %x09 / %x0A / %x0D )
-    let mut at = skip_whitespace(body, 0);
-    at = expect(body, at, b"{")?;
-    at = skip_whitespace(body, at);
-    at = expect(body, at, b"\"qty\"")?;
-    at = skip_whitespace(body, at);
-    at = expect(body, at, b":")?;
-    at = skip_whitespace(body, at);
-    let (qty, after) = scan_integer(body, at)?;
-    at = skip_whitespace(body, after);
-    at = expect(body, at, b"}")?;
-    at = skip_whitespace(body, at);
-    if at != body.len() {
+    let mut json = Cursor::new(body);
+    json.token(b"{")?;
+    json.token(b"\"qty\"")?;
+    json.token(b":")?;
+    // A leading zero, an overflow, a fraction or an exponent declines: the full path classifies.
+    let qty = json.integer()?;
+    json.token(b"}")?;
+    if !json.finish() {
         return None;
     }
     Some(check_range(qty, max_qty))
-}
-
-/// The index of the first byte at or after `at` that is not JSON whitespace.
-fn skip_whitespace(body: &[u8], mut at: usize) -> usize {
-    while let Some(b' ' | b'\t' | b'\n' | b'\r') = body.get(at) {
-        at += 1;
-    }
-    at
-}
-
-/// The index after `token` when `body[at..]` starts with it.
-fn expect(body: &[u8], at: usize, token: &[u8]) -> Option<usize> {
-    let rest = body.get(at..)?;
-    rest.starts_with(token).then_some(at + token.len())
-}
-
-/// A plain decimal integer at `at` and the index after it: `"0"` or a nonzero digit followed by
-/// digits, fitting in a `u64`. `None` for a leading zero (`01` is not JSON) or an overflow, both
-/// of which the full path classifies.
-fn scan_integer(body: &[u8], at: usize) -> Option<(u64, usize)> {
-    match body.get(at)? {
-        b'0' => {
-            // A digit after a leading zero makes the body invalid JSON: decline.
-            let next_is_digit = body.get(at + 1).is_some_and(u8::is_ascii_digit);
-            (!next_is_digit).then_some((0, at + 1))
-        }
-        b'1'..=b'9' => {
-            let mut value: u64 = 0;
-            let mut end = at;
-            while let Some(&digit) = body.get(end).filter(|b| b.is_ascii_digit()) {
-                value = value
-                    .checked_mul(10)?
-                    .checked_add(u64::from(digit - b'0'))?;
-                end += 1;
-            }
-            Some((value, end))
-        }
-        _ => None,
-    }
 }
 
 /// `Ok(qty)` when `1 <= qty <= max_qty`.

@@ -34,7 +34,7 @@
 //! about a millisecond, mostly deflating the interval for the `.hlog` (0.5 to 0.7 ms measured for
 //! 1.5 million values); the files it writes are a few kilobytes.
 //!
-//! The file writers are `ticket_bench::{hgrm, hlog}`, the load generator's, reused rather than
+//! The file writers are `hdr_files::{hgrm, hlog}`, shared with the load generator rather than
 //! duplicated.
 
 use std::cell::RefCell;
@@ -44,10 +44,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use glommio::channels::local_channel::LocalReceiver;
-use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use hdr_files::{hgrm, hlog};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
-use ticket_bench::{hgrm, hlog};
 
 /// The smallest value told apart from the next: 1 ns, the unit recorded (and `Instant`'s grain).
 pub const LOWEST_DISCERNIBLE_NS: u64 = 1;
@@ -238,10 +237,7 @@ impl Dump {
             origin,
         } = self;
         let mut serializer = V2DeflateSerializer::new();
-        let mut log = match IntervalLogWriterBuilder::new()
-            .with_max_value_divisor(NS_PER_MS)
-            .begin_log_with(&mut hlog, &mut serializer)
-        {
+        let mut log = match hlog::begin(&mut hlog, &mut serializer, NS_PER_MS) {
             Ok(log) => Some(log),
             Err(error) => {
                 tracing::warn!(shard, %error, "cannot write the latency log; .hgrm only");

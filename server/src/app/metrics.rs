@@ -34,7 +34,8 @@ pub struct Counters {
     pub forwarded: u64,
     /// Ticket mode: forwarded requests answered 503 (failure, timeout, pool full).
     pub forward_failed: u64,
-    /// Ticket mode: of those, purchases that may have sold (sent, no usable answer).
+    /// Ticket mode: of those, purchases that may have sold (sent, and no answer that says
+    /// whether: none in time, a broken one, or a 5xx).
     pub forward_outcome_unknown: u64,
 }
 

@@ -416,8 +416,9 @@ impl App {
             ),
             (_, true, _) => (
                 "vacancy_outcome_unknown",
-                "the vacancy service took the request but gave no usable answer in time: the \
-                 purchase may or may not have been made, and it was not retried",
+                "the vacancy service took the request but its answer (or the lack of one) does \
+                 not say whether it was made: the purchase may or may not have been made, and it \
+                 was not retried",
             ),
             (_, _, FailKind::Busy) => (
                 "vacancy_busy",

@@ -215,7 +215,11 @@ pub fn java_fixed(v: f64, places: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::latency_histogram;
+
+    /// The load generator's latency histogram: 1 µs to 60 s, 3 significant digits.
+    fn latency_histogram() -> Histogram<u64> {
+        Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+    }
 
     #[test]
     fn java_rounding() {

@@ -1,44 +1,16 @@
-//! The ticket tier's forwarder, sans-IO: keep-alive HTTP/1.1 connections to the vacancy service as
-//! state machines, and the per-shard pool that picks among them. It knows no sockets, no executors
-//! and no clock: the transport feeds bytes in, writes the bytes appended to its output buffer,
-//! reports how many it wrote, and passes the current `Instant` in.
-//!
-//! Layout:
-//! - [`UpstreamConn`]: one connection. [`UpstreamConn::enqueue`] appends a `POST /api/v1/reserve`
-//!   to the caller's output buffer; [`UpstreamConn::on_input`] parses responses (proto-http's
-//!   response parser, Content-Length and chunked bodies) and reports `(id, Outcome)` in request
-//!   order, as HTTP/1.1 pipelining answers them.
-//! - [`Pool`]: a shard's connections, at most `max_connections`, at most `keepalive` of them idle.
-//!
-//! Invariants:
-//! - Requests on one connection are answered in the order they were enqueued; the queue is FIFO
-//!   and the n-th complete response belongs to the n-th queued request.
-//! - Every enqueued id gets exactly one [`Outcome`], from `on_input`, `expire`, `on_closed` or
-//!   `on_error`; `in_flight()` counts the ids still waiting.
-//! - A request whose bytes may have reached the vacancy service and whose answer we did not read
-//!   ends as [`FailKind::Unknown`] or [`FailKind::Timeout`]: it may have sold tickets, so it is never
-//!   retried. Only [`FailKind::NotSent`] (no byte of it was reported written) may be retried
-//!   elsewhere. A partly written request is counted as sent: the rule stays "no byte left us".
-//! - A connection that timed out, saw a malformed or unsolicited response, or was told
-//!   `Connection: close` is broken: it takes no new request, and the transport closes it once
-//!   `in_flight()` is 0. After a timeout its stream is still read, so the late answer of the expired
-//!   request is consumed and dropped and the requests behind it still complete.
-//! - Peer input never panics; `assert!` guards the caller's use of the API (enqueue on a broken
-//!   connection, reporting more bytes sent than were enqueued, opening past the maximum).
+//! One keep-alive HTTP/1.1 connection to the vacancy service, as a state machine: requests are
+//! appended to the caller's output buffer, responses are fed in and matched to their requests in
+//! order (the invariants are in [`super`]).
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use proto_http::{
-    parse_response, write_request, BodyFraming, ChunkedDecoder, Limits, Status, EMPTY_HEADER,
+    parse_response, write_request, BodyFraming, ChunkedDecoder, Status, EMPTY_HEADER,
 };
 
-use crate::config::Config;
-
-/// Requests pipelined on one connection at most. The vacancy service answers a pipelined batch
-/// from one read, so a few requests per connection save syscalls on both sides; beyond 16, one slow
-/// answer (head-of-line blocking) delays too many purchases, and another connection is better.
-pub const PIPELINE_DEPTH_MAX: usize = 16;
+use super::reply::outcome;
+use super::{FailKind, Outcome, Request, RequestId, UpstreamConfig, PIPELINE_DEPTH_MAX};
 
 /// Header storage for one response head. Our vacancy service sends four fields; 32 leaves room
 /// for a proxy in between without letting a peer make us scan an unbounded list.
@@ -56,137 +28,6 @@ const PENDING_KEEP_BYTES: usize = 4 * 1024;
 const RESERVE_TARGET: &[u8] = b"/api/v1/reserve";
 const AVAILABLE_TARGET: &[u8] = b"/api/v1/available";
 const HEALTH_TARGET: &[u8] = b"/api/v1/health";
-
-/// What the ticket tier asks the vacancy service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request {
-    /// `POST /api/v1/reserve` with `{"qty":qty}`: a purchase.
-    Reserve {
-        /// Tickets asked for.
-        qty: u64,
-    },
-    /// `GET /api/v1/available`: the stock, for `/available` once the ticket tier's copy is stale.
-    Available,
-    /// `GET /api/v1/health`: the readiness probe behind the ticket tier's `/ready`.
-    Health,
-}
-
-/// The caller's name for a forwarded request: it maps the outcome back to the waiting purchase.
-pub type RequestId = u64;
-
-/// What became of one forwarded request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// `200 {"success":true,"remaining":N}`: the tickets are taken.
-    Reserved {
-        /// Tickets left after this reserve, as the vacancy service counted them.
-        remaining: u64,
-    },
-    /// `200 {"success":false,"remaining":N}`: not enough stock, nothing taken.
-    Insufficient {
-        /// Tickets left, fewer than asked for.
-        remaining: u64,
-    },
-    /// `200 {"qty":N}` to [`Request::Available`].
-    Available {
-        /// Tickets left.
-        qty: u64,
-    },
-    /// `200` to [`Request::Health`].
-    Healthy,
-    /// No answer we can act on; the request answers 503.
-    Failed(FailKind),
-}
-
-/// Why a forwarded reserve has no usable answer. Only [`FailKind::NotSent`] is known not to have
-/// sold anything.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailKind {
-    /// No byte of the request left us before the connection failed: safe to retry elsewhere.
-    NotSent,
-    /// The request was sent and the connection closed or failed before its answer: it may have
-    /// sold.
-    Unknown,
-    /// Sent (or stuck behind a connect) and unanswered at its deadline: it may have sold.
-    Timeout,
-    /// The vacancy service answered with this status instead of 200.
-    Status(u16),
-    /// The response was not valid HTTP/1.1 (or exceeded our limits); the stream is lost.
-    Malformed,
-    /// A 200 whose body is not the one its request expects (`{"success":bool,"remaining":N,...}`
-    /// for a reserve, `{"qty":N}` for available): a reserve may have sold.
-    BadBody,
-    /// Not sent at all: every connection of the shard's pool was at its pipelining limit and the
-    /// pool at `HTTP_MAX_CONNECTIONS`.
-    Busy,
-}
-
-impl FailKind {
-    /// True only when the vacancy service cannot have acted on the request.
-    pub fn is_retryable(self) -> bool {
-        self == FailKind::NotSent
-    }
-
-    /// True when the vacancy service may have acted on the request: a reserve that failed so may
-    /// have sold its tickets.
-    pub fn outcome_unknown(self) -> bool {
-        matches!(
-            self,
-            FailKind::Unknown | FailKind::Timeout | FailKind::Malformed | FailKind::BadBody
-        )
-    }
-
-    /// A stable snake_case name, for logs and the error body's detail.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailKind::NotSent => "not_sent",
-            FailKind::Unknown => "connection_lost",
-            FailKind::Timeout => "timeout",
-            FailKind::Status(_) => "bad_status",
-            FailKind::Malformed => "malformed_response",
-            FailKind::BadBody => "unexpected_body",
-            FailKind::Busy => "pool_full",
-        }
-    }
-}
-
-/// What every connection of a pool needs to know, built once at start-up.
-#[derive(Clone, Debug)]
-pub struct UpstreamConfig {
-    /// The `Host` value: `host:port`, with brackets around an IPv6 address.
-    pub host_header: Vec<u8>,
-    /// How long a forwarded reserve may wait for its answer (`VACANCY_TIMEOUT`).
-    pub timeout: Duration,
-    /// The response parser's bounds.
-    pub limits: Limits,
-}
-
-impl UpstreamConfig {
-    /// A configuration for the vacancy service at `host:port`.
-    pub fn new(host: &str, port: u16, timeout: Duration, limits: Limits) -> Self {
-        let host_header = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        UpstreamConfig {
-            host_header: host_header.into_bytes(),
-            timeout,
-            limits,
-        }
-    }
-
-    /// The vacancy service of the ticket mode, with proto-http's default limits: the server's
-    /// configured limits bound what clients send us, not what the vacancy service answers.
-    pub fn from_config(config: &Config) -> Self {
-        Self::new(
-            &config.vacancy_host,
-            config.vacancy_port,
-            config.vacancy_timeout,
-            Limits::default(),
-        )
-    }
-}
 
 /// One request awaiting its response.
 #[derive(Clone, Copy, Debug)]
@@ -550,294 +391,23 @@ impl UpstreamConn {
     }
 }
 
-/// Maps a final response to `request` to an outcome.
-fn outcome(request: Request, status: u16, body: &[u8]) -> Outcome {
-    if status != 200 {
-        return Outcome::Failed(FailKind::Status(status));
-    }
-    let read = match request {
-        Request::Reserve { .. } => reserve_reply(body).map(|(success, remaining)| {
-            if success {
-                Outcome::Reserved { remaining }
-            } else {
-                Outcome::Insufficient { remaining }
-            }
-        }),
-        Request::Available => available_reply(body).map(|qty| Outcome::Available { qty }),
-        // A 200 that says `"status": "healthy"`: a stray server answering 200 to anything is
-        // not our vacancy service.
-        Request::Health => health_reply(body).then_some(Outcome::Healthy),
-    };
-    read.unwrap_or(Outcome::Failed(FailKind::BadBody))
-}
-
-/// True when the body holds the member `"status": "healthy"` (with optional JSON whitespace), as
-/// the vacancy service's health reply does, whatever else it holds.
-fn health_reply(body: &[u8]) -> bool {
-    let key = b"\"status\"";
-    (0..body.len()).any(|at| {
-        let mut s = Scan { b: body, i: at };
-        body[at..].starts_with(key) && {
-            s.i += key.len();
-            s.token(b":").is_some() && s.token(b"\"healthy\"").is_some()
-        }
-    })
-}
-
-/// Reads `{"qty":N}` with optional JSON whitespace, the vacancy service's available reply.
-fn available_reply(body: &[u8]) -> Option<u64> {
-    let mut s = Scan { b: body, i: 0 };
-    s.token(b"{")?;
-    s.token(b"\"qty\"")?;
-    s.token(b":")?;
-    let qty = s.integer()?;
-    s.token(b"}")?;
-    s.ws();
-    (s.i == body.len()).then_some(qty)
-}
-
-/// Reads `{"success":bool,"remaining":N` and then `,...}` or `}`, with optional JSON whitespace
-/// between tokens: the shape the vacancy service writes (routes.rs) and the contract documents.
-/// The two members must come first and in this order; what follows them is only checked to end
-/// the object. Anything else is `None`, which the caller treats as an unknown outcome.
-fn reserve_reply(body: &[u8]) -> Option<(bool, u64)> {
-    let mut s = Scan { b: body, i: 0 };
-    s.token(b"{")?;
-    s.token(b"\"success\"")?;
-    s.token(b":")?;
-    let success = if s.token(b"true").is_some() {
-        true
-    } else {
-        s.token(b"false")?;
-        false
-    };
-    s.token(b",")?;
-    s.token(b"\"remaining\"")?;
-    s.token(b":")?;
-    let remaining = s.integer()?;
-    s.ws();
-    match s.b.get(s.i)? {
-        b'}' if s.b[s.i + 1..].iter().all(|b| is_ws(*b)) => {}
-        b',' if body.trim_ascii_end().ends_with(b"}") => {}
-        _ => return None,
-    }
-    Some((success, remaining))
-}
-
-/// JSON whitespace (RFC 8259 §2).
-fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-}
-
-/// A cursor over a reply body.
-struct Scan<'b> {
-    /// The body.
-    b: &'b [u8],
-    /// The next byte to read.
-    i: usize,
-}
-
-impl Scan<'_> {
-    /// Skips whitespace.
-    fn ws(&mut self) {
-        while self.b.get(self.i).is_some_and(|b| is_ws(*b)) {
-            self.i += 1;
-        }
-    }
-
-    /// Skips whitespace, then `t` exactly.
-    fn token(&mut self, t: &[u8]) -> Option<()> {
-        self.ws();
-        if self.b[self.i..].starts_with(t) {
-            self.i += t.len();
-            Some(())
-        } else {
-            None
-        }
-    }
-
-    /// A JSON non-negative integer without leading zeros that fits a u64.
-    fn integer(&mut self) -> Option<u64> {
-        self.ws();
-        let digits = self.b[self.i..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        let text = &self.b[self.i..self.i + digits];
-        if digits == 0 || (digits > 1 && text[0] == b'0') {
-            return None;
-        }
-        if matches!(self.b.get(self.i + digits), Some(b'.' | b'e' | b'E')) {
-            return None;
-        }
-        let n = text.iter().try_fold(0u64, |n, d| {
-            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        })?;
-        self.i += digits;
-        Some(n)
-    }
-}
-
-/// What the caller does with a forwarded reserve, from [`Pool::pick`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pick {
-    /// Enqueue it on the connection at this index.
-    Use(usize),
-    /// Open a new connection ([`Pool::open`]) and enqueue it there.
-    Open,
-    /// Every connection is at its pipelining limit and the pool at `max_connections`: queue the
-    /// purchase or answer 503.
-    Full,
-}
-
-/// A shard's connections to the vacancy service. Indices are stable while a connection lives;
-/// a closed one's index is reused by the next [`Pool::open`].
-#[derive(Debug)]
-pub struct Pool {
-    /// Given to every connection.
-    config: UpstreamConfig,
-    /// Connections by index; `None` is a free slot.
-    slots: Vec<Option<UpstreamConn>>,
-    /// `Some` entries of `slots`.
-    open: usize,
-    /// At most this many connections (`HTTP_MAX_CONNECTIONS`).
-    max_connections: usize,
-    /// At most this many idle reusable connections stay open (`HTTP_KEEPALIVE_CONNECTIONS`).
-    keepalive: usize,
-}
-
-impl Pool {
-    /// An empty pool. The configuration already checks `keepalive <= max_connections`; it is
-    /// asserted again here because the pool's arithmetic relies on it.
-    pub fn new(config: UpstreamConfig, max_connections: usize, keepalive: usize) -> Self {
-        assert!(max_connections > 0, "a pool needs at least one connection");
-        assert!(
-            keepalive <= max_connections,
-            "keepalive above max_connections"
-        );
-        Pool {
-            config,
-            slots: Vec::with_capacity(max_connections),
-            open: 0,
-            max_connections,
-            keepalive,
-        }
-    }
-
-    /// Open connections, broken ones still draining included.
-    pub fn open_count(&self) -> usize {
-        self.open
-    }
-
-    /// Where the next request goes: the reusable connection with the fewest requests in flight
-    /// below [`PIPELINE_DEPTH_MAX`] (the lowest index among equals), else a new connection while
-    /// below `max_connections`, else [`Pick::Full`]. No clock is needed: deadlines are enforced by
-    /// [`Pool::expire`], which breaks a late connection so it is no longer picked.
-    pub fn pick(&self) -> Pick {
-        let best = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((i, s.as_ref()?)))
-            .filter(|(_, c)| c.can_reuse() && c.in_flight() < PIPELINE_DEPTH_MAX)
-            .min_by_key(|(_, c)| c.in_flight());
-        match best {
-            Some((i, _)) => Pick::Use(i),
-            None if self.open < self.max_connections => Pick::Open,
-            None => Pick::Full,
-        }
-    }
-
-    /// Adds a connection (the caller starts connecting it) and returns its index.
-    pub fn open(&mut self) -> usize {
-        assert!(self.open < self.max_connections, "pool is full");
-        let conn = Some(UpstreamConn::new(self.config.clone()));
-        self.open += 1;
-        match self.slots.iter().position(Option::is_none) {
-            Some(i) => {
-                self.slots[i] = conn;
-                i
-            }
-            None => {
-                self.slots.push(conn);
-                self.slots.len() - 1
-            }
-        }
-    }
-
-    /// The connection at `index`, which must be open.
-    pub fn conn(&mut self, index: usize) -> &mut UpstreamConn {
-        self.slots[index]
-            .as_mut()
-            .expect("no upstream connection at this index")
-    }
-
-    /// The transport closed the connection at `index` (peer close, error, or trimmed): what was
-    /// still in flight fails as by [`UpstreamConn::on_closed`], and the slot is freed. After an
-    /// error, call [`UpstreamConn::on_error`] first, so a truncated body is not read as whole.
-    pub fn closed(&mut self, index: usize, done: &mut Vec<(RequestId, Outcome)>) {
-        let mut conn = self.slots[index]
-            .take()
-            .expect("no upstream connection at this index");
-        conn.on_closed(done);
-        self.open -= 1;
-    }
-
-    /// Expires late requests on every connection (see [`UpstreamConn::expire`]).
-    pub fn expire(&mut self, now: Instant, done: &mut Vec<(RequestId, Outcome)>) {
-        for conn in self.slots.iter_mut().flatten() {
-            conn.expire(now, done);
-        }
-    }
-
-    /// The earliest deadline over all connections, for the shard's timer.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.slots
-            .iter()
-            .flatten()
-            .filter_map(UpstreamConn::next_deadline)
-            .min()
-    }
-
-    /// Connections the caller should close now: broken ones with nothing in flight, and idle
-    /// reusable ones beyond the first `keepalive` (by index, so the survivors are stable).
-    pub fn idle_excess(&self) -> impl Iterator<Item = usize> + '_ {
-        let mut kept = 0;
-        self.slots.iter().enumerate().filter_map(move |(i, s)| {
-            let conn = s.as_ref()?;
-            if conn.in_flight() > 0 {
-                return None;
-            }
-            if conn.is_broken() {
-                return Some(i);
-            }
-            if kept < self.keepalive {
-                kept += 1;
-                return None;
-            }
-            Some(i)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
+    use proto_http::Limits;
+
+    use super::*;
+    use crate::forward::upstream::tests::{config, RESERVED_5};
+
+    /// What a test's connections reported, in order.
     type Done = Vec<(RequestId, Outcome)>;
 
-    const RESERVED_5: &[u8] =
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 63\r\n\r\n\
-          {\"success\":true,\"remaining\":5,\"message\":\"Purchase successful!\"}";
     const INSUFFICIENT_0: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 77\r\n\r\n\
           {\"success\": false, \"remaining\": 0, \"message\": \"Not enough tickets available\"}";
     const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}";
     const CHUNKED_RESERVED_7: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
           b\r\n{\"success\":\r\n13;ext=1\r\ntrue,\"remaining\":7}\r\n0\r\nX-Trailer: 1\r\n\r\n";
-
-    fn config() -> UpstreamConfig {
-        UpstreamConfig::new("127.0.0.1", 8001, Duration::from_secs(2), Limits::default())
-    }
 
     /// A connection with `ids` enqueued at `now`, all reported sent.
     fn conn_with(ids: &[RequestId], now: Instant) -> UpstreamConn {
@@ -978,43 +548,6 @@ mod tests {
         assert!(done.is_empty() && conn.is_broken());
     }
 
-    #[test]
-    fn reply_bodies() {
-        type Reply = Option<(bool, u64)>;
-        let table: &[(&[u8], Reply)] = &[
-            (b"{\"success\":true,\"remaining\":0}", Some((true, 0))),
-            (
-                b" { \"success\" : false , \"remaining\" : 12 , \"message\":\"x\" } \n",
-                Some((false, 12)),
-            ),
-            (
-                b"{\"success\":true,\"remaining\":18446744073709551615}",
-                Some((true, u64::MAX)),
-            ),
-            (
-                b"{\"success\":true,\"remaining\":18446744073709551616}",
-                None,
-            ),
-            (b"{\"success\":true,\"remaining\":01}", None),
-            (b"{\"success\":true,\"remaining\":1.0}", None),
-            (b"{\"success\":true,\"remaining\":-1}", None),
-            (b"{\"success\":1,\"remaining\":1}", None),
-            (b"{\"remaining\":1,\"success\":true}", None),
-            (b"{\"success\":true,\"remaining\":1", None),
-            (b"{\"success\":true,\"remaining\":1,", None),
-            (b"{\"success\":true,\"remaining\":1}x", None),
-            (b"", None),
-        ];
-        for &(body, want) in table {
-            assert_eq!(
-                reserve_reply(body),
-                want,
-                "{}",
-                String::from_utf8_lossy(body)
-            );
-        }
-    }
-
     /// Available and health requests: their bytes, and each answer read by what was asked, in a
     /// pipeline mixed with a reserve.
     #[test]
@@ -1050,49 +583,6 @@ mod tests {
                 (4, Outcome::Failed(FailKind::BadBody)),
             ]
         );
-    }
-
-    #[test]
-    fn health_bodies() {
-        let table: &[(&[u8], bool)] = &[
-            (b"{\"status\":\"healthy\",\"service\":\"vacancy\"}", true),
-            (b"{\"service\":\"vacancy\", \"status\" : \"healthy\"}", true),
-            (b"{\"status\":\"unhealthy\"}", false),
-            (b"{}", false),
-            (b"hello", false),
-            (b"", false),
-        ];
-        for &(body, want) in table {
-            assert_eq!(
-                health_reply(body),
-                want,
-                "{}",
-                String::from_utf8_lossy(body)
-            );
-        }
-    }
-
-    #[test]
-    fn available_bodies() {
-        let table: &[(&[u8], Option<u64>)] = &[
-            (b"{\"qty\":0}", Some(0)),
-            (b" { \"qty\" : 17 } \n", Some(17)),
-            (b"{\"qty\":18446744073709551615}", Some(u64::MAX)),
-            (b"{\"qty\":18446744073709551616}", None),
-            (b"{\"qty\":-1}", None),
-            (b"{\"qty\":1.5}", None),
-            (b"{\"qty\":1,\"x\":2}", None),
-            (b"{\"qty\":1}}", None),
-            (b"", None),
-        ];
-        for &(body, want) in table {
-            assert_eq!(
-                available_reply(body),
-                want,
-                "{}",
-                String::from_utf8_lossy(body)
-            );
-        }
     }
 
     /// On close or error, requests any byte of which was written are Unknown (they may have sold);
@@ -1221,85 +711,5 @@ mod tests {
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
         assert!(message.contains("broken"), "{message}");
-    }
-
-    #[test]
-    fn pool_spreads_opens_fills_and_trims() {
-        let now = Instant::now();
-        let mut pool = Pool::new(config(), 3, 1);
-        let mut out = Vec::new();
-        let mut done = Vec::new();
-        assert_eq!(pool.pick(), Pick::Open);
-        assert_eq!(pool.open(), 0);
-        // One connection takes requests up to the pipelining limit, then another opens.
-        for id in 0..PIPELINE_DEPTH_MAX as u64 {
-            assert_eq!(pool.pick(), Pick::Use(0));
-            pool.conn(0)
-                .enqueue(id, Request::Reserve { qty: 1 }, now, &mut out);
-        }
-        assert_eq!(pool.pick(), Pick::Open);
-        assert_eq!(pool.open(), 1);
-        assert_eq!(pool.open(), 2);
-        // Load spreads to the least loaded, lowest index first.
-        let mut picks = Vec::new();
-        for id in 100..104 {
-            let Pick::Use(i) = pool.pick() else { panic!() };
-            pool.conn(i)
-                .enqueue(id, Request::Reserve { qty: 1 }, now, &mut out);
-            picks.push(i);
-        }
-        assert_eq!(picks, [1, 2, 1, 2]);
-        // Fill everything: Full at max.
-        while let Pick::Use(i) = pool.pick() {
-            pool.conn(i)
-                .enqueue(0, Request::Reserve { qty: 1 }, now, &mut out);
-        }
-        assert_eq!(pool.pick(), Pick::Full);
-        assert_eq!(pool.open_count(), 3);
-        // Connection 1 answers everything; 2 and 0 close. Only 1 is idle: kept (keepalive 1).
-        let answers = RESERVED_5.repeat(PIPELINE_DEPTH_MAX);
-        pool.conn(1).on_sent(0);
-        pool.conn(1).on_input(&answers, &mut done);
-        assert_eq!(done.len(), PIPELINE_DEPTH_MAX);
-        assert_eq!(pool.pick(), Pick::Use(1));
-        assert_eq!(pool.idle_excess().count(), 0);
-        done.clear();
-        pool.closed(2, &mut done);
-        assert_eq!(done.len(), PIPELINE_DEPTH_MAX);
-        assert!(done
-            .iter()
-            .all(|(_, o)| *o == Outcome::Failed(FailKind::NotSent)));
-        // A freed slot is reused; two idle connections exceed keepalive 1: the later is trimmed.
-        assert_eq!(pool.open(), 2);
-        assert_eq!(pool.idle_excess().collect::<Vec<_>>(), [2]);
-        // A broken idle connection is always excess, and never picked.
-        done.clear();
-        pool.conn(0).on_error(&mut done);
-        assert_eq!(pool.idle_excess().collect::<Vec<_>>(), [0, 2]);
-        assert_eq!(pool.pick(), Pick::Use(1));
-        for i in [0, 2] {
-            pool.closed(i, &mut done);
-        }
-        assert_eq!(pool.open_count(), 1);
-        assert_eq!(pool.pick(), Pick::Use(1));
-    }
-
-    /// Expiry through the pool breaks the late connection, so the next pick avoids it.
-    #[test]
-    fn pool_expire_avoids_late_connection() {
-        let t0 = Instant::now();
-        let mut pool = Pool::new(config(), 2, 2);
-        let mut out = Vec::new();
-        let mut done = Vec::new();
-        let a = pool.open();
-        pool.conn(a)
-            .enqueue(1, Request::Reserve { qty: 1 }, t0, &mut out);
-        assert_eq!(pool.next_deadline(), Some(t0 + Duration::from_secs(2)));
-        pool.expire(t0 + Duration::from_secs(2), &mut done);
-        // No byte was reported written (stuck behind its connect): not sent, the caller drops
-        // the bytes.
-        assert_eq!(done, vec![(1, Outcome::Failed(FailKind::NotSent))]);
-        assert_eq!(pool.pick(), Pick::Open);
-        assert_eq!(pool.idle_excess().collect::<Vec<_>>(), [a]);
     }
 }

@@ -15,7 +15,7 @@
 //! Each line is one interval: its start in seconds after BaseTime (the end of the warm-up), its
 //! length, its largest value in ms, and the histogram V2-encoded, deflated and base64'd by the
 //! hdrhistogram crate (`V2DeflateSerializer` through `IntervalLogWriter`). That writer adds the
-//! `MaxValueDivisor` comment to say the max column is ms of µs values; readers skip comments.
+//! `MaxValueDivisor` comment to say the max column is ms (of µs values here); readers skip comments.
 //! Java's `HistogramLogProcessor` assumes nanoseconds unless told `-outputValueUnitRatio 1000`.
 
 use std::io::{self, Write};
@@ -25,8 +25,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriter, IntervalLogWr
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
-use crate::hgrm::US_PER_MS;
-use crate::provenance::Utc;
+use crate::utc::Utc;
 
 /// The log format version we write (HdrHistogram's current one).
 pub const LOG_FORMAT_VERSION: &str = "1.3";
@@ -55,13 +54,16 @@ pub fn write_header(out: &mut impl Write, comment: &str, base: SystemTime) -> io
     )
 }
 
-/// Starts writing interval lines after the header.
+/// Starts writing interval lines after the header. `unit_ratio` is the recorded values per
+/// millisecond (1000 for µs, 1e6 for ns): the `Interval_Max` column is in ms, and the writer adds
+/// the `MaxValueDivisor` comment that says so.
 pub fn begin<'a, W: Write>(
     out: &'a mut W,
     serializer: &'a mut V2DeflateSerializer,
+    unit_ratio: f64,
 ) -> io::Result<LogWriter<'a, W>> {
     IntervalLogWriterBuilder::new()
-        .with_max_value_divisor(US_PER_MS)
+        .with_max_value_divisor(unit_ratio)
         .begin_log_with(out, serializer)
 }
 
@@ -79,11 +81,15 @@ pub fn write_interval<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::latency_histogram;
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     use hdrhistogram::serialization::Deserializer;
+
+    /// The load generator's latency histogram: 1 µs to 60 s, 3 significant digits.
+    fn latency_histogram() -> Histogram<u64> {
+        Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+    }
 
     #[test]
     fn round_trip() {
@@ -93,7 +99,7 @@ mod tests {
         let mut serializer = V2DeflateSerializer::new();
         let mut h = latency_histogram();
         {
-            let mut log = begin(&mut out, &mut serializer).unwrap();
+            let mut log = begin(&mut out, &mut serializer, crate::hgrm::US_PER_MS).unwrap();
             for i in 0..3u64 {
                 h.reset();
                 for v in 0..=i * 100 {
