@@ -163,6 +163,9 @@ pub struct ShardCore {
     mail: VecDeque<(usize, Message, Option<Seq>)>,
     /// Mail taken by the glue and not yet reported delivered.
     mail_sending: usize,
+    /// Tickets in mail dropped because the journal failed (in transit until a restart
+    /// reconciles them from the journals).
+    tickets_dropped: u64,
     /// Orders (or forwarded requests) waiting for their answer: the connection to answer.
     waiting: HashMap<OrderId, ConnKey>,
     /// Connections whose output waits for this sequence number to be durable.
@@ -205,6 +208,7 @@ impl ShardCore {
             draining: false,
             mail: VecDeque::new(),
             mail_sending: 0,
+            tickets_dropped: 0,
             waiting: HashMap::new(),
             holds: HashMap::new(),
             conn_events: VecDeque::new(),
@@ -228,6 +232,7 @@ impl ShardCore {
         out: &mut Vec<u8>,
         now: Instant,
     ) -> Step {
+        self.app.outbox.denied.clear();
         let before = self.progress();
         let next = conn.on_input(
             bytes,
@@ -250,6 +255,7 @@ impl ShardCore {
         out: &mut Vec<u8>,
         now: Instant,
     ) -> Step {
+        self.app.outbox.denied.clear();
         let before = self.progress();
         let next = conn.resume(
             answer,
@@ -351,7 +357,6 @@ impl ShardCore {
     /// orders to their connections. Returns the sequence number of the step's last change.
     fn after_step(&mut self, now: Instant) -> Option<Seq> {
         let outbox = &mut self.app.outbox;
-        outbox.denied.clear();
         let seq = match &mut self.journal {
             // After a failure what this step answers is never released (`release` drops it).
             Some(journal) => journal.append(&mut outbox.changes, now),
@@ -417,6 +422,9 @@ impl ShardCore {
                     // Its `Give` may not be on disk: sending it could make tickets exist twice.
                     tracing::warn!(to, ?message, "a message was not sent: the journal failed");
                     self.mail.pop_front();
+                    if let Message::Stock(msg) = message {
+                        self.tickets_dropped += msg.tickets();
+                    }
                     continue;
                 }
                 if journal.durable() < seq {
@@ -440,8 +448,27 @@ impl ShardCore {
         !self.mail.is_empty()
     }
 
+    /// Tickets in mail not yet let out.
+    pub fn tickets_in_mail(&self) -> u64 {
+        self.mail
+            .iter()
+            .map(|(_, message, _)| match message {
+                Message::Stock(msg) => msg.tickets(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Tickets in mail dropped after the journal failed.
+    pub fn tickets_dropped(&self) -> u64 {
+        self.tickets_dropped
+    }
+
     /// Applies a message from peer `from`.
     pub fn on_message(&mut self, from: usize, message: Message, now: Instant) {
+        // What the coordinator refused in the last event, kept until the next for the
+        // simulation's premature-sold-out check.
+        self.app.outbox.denied.clear();
         match message {
             Message::Report { available } => self.app.node.report(from, available),
             Message::Stock(msg) => self.app.node.on_message(from, msg, &mut self.app.outbox),

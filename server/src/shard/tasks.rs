@@ -153,3 +153,100 @@ pub(crate) async fn leave(shard: &Shard, deadline: Instant) {
         glommio::timer::sleep(LEAVE_POLL).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use glommio::channels::local_channel;
+    use glommio::LocalExecutorBuilder;
+
+    use super::*;
+    use crate::config::Mode;
+    use crate::durability::journal::{self, MemDisk, Store};
+    use crate::net::connection::{ConnLimits, Connection};
+    use crate::shard::core::{CoreConfig, ShardCore};
+    use crate::shard::ShardParts;
+
+    /// Sells `qty` through the core, as a connection would.
+    fn sell(shard: &Shard, key: u64, qty: u64) {
+        let body = format!("{{\"qty\":{qty}}}");
+        let request = format!(
+            "POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (mut conn, mut out) = (Connection::default(), Vec::new());
+        shard
+            .core
+            .borrow_mut()
+            .input(key, &mut conn, request.as_bytes(), &mut out, Instant::now());
+    }
+
+    /// Issue 12, finding 5: the journal task must not spin when a batch it did not take is out
+    /// (the uring driver staged a write and exited before it completed) while more changes wait
+    /// behind it. It used to loop on "something is pending" while the tail, rightly, handed out
+    /// nothing, and the shard's thread spun until the forced exit. Now it waits for a kick, and
+    /// the core hands out nothing while a batch is out. A spin would never let this test's own
+    /// task run again, so the test thread's timeout catches it.
+    #[test]
+    fn the_journal_task_waits_while_a_batch_it_did_not_take_is_out() {
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let executor = LocalExecutorBuilder::default().spawn(|| async move {
+                let store = Store::Mem(MemDisk::new());
+                let recovered = journal::open(&store, 1, 10).await.expect("open");
+                let start = recovered.shards[0].clone();
+                let (writer, tail) = Writer::open(&store, start, u64::MAX).await.expect("writer");
+                let (journal_bell, kicked) = local_channel::new_bounded(1);
+                let (mail_bell, _mail) = local_channel::new_bounded(1);
+                let config = CoreConfig {
+                    mode: Mode::Monolith,
+                    shard: 0,
+                    shards: 1,
+                    stock: 10,
+                    max_order_qty: 10,
+                    forward_cache_ttl: None,
+                    limits: ConnLimits {
+                        http: proto_http::Limits::default(),
+                        headers_max: 16,
+                    },
+                };
+                let shard = Rc::new(Shard::new(ShardParts {
+                    core: ShardCore::new(config, Some(tail)),
+                    mail_bell,
+                    journal_bell,
+                    journal_file: None,
+                    forwarder: None,
+                    head_timeout: Duration::from_secs(1),
+                    idle_timeout: Duration::from_secs(1),
+                    latency: None,
+                }));
+                sell(&shard, 1, 1);
+                // "The driver" takes the batch and never reports it.
+                let out = shard.core.borrow_mut().next_batch(Instant::now(), true);
+                assert!(out.is_some(), "a batch for the first sale");
+                sell(&shard, 2, 2);
+                glommio::spawn_local(journal(shard.clone(), writer, kicked)).detach();
+                for _ in 0..20 {
+                    shard.kick_journal();
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                assert!(shard.core.borrow().write_out(), "the batch is still out");
+                assert_eq!(
+                    shard
+                        .core
+                        .borrow()
+                        .commit_stats()
+                        .expect("a journal")
+                        .commits,
+                    0
+                );
+            });
+            executor.expect("executor").join().expect("the test task");
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the journal task spun: the executor never ran the test's task again");
+    }
+}

@@ -278,7 +278,14 @@ pub struct Crash {
     pub dir_ops_kept: usize,
     /// How many bytes of each file's unsynced writes survive (a prefix, in order).
     pub torn_bytes: usize,
+    /// When set, the unsynced writes tear by sector instead, not as a prefix: each
+    /// [`SECTOR_BYTES`] sector of them survives or not, as a hash of this seed and the sector's
+    /// offset says (a device writes each sector whole, but a multi-sector write in any order).
+    pub sectors_seed: Option<u64>,
 }
+
+/// The unit a device writes whole (the smallest logical block of common disks).
+pub const SECTOR_BYTES: usize = 512;
 
 /// An in-memory disk (see the module doc for its crash model). Cloning shares the disk.
 #[derive(Clone, Debug, Default)]
@@ -347,6 +354,25 @@ fn write_into(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
     data[offset..offset + bytes.len()].copy_from_slice(bytes);
 }
 
+/// Writes the sectors of `bytes` (at file `offset`) that survive a tear seeded by `seed`.
+fn write_sectors(data: &mut Vec<u8>, offset: u64, bytes: &[u8], seed: u64) {
+    let end = offset + bytes.len() as u64;
+    let mut at = offset;
+    while at < end {
+        let sector = at / SECTOR_BYTES as u64;
+        let next = ((sector + 1) * SECTOR_BYTES as u64).min(end);
+        // splitmix64's finaliser: a well-mixed bit per (seed, sector).
+        let mut z = seed ^ sector.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        if (z ^ (z >> 31)) & 1 == 1 {
+            let from = (at - offset) as usize;
+            write_into(data, at, &bytes[from..from + (next - at) as usize]);
+        }
+        at = next;
+    }
+}
+
 fn eio(what: &str) -> io::Error {
     io::Error::other(what.to_string())
 }
@@ -386,6 +412,10 @@ impl MemDisk {
                 let mut data = inode.synced.clone();
                 let mut left = crash.torn_bytes;
                 for (offset, bytes) in &inode.unsynced {
+                    if let Some(seed) = crash.sectors_seed {
+                        write_sectors(&mut data, *offset, bytes, seed);
+                        continue;
+                    }
                     let n = left.min(bytes.len());
                     write_into(&mut data, *offset, &bytes[..n]);
                     left -= n;

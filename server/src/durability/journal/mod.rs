@@ -376,6 +376,7 @@ mod tests {
                 let after = disk.crash(Crash {
                     dir_ops_kept: 0,
                     torn_bytes,
+                    sectors_seed: None,
                 });
                 let (r, _) = start(&after, 1, STOCK, u64::MAX).unwrap();
                 prefix(r.sold, acked, appended);
@@ -406,6 +407,7 @@ mod tests {
                 &disk.crash(Crash {
                     dir_ops_kept: 0,
                     torn_bytes,
+                    sectors_seed: None,
                 }),
                 1,
                 STOCK,
@@ -430,6 +432,7 @@ mod tests {
             let after = disk.crash(Crash {
                 dir_ops_kept: 0,
                 torn_bytes: usize::MAX,
+                sectors_seed: None,
             });
             let name = shard_file(0, 1);
             let mut bytes = after.bytes(&name).unwrap();
@@ -639,6 +642,7 @@ mod tests {
                     let after = disk.crash(Crash {
                         dir_ops_kept,
                         torn_bytes,
+                        sectors_seed: None,
                     });
                     let (r, _) = start(&after, 2, STOCK, 8192).unwrap();
                     // The give is in transit whenever it survived: available never changes.
@@ -684,6 +688,7 @@ mod tests {
                 let after = attempt.crash(Crash {
                     dir_ops_kept,
                     torn_bytes: usize::MAX,
+                    sectors_seed: None,
                 });
                 let (r, _) = start(&after, 3, 1000, u64::MAX).unwrap();
                 assert_eq!((r.stock, r.sold, r.available), (1000, 5, 995));
@@ -879,6 +884,7 @@ mod tests {
                 disk = disk.crash(Crash {
                     dir_ops_kept: rng.below(4) as usize,
                     torn_bytes: rng.below(9000) as usize,
+                    sectors_seed: None,
                 });
                 shards = 1 + rng.below(5) as usize;
             }
