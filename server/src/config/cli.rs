@@ -81,8 +81,9 @@ pub const TARGET_BYTES_MAX_DEFAULT: usize = 2048;
 /// 16 bytes fits every path we serve; 64 KiB is far past any URL a client can expect to work.
 pub const TARGET_BYTES_MAX_RANGE: RangeInclusive<usize> = 16..=1 << 16;
 
-/// Open client connections per shard; more are closed on accept. 10,000 per core is well above
-/// what a load test opens and well below a default file-descriptor limit raised for a server.
+/// Open client connections per shard; beyond them a shard stops accepting, and new connections
+/// wait in the kernel's listen backlog until one closes. 10,000 per core is well above what a
+/// load test opens and well below a default file-descriptor limit raised for a server.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 /// The upper end of [`CONNECTIONS_MAX_RANGE`]: a million descriptors per shard is past any
 /// kernel's practical `nofile` limit.
@@ -251,7 +252,7 @@ pub struct Cli {
           value_parser = parse::whole(TARGET_BYTES_MAX_RANGE))]
     pub target_bytes_max: usize,
 
-    /// Most open client connections per shard
+    /// Most open client connections per shard; more wait in the listen backlog
     #[arg(long, env = "CONNECTIONS_MAX", value_name = "N",
           default_value_t = CONNECTIONS_MAX_DEFAULT,
           value_parser = parse::whole(CONNECTIONS_MAX_RANGE))]
@@ -278,8 +279,8 @@ pub struct Cli {
           value_parser = parse::dir)]
     pub data_dir: PathBuf,
 
-    /// sync: a sale is acknowledged only after its journal record is fdatasync'ed; none: memory
-    /// only, sales are lost on restart (warned about at start)
+    /// sync: a sale is acknowledged only after its journal record is on disk (written with
+    /// O_DSYNC); none: memory only, sales are lost on restart (warned about at start)
     #[arg(long, env = "DURABILITY", value_name = "MODE", default_value_t = Durability::Sync,
           value_parser = mode::parse_durability)]
     pub durability: Durability,

@@ -118,7 +118,8 @@ pub struct Config {
     pub body_bytes_max: usize,
     /// The longest request target (`--target-bytes-max`).
     pub target_bytes_max: usize,
-    /// The most open client connections per shard (`--connections-max`).
+    /// The most open client connections per shard (`--connections-max`); beyond them a shard
+    /// stops accepting, and new connections wait in the kernel's listen backlog.
     pub connections_max: usize,
     /// How long a request head may take once its first byte has arrived (`--head-timeout-ms`).
     #[serde(rename = "head_timeout_ms", serialize_with = "millis")]

@@ -68,8 +68,9 @@ pub fn parse_mode(raw: &str) -> Result<ModeAsked, String> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// A sale is acknowledged only after its journal record is fdatasync'ed; a restart, even after
-    /// a crash or power loss, keeps every acknowledged sale.
+    /// A sale is acknowledged only after its journal record is on disk (the journal's files are
+    /// opened `O_DSYNC`, so a completed write is durable); a restart, even after a crash or power
+    /// loss, keeps every acknowledged sale.
     Sync,
     /// Memory only, like the original system: nothing is journaled, and a restart starts from
     /// `initial_stock` again. The server warns about it at start.
