@@ -286,3 +286,183 @@ fn reject(e: Error, app: &mut App, date: &HttpDate, out: &mut Vec<u8>) -> Next {
     error(out, x, e.status(), e.as_str(), e.detail(), None);
     Next::Close
 }
+
+#[cfg(test)]
+mod tests {
+    use proto_http::{HttpDate, Limits};
+
+    use super::*;
+    use crate::app::routes::{Answer, App};
+    use crate::config::Mode;
+    use crate::stock::rebalance::{Node, Outbox};
+    use crate::stock::slice::Sale;
+
+    /// Shard 0 of 2 with 10 tickets: it holds 5, so an order for 6 waits for the coordinator.
+    fn app() -> App {
+        App {
+            mode: Mode::Monolith,
+            shard: 0,
+            shards: 2,
+            node: Node::new(0, 2, 10),
+            outbox: Outbox::default(),
+            max_order_qty: 1_000,
+            counters: Default::default(),
+            forwarding: None,
+            halted: false,
+        }
+    }
+
+    fn limits() -> ConnLimits {
+        ConnLimits {
+            http: Limits::default(),
+            headers_max: 32,
+        }
+    }
+
+    fn purchase(qty: u64) -> String {
+        let body = format!("{{\"qty\":{qty}}}");
+        format!(
+            "POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    const GET: &str = "GET /api/v1/available HTTP/1.1\r\nHost: t\r\n\r\n";
+
+    /// Feeds `input` in pieces split at `splits`; returns the output and the last `Next`.
+    fn feed(
+        conn: &mut Connection,
+        app: &mut App,
+        input: &[u8],
+        splits: &[usize],
+    ) -> (String, Next) {
+        let date = HttpDate::now();
+        let mut out = Vec::new();
+        let mut next = Next::Read;
+        let mut at = 0;
+        for &split in splits.iter().chain(std::iter::once(&input.len())) {
+            next = conn.on_input(&input[at..split], app, &limits(), &date, false, &mut out);
+            at = split;
+        }
+        (String::from_utf8(out).expect("utf-8"), next)
+    }
+
+    fn statuses(out: &str) -> Vec<&str> {
+        out.match_indices("HTTP/1.1 ")
+            .map(|(i, _)| &out[i + 9..i + 12])
+            .collect()
+    }
+
+    /// Two pipelined requests, split at every byte: nothing is answered before a request is
+    /// whole, both are answered in order, and one input's answers come in one output.
+    #[test]
+    fn pipelined_requests_are_answered_in_order_at_every_split() {
+        let input = format!("{GET}{}", purchase(2));
+        for split in 0..=input.len() {
+            let (mut conn, mut app) = (Connection::default(), app());
+            let (out, next) = feed(&mut conn, &mut app, input.as_bytes(), &[split]);
+            assert_eq!(next, Next::Read, "split {split}");
+            assert_eq!(statuses(&out), ["200", "200"], "split {split}: {out}");
+            assert!(out.find("\"qty\":10").unwrap() < out.find("\"success\":true").unwrap());
+            assert!(conn.is_idle(), "split {split}");
+            assert_eq!(app.node.slice().sold(), 2, "split {split}");
+        }
+    }
+
+    /// A request cut short leaves the connection busy (the head deadline applies) and answers
+    /// nothing.
+    #[test]
+    fn a_partial_request_answers_nothing() {
+        let (mut conn, mut app) = (Connection::default(), app());
+        let (out, next) = feed(&mut conn, &mut app, &GET.as_bytes()[..10], &[]);
+        assert_eq!((out.as_str(), next), ("", Next::Read));
+        assert!(!conn.is_idle());
+    }
+
+    /// A framing error answers its status with the JSON error body and closes: what follows it
+    /// is never answered (its start is unknowable).
+    #[test]
+    fn a_framing_error_answers_and_closes() {
+        let table: &[(&str, &str)] = &[
+            (
+                "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                "400",
+            ),
+            ("GET / HTTP/2.0\r\nHost: t\r\n\r\n", "505"),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400"),
+        ];
+        for &(bad, status) in table {
+            let (mut conn, mut app) = (Connection::default(), app());
+            let input = format!("{bad}{GET}");
+            let (out, next) = feed(&mut conn, &mut app, input.as_bytes(), &[]);
+            assert_eq!(next, Next::Close, "{bad:?}");
+            assert_eq!(statuses(&out), [status], "{bad:?}: {out}");
+            assert!(out.contains("\"code\":"), "{out}");
+        }
+    }
+
+    /// An order that waits for the coordinator holds back what was pipelined behind it; its
+    /// answer comes first on resume, then the rest, in order.
+    #[test]
+    fn a_waiting_order_holds_back_what_follows_it() {
+        let (mut conn, mut app) = (Connection::default(), app());
+        let input = format!("{}{GET}", purchase(6));
+        let (out, next) = feed(&mut conn, &mut app, input.as_bytes(), &[]);
+        let Next::Wait(order) = next else {
+            panic!("the order waits: {next:?}");
+        };
+        assert_eq!(out, "", "nothing before the order's answer");
+        assert_eq!(conn.waiting_for(), Some(order));
+        // More input meanwhile is kept, not answered.
+        let (out, next) = feed(&mut conn, &mut app, GET.as_bytes(), &[]);
+        assert_eq!((out.as_str(), next), ("", Next::Read));
+        let mut out = Vec::new();
+        let date = HttpDate::now();
+        let next = conn.resume(
+            Answer::Decided(Sale::Sold),
+            &mut app,
+            &limits(),
+            &date,
+            false,
+            &mut out,
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(next, Next::Read);
+        assert_eq!(statuses(&out), ["200", "200", "200"], "{out}");
+        assert!(out.starts_with("HTTP/1.1 200") && out.contains("\"success\":true"));
+        assert!(conn.is_idle());
+    }
+
+    /// `Connection: close` and a stop in progress both close after the response.
+    #[test]
+    fn close_is_honoured() {
+        let (mut conn, mut app) = (Connection::default(), self::app());
+        let input = "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        let (out, next) = feed(&mut conn, &mut app, input.as_bytes(), &[]);
+        assert_eq!(next, Next::Close);
+        assert!(
+            out.contains("Connection: close") || out.contains("connection: close"),
+            "{out}"
+        );
+        let (mut conn, mut shard) = (Connection::default(), self::app());
+        let mut out = Vec::new();
+        let date = HttpDate::now();
+        let next = conn.on_input(GET.as_bytes(), &mut shard, &limits(), &date, true, &mut out);
+        assert_eq!(next, Next::Close, "draining closes");
+    }
+
+    /// `Expect: 100-continue` is answered once, before the body, and the request after it.
+    #[test]
+    fn expect_continue_is_answered_before_the_body() {
+        let (mut conn, mut app) = (Connection::default(), app());
+        let head = "POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\
+                    Content-Length: 9\r\n\r\n";
+        let (out, next) = feed(&mut conn, &mut app, head.as_bytes(), &[]);
+        assert_eq!(
+            (out.as_str(), next),
+            ("HTTP/1.1 100 Continue\r\n\r\n", Next::Read)
+        );
+        let (out, _) = feed(&mut conn, &mut app, b"{\"qty\":1}", &[]);
+        assert_eq!(statuses(&out), ["200"], "{out}");
+    }
+}
