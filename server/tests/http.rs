@@ -901,7 +901,7 @@ fn expect_100_continue_is_ignored_for_http10() {
 /// target, control bytes in a value, HTTP/2.0 and 0.9 (505), unknown or unimplemented transfer
 /// codings (501), a Transfer-Encoding not ending in one chunked, chunked in HTTP/1.0, bad chunk
 /// sizes and chunk ends, an unsupported expectation (417). The purchases among them carry valid
-/// bodies, and none sells anything.
+/// bodies, and none sells anything. `GET /` then serves the parser errors counted by kind.
 #[test]
 fn malformed_requests_get_their_status_and_close() {
     let server = one_shard(100, &[]);
@@ -1031,6 +1031,23 @@ fn malformed_requests_get_their_status_and_close() {
         assert!(closed, "{name}: the server kept the connection open");
     }
     assert_eq!(available(&server), 100, "a rejected request sold tickets");
+    // Each rejection was counted by its kind, and `GET /` serves every kind's count.
+    let root = body_json(&get(&server, "/"));
+    let served = &root["counters"]["http_errors"];
+    for e in proto_http::Error::ALL {
+        let rejected = table.iter().filter(|row| row.3 == e.as_str()).count();
+        assert_eq!(
+            served[e.as_str()],
+            json!(rejected),
+            "{}: {root}",
+            e.as_str()
+        );
+    }
+    assert_eq!(
+        served.as_object().map(|kinds| kinds.len()),
+        Some(proto_http::Error::ALL.len()),
+        "{root}"
+    );
 }
 
 /// A framing error after valid pipelined requests: the valid ones are answered first, in order,
