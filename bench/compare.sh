@@ -16,6 +16,11 @@
 #               ANCHORS=/tmp/anchors.
 #   OUT         report folder (default bench/runs/<YYYY-MM-DD>-<host>-compare, -2, -3... if taken)
 #   SHARDS      ticketd --shards (1: one core, like the peers under taskset -c 1)
+#   DURABILITY  ticketd --durability (default sync, ticketd's default: every sale journaled
+#               before its answer; none: memory only, like the peers and like ticketd before the
+#               journal). ticketd journals into a fresh data directory in the report folder,
+#               removed after its runs, so every comparison starts from INITIAL_STOCK; the report
+#               says which durability it ran with.
 #   SERVER_CPU, CLIENT_CPU, INITIAL_STOCK (1e9: purchases never sell out), QUIET_MAX, QUIET_WAIT:
 #               as in the anchors' lib.sh (it waits for the machine to be quiet before each run)
 #   SKIP_BUILD=1  use the existing target/release binaries
@@ -51,6 +56,8 @@ fi
 TB=$REPO/target/release/ticket-bench
 TICKETD=$REPO/target/release/ticketd
 SHARDS=${SHARDS:-1}
+DURABILITY=${DURABILITY:-sync}
+case $DURABILITY in sync|none) ;; *) echo "DURABILITY must be sync or none" >&2; exit 2 ;; esac
 for bin in "$TB" "$TICKETD"; do [[ -x $bin ]] || { echo "missing $bin" >&2; exit 2; }; done
 
 host=$(hostname)
@@ -58,17 +65,20 @@ OUT=${OUT:-bench/runs/$(date -u +%F)-$host-compare}
 base=$OUT n=2
 while [[ -e $OUT ]]; do OUT=$base-$n; n=$((n + 1)); done
 mkdir -p "$OUT"
+# ticketd's journal for this comparison only: a data directory left by an earlier run would set
+# the stock instead of INITIAL_STOCK.
+DATA_DIR=$OUT/data-ticketd
 trap 'stop_target' EXIT
 trap 'stop_target; exit 130' INT TERM
 
 nginx_version=$(nginx -v 2>&1 | sed 's/.*nginx\///')
 declare -A SERVER_OPTIONS=(
-  [ticketd]="target/release/ticketd --shards $SHARDS (commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)), taskset -c $SERVER_CPU, INITIAL_STOCK=$STOCK"
+  [ticketd]="target/release/ticketd --shards $SHARDS --durability $DURABILITY (commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)), taskset -c $SERVER_CPU, INITIAL_STOCK=$STOCK"
   [axum]="anchors axum-peer (axum 0.8, tokio, WORKER_THREADS = CPUs allowed = 1), taskset -c $SERVER_CPU, INITIAL_STOCK=$STOCK"
   [nginx]="nginx $nginx_version, 1 worker, return 200 '{\"qty\":1000}', taskset -c $SERVER_CPU"
 )
 declare -A TARGET=(
-  [ticketd]="cmd:exec $TICKETD --shards $SHARDS --host 127.0.0.1"
+  [ticketd]="cmd:exec $TICKETD --shards $SHARDS --host 127.0.0.1 --durability $DURABILITY --data-dir $DATA_DIR"
   [axum]=axum
   [nginx]=nginx
 )
@@ -105,6 +115,7 @@ for name in ticketd axum nginx; do
     if bench "$name" purchase; then RUNS_PURCHASE+=("$OUT/$name-purchase"); else FAILED+=("$name purchase"); fi
   fi
   stop_target
+  [[ $name == ticketd ]] && rm -rf "$DATA_DIR"
 done
 
 ((${#RUNS_AVAILABLE[@]})) && "$TB" compare "${RUNS_AVAILABLE[@]}" --out "$OUT/compare-available" >/dev/null
@@ -115,7 +126,9 @@ done
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), host $host ($(nproc) CPUs, kernel $(uname -r)), servers on CPU" \
        "$SERVER_CPU, ticket-bench on CPU $CLIENT_CPU: closed loop, $CONNS connections, ${WARMUP}s warm-up," \
-       "${DURATION}s measured. Reproduce with \`ANCHORS=$ANCHORS_DIR bench/compare.sh --duration $DURATION --conns $CONNS --warmup $WARMUP\`."
+       "${DURATION}s measured. ticketd ran \`--durability $DURABILITY\`" \
+       "$([[ $DURABILITY == sync ]] && echo "(every sale journaled to disk before its answer; the peers keep their stock in memory)" || echo "(memory only, as the peers)")." \
+       "Reproduce with \`ANCHORS=$ANCHORS_DIR DURABILITY=$DURABILITY bench/compare.sh --duration $DURATION --conns $CONNS --warmup $WARMUP\`."
   echo
   echo "On a small box the client's core (mostly kernel loopback time) caps what any server can" \
        "show: nginx, which does nothing beyond HTTP, marks that ceiling."

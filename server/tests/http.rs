@@ -175,6 +175,13 @@ impl Client {
         self.stream.write_all(bytes).unwrap();
     }
 
+    /// Sends `bytes` and waits until the server has read them, so that what is sent next arrives
+    /// in a read of its own.
+    fn send_read(&mut self, bytes: &[u8]) {
+        self.send(bytes);
+        support::wait_read(&self.stream);
+    }
+
     /// Reads one response; a final one must have the framing every response has.
     fn reply(&mut self) -> Reply {
         let r = read_reply(&mut self.stream, &mut self.carry);
@@ -663,9 +670,10 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 /// A mixed pipeline (GET, Content-Length purchase, chunked purchase with an extension, GET
-/// /health, HTTP/1.0 keep-alive GET) split into two writes at every byte offset in turn is
+/// /health, HTTP/1.0 keep-alive GET) split into two reads at every byte offset in turn is
 /// answered exactly as if sent whole: the split may fall inside a request line, between CR and
-/// LF, inside a body, inside a chunk-size line or on a request boundary.
+/// LF, inside a body, inside a chunk-size line or on a request boundary. The second part is
+/// written only once the server has read the first (`support::wait_read`).
 #[test]
 fn a_pipeline_split_at_any_offset_is_answered_the_same() {
     let server = one_shard(1_000_000, &[]);
@@ -683,9 +691,7 @@ fn a_pipeline_split_at_any_offset_is_answered_the_same() {
         .unwrap();
     let mut stock = 1_000_000;
     for split in 1..pipeline.len() {
-        c.send(&pipeline[..split]);
-        // Long enough for the server to read the first part on its own.
-        std::thread::sleep(Duration::from_millis(1));
+        c.send_read(&pipeline[..split]);
         c.send(&pipeline[split..]);
         let at = format!(
             "split after {:?}",
@@ -715,19 +721,16 @@ fn a_chunked_body_after_its_head_is_read_on_a_reused_connection() {
     c.stream
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let pause = || std::thread::sleep(Duration::from_millis(20));
-    c.send(
+    c.send_read(
         format!(
             "GET /health HTTP/1.1\r\nHost: t\r\nX-Pad: {}",
             "p".repeat(200)
         )
         .as_bytes(),
     );
-    pause();
     c.send(b"\r\n\r\n");
     assert_eq!(c.reply().status, 200);
-    c.send(b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
-    pause();
+    c.send_read(b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
     c.send(b"9\r\n{\"qty\":1}\r\n0\r\n\r\n");
     let r = try_reply(&mut c).expect("no answer to a chunked body sent after its head");
     assert_ok(&r, &sold(99));
@@ -826,7 +829,8 @@ fn chunked_request_bodies_are_decoded() {
 }
 
 /// A chunked body that arrives in pieces, split inside the size line, between CR and LF, inside
-/// chunk data and inside the last chunk, with pauses between writes, is decoded the same.
+/// chunk data and inside the last chunk, each piece read by the server before the next is
+/// written, is decoded the same.
 #[test]
 fn a_chunked_body_split_across_writes_is_decoded() {
     let server = one_shard(100, &[]);
@@ -845,8 +849,7 @@ fn a_chunked_body_split_across_writes_is_decoded() {
         b"\n",
     ];
     for piece in pieces {
-        c.send(piece);
-        std::thread::sleep(Duration::from_millis(2));
+        c.send_read(piece);
     }
     assert_ok(&c.reply(), &sold(96));
     assert_eq!(c.available(), 96);
@@ -901,7 +904,7 @@ fn expect_100_continue_is_ignored_for_http10() {
 /// target, control bytes in a value, HTTP/2.0 and 0.9 (505), unknown or unimplemented transfer
 /// codings (501), a Transfer-Encoding not ending in one chunked, chunked in HTTP/1.0, bad chunk
 /// sizes and chunk ends, an unsupported expectation (417). The purchases among them carry valid
-/// bodies, and none sells anything.
+/// bodies, and none sells anything. `GET /` then serves the parser errors counted by kind.
 #[test]
 fn malformed_requests_get_their_status_and_close() {
     let server = one_shard(100, &[]);
@@ -1031,6 +1034,23 @@ fn malformed_requests_get_their_status_and_close() {
         assert!(closed, "{name}: the server kept the connection open");
     }
     assert_eq!(available(&server), 100, "a rejected request sold tickets");
+    // Each rejection was counted by its kind, and `GET /` serves every kind's count.
+    let root = body_json(&get(&server, "/"));
+    let served = &root["counters"]["http_errors"];
+    for e in proto_http::Error::ALL {
+        let rejected = table.iter().filter(|row| row.3 == e.as_str()).count();
+        assert_eq!(
+            served[e.as_str()],
+            json!(rejected),
+            "{}: {root}",
+            e.as_str()
+        );
+    }
+    assert_eq!(
+        served.as_object().map(|kinds| kinds.len()),
+        Some(proto_http::Error::ALL.len()),
+        "{root}"
+    );
 }
 
 /// A framing error after valid pipelined requests: the valid ones are answered first, in order,

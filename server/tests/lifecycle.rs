@@ -144,19 +144,31 @@ fn memlock_too_low_is_one_clear_line() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// `JSON_LOGS=true` makes every log line a JSON object, the start-up line included.
+/// `JSON_LOGS=true` makes every log line a JSON object, the start-up line included: every line the
+/// process wrote to stderr, from start to exit (the stop's lines too), parses as an object with
+/// a level.
 #[test]
 fn json_logs_are_json_lines() {
-    let server = Server::start_with_env(&["--shards", "1"], &[("JSON_LOGS", "true")]);
+    let mut server = Server::start_with_env(&["--shards", "1"], &[("JSON_LOGS", "true")]);
     // The shards answer before the main thread has logged that they all listen.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !server.log().contains("ticketd listening") && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.log().contains("ticketd listening") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
+    server.signal(libc::SIGTERM);
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("no exit after SIGTERM");
+    assert!(status.success(), "exit status {status}");
     let log = server.log();
-    let first = log.lines().next().unwrap_or_else(|| panic!("no log line"));
-    let value: serde_json::Value =
-        serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
-    assert_eq!(value["level"], "INFO", "{first}");
     assert!(log.contains("ticketd listening"), "{log}");
+    assert!(log.lines().count() >= 2, "{log}");
+    for line in log.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(value.is_object(), "{line}");
+        assert!(value["level"].is_string(), "{line}");
+    }
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["level"], "INFO", "{log}");
 }

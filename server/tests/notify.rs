@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,7 +126,9 @@ fn abstract_socket_gets_ready_status_and_stopping() {
 }
 
 /// With WATCHDOG_USEC=200000, WATCHDOG=1 arrives every ~100 ms (half the period) while the shards
-/// are healthy, and stops being sent once the stop began.
+/// are healthy, and none arrives once the stop began: a request left half-sent keeps the drain
+/// (and the process) going while the test listens for five ping periods after STOPPING=1; then
+/// the request is completed, answered, and the process exits 0.
 #[test]
 fn watchdog_pings_at_half_the_period() {
     let listener = abstract_listener();
@@ -154,8 +157,45 @@ fn watchdog_pings_at_half_the_period() {
         );
     }
 
+    // A request in flight: the drain waits for it (up to the 5 s grace), so the process lives on.
+    let mut pending = server.connect();
+    pending.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+    support::wait_read(&pending);
     server.signal(libc::SIGTERM);
     listener.recv_until("STOPPING=1");
+    let stopping = Instant::now();
+    listener
+        .socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while stopping.elapsed() < Duration::from_millis(500) {
+        match listener.socket.recv(&mut buf) {
+            Ok(n) => {
+                let message = String::from_utf8_lossy(&buf[..n]);
+                assert!(
+                    !message.lines().any(|l| l == "WATCHDOG=1"),
+                    "WATCHDOG=1 {:?} after STOPPING=1",
+                    stopping.elapsed()
+                );
+            }
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{e}"
+            ),
+        }
+    }
+    assert!(
+        server.running(),
+        "the process ended before the test listened for five ping periods"
+    );
+    pending.write_all(b"Host: t\r\n\r\n").unwrap();
+    let reply = support::read_reply(&mut pending, &mut Vec::new());
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("connection"), Some("close"));
     let exit = server.wait_exit(Duration::from_secs(5)).expect("no exit");
     assert!(exit.success(), "exit status {exit}");
 }

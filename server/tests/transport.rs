@@ -6,7 +6,9 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use support::{read_reply, Server};
 
@@ -37,8 +39,9 @@ fn read_all_dateless(stream: &mut TcpStream) -> String {
 }
 
 /// A mixed pipeline (routes, a purchase, a chunked reserve, errors, HTTP/1.0, then a request that
-/// closes) sent whole, then in pieces, gets byte-identical answers from both transports (apart
-/// from `Date`).
+/// closes) sent whole, then in pieces of 7 bytes that the server reads one at a time (each is
+/// written once the server has read the one before, `support::wait_read`), gets byte-identical
+/// answers from both transports (apart from `Date`).
 #[test]
 fn both_transports_answer_the_same_bytes() {
     let pipeline: &[u8] = b"GET /api/v1/available HTTP/1.1\r\nHost: t\r\n\r\n\
@@ -54,10 +57,14 @@ fn both_transports_answer_the_same_bytes() {
         for piece in [pipeline.len(), 7] {
             let server = start(transport, &[]);
             let mut stream = server.connect();
-            for chunk in pipeline.chunks(piece) {
+            let chunks: Vec<&[u8]> = pipeline.chunks(piece).collect();
+            let (last, first) = chunks.split_last().unwrap();
+            for chunk in first {
                 stream.write_all(chunk).unwrap();
-                std::thread::sleep(Duration::from_millis(1));
+                support::wait_read(&stream);
             }
+            // After the last piece the server answers and closes: nothing left to wait for.
+            stream.write_all(last).unwrap();
             answers.push((transport, piece, read_all_dateless(&mut stream)));
         }
     }
@@ -72,17 +79,21 @@ fn both_transports_answer_the_same_bytes() {
     }
 }
 
-/// A client with a tiny receive buffer pipelines 30,000 purchases (4 MB of answers) without
-/// reading for a while, so the server's sends stall and (uring) it stops reading the client; once
+/// A client with tiny socket buffers pipelines 60,000 purchases (about 9 MB of answers, more than
+/// the kernel's socket buffers hold: 4 MB at most for a send buffer by default) without reading,
+/// so the server's sends stall and it stops reading the client. The pause is observed: request
+/// bytes wait unread in the server's socket, and neither they nor the client's writes move for
+/// 200 ms (a server that kept reading would drain its socket, holding the answers itself). Once
 /// the client reads, every purchase is answered, in order (each `remaining` one below the last).
 #[test]
 fn a_client_that_does_not_read_is_paused_and_answered_in_order() {
-    const ORDERS: usize = 30_000;
+    const ORDERS: usize = 60_000;
     for transport in TRANSPORTS {
         let server = start(transport, &[]);
         let socket =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
+        socket.set_send_buffer_size(4096).unwrap();
         socket.connect(&server.addr.into()).unwrap();
         let mut stream: TcpStream = socket.into();
         stream
@@ -91,12 +102,35 @@ fn a_client_that_does_not_read_is_paused_and_answered_in_order() {
         let request =
             b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"qty\":1}";
         let mut writer = stream.try_clone().unwrap();
+        let written = Arc::new(AtomicUsize::new(0));
+        let counted = written.clone();
         let sender = std::thread::spawn(move || {
             for _ in 0..ORDERS {
                 writer.write_all(request).unwrap();
+                counted.fetch_add(1, Ordering::Relaxed);
             }
         });
-        std::thread::sleep(Duration::from_millis(300));
+        // Sampled every 20 ms: paused once ten samples in a row see the same unread bytes in the
+        // server's socket (more than none) and the same count of requests written.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut last, mut unchanged) = ((usize::MAX, 0), 0);
+        while unchanged < 10 {
+            assert!(
+                Instant::now() < deadline,
+                "{transport}: no pause: {} of {ORDERS} requests written, {} bytes unread",
+                last.0,
+                last.1
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            let (_, unread) = support::tcp_queues(&stream).expect("the connection is open");
+            let now = (written.load(Ordering::Relaxed), unread);
+            unchanged = if now == last && unread > 0 {
+                unchanged + 1
+            } else {
+                0
+            };
+            last = now;
+        }
         let mut carry = Vec::new();
         for i in 0..ORDERS {
             let reply = read_reply(&mut stream, &mut carry);

@@ -1,5 +1,9 @@
-//! Per-shard counters: plain integers owned by one executor, read by the root info route (and the
-//! coming `/metrics`). Bad input is counted here, by kind, instead of being logged per request.
+//! Per-shard counters: plain integers owned by one executor, served by the root info route
+//! (`GET /`, every field below, parser errors by kind). Bad input is counted here, by kind,
+//! instead of being logged per request.
+//!
+//! There is no "connections refused": a shard at `connections_max` refuses nothing, it stops
+//! accepting, and the connections over the limit wait in the listen backlog until a slot frees.
 
 use proto_http::Error;
 
@@ -8,8 +12,6 @@ use proto_http::Error;
 pub struct Counters {
     /// Connections accepted.
     pub connections_accepted: u64,
-    /// Connections refused because the shard was at `connections_max`.
-    pub connections_refused: u64,
     /// Connections closed by the head deadline (slowloris) or the idle timeout.
     pub connections_timed_out: u64,
     /// Requests answered, whatever the status.
@@ -46,8 +48,11 @@ impl Counters {
         self.http_errors[index] += 1;
     }
 
-    /// All parser errors together.
-    pub fn http_errors_total(&self) -> u64 {
-        self.http_errors.iter().sum()
+    /// Each parser error kind with its count, in the order of `Error::ALL`.
+    pub fn http_errors_by_kind(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Error::ALL
+            .iter()
+            .zip(&self.http_errors)
+            .map(|(e, &n)| (e.as_str(), n))
     }
 }

@@ -474,7 +474,7 @@ impl App {
         error(out, x, e.status(), e.code(), e.detail(), None)
     }
 
-    /// `GET /`: what this process is, and this shard's counters.
+    /// `GET /`: what this process is, and this shard's counters (parser errors by kind).
     fn root(&self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
         let c = &self.counters;
         let m = self.node.moves();
@@ -484,11 +484,10 @@ impl App {
                 "{{\"service\":\"ticketd\",\"version\":\"{}\",\"mode\":\"{}\",\"shards\":{},\"shard\":{},\
                  \"slice\":{{\"available\":{},\"sold\":{}}},\"moves\":{{\"orders_local\":{},\"orders_escalated\":{},\
                  \"refills_asked\":{},\"takes_answered\":{},\"tickets_in\":{},\"tickets_out\":{},\"gathers_failed\":{}}},\
-                 \"counters\":{{\"connections_accepted\":{},\
-                 \"connections_refused\":{},\"connections_timed_out\":{},\"requests\":{},\"orders_sold\":{},\
-                 \"orders_insufficient\":{},\"tickets_sold\":{},\"http_errors\":{},\"body_errors\":{},\
-                 \"not_found\":{},\"method_not_allowed\":{},\"forwarded\":{},\"forward_failed\":{},\
-                 \"forward_outcome_unknown\":{}}}}}",
+                 \"counters\":{{\"connections_accepted\":{},\"connections_timed_out\":{},\"requests\":{},\
+                 \"orders_sold\":{},\"orders_insufficient\":{},\"orders_refused\":{},\"tickets_sold\":{},\
+                 \"body_errors\":{},\"not_found\":{},\"method_not_allowed\":{},\"forwarded\":{},\
+                 \"forward_failed\":{},\"forward_outcome_unknown\":{},\"http_errors\":{{",
                 env!("CARGO_PKG_VERSION"),
                 self.mode.as_str(),
                 self.shards,
@@ -503,13 +502,12 @@ impl App {
                 m.tickets_out,
                 m.gathers_failed,
                 c.connections_accepted,
-                c.connections_refused,
                 c.connections_timed_out,
                 c.requests,
                 c.orders_sold,
                 c.orders_insufficient,
+                c.orders_refused,
                 c.tickets_sold,
-                c.http_errors_total(),
                 c.body_errors,
                 c.not_found,
                 c.method_not_allowed,
@@ -517,6 +515,11 @@ impl App {
                 c.forward_failed,
                 c.forward_outcome_unknown,
             );
+            for (i, (kind, n)) in c.http_errors_by_kind().enumerate() {
+                let comma = if i == 0 { "" } else { "," };
+                let _ = write!(o, "{comma}\"{kind}\":{n}");
+            }
+            o.extend_from_slice(b"}}}");
         })
     }
 }

@@ -31,12 +31,13 @@
 //! The heartbeat runs several times per ping interval ([`BEATS_PER_PING`]), so a shard that is
 //! merely late by a timer tick still advances between two looks. The uring driver gives way to
 //! its shard's other tasks at least every few milliseconds under load, so a busy shard beats too.
-//! Once a stop has begun the watchdog thread ends: the stop has its own bound
-//! (`TimeoutStopSec=` in the unit, and the forced exit in [`crate::process::signals`]).
+//! Once a stop has begun the watchdog thread ends, and no ping follows `STOPPING=1` (both are sent
+//! under one lock, [`Notifier::watchdog`]): the stop has its own bound (`TimeoutStopSec=` in the
+//! unit, and the forced exit in [`crate::process::signals`]).
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// The environment variable that names the notification socket.
@@ -78,6 +79,11 @@ struct Target {
     addr: std::os::unix::net::SocketAddr,
     /// Set after the first failed send, so failures after it are logged at debug only.
     warned: AtomicBool,
+    /// Set when `STOPPING=1` is sent. `STOPPING=1` is sent, and `WATCHDOG=1` checked and sent,
+    /// under this lock, so no ping can follow `STOPPING=1` (a watchdog thread that read the stop
+    /// flag just before it was set would otherwise ping once more). Only the watchdog thread (once
+    /// per ping) and the signal thread (once) take it: it is not on any request path.
+    stopped: Mutex<bool>,
 }
 
 impl Notifier {
@@ -129,9 +135,31 @@ impl Notifier {
         ));
     }
 
-    /// A stop has begun.
+    /// A stop has begun: `STOPPING=1`, and no `WATCHDOG=1` after it.
     pub fn stopping(&self) {
+        let Some(target) = &self.target else {
+            return;
+        };
+        let mut stopped = target
+            .stopped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *stopped = true;
         self.send("STOPPING=1\nSTATUS=stopping: draining connections");
+    }
+
+    /// `WATCHDOG=1`, unless `STOPPING=1` was sent.
+    pub fn watchdog(&self) {
+        let Some(target) = &self.target else {
+            return;
+        };
+        let stopped = target
+            .stopped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !*stopped {
+            self.send("WATCHDOG=1");
+        }
     }
 }
 
@@ -147,6 +175,7 @@ fn open(address: &str) -> std::io::Result<Target> {
         socket: UnixDatagram::unbound()?,
         addr,
         warned: AtomicBool::new(false),
+        stopped: Mutex::new(false),
     })
 }
 
@@ -252,7 +281,7 @@ impl Watchdog {
                     }
                     let now = heartbeats.read();
                     if all_advanced(&before, &now) {
-                        notifier.send("WATCHDOG=1");
+                        notifier.watchdog();
                         stalled_logged = false;
                     } else if !stalled_logged {
                         let stuck: Vec<usize> =
@@ -343,6 +372,27 @@ mod tests {
             assert!(buf[..n].starts_with(b"STOPPING=1\n"), "{address}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_watchdog_ping_after_stopping() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("ticketd-notify-stop-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let socket = UnixDatagram::bind_addr(&addr).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let notifier = Notifier::to(&format!("@{name}"));
+        notifier.watchdog();
+        notifier.stopping();
+        notifier.watchdog();
+        let mut buf = [0u8; 256];
+        let mut got = Vec::new();
+        while let Ok(n) = socket.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], "WATCHDOG=1");
+        assert!(got[1].starts_with("STOPPING=1\n"), "{got:?}");
     }
 
     #[test]

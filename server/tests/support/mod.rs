@@ -352,3 +352,64 @@ pub fn run_failing(args: &[&str]) -> (i32, String) {
         String::from_utf8_lossy(&output.stderr).to_string(),
     )
 }
+
+impl Server {
+    /// Whether the process is still running (it has not exited).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().unwrap().is_none())
+    }
+}
+
+/// `ADDR:PORT` as `/proc/net/tcp` writes an IPv4 socket address: the address as the native-endian
+/// integer of its network-order bytes, then the port, both in upper-case hex.
+fn proc_net_addr(addr: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only: {addr}")
+    };
+    format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    )
+}
+
+/// The kernel's queues of one loopback connection, from `/proc/net/tcp`: the bytes `stream` wrote
+/// that the server's end has not acknowledged, and the bytes waiting in the server's end that the
+/// server has not read. `None` when either end is gone.
+pub fn tcp_queues(stream: &TcpStream) -> Option<(u64, u64)> {
+    let ours = proc_net_addr(stream.local_addr().unwrap());
+    let theirs = proc_net_addr(stream.peer_addr().unwrap());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let (mut unacked, mut unread) = (None, None);
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (tx, rx) = fields[4].split_once(':').unwrap();
+        let hex = |q: &str| u64::from_str_radix(q, 16).unwrap();
+        if fields[1] == ours && fields[2] == theirs {
+            unacked = Some(hex(tx));
+        } else if fields[1] == theirs && fields[2] == ours {
+            unread = Some(hex(rx));
+        }
+    }
+    Some((unacked?, unread?))
+}
+
+/// Waits until the server has read every byte written so far on `stream`: all of it reached the
+/// server's end (acknowledged) and none of it waits there unread. A write, this, then the next
+/// write make the server receive the two writes in two reads, whatever the scheduling; no sleep
+/// can promise that. Panics after [`READ_TIMEOUT`].
+pub fn wait_read(stream: &TcpStream) {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    loop {
+        match tcp_queues(stream) {
+            Some((0, 0)) => return,
+            queues => assert!(
+                Instant::now() < deadline,
+                "the server did not read what was sent (unacknowledged, unread): {queues:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
