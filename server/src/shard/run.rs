@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
-use glommio::channels::local_channel;
+use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use proto_http::Limits;
@@ -258,7 +258,7 @@ struct Prepared {
 /// One shard's life on its executor.
 async fn shard_main(
     config: Arc<Config>,
-    prepared: Prepared,
+    mut prepared: Prepared,
     mesh: MeshBuilder<Message, Full>,
     stop: Arc<AtomicBool>,
     bound_tx: mpsc::Sender<Result<usize, String>>,
@@ -278,53 +278,22 @@ async fn shard_main(
         Ok(listener) => listener,
         Err(e) => return fail(format!("shard {me} cannot listen on {addr}: {e}")),
     };
-    let journal = match open_journal(prepared.journal, me, shards, prepared.stock).await {
+    let journal = match open_journal(prepared.journal.take(), me, shards, prepared.stock).await {
         Ok(journal) => journal,
         Err(e) => return fail(format!("shard {me} cannot open its journal: {e}")),
     };
-    let (journal_bell, journal_kicked) = local_channel::new_bounded(1);
-    let (mail_bell, mail_kicked) = local_channel::new_bounded(1);
     let (writer, tail) = journal.unzip();
-    let shard = Rc::new_cyclic(|weak: &std::rc::Weak<Shard>| {
-        let forwarder = prepared.vacancy.map(|addr| {
-            let weak = weak.clone();
-            Rc::new(Forwarder::new(
-                addr,
-                UpstreamConfig::from_config(&config),
-                config.http_max_connections,
-                config.http_keepalive_connections,
-                Box::new(move || {
-                    if let Some(shard) = weak.upgrade() {
-                        shard.collect_upstream();
-                    }
-                }),
-            ))
-        });
-        Shard::new(ShardParts {
-            core: ShardCore::new(
-                core_config(
-                    &config,
-                    me,
-                    shards,
-                    prepared.stock,
-                    prepared.vacancy.is_some(),
-                ),
-                tail,
-            ),
-            mail_bell,
-            journal_bell,
-            journal_file: writer.as_ref().map(|w| JournalFile {
-                fd: std::cell::Cell::new(w.raw_fd()),
-                path: RefCell::new(w.path()),
-            }),
-            forwarder,
-            head_timeout: config.head_timeout,
-            idle_timeout: config.idle_timeout,
-            latency: prepared
-                .latency_origin
-                .map(|_| RefCell::new(Recorder::default())),
-        })
-    });
+    let core = ShardCore::new(
+        core_config(
+            &config,
+            me,
+            shards,
+            prepared.stock,
+            prepared.vacancy.is_some(),
+        ),
+        tail,
+    );
+    let (shard, journal_kicked, mail_kicked) = new_shard(&config, &prepared, core, writer.as_ref());
     let dump = match (&config.latency_dump, prepared.latency_origin) {
         (Some(dir), Some(origin)) => match latency::Dump::open(dir, me, origin) {
             Ok(dump) => Some(dump),
@@ -334,38 +303,12 @@ async fn shard_main(
     };
     // The transport is ready before the shard reports itself bound, so a ring that cannot be
     // set up fails the start instead of a shard later.
-    let serving = match prepared.transport {
-        // SAFETY: the fd is a bound, listening TCP socket we own; glommio takes ownership of it.
-        Transport::Glommio => {
-            Serving::Glommio(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
-        }
-        Transport::Uring => {
-            match uring::Driver::new(
-                shard.clone(),
-                listener,
-                config.connections_max,
-                config.shutdown_timeout,
-            ) {
-                Ok(driver) => Serving::Uring(Box::new(driver)),
-                Err(e) => return fail(format!("shard {me} cannot set up its io_uring: {e}")),
-            }
-        }
+    let serving = match transport(&shard, &config, prepared.transport, listener) {
+        Ok(serving) => serving,
+        Err(e) => return fail(format!("shard {me} cannot set up its io_uring: {e}")),
     };
     let _ = bound_tx.send(Ok(me));
-
-    let dumper = dump.map(|dump| {
-        let (stop_tx, stop_rx) = local_channel::new_bounded::<()>(1);
-        let shard = shard.clone();
-        let period = config.latency_dump_interval;
-        let task = glommio::spawn_local(async move {
-            let recorder = shard
-                .latency
-                .as_ref()
-                .expect("recording is on when dumping");
-            dump.run(recorder, period, stop_rx).await;
-        });
-        (stop_tx, task)
-    });
+    let dumper = dump.map(|dump| start_dumper(&shard, dump, config.latency_dump_interval));
     let senders = Rc::new(senders);
     spawn_tasks(
         &shard,
@@ -377,26 +320,126 @@ async fn shard_main(
         config.cache_ttl / 2,
     );
 
-    let served = match serving {
-        Serving::Uring(driver) => (*driver).run(&stop).await,
-        Serving::Glommio(listener) => {
-            sockets::serve(
-                &shard,
-                listener,
-                config.connections_max,
-                config.shutdown_timeout,
-                &stop,
-            )
-            .await;
-            Ok(())
-        }
-    };
+    let served = serve(&shard, serving, &config, &stop).await;
     // The drain is over: no connection is left to record anything, so this dump is the last.
     if let Some((stop_dumper, dumped)) = dumper {
         let _ = stop_dumper.send(()).await;
         dumped.await;
     }
     tasks::leave(&shard, Instant::now() + config.shutdown_timeout).await;
+    log_commits(&shard, me);
+    senders.close();
+    served
+}
+
+/// The glue around `core`, and the receiving ends of its journal and mail bells.
+fn new_shard(
+    config: &Config,
+    prepared: &Prepared,
+    core: ShardCore,
+    writer: Option<&Writer>,
+) -> (Rc<Shard>, LocalReceiver<()>, LocalReceiver<()>) {
+    let (journal_bell, journal_kicked) = local_channel::new_bounded(1);
+    let (mail_bell, mail_kicked) = local_channel::new_bounded(1);
+    let parts = ShardParts {
+        core,
+        mail_bell,
+        journal_bell,
+        journal_file: writer.map(|w| JournalFile {
+            fd: std::cell::Cell::new(w.raw_fd()),
+            path: RefCell::new(w.path()),
+        }),
+        forwarder: None,
+        head_timeout: config.head_timeout,
+        idle_timeout: config.idle_timeout,
+        latency: prepared
+            .latency_origin
+            .map(|_| RefCell::new(Recorder::default())),
+    };
+    let shard = build_shard(config, parts, prepared.vacancy);
+    (shard, journal_kicked, mail_kicked)
+}
+
+/// Serves with the shard's transport until a stop and the drain are over.
+async fn serve(
+    shard: &Rc<Shard>,
+    serving: Serving,
+    config: &Config,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), String> {
+    match serving {
+        Serving::Uring(driver) => (*driver).run(stop).await,
+        Serving::Glommio(listener) => {
+            let (max, grace) = (config.connections_max, config.shutdown_timeout);
+            sockets::serve(shard, listener, max, grace, stop).await;
+            Ok(())
+        }
+    }
+}
+
+/// The glue around a shard's core; in ticket mode with its forwarder, whose answers ring the
+/// shard (through a weak reference: the forwarder lives inside the shard).
+fn build_shard(config: &Config, mut parts: ShardParts, vacancy: Option<SocketAddr>) -> Rc<Shard> {
+    Rc::new_cyclic(|weak: &std::rc::Weak<Shard>| {
+        parts.forwarder = vacancy.map(|addr| {
+            let weak = weak.clone();
+            Rc::new(Forwarder::new(
+                addr,
+                UpstreamConfig::from_config(config),
+                config.http_max_connections,
+                config.http_keepalive_connections,
+                Box::new(move || {
+                    if let Some(shard) = weak.upgrade() {
+                        shard.collect_upstream();
+                    }
+                }),
+            ))
+        });
+        Shard::new(parts)
+    })
+}
+
+/// The shard's transport, ready to serve.
+fn transport(
+    shard: &Rc<Shard>,
+    config: &Config,
+    transport: Transport,
+    listener: OwnedFd,
+) -> std::io::Result<Serving> {
+    Ok(match transport {
+        // SAFETY: the fd is a bound, listening TCP socket we own; glommio takes ownership of it.
+        Transport::Glommio => {
+            Serving::Glommio(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
+        }
+        Transport::Uring => Serving::Uring(Box::new(uring::Driver::new(
+            shard.clone(),
+            listener,
+            config.connections_max,
+            config.shutdown_timeout,
+        )?)),
+    })
+}
+
+/// Starts the latency dumper; returns the channel that stops it and the task to await.
+fn start_dumper(
+    shard: &Rc<Shard>,
+    dump: latency::Dump,
+    period: Duration,
+) -> (local_channel::LocalSender<()>, glommio::Task<()>) {
+    let (stop_tx, stop_rx) = local_channel::new_bounded::<()>(1);
+    let shard = shard.clone();
+    let task = glommio::spawn_local(async move {
+        let recorder = shard
+            .latency
+            .as_ref()
+            .expect("recording is on when dumping");
+        dump.run(recorder, period, stop_rx).await;
+    });
+    (stop_tx, task)
+}
+
+/// The journal's line at exit: what the group commits did.
+fn log_commits(shard: &Shard, me: usize) {
     if let Some(stats) = shard.core.borrow().commit_stats() {
         tracing::info!(
             shard = me,
@@ -407,8 +450,6 @@ async fn shard_main(
             "journal"
         );
     }
-    senders.close();
-    served
 }
 
 /// What the shard's core is, from the configuration.
@@ -466,8 +507,8 @@ fn spawn_tasks(
     senders: &Rc<Senders<Message>>,
     receivers: &mut glommio::channels::channel_mesh::Receivers<Message>,
     writer: Option<Writer>,
-    journal_kicked: local_channel::LocalReceiver<()>,
-    mail_kicked: local_channel::LocalReceiver<()>,
+    journal_kicked: LocalReceiver<()>,
+    mail_kicked: LocalReceiver<()>,
     report_period: Duration,
 ) {
     glommio::spawn_local(tasks::clock(shard.clone())).detach();
