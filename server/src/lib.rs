@@ -8,7 +8,7 @@
 //! - [`net`]: the sans-IO connection state machine and the io_uring transport.
 //! - [`app`]: routes and JSON replies, the `{"qty":N}` body, counters, latency histograms.
 //! - [`stock`]: a shard's slice of the stock and the pure protocol that moves tickets.
-//! - [`durability`]: the journal (group commit, replay, snapshots) and its run-time committer.
+//! - [`durability`]: the journal (group commit, replay, snapshots) and its pure run-time side.
 //! - [`forward`]: the ticket tier's pooled connections to the vacancy service.
 //! - [`json`]: the one hand-written JSON scanner, shared by [`app`]'s `{"qty":N}` fast path and
 //!   [`forward`]'s reading of the vacancy service's replies (a leaf: it imports nothing).

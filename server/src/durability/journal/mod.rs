@@ -9,7 +9,7 @@
 //! - [`file`]: the files beneath: glommio `DmaFile`s in a directory, or a memory disk that injects
 //!   faults and crashes (for tests).
 //! - [`recover`]: start-up (replay, reconcile moves, start a new epoch), and the per-shard
-//!   [`Writer`] that the committer drives with [`commit`].
+//!   [`Writer`] (driven at run time by the shard's journal task, or by [`commit`] in tests).
 //!
 //! # How a shard uses it
 //! ```text
@@ -18,8 +18,10 @@
 //!                                 let tail = RefCell::new(tail);   // slice starts at tail.ledger().available()
 //! request path:                   let seq = tail.borrow_mut().append(Change::Sale { qty })?;
 //!                                 ... answer once tail.borrow().durable() >= seq
-//! committer task, every turn:     commit(&tail, &mut writer).await  (Err: the journal failed for good)
+//! writer, one batch at a time:    commit(&tail, &mut writer).await  (Err: the journal failed for good)
 //! ```
+//! At run time a shard's core holds the tail (`durability::commits`) and hands batches to whoever
+//! writes them (the uring driver through its ring, or the journal task through `Writer::write`).
 //! A Give's tickets must not be sent to the peer before the Give is durable: otherwise a crash
 //! could keep the peer's Receive and lose the Give, and the tickets would exist twice (replay
 //! reports that as corruption rather than guess).

@@ -1,6 +1,6 @@
 //! Start-up: read the manifest, replay every shard file of the last epoch, reconcile moves, check
 //! that the stock balances, and start the next epoch (see the module doc of `journal` for why
-//! every step is crash-safe). Also the per-shard writer that the committer drives.
+//! every step is crash-safe). Also the per-shard writer that writes the tail's batches.
 
 use std::cell::RefCell;
 
@@ -551,7 +551,7 @@ impl Writer {
 
 /// Takes the tail's next batch, writes it, and marks it done (or the journal failed), without
 /// holding the borrow across the I/O, so the shard keeps appending meanwhile. Call it from one
-/// committer task per shard, again whenever [`Tail::pending`]; compaction happens inside it when
+/// writer per shard, again whenever [`Tail::pending`]; compaction happens inside it when
 /// the file passed its threshold. An error is permanent: the shard must stop acknowledging. Returns the last
 /// durable sequence number it made durable, `None` when there was nothing to do, or the
 /// journal's permanent failure.

@@ -1,5 +1,5 @@
 //! The write side of one shard's journal, without I/O: records are encoded into a buffer that
-//! mirrors the end of the file, and handed out as block-aligned batches for the committer to
+//! mirrors the end of the file, and handed out as block-aligned batches for the writer to
 //! write and sync (group commit).
 //!
 //! Invariants:
