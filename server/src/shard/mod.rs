@@ -121,13 +121,21 @@ pub(crate) struct Shard {
 
 /// What a [`Shard`] is made of (see its fields).
 pub(crate) struct ShardParts {
+    /// Everything the shard decides.
     pub core: ShardCore,
+    /// Wakes the mail flusher.
     pub mail_bell: LocalSender<()>,
+    /// Wakes the journal task.
     pub journal_bell: LocalSender<()>,
+    /// The journal's current file (with `--durability sync`).
     pub journal_file: Option<JournalFile>,
+    /// Ticket mode: the connections to the vacancy service.
     pub forwarder: Option<Rc<Forwarder>>,
+    /// How long a head may take once started.
     pub head_timeout: Duration,
+    /// How long a connection may idle between requests.
     pub idle_timeout: Duration,
+    /// Service times, with `--latency-dump`.
     pub latency: Option<RefCell<Recorder>>,
 }
 
