@@ -95,14 +95,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
     }
     drop(bound_tx);
 
-    let mut failure = None;
-    for _ in 0..shards {
-        match bound_rx.recv() {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => failure = failure.or(Some(StartError::Executor(e))),
-            Err(_) => break, // a shard died before binding; its join below says why
-        }
-    }
+    let mut failure = bound(&bound_rx, shards);
     if failure.is_none() {
         tracing::info!(
             addr = %addr,
@@ -131,6 +124,19 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Waits until every shard listens; the first shard's failure to, if any.
+fn bound(bound_rx: &mpsc::Receiver<Result<usize, String>>, shards: usize) -> Option<StartError> {
+    let mut failure = None;
+    for _ in 0..shards {
+        match bound_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => failure = failure.or(Some(StartError::Executor(e))),
+            Err(_) => break, // a shard died before binding; its join below says why
+        }
+    }
+    failure
 }
 
 /// A run with `--durability sync`: the data directory's lock (held until the process exits) and
