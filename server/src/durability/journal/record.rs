@@ -83,6 +83,19 @@ pub enum Record {
     Snapshot(Ledger),
 }
 
+impl Record {
+    /// Applies this change record to `ledger`, or says why it cannot be applied (and changes
+    /// nothing). A snapshot is never a change: it only starts a file.
+    pub(crate) fn apply_to(&self, ledger: &mut Ledger) -> Result<(), LedgerError> {
+        match *self {
+            Record::Sale { qty } => ledger.sell(qty),
+            Record::Give { to, move_id, qty } => ledger.give(to, move_id, qty),
+            Record::Receive { from, move_id, qty } => ledger.receive(from, move_id, qty),
+            Record::Snapshot(_) => Err(LedgerError::SnapshotNotFirst),
+        }
+    }
+}
+
 /// What is wrong with the bytes at a record boundary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Corruption {
@@ -382,13 +395,51 @@ mod tests {
 
     fn snapshot(shards: usize) -> Record {
         let mut l = Ledger::new(1, shards, 3, 100);
-        l.apply(&Record::Give {
+        Record::Give {
             to: 0,
             move_id: 1,
             qty: 7,
-        })
+        }
+        .apply_to(&mut l)
         .unwrap();
         Record::Snapshot(l)
+    }
+
+    #[test]
+    fn a_record_applies_as_its_change() {
+        // (record applied to a ledger of shard 1 of 3 with base 10, outcome, available after)
+        let cases = [
+            (Record::Sale { qty: 4 }, Ok(()), 6),
+            (
+                Record::Give {
+                    to: 0,
+                    move_id: 1,
+                    qty: 3,
+                },
+                Ok(()),
+                7,
+            ),
+            (
+                Record::Receive {
+                    from: 2,
+                    move_id: 1,
+                    qty: 5,
+                },
+                Ok(()),
+                15,
+            ),
+            (Record::Sale { qty: 11 }, Err(LedgerError::Overdrawn), 10),
+            (
+                Record::Snapshot(Ledger::new(1, 3, 0, 0)),
+                Err(LedgerError::SnapshotNotFirst),
+                10,
+            ),
+        ];
+        for (record, outcome, available) in cases {
+            let mut ledger = Ledger::new(1, 3, 7, 10);
+            assert_eq!(record.apply_to(&mut ledger), outcome, "{record:?}");
+            assert_eq!(ledger.available(), available, "{record:?}");
+        }
     }
 
     #[test]

@@ -440,7 +440,7 @@ fn next_record(
                     found: frame.seq,
                 });
             }
-            l.apply(&record).map_err(Corruption::Ledger)?;
+            record.apply_to(l).map_err(Corruption::Ledger)?;
         }
     }
     Ok(Some((frame.seq, frame.bytes)))

@@ -161,7 +161,7 @@ impl Tail {
                 qty,
             },
         };
-        if let Err(e) = self.ledger.apply(&record) {
+        if let Err(e) = record.apply_to(&mut self.ledger) {
             panic!("journal append of {change:?} to {:?}: {e}", self.ledger);
         }
         let seq = self.next_seq;

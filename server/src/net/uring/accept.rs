@@ -1,0 +1,134 @@
+//! Accepting: the multishot accept armed or cancelled so that open plus waiting connections
+//! stay within `connections_max`, accepted sockets admitted to a slot.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, types};
+
+use super::connections::State;
+use super::slots::{close, Phase, Slot};
+use super::{token, Op, SWEEP_PERIOD};
+
+/// After an accept error that ended the multishot accept (EMFILE, ENFILE, ENOMEM), accepting
+/// resumes after this long, so a full descriptor table does not spin the shard.
+const ACCEPT_PAUSE: Duration = SWEEP_PERIOD;
+
+impl State {
+    pub(super) fn on_accept(&mut self, res: i32, flags: u32, now: Instant) {
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
+        }
+        if res >= 0 {
+            if self.draining {
+                close(res); // as a connection still in the backlog when the listener closes
+            } else {
+                self.waiting.push_back(res);
+            }
+        } else if res != -libc::ECANCELED {
+            tracing::debug!(error = %io::Error::from_raw_os_error(-res), "accept failed");
+            if !cqueue::more(flags) {
+                self.accept_paused_until = now + ACCEPT_PAUSE;
+            }
+        }
+    }
+
+    /// Admits waiting sockets up to the limit, and arms or cancels the accept so that open plus
+    /// waiting stays at most `connections_max`; closes the listener once draining.
+    pub(super) fn control_accept(&mut self, now: Instant) {
+        while self.open < self.connections_max {
+            let Some(fd) = self.waiting.pop_front() else {
+                break;
+            };
+            self.admit(fd, now);
+        }
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let want = !self.draining
+            && self.open + self.waiting.len() < self.connections_max
+            && now >= self.accept_paused_until;
+        if want && !self.accept_armed {
+            let accept = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+                .user_data(token(Op::Accept, 0, 0));
+            self.staged.push(accept);
+            self.accept_armed = true;
+            self.accept_cancelled = false;
+        } else if !want && self.accept_armed && !self.accept_cancelled {
+            let cancel = opcode::AsyncCancel::new(token(Op::Accept, 0, 0))
+                .build()
+                .user_data(token(Op::Cancel, 0, 0));
+            self.staged.push(cancel);
+            self.accept_cancelled = true;
+        }
+        if self.draining && !self.accept_armed {
+            self.listener = None; // closes it: the backlog is reset, as the glommio transport does
+        }
+    }
+
+    /// Gives an accepted socket a slot.
+    fn admit(&mut self, fd: RawFd, now: Instant) {
+        self.shard
+            .core
+            .borrow_mut()
+            .app
+            .counters
+            .connections_accepted += 1;
+        self.set_nodelay(fd);
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.slots.push(Slot::free(now));
+                u32::try_from(self.slots.len() - 1).expect("connections_max fits in u32")
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        assert!(slot.phase == Phase::Free && !slot.recv_armed && !slot.sending && !slot.touched);
+        slot.fd = fd;
+        slot.phase = Phase::Open;
+        slot.peer_closed = false;
+        slot.read_shut = false;
+        slot.in_request = false;
+        slot.deadline = now + self.shard.idle_timeout;
+        self.open += 1;
+        assert!(self.open <= self.connections_max);
+        self.touch(index);
+    }
+
+    /// TCP_NODELAY: replies are whole, so Nagle would only delay them. Linux copies the option
+    /// from the listener to accepted sockets; that is checked on the first one, and if not, every
+    /// socket gets its own setsockopt.
+    fn set_nodelay(&mut self, fd: RawFd) {
+        let inherited = *self.nodelay_inherited.get_or_insert_with(|| {
+            let mut on: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt writes an int into `on`, of the size given.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    (&mut on as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            rc == 0 && on != 0
+        });
+        if !inherited {
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt reads an int from `on`, of the size given.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+    }
+}
