@@ -69,8 +69,9 @@ impl DriverBell {
             return;
         }
         if let Some(fd) = self.fd.get() {
-            self.parked.set(false); // one ring wakes it; the rest of this batch needs none
-                                    // SAFETY: writes 8 bytes to an eventfd the driver owns while it runs.
+            // One ring wakes it; the rest of this batch needs none.
+            self.parked.set(false);
+            // SAFETY: writes 8 bytes to an eventfd the driver owns while it runs.
             unsafe { libc::eventfd_write(fd, 1) };
         }
     }
