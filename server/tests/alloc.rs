@@ -2,7 +2,9 @@
 //! routes, the stock and the response writer run on buffers that were sized by earlier requests.
 //! A counting global allocator (counting only this test's thread) proves it for the hot routes,
 //! a pipelined batch, and a request split across two inputs, with the `--latency-dump` recording
-//! of each input's service time.
+//! of each input's service time; and through the shard's core with its journal (the append of
+//! every sale, the held response), as the transports run it. Not covered here: the transports'
+//! send paths (the uring driver's output buffers come from a per-shard pool; see net/uring).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -112,4 +114,79 @@ fn warm_requests_allocate_nothing() {
     );
     assert!(conn.is_idle());
     assert_eq!(latency.len(), 1003 * inputs.len() as u64);
+}
+
+/// The same through the shard's core with its journal, as the transports run it: each input's
+/// changes are appended to the journal's tail and its response is held for the group commit.
+/// Only the core's `input` is counted (the request path); the group commit between rounds (take
+/// a batch, write it, mark it done, release the held output) is the commit path, once per group.
+#[test]
+fn warm_requests_through_the_core_and_its_journal_allocate_nothing() {
+    use futures_lite::future::block_on;
+    use ticketd::durability::journal::{self, MemDisk, Store, Writer};
+    use ticketd::shard::core::{CoreConfig, ShardCore};
+
+    let store = Store::Mem(MemDisk::new());
+    let (mut writer, tail) = block_on(async {
+        let recovered = journal::open(&store, 1, 1_000_000_000).await.expect("open");
+        Writer::open(&store, recovered.shards[0].clone(), u64::MAX)
+            .await
+            .expect("writer")
+    });
+    let mut core = ShardCore::new(
+        CoreConfig {
+            mode: Mode::Monolith,
+            shard: 0,
+            shards: 1,
+            stock: 1_000_000_000,
+            max_order_qty: 1_000_000_000,
+            forward_cache_ttl: None,
+            limits: ConnLimits {
+                http: Limits::default(),
+                headers_max: 32,
+            },
+        },
+        Some(tail),
+    );
+    let purchase: &[u8] =
+        b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"qty\":1}";
+    let pipelined = purchase.repeat(16);
+    let inputs: Vec<&[u8]> = vec![
+        purchase,
+        b"GET /api/v1/available HTTP/1.1\r\nHost: t\r\n\r\n",
+        &pipelined,
+        b"POST /api/v1/reserve HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"qty\":2}",
+    ];
+    let mut conns: Vec<Connection> = (0..inputs.len()).map(|_| Connection::default()).collect();
+    let mut out = Vec::new();
+    let mut counted = 0;
+    let mut round = |core: &mut ShardCore, counted: &mut usize| {
+        for (key, input) in inputs.iter().enumerate() {
+            let now = std::time::Instant::now();
+            let before = allocations();
+            let step = core.input(key as u64, &mut conns[key], input, &mut out, now);
+            *counted += allocations() - before;
+            assert_eq!(step.next, Next::Read);
+            out.clear();
+        }
+        // The group commit: not the request path.
+        while let Some(batch) = core.next_batch(std::time::Instant::now(), true) {
+            block_on(writer.write(&batch)).expect("write");
+            core.write_done(&batch, std::time::Instant::now());
+        }
+        while let Some((key, _)) = core.next_conn_event() {
+            core.release(key);
+        }
+    };
+    for _ in 0..3 {
+        round(&mut core, &mut 0);
+    }
+    for _ in 0..1000 {
+        round(&mut core, &mut counted);
+    }
+    assert_eq!(
+        counted, 0,
+        "allocations on the warm request path, journal append included"
+    );
+    assert_eq!(core.app.node.slice().sold(), 1003 * 19);
 }
