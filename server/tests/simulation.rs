@@ -203,6 +203,11 @@ struct Coverage {
     tickets_acked: u64,
     /// "Sold out" answers clients saw.
     refusals_seen: u64,
+    /// Orders placed, orders a shard refused on the spot (by the coordinator's bound, with no
+    /// message), and protocol messages delivered: the messages per order.
+    orders: u64,
+    refused_locally: u64,
+    stock_messages: u64,
     quiet_deliveries_max: u64,
 }
 
@@ -214,8 +219,9 @@ impl Coverage {
              staged ({} overdue on a busy turn), {} written, {} faults injected ({} journals \
              failed, {} halts received, {} tickets of mail dropped); {} transport turns; {} \
              reports offered, {} dropped; {} shutdowns; recoveries cut {} torn tails and restored \
-             tickets in transit {} times; {} tickets acknowledged, {} refusals seen; settling went \
-             at most {} deliveries without an answer",
+             tickets in transit {} times; {} tickets acknowledged, {} refusals seen; {} orders \
+             ({} refused on the spot by the bound), {:.2} protocol messages per order; settling \
+             went at most {} deliveries without an answer",
             self.steps,
             self.seeds,
             self.crashes,
@@ -238,6 +244,9 @@ impl Coverage {
             self.transit_restored,
             self.tickets_acked,
             self.refusals_seen,
+            self.orders,
+            self.refused_locally,
+            self.stock_messages as f64 / self.orders.max(1) as f64,
             self.quiet_deliveries_max
         )
     }
@@ -521,7 +530,9 @@ impl<'c> Sim<'c> {
             eprintln!("order at {at} qty {qty}");
         }
         self.next_key += 1;
+        self.coverage.orders += 1;
         let key = self.next_key;
+        let refused_before = self.shards[at].core.app.node.moves().orders_refused_locally;
         let mut client = Client {
             shard: at,
             conn: Connection::default(),
@@ -535,6 +546,8 @@ impl<'c> Sim<'c> {
                 .core
                 .input(key, &mut client.conn, &purchase(qty), &mut client.out, now);
         self.check_refusals(at);
+        let refused = self.shards[at].core.app.node.moves().orders_refused_locally - refused_before;
+        self.coverage.refused_locally += refused;
         self.clients.insert(key, client);
         self.carry_out(key, step);
     }
@@ -663,6 +676,9 @@ impl<'c> Sim<'c> {
         }
         if message == Message::Halt && !self.failed(to) {
             self.coverage.halts_received += 1;
+        }
+        if matches!(message, Message::Stock(_)) {
+            self.coverage.stock_messages += 1;
         }
         let now = self.now();
         self.shards[to].core.on_message(from, message, now);
@@ -1179,6 +1195,7 @@ fn the_shard_cores_and_the_journal_keep_every_invariant_under_any_interleaving_a
             ("dropped reports", coverage.reports_dropped),
             ("shutdowns", coverage.shutdowns),
             ("refusals seen", coverage.refusals_seen),
+            ("refusals on the spot", coverage.refused_locally),
         ] {
             assert!(count > 0, "the run never exercised {what}");
         }
@@ -1340,4 +1357,46 @@ fn a_sale_completed_after_a_journal_failure_is_never_acknowledged() {
         "the waiting order was answered (503)"
     );
     sim.reboot(Crash::default(), 2);
+}
+
+/// Issue 13: once the stock is sold out, a refusal costs no message. Stock 100 on 4 shards is
+/// sold out one ticket at a time; the gather that finds nothing left tells every shard that at
+/// most 0 tickets remain (`Bound`, after the coordinator's journal holds what it rests on); from
+/// then on every order, on any shard, is refused on the spot: no escalation, no `Take`, nothing
+/// in any shard's mail.
+#[test]
+fn after_the_sell_out_refusals_cost_no_message() {
+    let mut coverage = Coverage::default();
+    let mut sim = Sim::start(Rng(3), 4, 100, COMPACT_BYTES_DEFAULT, &mut coverage);
+    sim.sell_out();
+    assert!(
+        sim.shards
+            .iter()
+            .all(|s| s.core.app.node.bound() == Some(0)),
+        "every shard learnt the bound"
+    );
+    let escalated = |sim: &Sim| -> u64 {
+        sim.shards
+            .iter()
+            .map(|s| s.core.app.node.moves().orders_escalated)
+            .sum()
+    };
+    let before = escalated(&sim);
+    let refusals = sim.coverage.refusals_seen;
+    for i in 0..400u64 {
+        sim.order((i % 4) as usize, 1 + i % 3);
+        sim.progress(None);
+        assert!(sim.clients.is_empty(), "answered at once");
+        assert!(
+            sim.channels.iter().flatten().all(VecDeque::is_empty),
+            "no message for a refusal"
+        );
+    }
+    assert_eq!(
+        escalated(&sim),
+        before,
+        "no order escalated after the sell-out"
+    );
+    assert_eq!(sim.coverage.refusals_seen - refusals, 400);
+    sim.reboot(Crash::default(), 4);
 }

@@ -325,6 +325,10 @@ impl App {
                 self.order_reply(route, qty, Sale::Sold, remaining, x, out)
             }
             Placed::Waiting(order) => Reply::Deferred(Deferred::new(order, route, qty, x)),
+            Placed::Refused => {
+                let remaining = self.node.total_available();
+                self.order_reply(route, qty, Sale::Insufficient, remaining, x, out)
+            }
         }
     }
 
@@ -483,7 +487,7 @@ impl App {
                 o,
                 "{{\"service\":\"ticketd\",\"version\":\"{}\",\"mode\":\"{}\",\"shards\":{},\"shard\":{},\
                  \"slice\":{{\"available\":{},\"sold\":{}}},\"moves\":{{\"orders_local\":{},\"orders_escalated\":{},\
-                 \"refills_asked\":{},\"takes_answered\":{},\"tickets_in\":{},\"tickets_out\":{},\"gathers_failed\":{}}},\
+                 \"refills_asked\":{},\"takes_answered\":{},\"tickets_in\":{},\"tickets_out\":{},\"gathers_failed\":{},\"orders_refused_locally\":{}}},\
                  \"counters\":{{\"connections_accepted\":{},\"connections_timed_out\":{},\"requests\":{},\
                  \"orders_sold\":{},\"orders_insufficient\":{},\"orders_refused\":{},\"tickets_sold\":{},\
                  \"body_errors\":{},\"not_found\":{},\"method_not_allowed\":{},\"forwarded\":{},\
@@ -501,6 +505,7 @@ impl App {
                 m.tickets_in,
                 m.tickets_out,
                 m.gathers_failed,
+                m.orders_refused_locally,
                 c.connections_accepted,
                 c.connections_timed_out,
                 c.requests,

@@ -15,6 +15,7 @@
 //! | `Taken { op, tickets }` | shard → coordinator: the answer to `Take` | yes |
 //! | `Decided { order, sold, tickets }` | coordinator → shard: the escalated order's outcome, and tickets for the slice | yes |
 //! | `Refill { tickets }` | coordinator → shard: the answer to `RefillAsk` (maybe 0) | yes |
+//! | `Bound { at_most, epoch }` | coordinator → every shard: at most this many tickets are left anywhere | no |
 //!
 //! # How it works
 //! - **Fast path**: an order its slice covers is sold on the spot: no message.
@@ -31,6 +32,18 @@
 //!   Over-collected tickets stay in the coordinator's slice (half of it travels back with the
 //!   outcome), so a failed gather leaves the total unchanged.
 //!
+//! - **Bound**: when a gather fails, every ticket left is in the coordinator's slice (see below),
+//!   so that slice's size bounds what remains anywhere; within a stock epoch stock only goes down,
+//!   so the bound stays true. The coordinator keeps it and tells every shard (`Bound`); from then
+//!   on an order for more than the bound is refused by the shard that received it, with no
+//!   message (`Placed::Refused`), and `total_available` never says more. After a sell-out the
+//!   bound is 0 and every refusal is local: the coordinator's work no longer grows with the
+//!   orders. A restock (a later issue) must start a new epoch and lift every shard's bound before
+//!   the new tickets can be sold: the coordinator, which alone would add stock, sends the new
+//!   epoch to every shard and puts the tickets in its slice only once each has answered, so no
+//!   shard refuses by an old bound while the new tickets exist. A bound from an older epoch is
+//!   ignored.
+//!
 //! # Why it cannot oversell or lose a ticket
 //! Tickets only ever change place through [`Slice::give`] on one side and [`Slice::receive`] on the
 //! other, with the tickets in a message in between; a sale is [`Slice::take`] on one slice. So
@@ -46,7 +59,10 @@
 //! travelled ahead of its `Take` on the same channel and was applied before the answer; every
 //! ticket a shard sent to the coordinator before answering travelled ahead of its `Taken`. Sales
 //! only lower the total. So at the moment of the decision every ticket in the system is in the
-//! coordinator's slice, and it holds fewer than asked. The simulation checks exactly this.
+//! coordinator's slice, and it holds fewer than asked. The simulation checks exactly this. A local
+//! refusal by the bound is as safe: the bound was every ticket left at a consistent point, and
+//! only fell since; across a crash too, since `Bound` (like `Taken` and `Decided`) leaves only once
+//! what it rests on is durable.
 //!
 //! # Why it cannot deadlock or starve
 //! Shards answer `Take` at once and never wait for anything; the coordinator waits only for those
@@ -125,6 +141,15 @@ pub enum Msg {
         /// Tickets carried (maybe 0).
         tickets: u64,
     },
+    /// Coordinator → every shard: at most `at_most` tickets remain anywhere (learnt when a
+    /// gather drained every slice into the coordinator's and still fell short). Stock only goes
+    /// down within a stock `epoch`, so the bound stays true until a restock starts a new one.
+    Bound {
+        /// Tickets left, everywhere, at most.
+        at_most: u64,
+        /// The stock epoch it holds for.
+        epoch: u64,
+    },
 }
 
 impl Msg {
@@ -135,7 +160,11 @@ impl Msg {
     /// empty, and the coordinator may answer "sold out" on it). A "sold out" that rested on sales
     /// not yet durable could be contradicted after a crash, with no restock in between.
     pub fn must_be_durable(&self) -> bool {
-        self.tickets() > 0 || matches!(self, Msg::Decided { .. } | Msg::Taken { .. })
+        self.tickets() > 0
+            || matches!(
+                self,
+                Msg::Decided { .. } | Msg::Taken { .. } | Msg::Bound { .. }
+            )
     }
 
     /// Tickets this message carries while in transit.
@@ -145,7 +174,7 @@ impl Msg {
             | Msg::Taken { tickets, .. }
             | Msg::Decided { tickets, .. }
             | Msg::Refill { tickets } => tickets,
-            Msg::RefillAsk { .. } | Msg::Take { .. } => 0,
+            Msg::RefillAsk { .. } | Msg::Take { .. } | Msg::Bound { .. } => 0,
         }
     }
 }
@@ -172,6 +201,9 @@ pub enum Placed {
     Sold,
     /// Escalated: the answer comes later as an outcome with this id.
     Waiting(OrderId),
+    /// Refused by this shard with no message: more than the known bound of tickets left anywhere
+    /// was asked for.
+    Refused,
 }
 
 /// Per-shard counters of the protocol.
@@ -191,6 +223,9 @@ pub struct Moves {
     pub tickets_out: u64,
     /// Gathers that ended in "insufficient" (coordinator only).
     pub gathers_failed: u64,
+    /// Orders refused on the spot, with no message, because they asked for more than the known
+    /// bound of tickets left anywhere.
+    pub orders_refused_locally: u64,
 }
 
 /// An operation queued at the coordinator.
@@ -255,6 +290,11 @@ pub struct Node {
     refill_futile: bool,
     /// The next order number.
     next_order: OrderId,
+    /// At most this many tickets remain anywhere, as learnt from the coordinator (`None`: no
+    /// bound known). Lowered only; true until a restock starts a new stock epoch.
+    bound: Option<u64>,
+    /// The stock epoch (0 until restocks exist): a bound from an older epoch is ignored.
+    epoch: u64,
     /// Shard 0 only.
     coordinator: Option<Coordinator>,
     /// What moved.
@@ -280,6 +320,8 @@ impl Node {
             refill_outstanding: false,
             refill_futile: false,
             next_order: 0,
+            bound: None,
+            epoch: 0,
             coordinator: (id == COORDINATOR).then(Coordinator::default),
             moves: Moves::default(),
         }
@@ -331,7 +373,13 @@ impl Node {
                 .map(|(_, &a)| a)
                 .sum::<u64>()
         );
-        self.reported_others + self.slice.available()
+        let seen = self.reported_others + self.slice.available();
+        self.bound.map_or(seen, |bound| seen.min(bound))
+    }
+
+    /// The known bound of tickets left anywhere, if any.
+    pub fn bound(&self) -> Option<u64> {
+        self.bound
     }
 
     /// The peer with the largest last-reported slice, other than `except`.
@@ -349,6 +397,12 @@ impl Node {
             out.changes.push(Change::Sale { qty });
             self.moves.orders_local += 1;
             return Placed::Sold;
+        }
+        if self.bound.is_some_and(|bound| qty > bound) {
+            // Fewer than `qty` exist anywhere: no gather could find them.
+            self.moves.orders_refused_locally += 1;
+            out.denied.push(qty);
+            return Placed::Refused;
         }
         self.moves.orders_escalated += 1;
         let order = self.next_order;
@@ -431,6 +485,7 @@ impl Node {
                 self.refill_outstanding = false;
                 self.refill_futile = tickets == 0;
             }
+            Msg::Bound { at_most, epoch } => self.lower_bound(at_most, epoch),
         }
         if self.coordinator.is_some() {
             self.pump(out);
@@ -445,6 +500,27 @@ impl Node {
         let available = self.slice.available();
         want.min(available / 2)
             .min(available.saturating_sub(self.low_water))
+    }
+
+    /// The coordinator, holding every ticket left: lowers its bound to its slice and tells the
+    /// other shards when that is news.
+    fn learn_bound(&mut self, out: &mut Outbox) {
+        let at_most = self.slice.available();
+        if self.bound.is_some_and(|bound| bound <= at_most) {
+            return;
+        }
+        self.bound = Some(at_most);
+        let epoch = self.epoch;
+        for peer in (0..self.shards).filter(|&p| p != self.id) {
+            out.messages.push((peer, Msg::Bound { at_most, epoch }));
+        }
+    }
+
+    /// A bound learnt from the coordinator.
+    fn lower_bound(&mut self, at_most: u64, epoch: u64) {
+        if epoch == self.epoch {
+            self.bound = Some(self.bound.map_or(at_most, |bound| bound.min(at_most)));
+        }
     }
 
     fn send_tickets(&mut self, to: usize, n: u64, out: &mut Outbox) {
@@ -601,6 +677,9 @@ impl Node {
                 if sale == Sale::Insufficient {
                     self.moves.gathers_failed += 1;
                     out.denied.push(qty);
+                    // Every ticket left is in this slice now (one shard, or a gather that drained
+                    // every other slice): that is a bound every shard may refuse by.
+                    self.learn_bound(out);
                 }
                 if from == self.id {
                     out.outcomes.push((order, sale));
