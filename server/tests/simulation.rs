@@ -87,7 +87,7 @@ use ticketd::durability::journal::{
 };
 use ticketd::net::connection::{ConnLimits, Connection, Next};
 use ticketd::shard::core::{ConnEvent, ConnKey, CoreConfig, Message, Release, ShardCore, Step};
-use ticketd::stock::rebalance::COORDINATOR;
+use ticketd::stock::rebalance::{Msg, TakeKind, COORDINATOR};
 
 /// Steps over all seeds when `SIM_STEPS` is not set.
 const DEFAULT_STEPS: u64 = 120_000;
@@ -208,6 +208,8 @@ struct Coverage {
     orders: u64,
     refused_locally: u64,
     stock_messages: u64,
+    /// `Take`s for orders delivered: gather rounds times donors.
+    takes: u64,
     quiet_deliveries_max: u64,
 }
 
@@ -679,6 +681,15 @@ impl<'c> Sim<'c> {
         }
         if matches!(message, Message::Stock(_)) {
             self.coverage.stock_messages += 1;
+        }
+        if matches!(
+            message,
+            Message::Stock(Msg::Take {
+                kind: TakeKind::Order,
+                ..
+            })
+        ) {
+            self.coverage.takes += 1;
         }
         let now = self.now();
         self.shards[to].core.on_message(from, message, now);
@@ -1399,4 +1410,22 @@ fn after_the_sell_out_refusals_cost_no_message() {
     );
     assert_eq!(sim.coverage.refusals_seen - refusals, 400);
     sim.reboot(Crash::default(), 4);
+}
+
+/// Issue 13: one gather serves every order queued at the coordinator. Stock 70 on 7 shards (10
+/// each): six clients of the coordinator ask for 11 at once. The first order starts a gather
+/// (six `Take`s); the five that queue meanwhile share the next one (six more). With one round per
+/// order it took eighteen `Take`s (three rounds; orders after a generous round are served from
+/// what it brought). Every order is answered, and none refused while its tickets existed (the
+/// simulation's check at every refusal).
+#[test]
+fn one_gather_serves_every_queued_order() {
+    let mut coverage = Coverage::default();
+    let mut sim = Sim::start(Rng(5), 7, 70, COMPACT_BYTES_DEFAULT, &mut coverage);
+    for _ in 0..6 {
+        sim.order(COORDINATOR, 11);
+    }
+    sim.quiesce();
+    assert_eq!(sim.coverage.takes, 12, "two gathers, not six");
+    assert_eq!(sim.acked, 66, "six orders of 11 sold");
 }

@@ -241,10 +241,14 @@ enum Op {
     Refill { from: usize, want: u64 },
 }
 
-/// The operation in progress at the coordinator.
+/// Escalated orders one gather serves at most: the orders queued at the coordinator when a
+/// gather starts share its one round of `Take`s (near a sell-out they queue by the hundred), and
+/// a bound keeps the work of one decision, and the outbox it fills, small.
+const GATHER_ORDERS_MAX: usize = 1024;
+
+/// The operation in progress at the coordinator (its operations are in `Coordinator::batch`).
 #[derive(Clone, Copy, Debug)]
 struct Current {
-    op: Op,
     /// Its number, carried by its `Take`s and `Taken`s.
     id: u64,
     /// Answers still awaited.
@@ -262,6 +266,12 @@ struct Current {
 struct Coordinator {
     queue: VecDeque<Op>,
     current: Option<Current>,
+    /// The operations of the one in progress: a refill, or the escalated orders one gather
+    /// serves, in arrival order.
+    batch: Vec<Op>,
+    /// Orders decided by the gather that just ended, before their shards are told (kept for
+    /// its allocation).
+    decided: Vec<(usize, OrderId, Sale)>,
     next_op: u64,
 }
 
@@ -549,7 +559,8 @@ impl Node {
         self.pump(out);
     }
 
-    /// Starts queued operations while none is in progress.
+    /// Starts queued operations while none is in progress. Escalated orders queued together are
+    /// served by one gather.
     fn pump(&mut self, out: &mut Outbox) {
         loop {
             let coordinator = self.coordinator.as_mut().expect("coordinator");
@@ -559,12 +570,21 @@ impl Node {
             let Some(op) = coordinator.queue.pop_front() else {
                 return;
             };
+            coordinator.batch.clear();
+            coordinator.batch.push(op);
+            if matches!(op, Op::Order { .. }) {
+                while coordinator.batch.len() < GATHER_ORDERS_MAX
+                    && matches!(coordinator.queue.front(), Some(Op::Order { .. }))
+                {
+                    let next = coordinator.queue.pop_front().expect("checked");
+                    coordinator.batch.push(next);
+                }
+            }
             let id = coordinator.next_op;
             coordinator.next_op += 1;
-            let (awaited, want) = self.start(op, id, out);
+            let (awaited, want) = self.start(id, out);
             if awaited > 0 {
                 let current = Current {
-                    op,
                     id,
                     awaited,
                     want,
@@ -574,29 +594,25 @@ impl Node {
                 self.coordinator.as_mut().expect("coordinator").current = Some(current);
                 return;
             }
-            self.finish(op, None, out);
+            self.finish(None, false, out);
         }
-    }
-
-    /// Puts an order back at the head of the queue, to be gathered again.
-    fn retry(&mut self, op: Op) {
-        self.coordinator
-            .as_mut()
-            .expect("coordinator")
-            .queue
-            .push_front(op);
     }
 
     /// Sends the `Take`s an operation needs; returns how many answers to wait for (0: it can
     /// finish at once) and what each `Take` asked for.
-    fn start(&mut self, op: Op, id: u64, out: &mut Outbox) -> (usize, u64) {
-        match op {
-            Op::Order { qty, .. } => {
+    fn start(&mut self, id: u64, out: &mut Outbox) -> (usize, u64) {
+        let batch = &self.coordinator.as_ref().expect("coordinator").batch;
+        match batch[0] {
+            Op::Order { .. } => {
+                let asked = batch.iter().fold(0u64, |sum, op| match *op {
+                    Op::Order { qty, .. } => sum.saturating_add(qty),
+                    Op::Refill { .. } => unreachable!("a gather serves orders only"),
+                });
                 let have = self.slice.available();
-                if have >= qty || self.shards == 1 {
+                if have >= asked || self.shards == 1 {
                     return (0, 0);
                 }
-                let want = qty - have;
+                let want = asked - have;
                 for peer in (0..self.shards).filter(|&p| p != self.id) {
                     out.messages.push((
                         peer,
@@ -649,70 +665,98 @@ impl Node {
         current.awaited -= 1;
         if current.awaited == 0 {
             let Current {
-                op,
                 gathered,
                 all_drained,
                 ..
             } = *current;
             coordinator.current = None;
-            let order_short = matches!(op, Op::Order { qty, .. } if self.slice.available() < qty);
-            if order_short && !all_drained {
-                // A donor gave all it was asked and may hold more, while our own sales used what
-                // we counted on: not a proof of scarcity, so gather again.
-                self.retry(op);
-                return;
-            }
-            self.finish(op, Some(gathered), out);
+            self.finish(Some(gathered), all_drained, out);
         }
     }
 
-    /// Ends an operation. `gathered` is what the `Take`s brought, `None` if none were sent.
-    fn finish(&mut self, op: Op, gathered: Option<u64>, out: &mut Outbox) {
-        match op {
-            Op::Order { from, order, qty } => {
-                let sale = self.slice.take(qty);
-                if sale == Sale::Sold {
-                    out.changes.push(Change::Sale { qty });
+    /// Ends the operation in progress. `gathered` is what its `Take`s brought (`None` if none
+    /// were sent); `all_drained`: every donor gave less than asked, so every ticket left is in
+    /// this slice. Orders are decided in arrival order while every ticket they saw is still here;
+    /// one the slice cannot cover is refused only when that proves scarcity (one shard, or every
+    /// slice drained), and otherwise gathered again (a donor that gave all it was asked may hold
+    /// more). Only then does each order's shard hear its outcome, with a share of what is left.
+    fn finish(&mut self, gathered: Option<u64>, all_drained: bool, out: &mut Outbox) {
+        let coordinator = self.coordinator.as_mut().expect("coordinator");
+        let batch = std::mem::take(&mut coordinator.batch);
+        let mut decided = std::mem::take(&mut coordinator.decided);
+        let scarce = self.shards == 1 || all_drained;
+        let mut again = 0;
+        let mut refused = false;
+        for &op in &batch {
+            match op {
+                Op::Order { from, order, qty } => {
+                    if !scarce && self.slice.available() < qty {
+                        // In arrival order, ahead of what queued meanwhile.
+                        let queue = &mut self.coordinator.as_mut().expect("coordinator").queue;
+                        queue.insert(again, op);
+                        again += 1;
+                        continue;
+                    }
+                    let sale = self.slice.take(qty);
+                    if sale == Sale::Sold {
+                        out.changes.push(Change::Sale { qty });
+                    } else {
+                        self.moves.gathers_failed += 1;
+                        out.denied.push(qty);
+                        refused = true;
+                    }
+                    decided.push((from, order, sale));
                 }
-                if sale == Sale::Insufficient {
-                    self.moves.gathers_failed += 1;
-                    out.denied.push(qty);
-                    // Every ticket left is in this slice now (one shard, or a gather that drained
-                    // every other slice): that is a bound every shard may refuse by.
-                    self.learn_bound(out);
-                }
-                if from == self.id {
-                    out.outcomes.push((order, sale));
-                } else {
-                    // Half of what is left travels back (up to a batch), so the shard can sell
-                    // locally again.
-                    let share = (self.slice.available() / 2).min(self.batch);
-                    self.send_tickets(from, share, out);
-                    let sold = sale == Sale::Sold;
-                    out.messages.push((
-                        from,
-                        Msg::Decided {
-                            order,
-                            sold,
-                            tickets: share,
-                        },
-                    ));
-                }
-            }
-            Op::Refill { from, want } => {
-                if from == self.id {
-                    // The donor's tickets are already in our slice.
-                    self.refill_outstanding = false;
-                    self.refill_futile = gathered.unwrap_or(0) == 0;
-                    return;
-                }
-                let give = match gathered {
-                    Some(forward) => forward,
-                    None => self.refill_share(want),
-                };
-                self.send_tickets(from, give, out);
-                out.messages.push((from, Msg::Refill { tickets: give }));
+                Op::Refill { .. } => self.finish_refill(op, gathered, out),
             }
         }
+        if refused {
+            // Every ticket left is in this slice now (one shard, or a gather that drained every
+            // other slice): that is a bound every shard may refuse by.
+            self.learn_bound(out);
+        }
+        for (from, order, sale) in decided.drain(..) {
+            if from == self.id {
+                out.outcomes.push((order, sale));
+                continue;
+            }
+            // Half of what is left travels back (up to a batch), so the shard can sell locally
+            // again.
+            let share = (self.slice.available() / 2).min(self.batch);
+            self.send_tickets(from, share, out);
+            let sold = sale == Sale::Sold;
+            out.messages.push((
+                from,
+                Msg::Decided {
+                    order,
+                    sold,
+                    tickets: share,
+                },
+            ));
+        }
+        let coordinator = self.coordinator.as_mut().expect("coordinator");
+        coordinator.decided = decided; // keep the allocations
+        if coordinator.batch.is_empty() {
+            coordinator.batch = batch;
+        }
+    }
+
+    /// Ends a refill.
+    fn finish_refill(&mut self, op: Op, gathered: Option<u64>, out: &mut Outbox) {
+        let Op::Refill { from, want } = op else {
+            unreachable!("a refill");
+        };
+        if from == self.id {
+            // The donor's tickets are already in our slice.
+            self.refill_outstanding = false;
+            self.refill_futile = gathered.unwrap_or(0) == 0;
+            return;
+        }
+        let give = match gathered {
+            Some(forward) => forward,
+            None => self.refill_share(want),
+        };
+        self.send_tickets(from, give, out);
+        out.messages.push((from, Msg::Refill { tickets: give }));
     }
 }
