@@ -155,9 +155,9 @@ impl Driver {
                 break Ok(());
             }
             if reaped > 0 || !self.state.staged.is_empty() {
-                // Responses held for the journal wait for the committer task, whose disk I/O
-                // completes only when glommio runs its reactor: give way at once, or group
-                // commits would complete once per `YIELD_PERIOD` under load.
+                // Responses held for a write of the journal task (a compaction, or every write once
+                // the driver handed them back) wait for glommio's reactor: give way at once, or
+                // group commits would complete once per `YIELD_PERIOD` under load.
                 if now >= next_yield || (self.state.held > 0 && self.state.commits_via_glommio()) {
                     // The READ completes as glommio submits it, after glommio ran its reactor
                     // and every other runnable task: our task is not runnable meanwhile.
@@ -180,52 +180,64 @@ impl Driver {
                 self.state.start_journal_write(now, true);
                 continue;
             }
-            // Nothing to do: arm the eventfd, then submit, which posts completions queued since
-            // the last entry (and signals the eventfd for them); only an empty CQ after that
-            // makes sleeping safe. A wake with nothing to reap is harmless.
-            self.ring.completion().enable_eventfd();
-            if let Err(e) = self.submit() {
-                break Err(format!("io_uring: {e}"));
-            }
-            if !self.ring.completion().is_empty() {
-                self.ring.completion().disable_eventfd();
-                continue;
-            }
-            let read = wake_read(&self.eventfd, &mut wake);
-            let timeout = next_sweep.saturating_duration_since(Instant::now());
-            self.state.shard.driver.park(true);
-            let woke = futures_lite::future::or(async { Some(read.await) }, async {
-                glommio::timer::sleep(timeout).await;
-                None
-            })
-            .await;
-            self.state.shard.driver.park(false);
-            self.ring.completion().disable_eventfd();
-            next_yield = Instant::now() + YIELD_PERIOD; // glommio just ran everything else
-            if let Some(ok) = woke {
-                wake = None;
-                if !ok {
-                    tracing::warn!("reading the io_uring eventfd failed; waking by the sweep only");
-                }
+            match self.park(next_sweep, &mut wake).await {
+                // glommio just ran everything else.
+                Ok(true) => next_yield = Instant::now() + YIELD_PERIOD,
+                Ok(false) => {}
+                Err(e) => break Err(format!("io_uring: {e}")),
             }
         };
-        self.state.shard.driver.set(None); // the eventfd closes with the driver
-                                           // The shard still journals while it leaves (a peer's last messages): its journal task
-                                           // takes over the writes (none while a write of ours is still out: the core hands out
-                                           // no second batch).
-        self.state.shard.driver_writes.set(false);
-        self.state.shard.kick_journal();
-        if let Some(read) = wake {
-            // Complete our READ so that glommio holds no request on the eventfd when it closes it.
-            ring_bell(&self.eventfd);
-            read.await;
-        }
+        self.leave(wake).await;
         if self.state.open > 0 {
             // Requests still name our buffers: leak them all rather than free memory the kernel
             // may yet write. The process is exiting.
             std::mem::forget(self);
         }
         result
+    }
+
+    /// Nothing to do: arm the eventfd, then submit, which posts completions queued since the last
+    /// entry (and signals the eventfd for them); only an empty CQ after that makes sleeping safe.
+    /// Then wait for the eventfd's READ or the next sweep, whichever comes first. A wake with
+    /// nothing to reap is harmless. Returns whether it parked.
+    async fn park(&mut self, next_sweep: Instant, wake: &mut Option<Wake>) -> io::Result<bool> {
+        self.ring.completion().enable_eventfd();
+        self.submit()?;
+        if !self.ring.completion().is_empty() {
+            self.ring.completion().disable_eventfd();
+            return Ok(false);
+        }
+        let read = wake_read(&self.eventfd, wake);
+        let timeout = next_sweep.saturating_duration_since(Instant::now());
+        self.state.shard.driver.park(true);
+        let woke = futures_lite::future::or(async { Some(read.await) }, async {
+            glommio::timer::sleep(timeout).await;
+            None
+        })
+        .await;
+        self.state.shard.driver.park(false);
+        self.ring.completion().disable_eventfd();
+        if let Some(ok) = woke {
+            *wake = None;
+            if !ok {
+                tracing::warn!("reading the io_uring eventfd failed; waking by the sweep only");
+            }
+        }
+        Ok(true)
+    }
+
+    /// The driver stops: the shard still journals while it leaves (a peer's last messages), so
+    /// its journal task takes over the writes (none while a write of ours is still out: the core
+    /// hands out no second batch); the eventfd's READ completes, so glommio holds no request on
+    /// it when it closes it.
+    async fn leave(&mut self, wake: Option<Wake>) {
+        self.state.shard.driver.set(None); // the eventfd closes with the driver
+        self.state.shard.driver_writes.set(false);
+        self.state.shard.kick_journal();
+        if let Some(read) = wake {
+            ring_bell(&self.eventfd);
+            read.await;
+        }
     }
 
     /// One turn: submit what was staged, reap what completed, act on it. Returns CQEs reaped.
