@@ -1,5 +1,6 @@
-# Shared by bench/tiers.sh and bench/durability.sh (sourced, not run): builds, picks the run
-# folder, starts pinned ticketd processes and runs ticket-bench purchase runs.
+# Shared by bench/tiers.sh, bench/durability.sh and bench/flash.sh (sourced, not run): builds,
+# picks the run folder, starts pinned servers and runs ticket-bench purchase runs. Binaries come
+# from CARGO_TARGET_DIR when it is set, as cargo puts them there.
 # The caller sets DURATION, CONNS, WARMUP and KIND (the run folder's suffix) first.
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # TB, COMMIT... are used by the scripts that source this file
@@ -9,8 +10,8 @@ cd "$REPO" || exit 1
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
   nice cargo build --release --locked -p ticketd -p ticket-bench || exit 1
 fi
-TB=$REPO/target/release/ticket-bench
-TICKETD=$REPO/target/release/ticketd
+TB=${CARGO_TARGET_DIR:-$REPO/target}/release/ticket-bench
+TICKETD=${CARGO_TARGET_DIR:-$REPO/target}/release/ticketd
 SHARDS=${SHARDS:-1} SERVER_CPU=${SERVER_CPU:-1} CLIENT_CPU=${CLIENT_CPU:-0}
 STOCK=${INITIAL_STOCK:-1000000000}
 OUT=${OUT:-bench/runs/$(date -u +%F)-$(hostname)-$KIND}
@@ -31,17 +32,24 @@ trap 'stop_all; exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start LOG ARGS...: one ticketd pinned to SERVER_CPU; waits until it answers /health.
+# start LOG PORT ARGS...: one ticketd pinned to SERVER_CPU; waits until it answers /health.
 start() {
   local log=$1 port=$2; shift 2
-  taskset -c "$SERVER_CPU" "$TICKETD" --host 127.0.0.1 --port "$port" --shards "$SHARDS" \
-    --initial-stock "$STOCK" "$@" >"$log" 2>&1 &
+  start_cmd "$log" "$port" "$TICKETD" --host 127.0.0.1 --port "$port" --shards "$SHARDS" \
+    --initial-stock "$STOCK" "$@"
+}
+
+# start_cmd LOG PORT CMD...: any server pinned to SERVER_CPU, listening on PORT; waits (10 s at
+# most) until it answers /api/v1/health.
+start_cmd() {
+  local log=$1 port=$2; shift 2
+  taskset -c "$SERVER_CPU" "$@" >"$log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 200); do
-    curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
+    curl -sf "http://127.0.0.1:$port/api/v1/health" >/dev/null && return 0
     sleep 0.05
   done
-  echo "ticketd $* did not start (see $log)" >&2
+  echo "$* did not start (see $log)" >&2
   return 1
 }
 

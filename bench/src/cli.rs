@@ -22,6 +22,9 @@ pub const RATE_MAX: f64 = 10_000_000.0;
 /// Longest run (duration or warm-up): a day. Interval logs then hold 86,400 lines, still a
 /// small file; anything longer is a soak test for another tool.
 pub const RUN_SECONDS_MAX: u64 = 24 * 3600;
+/// Quantities in a --qty-mix: one stream (and one series) each; a handful is a mix, more is noise
+/// in the report.
+pub const QTY_MIX_MAX: usize = 16;
 
 /// ticket-bench: load generator for ticketd and its peers, with HdrHistogram outputs.
 #[derive(Parser, Debug)]
@@ -58,6 +61,11 @@ pub enum ScenarioName {
     Mix,
     /// --method, --path and --body, on every connection.
     Custom,
+    /// A flash sale: POST /api/v1/purchase {"qty":Q} (or --qty-mix) until and past the sell-out;
+    /// "sold out" is an answer, not an error. The report splits the run at the sell-out and
+    /// counts late successes (see `flash`). Pair with thousands of --connections and
+    /// --reconnect-after.
+    Flash,
 }
 
 impl ScenarioName {
@@ -69,6 +77,7 @@ impl ScenarioName {
             ScenarioName::Reserve => "reserve",
             ScenarioName::Mix => "mix",
             ScenarioName::Custom => "custom",
+            ScenarioName::Flash => "flash",
         }
     }
 }
@@ -121,6 +130,14 @@ pub struct RunArgs {
     /// Tickets per purchase or reserve request.
     #[arg(long, default_value_t = 1)]
     pub qty: u64,
+    /// Purchase, reserve and flash: a mix of quantities instead of --qty, e.g. 1,1,2,4;
+    /// connection i orders the (i mod n)-th, so repeating a quantity weights it.
+    #[arg(long, value_delimiter = ',')]
+    pub qty_mix: Vec<u64>,
+    /// Close each connection after this many requests and open a new one, as clients that come
+    /// and go do (the answer to the last one is read first). Default: keep connections open.
+    #[arg(long)]
+    pub reconnect_after: Option<u64>,
     /// Custom scenario: the request method.
     #[arg(long, default_value = "GET")]
     pub method: String,
@@ -154,6 +171,15 @@ impl RunArgs {
             (Some(d), _) => Some(d),
             (None, Some(_)) => None,
             (None, None) => Some(Duration::from_secs(10)),
+        }
+    }
+
+    /// The quantities ordered: --qty-mix, else --qty alone.
+    pub fn quantities(&self) -> Vec<u64> {
+        if self.qty_mix.is_empty() {
+            vec![self.qty]
+        } else {
+            self.qty_mix.clone()
         }
     }
 
@@ -199,8 +225,20 @@ impl RunArgs {
         if self.timeout.is_zero() {
             return usage("--timeout must be above 0".into());
         }
-        if self.qty == 0 {
-            return usage("--qty must be at least 1".into());
+        if self.qty == 0 || self.qty_mix.contains(&0) {
+            return usage("--qty and --qty-mix must be at least 1".into());
+        }
+        let sells = matches!(
+            self.scenario,
+            ScenarioName::Purchase | ScenarioName::Reserve | ScenarioName::Flash
+        );
+        if self.qty_mix.len() > QTY_MIX_MAX || (!self.qty_mix.is_empty() && !sells) {
+            return usage(format!(
+                "--qty-mix takes at most {QTY_MIX_MAX} quantities, with purchase, reserve or flash"
+            ));
+        }
+        if self.reconnect_after == Some(0) {
+            return usage("--reconnect-after must be at least 1".into());
         }
         if self.scenario == ScenarioName::Custom && self.path.is_none() {
             return usage("--scenario custom needs --path".into());
@@ -318,6 +356,11 @@ mod tests {
             (&["--scenario", "custom", "--path", "/x"], true),
             (&["-H", "bad"], false),
             (&["-H", "X-A: 1"], true),
+            (&["--scenario", "flash", "--qty-mix", "1,2,4"], true),
+            (&["--scenario", "flash", "--qty-mix", "1,0"], false),
+            (&["--scenario", "mix", "--qty-mix", "1,2"], false),
+            (&["--reconnect-after", "0"], false),
+            (&["--reconnect-after", "10"], true),
         ];
         for &(extra, ok) in table {
             let a = args(extra).unwrap();

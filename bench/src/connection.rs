@@ -134,6 +134,8 @@ pub struct Connection {
     body_buf: Vec<u8>,
     /// Open loop: when the next request is due.
     pub next_intended: Instant,
+    /// Requests queued on the current socket (for --reconnect-after).
+    pub requests_on_socket: u64,
 }
 
 impl Connection {
@@ -153,6 +155,7 @@ impl Connection {
             body: Body::Head,
             body_buf: Vec::new(),
             next_intended: start,
+            requests_on_socket: 0,
         }
     }
 
@@ -169,6 +172,7 @@ impl Connection {
         registry.register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
         self.socket = Some(socket);
         self.state = State::Connecting { since: now };
+        self.requests_on_socket = 0;
         Ok(())
     }
 
@@ -211,6 +215,7 @@ impl Connection {
     pub fn queue(&mut self, request: &[u8], intended: Instant, sent: Instant) {
         self.write_buf.extend_from_slice(request);
         self.inflight.push_back(Inflight { intended, sent });
+        self.requests_on_socket += 1;
     }
 
     /// Writes as much of the queued requests as the socket takes. `Ok` with bytes left means

@@ -18,6 +18,7 @@
 //! - [`intervals`]: merges the threads' per-second reports into whole intervals, in order.
 //! - [`hgrm`], [`hlog`]: the two HdrHistogram file formats, written as Java's library writes them;
 //!   re-exported from the `hdr-files` crate, which ticketd's latency dumps use too.
+//! - [`flash`]: the flash-sale analysis: sell-out, the phases around it, late successes.
 //! - [`stock`]: the before/after `/api/v1/available` check of selling scenarios.
 //! - [`summary`]: the run's figures and setup, as JSON and markdown.
 //! - [`provenance`]: host, CPUs, kernel, git commit, command line, UTC dates.
@@ -33,6 +34,7 @@ pub mod cli;
 pub mod compare;
 pub mod connection;
 pub mod error;
+pub mod flash;
 pub mod intervals;
 pub mod provenance;
 pub mod record;

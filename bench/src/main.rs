@@ -16,6 +16,8 @@ fn main() -> anyhow::Result<()> {
             eprintln!("run folder: {}", outcome.dir.display());
             let stock_ok = outcome.summary.stock_check.as_ref().is_none_or(|c| c.ok);
             anyhow::ensure!(stock_ok, "the stock check failed (see summary.md)");
+            let flash_ok = outcome.summary.flash.as_ref().is_none_or(|f| f.ok);
+            anyhow::ensure!(flash_ok, "the flash-sale checks failed (see summary.md)");
         }
         Command::Compare(args) => {
             let dir = ticket_bench::compare::compare(&args.runs, args.out.as_deref())

@@ -12,14 +12,15 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, ScenarioName};
+use crate::flash::{self, Analysis, Answers};
 use crate::hgrm::{self, TICKS_PER_HALF_DISTANCE, US_PER_MS};
 use crate::hlog::{self, LogWriter};
 use crate::intervals::{Interval, IntervalMerger};
 use crate::provenance::{file_safe, fresh_dir, Provenance, Utc};
 use crate::record::{latency_histogram, StreamRecord, Tally};
 use crate::scenario::Plan;
-use crate::stock::{self, StockCheck};
+use crate::stock::{self, Orders, StockCheck};
 use crate::summary::{thousands, Latency, Series, Setup, Summary};
 use crate::target::Target;
 use crate::worker::{self, Progress, Schedule, WorkerConfig, WorkerResult, INTERVAL};
@@ -104,7 +105,7 @@ pub fn run(args: &RunArgs, command: String) -> Result<RunOutcome, Error> {
     let stock_check = stock_before.and_then(|before| {
         std::thread::sleep(args.settle);
         match stock::available(&target) {
-            Ok(after) => Some(stock_check(&plan, &results, before, after, args.qty)),
+            Ok(after) => Some(stock_check(&plan, &results, before, after)),
             Err(e) => {
                 notes.push(format!("stock check failed after the run: {e}"));
                 None
@@ -121,7 +122,7 @@ pub fn run(args: &RunArgs, command: String) -> Result<RunOutcome, Error> {
         notes.push("no interval was logged (the run ended during the warm-up)".into());
     }
 
-    let summary = summarize(
+    let mut summary = summarize(
         args,
         &plan,
         &series,
@@ -137,7 +138,20 @@ pub fn run(args: &RunArgs, command: String) -> Result<RunOutcome, Error> {
             notes,
         },
     );
-    write_outputs(&dir, &summary, &series, &results)?;
+    let analysis = (plan.scenario == ScenarioName::Flash).then(|| {
+        let threads: Vec<&Answers> = results.iter().filter_map(|r| r.answers.as_ref()).collect();
+        let context = flash::Context {
+            qty: plan.streams.iter().map(|s| s.qty).collect(),
+            measure_start: args.warmup,
+            measure_end: args.warmup + Duration::from_secs_f64(summary.elapsed_s),
+            stock: summary.stock_check.as_ref().map(|c| (c.before, c.after)),
+            timeouts: summary.errors.timeout + summary.warmup_errors.timeout,
+            reconnects: results.iter().map(|r| r.reconnects).sum(),
+        };
+        flash::analyse(&threads, &context)
+    });
+    summary.flash = analysis.as_ref().map(|a| a.report.clone());
+    write_outputs(&dir, &summary, &series, &results, analysis.as_ref())?;
     Ok(RunOutcome { dir, summary })
 }
 
@@ -196,11 +210,18 @@ fn drive(
         Arc::new((0..args.threads).map(|_| Progress::default()).collect());
     let mut handles = Vec::new();
     for thread in 0..args.threads {
+        let answers = (plan.scenario == ScenarioName::Flash).then(|| {
+            let per_thread = answers_expected(args) / args.threads + 1;
+            Answers::reserve(per_thread, flash::ANSWERS_MAX / args.threads)
+        });
         let config = WorkerConfig {
             thread,
             addr: target.addr,
             ids: (thread..args.connections).step_by(args.threads).collect(),
             streams: plan.streams.clone(),
+            lanes: plan.lanes.clone(),
+            reconnect_after: args.reconnect_after,
+            answers,
             schedule,
             budget: args.requests.map(|n| share(n, args.threads, thread)),
         };
@@ -257,6 +278,20 @@ fn drive(
         Some(e) => Err(e),
         None => Ok((results, logged)),
     }
+}
+
+/// How many answers a flash run can get: its rate (or a closed loop's ceiling, see
+/// [`flash::CLOSED_LOOP_RATE_GUESS`]) over its whole time, or its request budget if smaller, plus
+/// a pipeline's worth per connection; at most [`flash::ANSWERS_MAX`].
+fn answers_expected(args: &RunArgs) -> usize {
+    let rate = args.rate.unwrap_or(flash::CLOSED_LOOP_RATE_GUESS);
+    let seconds = (args.warmup + args.measured_duration().unwrap_or(Duration::MAX)).as_secs_f64();
+    let by_time = rate * seconds;
+    let by_count = args
+        .requests
+        .map_or(f64::MAX, |n| n as f64 + args.warmup.as_secs_f64() * rate);
+    let slack = (args.connections * args.pipeline) as f64;
+    (by_time.min(by_count) + slack).min(flash::ANSWERS_MAX as f64) as usize
 }
 
 /// Thread `t`'s share of `n` requests over `threads`: equal parts, the first few one more.
@@ -357,24 +392,24 @@ impl ProgressLine {
 }
 
 /// The stock check from the threads' tallies.
-fn stock_check(
-    plan: &Plan,
-    results: &[WorkerResult],
-    before: u64,
-    after: u64,
-    qty: u64,
-) -> StockCheck {
-    let mut successes = 0;
-    let mut unknown = 0;
-    for r in results {
-        for (record, stream) in r.records.iter().zip(&plan.streams) {
-            if stream.qty > 0 {
-                successes += record.warmup.sold + record.measured.sold;
-                unknown += record.warmup.unknown + record.measured.unknown;
-            }
+fn stock_check(plan: &Plan, results: &[WorkerResult], before: u64, after: u64) -> StockCheck {
+    let mut orders: Vec<Orders> = Vec::new();
+    for (i, stream) in plan.streams.iter().enumerate() {
+        if stream.qty == 0 {
+            continue;
         }
+        let mut o = Orders {
+            qty: stream.qty,
+            successes: 0,
+            unknown: 0,
+        };
+        for record in results.iter().map(|r| &r.records[i]) {
+            o.successes += record.warmup.sold + record.measured.sold;
+            o.unknown += record.warmup.unknown + record.measured.unknown;
+        }
+        orders.push(o);
     }
-    StockCheck::new(before, after, successes, unknown, qty)
+    StockCheck::of_orders(before, after, &orders)
 }
 
 /// What the summary needs beyond the records.
@@ -492,6 +527,8 @@ fn summarize(
             requests: args.requests,
             timeout_s: args.timeout.as_secs_f64(),
             qty: args.qty,
+            qty_mix: args.qty_mix.clone(),
+            reconnect_after: args.reconnect_after,
         },
         requests: all.requests,
         elapsed_s: elapsed,
@@ -502,16 +539,19 @@ fn summarize(
         latency_ms: all.latency_ms.clone(),
         series: series_out,
         stock_check: ctx.stock_check,
+        flash: None,
         notes: ctx.notes,
     }
 }
 
-/// Writes the `.hgrm` files, `summary.json` and `summary.md`.
+/// Writes the `.hgrm` files (with a flash run's `flash-before.hgrm` and `flash-after.hgrm`),
+/// `summary.json` and `summary.md`.
 fn write_outputs(
     dir: &Path,
     summary: &Summary,
     series: &[SeriesPlan],
     results: &[WorkerResult],
+    flash: Option<&Analysis>,
 ) -> Result<(), Error> {
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
@@ -526,6 +566,16 @@ fn write_outputs(
             &format!("{}.hgrm", s.name),
             &hgrm::format(&h, TICKS_PER_HALF_DISTANCE, US_PER_MS),
         )?;
+    }
+    if let Some(a) = flash {
+        for (name, h) in [("flash-before", &a.before), ("flash-after", &a.after)] {
+            if !h.is_empty() {
+                write(
+                    &format!("{name}.hgrm"),
+                    &hgrm::format(h, TICKS_PER_HALF_DISTANCE, US_PER_MS),
+                )?;
+            }
+        }
     }
     let json = serde_json::to_string_pretty(summary).expect("a summary always serializes");
     write("summary.json", &(json + "\n"))?;

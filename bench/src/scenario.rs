@@ -1,9 +1,9 @@
 //! Scenarios: which request each connection sends, and how each response is judged.
 //!
 //! A scenario is one or more *streams*, each a fixed request (its bytes written once, at start-up,
-//! by proto-http's `write_request`) and a check. Connection `i` always sends stream
-//! `i % streams.len()`, so `mix` puts half the connections on each of its two streams, as the
-//! original k6 script puts 50 VUs on each.
+//! by proto-http's `write_request`) and a check. Connection `i` always sends the stream of lane
+//! `i % lanes.len()`, so `mix` puts half the connections on each of its two streams, as the
+//! original k6 script puts 50 VUs on each, and `--qty-mix 1,1,2` puts two thirds on qty 1.
 
 use crate::cli::{header_pair, RunArgs, ScenarioName};
 use crate::target::Target;
@@ -16,6 +16,9 @@ pub enum Check {
     Status200,
     /// Status 200 and a JSON body with `"success": true` (`false` is the `success:false` error).
     Success,
+    /// Status 200 and a readable `"success"`: in a flash sale "sold out" is an answer, not an
+    /// error.
+    Order,
 }
 
 /// The verdict on one response.
@@ -28,8 +31,10 @@ pub enum Verdict {
     },
     /// A status other than 200.
     Status(u16),
-    /// Status 200 but `"success": false` (not enough stock).
+    /// Status 200 but `"success": false` (not enough stock) where success was expected.
     SuccessFalse,
+    /// Status 200 and `"success": false` where that is an answer ([`Check::Order`]).
+    SoldOut,
     /// Status 200 but no readable `"success"` field.
     Parse,
 }
@@ -52,8 +57,10 @@ pub struct Stream {
 pub struct Plan {
     /// The scenario's name.
     pub scenario: ScenarioName,
-    /// Its streams; connection `i` sends `streams[i % streams.len()]`.
+    /// Its streams.
     pub streams: Vec<Stream>,
+    /// Connection `i` sends `streams[lanes[i % lanes.len()]]`.
+    pub lanes: Vec<usize>,
 }
 
 impl Plan {
@@ -64,21 +71,51 @@ impl Plan {
             .iter()
             .map(|h| header_pair(h).ok_or_else(|| Error::Usage(format!("bad --header {h:?}"))))
             .collect::<Result<_, _>>()?;
-        let order = format!("{{\"qty\":{}}}", args.qty);
         let available = || stream(target, &extra, "available", "GET", "/api/v1/available", "");
-        let selling = |name: &str| {
-            let path = format!("/api/v1/{name}");
-            Stream {
-                check: Check::Success,
-                qty: args.qty,
-                ..stream(target, &extra, name, "POST", &path, &order)
-            }
+        // One stream per distinct quantity, named after it when there are several; the lanes
+        // repeat the mix as given.
+        let mut quantities = args.quantities();
+        let lanes_given = quantities.clone();
+        quantities.sort_unstable();
+        quantities.dedup();
+        let selling = |endpoint: &str, check: Check| -> (Vec<Stream>, Vec<usize>) {
+            let path = format!("/api/v1/{endpoint}");
+            let streams = quantities
+                .iter()
+                .map(|&qty| {
+                    let name = match quantities.len() {
+                        1 => endpoint.to_string(),
+                        _ => format!("{endpoint}-q{qty}"),
+                    };
+                    let order = format!("{{\"qty\":{qty}}}");
+                    Stream {
+                        check,
+                        qty,
+                        ..stream(target, &extra, &name, "POST", &path, &order)
+                    }
+                })
+                .collect();
+            let lanes = lanes_given
+                .iter()
+                .map(|q| {
+                    quantities
+                        .binary_search(q)
+                        .expect("every quantity has a stream")
+                })
+                .collect();
+            (streams, lanes)
         };
-        let streams = match args.scenario {
-            ScenarioName::Available => vec![available()],
-            ScenarioName::Purchase => vec![selling("purchase")],
-            ScenarioName::Reserve => vec![selling("reserve")],
-            ScenarioName::Mix => vec![available(), selling("purchase")],
+        let (streams, lanes) = match args.scenario {
+            ScenarioName::Purchase => selling("purchase", Check::Success),
+            ScenarioName::Reserve => selling("reserve", Check::Success),
+            ScenarioName::Flash => selling("purchase", Check::Order),
+            ScenarioName::Available => (vec![available()], vec![0]),
+            ScenarioName::Mix => {
+                // --qty-mix is refused with mix, so this is one purchase stream.
+                let (mut streams, _) = selling("purchase", Check::Success);
+                streams.insert(0, available());
+                (streams, vec![0, 1])
+            }
             ScenarioName::Custom => {
                 let path = args.path.as_deref().unwrap_or("/");
                 let body = args.body.as_deref().unwrap_or("");
@@ -86,18 +123,20 @@ impl Plan {
                 if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
                     return Err(Error::Usage(format!("--method {method:?} is not a method")));
                 }
-                vec![stream(target, &extra, "custom", &method, path, body)]
+                let custom = stream(target, &extra, "custom", &method, path, body);
+                (vec![custom], vec![0])
             }
         };
         Ok(Plan {
             scenario: args.scenario,
             streams,
+            lanes,
         })
     }
 
     /// The stream connection `id` sends.
     pub fn stream_of(&self, id: usize) -> usize {
-        id % self.streams.len()
+        self.lanes[id % self.lanes.len()]
     }
 
     /// Whether any stream takes tickets (and so a stock check means something).
@@ -149,8 +188,9 @@ pub fn judge(check: Check, status: u16, body: &[u8]) -> Verdict {
     }
     match check {
         Check::Status200 => Verdict::Ok { sold: false },
-        Check::Success => match json_field(body, b"success") {
+        Check::Success | Check::Order => match json_field(body, b"success") {
             Some(b"true") => Verdict::Ok { sold: true },
+            Some(b"false") if check == Check::Order => Verdict::SoldOut,
             Some(b"false") => Verdict::SuccessFalse,
             _ => Verdict::Parse,
         },
@@ -240,6 +280,20 @@ mod tests {
             (Check::Success, 200, b"{\"success\":1}", Verdict::Parse),
             (Check::Success, 200, b"{\"success\":", Verdict::Parse),
             (Check::Success, 422, b"{}", Verdict::Status(422)),
+            (
+                Check::Order,
+                200,
+                b"{\"success\":false,\"remaining\":0}",
+                Verdict::SoldOut,
+            ),
+            (
+                Check::Order,
+                200,
+                b"{\"success\":true}",
+                Verdict::Ok { sold: true },
+            ),
+            (Check::Order, 200, b"{}", Verdict::Parse),
+            (Check::Order, 503, b"{}", Verdict::Status(503)),
         ];
         for &(check, status, body, want) in table {
             assert_eq!(
@@ -297,6 +351,15 @@ mod tests {
             "content-type: text/plain",
         ]);
         assert!(!p.sells());
+        let flash = plan(&["--scenario", "flash", "--qty-mix", "2,1,2"]);
+        let names: Vec<&str> = flash.streams.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["purchase-q1", "purchase-q2"]);
+        assert_eq!(flash.streams[1].qty, 2);
+        assert_eq!(flash.streams[1].check, Check::Order);
+        let lanes: Vec<usize> = (0..4).map(|i| flash.stream_of(i)).collect();
+        assert_eq!(lanes, [1, 0, 1, 1]);
+        assert!(flash.streams[0].request.ends_with(b"\r\n\r\n{\"qty\":1}"));
+        assert_eq!(plan(&["--scenario", "flash"]).streams[0].name, "purchase");
         assert_eq!(
             p.streams[0].request,
             b"PUT /p/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\ncontent-type: text/plain\r\nContent-Length: 2\r\n\r\nhi"

@@ -29,31 +29,60 @@ pub struct StockCheck {
     pub sold: i64,
     /// Responses that said `"success": true`, warm-up included.
     pub successes: u64,
-    /// Tickets per request.
+    /// Tickets per request (the largest, with a mix).
     pub qty: u64,
+    /// With a --qty-mix: the quantities ordered (then `expected` adds up each one's successes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub qty_mix: Vec<u64>,
     /// `successes * qty`: tickets the responses say were sold.
     pub expected: u64,
     /// Selling requests whose outcome we never saw (timed out or lost with a connection): each
-    /// may or may not have sold `qty` tickets.
+    /// may or may not have sold its tickets.
     pub unknown: u64,
-    /// True when `expected <= sold <= expected + unknown * qty`.
+    /// True when `expected <= sold <= expected` + the tickets of the `unknown` requests.
     pub ok: bool,
+}
+
+/// The orders of one quantity, as the stock check adds them up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Orders {
+    /// Tickets per order.
+    pub qty: u64,
+    /// Orders answered `"success": true`.
+    pub successes: u64,
+    /// Orders whose outcome we never saw.
+    pub unknown: u64,
 }
 
 impl StockCheck {
     /// Compares the two readings with the responses seen.
     pub fn new(before: u64, after: u64, successes: u64, unknown: u64, qty: u64) -> StockCheck {
+        let orders = Orders {
+            qty,
+            successes,
+            unknown,
+        };
+        StockCheck::of_orders(before, after, &[orders])
+    }
+
+    /// The same for orders of several quantities.
+    pub fn of_orders(before: u64, after: u64, orders: &[Orders]) -> StockCheck {
         let sold = before as i64 - after as i64;
-        let expected = successes * qty;
-        let slack = (unknown * qty) as i64;
+        let expected = orders.iter().map(|o| o.successes * o.qty).sum::<u64>();
+        let slack = orders.iter().map(|o| o.unknown * o.qty).sum::<u64>() as i64;
+        let qty_mix: Vec<u64> = match orders.len() {
+            0 | 1 => Vec::new(),
+            _ => orders.iter().map(|o| o.qty).collect(),
+        };
         StockCheck {
             before,
             after,
             sold,
-            successes,
-            qty,
+            successes: orders.iter().map(|o| o.successes).sum(),
+            qty: orders.iter().map(|o| o.qty).max().unwrap_or(0),
+            qty_mix,
             expected,
-            unknown,
+            unknown: orders.iter().map(|o| o.unknown).sum(),
             ok: sold >= expected as i64 && sold <= expected as i64 + slack,
         }
     }
@@ -61,14 +90,17 @@ impl StockCheck {
     /// One line for a summary.
     pub fn describe(&self) -> String {
         format!(
-            "{}: server sold {} (available {} -> {}), responses say {} ({} successes x qty {}){}",
+            "{}: server sold {} (available {} -> {}), responses say {} ({} successes x {}){}",
             if self.ok { "ok" } else { "MISMATCH" },
             self.sold,
             self.before,
             self.after,
             self.expected,
             self.successes,
-            self.qty,
+            match self.qty_mix.is_empty() {
+                true => format!("qty {}", self.qty),
+                false => format!("qty {:?}", self.qty_mix),
+            },
             if self.unknown > 0 {
                 format!(", {} requests with unknown outcome", self.unknown)
             } else {
@@ -186,6 +218,20 @@ mod tests {
         assert!(StockCheck::new(10, 8, 2, 1, 1)
             .describe()
             .starts_with("ok: server sold 2"));
+        let order = |qty, successes, unknown| Orders {
+            qty,
+            successes,
+            unknown,
+        };
+        let mix = StockCheck::of_orders(10, 0, &[order(1, 4, 0), order(2, 3, 0)]);
+        assert!(
+            mix.ok && mix.expected == 10 && mix.successes == 7,
+            "{mix:?}"
+        );
+        assert!(mix.describe().contains("x qty [1, 2]"));
+        let slack = StockCheck::of_orders(10, 0, &[order(1, 4, 0), order(2, 2, 1)]);
+        assert!(slack.ok, "{slack:?}");
+        assert!(!StockCheck::of_orders(10, 1, &[order(1, 4, 0), order(2, 3, 0)]).ok);
     }
 
     #[test]

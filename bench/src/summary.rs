@@ -6,6 +6,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::flash::FlashReport;
 use crate::hgrm::{self, US_PER_MS};
 use crate::provenance::Provenance;
 use crate::record::Errors;
@@ -51,6 +52,9 @@ pub struct Summary {
     pub series: Vec<Series>,
     /// The stock check of selling scenarios.
     pub stock_check: Option<StockCheck>,
+    /// The flash-sale analysis of `flash` runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flash: Option<FlashReport>,
     /// Anything unusual about the run, one sentence each.
     pub notes: Vec<String>,
 }
@@ -78,6 +82,12 @@ pub struct Setup {
     pub timeout_s: f64,
     /// Tickets per purchase or reserve.
     pub qty: u64,
+    /// The --qty-mix, when one was given (then `qty` is not used).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub qty_mix: Vec<u64>,
+    /// Requests per connection before it is reopened (--reconnect-after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect_after: Option<u64>,
 }
 
 /// Latency figures in milliseconds.
@@ -223,6 +233,9 @@ impl Summary {
         if let Some(check) = &self.stock_check {
             let _ = writeln!(out, "\n## Stock check\n\n{}", check.describe());
         }
+        if let Some(flash) = &self.flash {
+            flash.markdown(&mut out);
+        }
         for note in &self.notes {
             let _ = writeln!(out, "\nNote: {note}");
         }
@@ -257,10 +270,17 @@ impl Summary {
         let rate = s
             .rate
             .map_or(String::new(), |r| format!(" at {} req/s", thousands(r)));
+        let qty = match s.qty_mix.is_empty() {
+            true => format!("qty {}", s.qty),
+            false => format!("qty mix {:?}", s.qty_mix),
+        };
+        let reconnect = s
+            .reconnect_after
+            .map_or(String::new(), |n| format!(", reopened every {n} requests"));
         let _ = writeln!(
             out,
-            "- load: {}{rate}, {} connections, pipeline {}, {} thread(s), warm-up {} s, measured {} \
-             (took {:.3} s), timeout {} s",
+            "- load: {}{rate}, {} connections{reconnect}, pipeline {}, {} thread(s), warm-up {} s, \
+             measured {} (took {:.3} s), timeout {} s, {qty}",
             s.mode, s.connections, s.pipeline, s.threads, s.warmup_s, bound, self.elapsed_s, s.timeout_s
         );
         let commit = match (&p.git_commit, p.git_dirty) {

@@ -12,6 +12,12 @@
 //! are registered once, edge-triggered, for both directions, and a response's successor is
 //! written in the same turn that read it. wrk adds two `epoll_ctl` calls per request.
 //!
+//! With --reconnect-after N a connection that has had N requests answered is closed and a new
+//! one opened in the same turn, as clients that come and go do. In a flash run every answer is
+//! also recorded (a [`crate::flash::Answer`]) for the analysis after the run; the loop's clock
+//! is strictly increasing, so a request queued in the turn that read a response is stamped no
+//! earlier than that response.
+//!
 //! The thread owns everything it touches; it shares only its [`Progress`] counters (atomics,
 //! written once per loop turn) and sends one [`IntervalReport`] a second over a channel.
 
@@ -27,6 +33,7 @@ use hdrhistogram::Histogram;
 use mio::{Events, Poll, Token};
 
 use crate::connection::{Connection, ReadEnd, Reply, State};
+use crate::flash::{Answer, Answers, Outcome};
 use crate::record::{latency_histogram, ErrorKind, StreamRecord};
 use crate::scenario::{judge, Check, Stream, Verdict};
 use crate::timer::Timer;
@@ -77,8 +84,14 @@ pub struct WorkerConfig {
     pub addr: SocketAddr,
     /// The run-wide ids of this thread's connections.
     pub ids: Vec<usize>,
-    /// The scenario's streams; connection `id` sends `streams[id % streams.len()]`.
+    /// The scenario's streams.
     pub streams: Vec<Stream>,
+    /// Connection `id` sends `streams[lanes[id % lanes.len()]]`.
+    pub lanes: Vec<usize>,
+    /// Requests per connection before it is closed and reopened (`None`: kept open).
+    pub reconnect_after: Option<u64>,
+    /// Flash runs: the buffer every answer is recorded in.
+    pub answers: Option<Answers>,
     /// The run's timing.
     pub schedule: Schedule,
     /// Measured requests this thread may send (`None`: unbounded).
@@ -123,6 +136,10 @@ pub struct WorkerResult {
     pub last_completion: Option<Instant>,
     /// True when the thread gave up because no connection could be opened for --timeout.
     pub stalled: bool,
+    /// Connections closed and reopened after --reconnect-after requests.
+    pub reconnects: u64,
+    /// Flash runs: every answer.
+    pub answers: Option<Answers>,
 }
 
 /// What an event said about a connection's socket.
@@ -159,6 +176,8 @@ struct Counters {
     open: usize,
     /// Sending stopped because nothing could connect.
     stalled: bool,
+    /// Planned reconnections (--reconnect-after).
+    reconnects: u64,
 }
 
 impl Counters {
@@ -223,6 +242,10 @@ struct Worker<'p> {
     interval_end: Instant,
     /// Next timeout scan.
     next_scan: Instant,
+    /// The last time [`Worker::clock`] returned.
+    last_now: Instant,
+    /// Flash runs: every answer.
+    answers: Option<Answers>,
 }
 
 impl<'p> Worker<'p> {
@@ -237,11 +260,12 @@ impl<'p> Worker<'p> {
             .rate
             .map(|r| Duration::from_secs_f64(s.connections as f64 / r));
         let streams = config.streams.len();
+        let lanes = &config.lanes;
         let conns: Vec<Connection> = config
             .ids
             .iter()
             .map(|&id| {
-                let mut c = Connection::new(id, id % streams, s.pipeline, s.start);
+                let mut c = Connection::new(id, lanes[id % lanes.len()], s.pipeline, s.start);
                 if let Some(r) = s.rate {
                     c.next_intended = s.start + Duration::from_secs_f64(id as f64 / r);
                 }
@@ -263,8 +287,13 @@ impl<'p> Worker<'p> {
             down: conns.len(),
             open: 0,
             stalled: false,
+            reconnects: 0,
         };
+        let mut config = config;
+        let answers = config.answers.take();
         Ok(Worker {
+            last_now: s.start,
+            answers,
             in_due: vec![false; conns.len()],
             records: (0..streams).map(|_| StreamRecord::default()).collect(),
             conns,
@@ -286,7 +315,7 @@ impl<'p> Worker<'p> {
         let s = self.config.schedule;
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
-            let now = Instant::now();
+            let now = self.clock();
             if now >= self.interval_end {
                 self.report_intervals(now);
             }
@@ -322,7 +351,7 @@ impl<'p> Worker<'p> {
                 Err(e) => return Err(e),
             }
             for event in events.iter() {
-                let now = Instant::now();
+                let now = self.clock();
                 match event.token() {
                     TIMER => {
                         if let Some(t) = self.timer.as_mut() {
@@ -341,6 +370,13 @@ impl<'p> Worker<'p> {
                 }
             }
         }
+    }
+
+    /// The time now, strictly after every earlier reading.
+    fn clock(&mut self) -> Instant {
+        let now = Instant::now().max(self.last_now + Duration::from_nanos(1));
+        self.last_now = now;
+        now
     }
 
     /// Stops sending at the end of the run's time, when the budget is spent, or when nothing
@@ -395,6 +431,7 @@ impl<'p> Worker<'p> {
             State::Open => {
                 if ready.readable {
                     match self.read(i, ready.closed, now) {
+                        ReadEnd::Wait if self.used_up(i) => self.recycle(i, now),
                         ReadEnd::Wait => self.fill(i, now),
                         ReadEnd::Ended => self.fail(i, ErrorKind::Closed, now),
                         ReadEnd::Malformed => self.fail(i, ErrorKind::Parse, now),
@@ -411,12 +448,55 @@ impl<'p> Worker<'p> {
         let conn = &mut self.conns[i];
         let stream = conn.stream;
         let check = self.config.streams[stream].check;
-        let measure_start = self.config.schedule.measure_start;
+        let s = &self.config.schedule;
         let record = &mut self.records[stream];
         let counters = &mut self.counters;
+        let mut answers = self.answers.as_mut();
         conn.on_readable(closed, |reply| {
-            account(record, counters, check, measure_start, now, reply)
+            let outcome = account(record, counters, check, s.measure_start, now, &reply);
+            if let Some(answers) = answers.as_deref_mut() {
+                answers.push(Answer {
+                    sent_ns: nanos_since(s.start, reply.request.sent),
+                    arrival_ns: nanos_since(s.start, now),
+                    latency_us: micros_u32(now.saturating_duration_since(reply.request.intended)),
+                    stream: stream as u16,
+                    outcome,
+                    measured: reply.request.intended >= s.measure_start,
+                });
+            }
         })
+    }
+
+    /// Whether connection `i` has sent its --reconnect-after requests and has all their answers.
+    fn used_up(&self, i: usize) -> bool {
+        let conn = &self.conns[i];
+        self.config
+            .reconnect_after
+            .is_some_and(|n| conn.requests_on_socket >= n && conn.inflight.is_empty())
+    }
+
+    /// Closes connection `i` (all its answers read) and opens a new one at once, as a client
+    /// that comes back does.
+    fn recycle(&mut self, i: usize, now: Instant) {
+        debug_assert!(self.conns[i].inflight.is_empty() && self.conns[i].state == State::Open);
+        let c = &mut self.counters;
+        c.open -= 1;
+        c.reconnects += 1;
+        let conn = &mut self.conns[i];
+        conn.close(self.poll.registry(), now);
+        if self.counters.stopped.is_some() {
+            self.counters.down += 1;
+            return;
+        }
+        let registry = self.poll.registry();
+        if self.conns[i]
+            .connect(self.config.addr, registry, Token(i), now)
+            .is_err()
+        {
+            // Down without being counted yet: connect_failed counts only a change of state.
+            self.counters.down += 1;
+            self.connect_failed(i, now);
+        }
     }
 
     /// Queues and writes what connection `i` may send now: in closed loop, up to a full
@@ -429,15 +509,20 @@ impl<'p> Worker<'p> {
         }
         let request = &self.config.streams[conn.stream].request;
         let c = &mut self.counters;
+        let per_socket = self.config.reconnect_after.unwrap_or(u64::MAX);
         match self.period {
             None => {
-                while conn.inflight.len() < s.pipeline && c.admit(&s, now) {
+                while conn.inflight.len() < s.pipeline
+                    && conn.requests_on_socket < per_socket
+                    && c.admit(&s, now)
+                {
                     conn.queue(request, now, now);
                     c.inflight += 1;
                 }
             }
             Some(period) => {
                 while conn.inflight.len() < s.pipeline
+                    && conn.requests_on_socket < per_socket
                     && conn.next_intended <= now
                     && c.admit(&s, conn.next_intended)
                 {
@@ -448,7 +533,8 @@ impl<'p> Worker<'p> {
                 let more = c.stopped.is_none()
                     && c.budget != Some(0)
                     && s.send_end.is_none_or(|end| conn.next_intended < end)
-                    && conn.inflight.len() < s.pipeline;
+                    && conn.inflight.len() < s.pipeline
+                    && conn.requests_on_socket < per_socket;
                 if more && !self.in_due[i] {
                     self.due.push(Reverse((conn.next_intended, i)));
                     self.in_due[i] = true;
@@ -593,19 +679,31 @@ impl<'p> Worker<'p> {
             finished,
             last_completion: self.counters.last_completion,
             stalled: self.counters.stalled,
+            reconnects: self.counters.reconnects,
+            answers: self.answers,
         }
     }
 }
 
-/// Accounts for one response: tallies by phase, latency if measured.
+/// Nanoseconds from `start` to `t`.
+fn nanos_since(start: Instant, t: Instant) -> u64 {
+    t.saturating_duration_since(start).as_nanos() as u64
+}
+
+/// A latency in µs, as the histograms record it (they stop at a minute; so does this).
+fn micros_u32(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(u32::MAX)) as u32
+}
+
+/// Accounts for one response: tallies by phase, latency if measured. Returns what it said.
 fn account(
     record: &mut StreamRecord,
     c: &mut Counters,
     check: Check,
     measure_start: Instant,
     now: Instant,
-    reply: Reply<'_>,
-) {
+    reply: &Reply<'_>,
+) -> Outcome {
     c.responses += 1;
     c.inflight -= 1;
     c.last_progress = now;
@@ -617,15 +715,22 @@ fn account(
     }
     let tally = record.tally(measured);
     tally.responses += 1;
-    let error = match judge(check, reply.status, reply.body) {
+    let (error, outcome) = match judge(check, reply.status, reply.body) {
         Verdict::Ok { sold } => {
             tally.sold += u64::from(sold);
-            return;
+            // Only flash runs read the outcome, and their check reads "success" on every answer.
+            return if sold {
+                Outcome::Sold
+            } else {
+                Outcome::Unreadable
+            };
         }
-        Verdict::Status(s) => ErrorKind::Status(s),
-        Verdict::SuccessFalse => ErrorKind::SuccessFalse,
-        Verdict::Parse => ErrorKind::Parse,
+        Verdict::SoldOut => return Outcome::SoldOut,
+        Verdict::Status(s) => (ErrorKind::Status(s), Outcome::NotOk),
+        Verdict::SuccessFalse => (ErrorKind::SuccessFalse, Outcome::SoldOut),
+        Verdict::Parse => (ErrorKind::Parse, Outcome::Unreadable),
     };
     tally.errors.add(error, 1);
     c.errors += 1;
+    outcome
 }

@@ -344,6 +344,7 @@ fn scripts_pass_shellcheck() {
         "bench/compare.sh",
         "bench/tiers.sh",
         "bench/durability.sh",
+        "bench/flash.sh",
         "bench/lib.sh",
     ] {
         let output = Command::new("shellcheck")

@@ -14,7 +14,8 @@ use ticket_bench::cli::{Cli, Command, RunArgs};
 
 /// The tiny server: `GET /api/v1/available` and `POST /api/v1/purchase` / `reserve` with a
 /// stock counter, keep-alive and pipelining (every complete request in a read is answered, in
-/// order, in one write), `Connection: close` honoured; anything else is 404.
+/// order, in one write), `Connection: close` honoured; anything else is 404. Started with
+/// [`TicketServer::start_lying`], it answers its first orders "sold out" whatever the stock.
 pub struct TicketServer {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -22,23 +23,34 @@ pub struct TicketServer {
     pub stock: Arc<AtomicI64>,
     /// Requests answered.
     pub requests: Arc<AtomicU64>,
+    /// Orders still to refuse falsely.
+    pub lies: Arc<AtomicU64>,
 }
 
 impl TicketServer {
     /// Starts the server with `stock` tickets; its threads live until the test process ends.
     pub fn start(stock: i64) -> TicketServer {
+        TicketServer::start_lying(stock, 0)
+    }
+
+    /// Starts a server that answers its first `lies` orders `"success": false` while the stock
+    /// is there: a false "sold out".
+    pub fn start_lying(stock: i64, lies: u64) -> TicketServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = TicketServer {
             addr,
             stock: Arc::new(AtomicI64::new(stock)),
             requests: Arc::new(AtomicU64::new(0)),
+            lies: Arc::new(AtomicU64::new(lies)),
         };
         let (stock, requests) = (server.stock.clone(), server.requests.clone());
+        let lies = server.lies.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let (stock, requests) = (stock.clone(), requests.clone());
-                std::thread::spawn(move || serve(conn, &stock, &requests));
+                let lies = lies.clone();
+                std::thread::spawn(move || serve(conn, &stock, &requests, &lies));
             }
         });
         server
@@ -50,7 +62,7 @@ impl TicketServer {
     }
 }
 
-fn serve(mut conn: TcpStream, stock: &AtomicI64, requests: &AtomicU64) {
+fn serve(mut conn: TcpStream, stock: &AtomicI64, requests: &AtomicU64, lies: &AtomicU64) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -64,7 +76,7 @@ fn serve(mut conn: TcpStream, stock: &AtomicI64, requests: &AtomicU64) {
         while let Some((head_len, body_len)) = frame(&buf) {
             let head = String::from_utf8_lossy(&buf[..head_len]).to_ascii_lowercase();
             let body = String::from_utf8_lossy(&buf[head_len..head_len + body_len]).to_string();
-            let (status, reply) = route(&head, &body, stock);
+            let (status, reply) = route(&head, &body, stock, lies);
             requests.fetch_add(1, Ordering::Relaxed);
             close = head.contains("\r\nconnection: close");
             out.extend_from_slice(
@@ -97,7 +109,7 @@ fn frame(buf: &[u8]) -> Option<(usize, usize)> {
     (buf.len() >= head_len + body_len).then_some((head_len, body_len))
 }
 
-fn route(head: &str, body: &str, stock: &AtomicI64) -> (&'static str, String) {
+fn route(head: &str, body: &str, stock: &AtomicI64, lies: &AtomicU64) -> (&'static str, String) {
     let line = head.lines().next().unwrap_or("");
     if line.starts_with("get /api/v1/available ") {
         return (
@@ -111,11 +123,15 @@ fn route(head: &str, body: &str, stock: &AtomicI64) -> (&'static str, String) {
             .trim_end_matches('}')
             .parse()
             .unwrap_or(0);
-        let taken = stock
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
-                (s >= qty).then(|| s - qty)
-            })
+        let lie = lies
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
+        let taken = !lie
+            && stock
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                    (s >= qty).then(|| s - qty)
+                })
+                .is_ok();
         let left = stock.load(Ordering::SeqCst);
         return (
             "200 OK",
