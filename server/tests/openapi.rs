@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +21,9 @@ use support::{get, Server};
 /// How long Schemathesis may run before the test kills it: `--max-examples` bounds the work
 /// (about 200 requests, seconds on this API); this bounds a hang.
 const SCHEMATHESIS_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// How long one Chromium run may take.
+const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The document's paths, in the order serde_json keeps them (sorted).
 fn paths(doc: &Value) -> Vec<String> {
@@ -215,4 +218,78 @@ fn the_document_is_valid_and_the_server_conforms_to_it() {
         .filter(|l| l.contains("generated") || l.contains("issues"))
         .collect();
     let _ = writeln!(std::io::stderr(), "schemathesis: {}", summary.join(" / "));
+}
+
+/// Runs headless Chromium on `url` with `args`; its own profile directory, so parallel runs do
+/// not share one.
+fn chromium(url: &str, args: &[&str], log: &Path) -> (bool, String) {
+    let profile = std::env::temp_dir().join(format!("ticketd-chromium-{}", std::process::id()));
+    let mut command = Command::new("chromium");
+    command
+        .args(["--headless", "--no-sandbox", "--disable-gpu"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        // Lets the page's fetch of /openapi.json and its rendering finish before the dump or the
+        // screenshot (virtual time runs ahead as soon as the page is idle).
+        .arg("--virtual-time-budget=10000")
+        .args(args)
+        .arg(url);
+    run(command, CHROMIUM_TIMEOUT, log)
+}
+
+/// `/docs` renders in a real browser with nothing but what the server sends: the DOM after its
+/// script ran holds a section for every operation of the document, and a screenshot is left in
+/// `test-output/docs.png`. The page names no other origin.
+#[test]
+fn the_docs_page_renders_every_operation_in_chromium() {
+    if !have(Path::new("chromium"), "apt-get install chromium") {
+        return;
+    }
+    let server = Server::start(&["--shards", "1"]);
+    let page = get(&server, "/docs");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    for outside in ["http://", "https://", "//cdn", "src=\"", "@import"] {
+        assert!(!page.body.contains(outside), "the page refers to {outside}");
+    }
+    let doc = document(&server);
+    let url = format!("http://{}/docs", server.addr);
+    let out = test_output();
+
+    let (ok, dom) = chromium(&url, &["--dump-dom"], &out.join("docs.dom.html"));
+    assert!(ok, "chromium --dump-dom:\n{dom}");
+    // The script removes its "Loading" line once it rendered the document, and turns it into
+    // the error otherwise.
+    assert!(
+        !dom.contains("id=\"status\""),
+        "the page did not render:\n{dom}"
+    );
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let section = format!("data-path=\"{path}\"");
+            assert!(dom.contains(&section), "no section for {path}:\n{dom}");
+            let nav = format!("{} {path}</a>", method.to_uppercase());
+            assert!(dom.contains(&nav), "no link to {method} {path}");
+        }
+    }
+    assert!(dom.contains("qty_out_of_range") && dom.contains("Request body"));
+
+    let png = out.join("docs.png");
+    let _ = std::fs::remove_file(&png);
+    let (ok, log) = chromium(
+        &url,
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1200,1600",
+        ],
+        &out.join("docs.screenshot.log"),
+    );
+    assert!(ok, "chromium --screenshot:\n{log}");
+    let mut magic = [0u8; 8];
+    std::fs::File::open(&png)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .expect("the screenshot");
+    assert_eq!(&magic, b"\x89PNG\r\n\x1a\n");
 }
