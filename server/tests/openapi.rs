@@ -293,3 +293,92 @@ fn the_docs_page_renders_every_operation_in_chromium() {
         .expect("the screenshot");
     assert_eq!(&magic, b"\x89PNG\r\n\x1a\n");
 }
+
+/// Sends `request` and reads one response: status, header lines, and the body as raw bytes.
+fn exchange_raw(server: &Server, request: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut stream = server.connect();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).unwrap();
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(bytes[..end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (name, value) = l.split_once(':').unwrap();
+            (name.to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    (status, headers, bytes[end + 4..].to_vec())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Both documents go gzip-encoded (`Content-Encoding: gzip`, `Vary: Accept-Encoding`) exactly
+/// when `Accept-Encoding` accepts gzip, and inflate to the plain body byte for byte; `q=0` and no
+/// field get the plain body (still with `Vary`); HEAD gets the head of the GET it stands for; the
+/// hot routes ignore `Accept-Encoding`.
+#[test]
+fn documents_are_gzipped_when_accepted() {
+    let server = Server::start(&["--shards", "1"]);
+    let request = |method: &str, path: &str, accept: &str| {
+        let accept = if accept.is_empty() {
+            String::new()
+        } else {
+            format!("Accept-Encoding: {accept}\r\n")
+        };
+        format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{accept}Connection: close\r\n\r\n")
+    };
+    for path in ["/openapi.json", "/docs"] {
+        let (status, headers, plain) = exchange_raw(&server, &request("GET", path, ""));
+        assert_eq!(status, 200);
+        assert!(plain.len() > 1024, "{path}: {} bytes", plain.len());
+        assert_eq!(header(&headers, "content-encoding"), None);
+        assert_eq!(header(&headers, "vary"), Some("Accept-Encoding"));
+
+        for accept in ["gzip", "deflate, gzip;q=0.5", "br;q=1, *"] {
+            let (status, headers, gz) = exchange_raw(&server, &request("GET", path, accept));
+            assert_eq!(status, 200);
+            assert_eq!(
+                header(&headers, "content-encoding"),
+                Some("gzip"),
+                "{accept}"
+            );
+            assert_eq!(header(&headers, "vary"), Some("Accept-Encoding"));
+            let length: usize = header(&headers, "content-length").unwrap().parse().unwrap();
+            assert_eq!(length, gz.len());
+            assert!(gz.len() < plain.len());
+            let mut inflated = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut inflated)
+                .unwrap();
+            assert_eq!(inflated, plain, "{path} with {accept}");
+
+            let (status, head_headers, body) =
+                exchange_raw(&server, &request("HEAD", path, accept));
+            assert_eq!(status, 200);
+            assert!(body.is_empty());
+            let without_date = |h: &[(String, String)]| -> Vec<(String, String)> {
+                h.iter().filter(|(n, _)| n != "date").cloned().collect()
+            };
+            assert_eq!(without_date(&head_headers), without_date(&headers));
+        }
+        for accept in ["gzip;q=0", "identity", "deflate", "*;q=0"] {
+            let (_, headers, body) = exchange_raw(&server, &request("GET", path, accept));
+            assert_eq!(header(&headers, "content-encoding"), None, "{accept}");
+            assert_eq!(body, plain, "{accept}");
+        }
+    }
+    let (status, headers, body) =
+        exchange_raw(&server, &request("GET", "/api/v1/available", "gzip"));
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-encoding"), None);
+    assert_eq!(header(&headers, "vary"), None);
+    assert!(body.starts_with(b"{\"qty\":"));
+}
