@@ -62,6 +62,7 @@ fn warm_requests_allocate_nothing() {
         counters: Default::default(),
         forwarding: None,
         halted: false,
+        docs: ticketd::app::routes::docs(Mode::Monolith, 1_000_000_000),
     };
     let limits = ConnLimits {
         http: Limits::default(),

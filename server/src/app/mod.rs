@@ -1,7 +1,9 @@
 //! What a shard answers: routes and JSON replies ([`routes`]), the `{"qty":N}` body ([`body`]),
-//! counters ([`metrics`]) and service-time histograms ([`latency`]).
+//! counters ([`metrics`]), service-time histograms ([`latency`]), and the OpenAPI document and
+//! its page ([`docs`]).
 
 pub mod body;
+pub mod docs;
 pub mod latency;
 pub mod metrics;
 pub mod routes;

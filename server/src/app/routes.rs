@@ -7,10 +7,11 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use proto_http::write::write_response_with;
+use proto_http::write::{write_response, write_response_with};
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
 
 use crate::app::body::{parse_qty, BodyError};
+use crate::app::docs::{Doc, Docs};
 use crate::app::metrics::Counters;
 use crate::config::Mode;
 use crate::forward::upstream::{FailKind, Outcome, Request, RequestId};
@@ -35,6 +36,10 @@ pub enum Route {
     Ready,
     /// `GET /`
     Root,
+    /// `GET /openapi.json`
+    OpenApi,
+    /// `GET /docs`
+    Docs,
 }
 
 impl Route {
@@ -48,6 +53,8 @@ impl Route {
             b"/api/v1/health" | b"/health" => Route::Health,
             b"/ready" | b"/api/v1/ready" => Route::Ready,
             b"/" => Route::Root,
+            b"/openapi.json" => Route::OpenApi,
+            b"/docs" => Route::Docs,
             _ => return None,
         };
         let served = match route {
@@ -91,6 +98,8 @@ pub struct App {
     /// A journal failed (this shard's or a peer's): orders answer 503 and `/ready` 503 until a
     /// restart, as no sale could be made durable.
     pub halted: bool,
+    /// `/openapi.json` and `/docs`, built at start-up ([`docs`]).
+    pub docs: Docs,
 }
 
 /// The ticket tier's side of a shard: what it asks the vacancy service, and its copy of the
@@ -256,7 +265,43 @@ impl App {
             ),
             Route::Ready => self.ready(x, out),
             Route::Root => self.root(x, out),
+            Route::OpenApi => self.document(Doc::OpenApi, req, x, out),
+            Route::Docs => self.document(Doc::Page, req, x, out),
         }
+    }
+
+    /// `/openapi.json` or `/docs`, gzip-encoded when the client accepts it. Only these routes
+    /// read `Accept-Encoding`.
+    fn document(
+        &self,
+        doc: Doc,
+        req: &RequestHead<'_, '_>,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Reply {
+        let accept_encoding = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(b"accept-encoding"))
+            .map(|h| h.value);
+        let body = self.docs.get(doc, accept_encoding);
+        let headers: [(&[u8], &[u8]); 2] = [
+            (b"Vary", b"Accept-Encoding"),
+            (b"Content-Encoding", b"gzip"),
+        ];
+        let response = Response {
+            status: 200,
+            version: x.version,
+            keep_alive: x.keep_alive,
+            date: x.date,
+            content_type: Some(body.content_type),
+            extra_headers: &headers[..usize::from(body.vary) + usize::from(body.gzip)],
+        };
+        write_response(out, &response, body.bytes);
+        if x.head {
+            out.truncate(out.len() - body.bytes.len());
+        }
+        Reply::Done(200)
     }
 
     fn ready(&self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
@@ -292,7 +337,9 @@ impl App {
                 (Request::Available, 0)
             }
             Route::Ready => (Request::Health, 0),
-            Route::Reserve | Route::Health | Route::Root => return None,
+            Route::Reserve | Route::Health | Route::Root | Route::OpenApi | Route::Docs => {
+                return None
+            }
         };
         self.counters.forwarded += 1;
         let order = forwarding.forward(request);
@@ -527,6 +574,13 @@ impl App {
             o.extend_from_slice(b"}}}");
         })
     }
+}
+
+/// The documents of what `mode` serves, for [`App::docs`]: built once per shard at start-up.
+pub fn docs(mode: Mode, max_order_qty: u64) -> Docs {
+    Docs::new(max_order_qty, |path, method| {
+        Route::find(path.as_bytes(), mode).is_some_and(|route| route.allows(method).0)
+    })
 }
 
 /// `{"qty":N}`.

@@ -309,6 +309,7 @@ mod tests {
             counters: Default::default(),
             forwarding: None,
             halted: false,
+            docs: crate::app::routes::docs(Mode::Monolith, 1_000),
         }
     }
 

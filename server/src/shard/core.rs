@@ -228,6 +228,7 @@ impl ShardCore {
                 counters: Default::default(),
                 forwarding,
                 halted: false,
+                docs: crate::app::routes::docs(config.mode, config.max_order_qty),
             },
             journal: tail.map(Commits::new),
             limits: config.limits,
