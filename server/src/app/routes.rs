@@ -7,7 +7,7 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use proto_http::write::write_response_with;
+use proto_http::write::{write_no_content, write_response_with};
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
 
 use crate::app::body::{parse_qty, BodyError};
@@ -19,6 +19,10 @@ use crate::stock::slice::Sale;
 
 /// The content type of every reply.
 const JSON: &[u8] = b"application/json";
+
+/// The methods the server as a whole answers: `Allow` of `OPTIONS *` and of a CONNECT's 405
+/// (every mode serves a POST route: purchase or reserve).
+const SERVER_ALLOW: &[u8] = b"GET, HEAD, POST, OPTIONS";
 
 /// The endpoints of the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,12 +62,16 @@ impl Route {
         served.then_some(route)
     }
 
-    /// Whether the route answers `method`, and the `Allow` value of its 405. GET routes answer
-    /// HEAD too (RFC 9110 §9.1); the connection strips the body.
+    /// Whether the route answers `method` with its own reply, and the `Allow` value of its 405
+    /// and its `OPTIONS` (which every route answers, 204). GET routes answer HEAD too (RFC 9110
+    /// §9.1); the connection strips the body.
     pub fn allows(self, method: Method<'_>) -> (bool, &'static [u8]) {
         match self {
-            Route::Purchase | Route::Reserve => (method == Method::Post, b"POST"),
-            _ => (matches!(method, Method::Get | Method::Head), b"GET, HEAD"),
+            Route::Purchase | Route::Reserve => (method == Method::Post, b"POST, OPTIONS"),
+            _ => (
+                matches!(method, Method::Get | Method::Head),
+                b"GET, HEAD, OPTIONS",
+            ),
         }
     }
 }
@@ -213,10 +221,12 @@ impl App {
     ) -> Reply {
         self.counters.requests += 1;
         let Some(route) = Route::find(req.path(), self.mode) else {
-            self.counters.not_found += 1;
-            return error(out, x, 404, "not_found", "no such endpoint", None);
+            return self.no_route(req, x, out);
         };
         let (allowed, allow) = route.allows(req.method);
+        if !allowed && req.method == Method::Options {
+            return no_content(out, x, allow);
+        }
         if !allowed {
             self.counters.method_not_allowed += 1;
             return error(
@@ -256,6 +266,31 @@ impl App {
             ),
             Route::Ready => self.ready(x, out),
             Route::Root => self.root(x, out),
+        }
+    }
+
+    /// A target that names no route: `OPTIONS *` asks about the server as a whole (RFC 9110
+    /// §9.3.7) and CONNECT asks for a tunnel, which no resource here offers (405 with the
+    /// methods there are, RFC 9110 §15.5.6); anything else is an unknown path.
+    fn no_route(&mut self, req: &RequestHead<'_, '_>, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+        match req.method {
+            Method::Options if req.target == b"*" => no_content(out, x, SERVER_ALLOW),
+            Method::Connect => {
+                self.counters.method_not_allowed += 1;
+                let detail = "this server is not a proxy: CONNECT is not allowed";
+                error(
+                    out,
+                    x,
+                    405,
+                    "method_not_allowed",
+                    detail,
+                    Some(SERVER_ALLOW),
+                )
+            }
+            _ => {
+                self.counters.not_found += 1;
+                error(out, x, 404, "not_found", "no such endpoint", None)
+            }
         }
     }
 
@@ -531,6 +566,21 @@ fn available(x: Exchange<'_>, out: &mut Vec<u8>, qty: u64) -> Reply {
         decimal(o, qty);
         o.push(b'}');
     })
+}
+
+/// Appends `204 No Content` with `Allow`: the answer to `OPTIONS`.
+fn no_content(out: &mut Vec<u8>, x: Exchange<'_>, allow: &[u8]) -> Reply {
+    let headers = [(&b"Allow"[..], allow)];
+    let response = Response {
+        status: 204,
+        version: x.version,
+        keep_alive: x.keep_alive,
+        date: x.date,
+        content_type: None,
+        extra_headers: &headers,
+    };
+    write_no_content(out, &response);
+    Reply::Done(204)
 }
 
 /// Appends a JSON response whose body `write_body` writes in place.

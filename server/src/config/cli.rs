@@ -57,9 +57,10 @@ pub const CACHE_TTL_SECONDS_DEFAULT: f64 = 1.0;
 /// The log level; the original's default.
 pub const LOG_LEVEL_DEFAULT: &str = "INFO";
 
-/// A request head (request line and header fields) longer than this gets 431. 8 KiB is the
-/// common limit (nginx's header buffer, Apache's line limit); our clients send about 200 bytes.
-pub const HEAD_BYTES_MAX_DEFAULT: usize = 8192;
+/// A request head (request line and header fields) longer than this gets 431. 16 KiB holds a
+/// request line at [`TARGET_BYTES_MAX_DEFAULT`] and a browser's fields (4-8 KiB with cookies);
+/// our clients send about 200 bytes. A connection's buffer grows only as far as its request needs.
+pub const HEAD_BYTES_MAX_DEFAULT: usize = 16 * 1024;
 /// 256 bytes still fits a request line and a Host header; 1 MiB per connection is the most a
 /// shard with thousands of connections can afford.
 pub const HEAD_BYTES_MAX_RANGE: RangeInclusive<usize> = 256..=1 << 20;
@@ -75,9 +76,9 @@ pub const BODY_BYTES_MAX_DEFAULT: usize = 4096;
 /// 16 bytes fits `{"qty":1000000}`; 1 MiB bounds what one request can make a shard buffer.
 pub const BODY_BYTES_MAX_RANGE: RangeInclusive<usize> = 16..=1 << 20;
 
-/// A request target longer than this gets 414. Our paths are under 20 bytes; 2 KiB is the
-/// traditional safe URL length.
-pub const TARGET_BYTES_MAX_DEFAULT: usize = 2048;
+/// A request target longer than this gets 414. RFC 9112 §3 recommends supporting request lines
+/// of at least 8,000 octets; 8 KiB of target gives that. Our paths are under 20 bytes.
+pub const TARGET_BYTES_MAX_DEFAULT: usize = 8 * 1024;
 /// 16 bytes fits every path we serve; 64 KiB is far past any URL a client can expect to work.
 pub const TARGET_BYTES_MAX_RANGE: RangeInclusive<usize> = 16..=1 << 16;
 

@@ -501,9 +501,9 @@ mod tests {
         );
         assert_eq!(
             (c.head_bytes_max, c.headers_max, c.body_bytes_max),
-            (8192, 32, 4096)
+            (16_384, 32, 4096)
         );
-        assert_eq!((c.target_bytes_max, c.connections_max), (2048, 10_000));
+        assert_eq!((c.target_bytes_max, c.connections_max), (8192, 10_000));
         assert_eq!(c.head_timeout, Duration::from_secs(10));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
