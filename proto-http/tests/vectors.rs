@@ -1215,7 +1215,7 @@ fn default_limits_accept_an_8000_octet_request_line() {
         Err(Error::TargetTooLong)
     );
     const BROWSER_FIELDS_BYTES: usize = 4096;
-    assert!(Limits::HEAD_BYTES_MAX >= Limits::TARGET_BYTES_MAX + BROWSER_FIELDS_BYTES);
+    const { assert!(Limits::HEAD_BYTES_MAX >= Limits::TARGET_BYTES_MAX + BROWSER_FIELDS_BYTES) };
 }
 
 /// Two requests back to back: the first head's `head_len` plus its body framing lands exactly on

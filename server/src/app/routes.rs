@@ -11,6 +11,7 @@ use proto_http::write::{write_no_content, write_response_with};
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
 
 use crate::app::body::{parse_qty, BodyError};
+use crate::app::cors::{self, Cors, Grant};
 use crate::app::metrics::Counters;
 use crate::config::Mode;
 use crate::forward::upstream::{FailKind, Outcome, Request, RequestId};
@@ -99,6 +100,8 @@ pub struct App {
     /// A journal failed (this shard's or a peer's): orders answer 503 and `/ready` 503 until a
     /// restart, as no sale could be made durable.
     pub halted: bool,
+    /// Which web origins may read responses (`--cors-allow-origins`).
+    pub cors: &'static Cors,
 }
 
 /// The ticket tier's side of a shard: what it asks the vacancy service, and its copy of the
@@ -180,6 +183,8 @@ pub struct Deferred {
     pub keep_alive: bool,
     /// A HEAD request: the response goes without its body.
     pub head: bool,
+    /// The request's CORS answer.
+    pub cors: Grant,
 }
 
 impl Deferred {
@@ -192,6 +197,7 @@ impl Deferred {
             version: x.version,
             keep_alive: x.keep_alive,
             head: x.head,
+            cors: x.cors,
         }
     }
 }
@@ -208,6 +214,8 @@ pub struct Exchange<'a> {
     pub head: bool,
     /// The cached `Date`.
     pub date: &'a HttpDate,
+    /// What the response says to a browser about CORS; [`App::handle`] decides it.
+    pub cors: Grant,
 }
 
 impl App {
@@ -220,12 +228,16 @@ impl App {
         out: &mut Vec<u8>,
     ) -> Reply {
         self.counters.requests += 1;
+        let x = Exchange {
+            cors: self.cors.grant(req),
+            ..x
+        };
         let Some(route) = Route::find(req.path(), self.mode) else {
             return self.no_route(req, x, out);
         };
         let (allowed, allow) = route.allows(req.method);
         if !allowed && req.method == Method::Options {
-            return no_content(out, x, allow);
+            return options(req, x, allow, out);
         }
         if !allowed {
             self.counters.method_not_allowed += 1;
@@ -274,7 +286,7 @@ impl App {
     /// methods there are, RFC 9110 §15.5.6); anything else is an unknown path.
     fn no_route(&mut self, req: &RequestHead<'_, '_>, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
         match req.method {
-            Method::Options if req.target == b"*" => no_content(out, x, SERVER_ALLOW),
+            Method::Options if req.target == b"*" => options(req, x, SERVER_ALLOW, out),
             Method::Connect => {
                 self.counters.method_not_allowed += 1;
                 let detail = "this server is not a proxy: CONNECT is not allowed";
@@ -377,6 +389,7 @@ impl App {
             keep_alive: d.keep_alive,
             head: d.head,
             date,
+            cors: d.cors,
         };
         let outcome = match answer {
             Answer::Decided(sale) => {
@@ -568,16 +581,34 @@ fn available(x: Exchange<'_>, out: &mut Vec<u8>, qty: u64) -> Reply {
     })
 }
 
-/// Appends `204 No Content` with `Allow`: the answer to `OPTIONS`.
-fn no_content(out: &mut Vec<u8>, x: Exchange<'_>, allow: &[u8]) -> Reply {
-    let headers = [(&b"Allow"[..], allow)];
+/// Appends `204 No Content` with `Allow`: the answer to `OPTIONS`. A CORS preflight (an
+/// `OPTIONS` with `Origin` and `Access-Control-Request-Method`) from an allowed origin also gets
+/// the methods and request headers it may use, and how long it may cache that.
+fn options(req: &RequestHead<'_, '_>, x: Exchange<'_>, allow: &[u8], out: &mut Vec<u8>) -> Reply {
+    let (grant, grant_count) = x.cors.headers();
+    let mut headers: [(&[u8], &[u8]); 6] = [(b"", b""); 6];
+    headers[0] = (b"Allow", allow);
+    headers[1..1 + grant_count].copy_from_slice(&grant[..grant_count]);
+    let mut count = 1 + grant_count;
+    if x.cors.allows() && req.header(b"access-control-request-method").is_some() {
+        let requested = req.header(b"access-control-request-headers");
+        headers[count..count + 3].copy_from_slice(&[
+            (b"Access-Control-Allow-Methods", allow),
+            (
+                b"Access-Control-Allow-Headers",
+                cors::allow_headers(requested),
+            ),
+            (b"Access-Control-Max-Age", cors::PREFLIGHT_MAX_AGE_SECONDS),
+        ]);
+        count += 3;
+    }
     let response = Response {
         status: 204,
         version: x.version,
         keep_alive: x.keep_alive,
         date: x.date,
         content_type: None,
-        extra_headers: &headers,
+        extra_headers: &headers[..count],
     };
     write_no_content(out, &response);
     Reply::Done(204)
@@ -593,7 +624,10 @@ fn json(
     json_with(out, x, status, &[], write_body)
 }
 
-/// [`json`] with extra header lines.
+/// The most extra header lines a JSON reply carries besides the CORS ones (`Allow`).
+const EXTRA_HEADERS_MAX: usize = 1;
+
+/// [`json`] with extra header lines (at most [`EXTRA_HEADERS_MAX`]), and the CORS ones.
 fn json_with(
     out: &mut Vec<u8>,
     x: Exchange<'_>,
@@ -601,13 +635,19 @@ fn json_with(
     extra_headers: &[(&[u8], &[u8])],
     write_body: impl FnOnce(&mut Vec<u8>),
 ) -> Reply {
+    assert!(extra_headers.len() <= EXTRA_HEADERS_MAX);
+    let (grant, grant_count) = x.cors.headers();
+    let mut headers: [(&[u8], &[u8]); EXTRA_HEADERS_MAX + 2] = [(b"", b""); EXTRA_HEADERS_MAX + 2];
+    let extra_count = extra_headers.len();
+    headers[..extra_count].copy_from_slice(extra_headers);
+    headers[extra_count..extra_count + grant_count].copy_from_slice(&grant[..grant_count]);
     let response = Response {
         status,
         version: x.version,
         keep_alive: x.keep_alive,
         date: x.date,
         content_type: Some(JSON),
-        extra_headers,
+        extra_headers: &headers[..extra_count + grant_count],
     };
     let start = out.len();
     write_response_with(out, &response, write_body);

@@ -18,7 +18,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches};
 
 use super::error::ConfigError;
 use super::mode::{self, Durability, Mode, ModeAsked};
-use super::parse::{self, VacancyUrl};
+use super::parse::{self, CorsOrigins, VacancyUrl};
 
 /// Shards run one per allowed CPU by default; an explicit count is at most this. Each shard is a
 /// pinned thread holding its own slice of the stock, and gathers visit every shard, so a count far
@@ -105,6 +105,10 @@ pub const SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 pub const TIMEOUT_MS_RANGE: RangeInclusive<u64> = 1..=3_600_000;
 /// The shutdown grace may be 0: stop at once.
 pub const SHUTDOWN_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 0..=3_600_000;
+
+/// Every origin may call the API from a browser by default: the original FastAPI system's CORS
+/// middleware allowed every origin, so `*` is the compatible default. `none` turns CORS off.
+pub const CORS_ALLOW_ORIGINS_DEFAULT: &str = "*";
 
 /// Where the durable journal lives, relative to the working directory: a checkout keeps its data
 /// beside it, and the systemd units, which start in their state directory, also name it there.
@@ -274,6 +278,12 @@ pub struct Cli {
           default_value_t = SHUTDOWN_TIMEOUT_MS_DEFAULT,
           value_parser = parse::whole(SHUTDOWN_TIMEOUT_MS_RANGE))]
     pub shutdown_timeout_ms: u64,
+
+    /// Web origins whose pages may call the API (CORS): *, none, or a comma-separated list such
+    /// as https://app.example.com,http://localhost:3000
+    #[arg(long, env = "CORS_ALLOW_ORIGINS", value_name = "ORIGINS",
+          default_value = CORS_ALLOW_ORIGINS_DEFAULT, value_parser = parse::cors_origins)]
+    pub cors_allow_origins: CorsOrigins,
 
     /// Directory of the durable journal; a relative path is relative to the working directory
     #[arg(long, env = "DATA_DIR", value_name = "DIR", default_value = DATA_DIR_DEFAULT,

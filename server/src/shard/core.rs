@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use proto_http::HttpDate;
 
+use crate::app::cors::Cors;
 use crate::app::routes::{Answer, App, Forwarding};
 use crate::config::Mode;
 use crate::durability::commits::{CommitStats, Commits};
@@ -171,6 +172,8 @@ pub struct CoreConfig {
     pub forward_cache_ttl: Option<Duration>,
     /// Connection limits.
     pub limits: ConnLimits,
+    /// Which web origins may read responses.
+    pub cors: &'static Cors,
 }
 
 /// One shard's decisions (see the module doc).
@@ -228,6 +231,7 @@ impl ShardCore {
                 counters: Default::default(),
                 forwarding,
                 halted: false,
+                cors: config.cors,
             },
             journal: tail.map(Commits::new),
             limits: config.limits,
