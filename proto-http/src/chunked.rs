@@ -6,11 +6,19 @@
 //! chunk-size     = 1*HEXDIG
 //! last-chunk     = 1*("0") [ chunk-ext ] CRLF
 //! chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+//! chunk-ext-name = token
+//! chunk-ext-val  = token / quoted-string
+//! quoted-string  = DQUOTE *( qdtext / quoted-pair ) DQUOTE
+//! qdtext         = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+//! quoted-pair    = "\" ( HTAB / SP / VCHAR / obs-text )
 //! trailer-section = *( field-line CRLF )
 //! ```
-//! Extensions and trailers are bounded by [`Limits`] and ignored. The decoder is a state machine
+//! Extensions are held to that grammar (RFC 9112 §7.1.1), because a parser in front of us that
+//! reads a malformed one differently (`5;` or `5;bad[=x`) would frame the body differently;
+//! they are then ignored. Extensions and trailers are bounded by [`Limits`]. The decoder is a state machine
 //! fed any split of the input; it stops right after the body, leaving pipelined bytes unread.
 
+use crate::grammar::is_tchar;
 use crate::{Error, Limits};
 
 /// Where the decoder stands between two bytes.
@@ -20,8 +28,25 @@ enum State {
     Size,
     /// Whitespace after the size: only a `;` (an extension) may follow.
     SizeWhitespace,
-    /// Inside a chunk extension, until CR.
-    Extension,
+    /// After a `;`: BWS, then the first byte of a name.
+    ExtBeforeName,
+    /// Inside an extension name (a token).
+    ExtName,
+    /// BWS after a name: `=`, `;` or more whitespace may follow (not CR: BWS only comes before
+    /// `;` or `=` in the grammar).
+    ExtAfterName,
+    /// After `=`: BWS, then a token or a quoted-string.
+    ExtBeforeValue,
+    /// Inside a token value.
+    ExtToken,
+    /// Inside a quoted-string value.
+    ExtQuoted,
+    /// After a `\` in a quoted-string: one escaped byte.
+    ExtQuotedPair,
+    /// Right after the closing quote of a quoted-string.
+    ExtQuotedEnd,
+    /// BWS after a value: `;` or more whitespace may follow.
+    ExtAfterValue,
     /// Saw the CR of the size line; LF must follow.
     SizeLf,
     /// Inside chunk data, `remaining` bytes to go.
@@ -134,7 +159,7 @@ impl ChunkedDecoder {
                             b'\r' => State::SizeLf,
                             b';' => {
                                 self.extension_byte()?;
-                                State::Extension
+                                State::ExtBeforeName
                             }
                             b' ' | b'\t' => State::SizeWhitespace,
                             b'\n' => return Err(Error::BareLf),
@@ -149,19 +174,21 @@ impl ChunkedDecoder {
                         }
                     }
                 },
-                State::SizeWhitespace => match b {
-                    b' ' | b'\t' => self.extension_byte()?,
-                    b';' => {
+                State::SizeWhitespace
+                | State::ExtBeforeName
+                | State::ExtName
+                | State::ExtAfterName
+                | State::ExtBeforeValue
+                | State::ExtToken
+                | State::ExtQuoted
+                | State::ExtQuotedPair
+                | State::ExtQuotedEnd
+                | State::ExtAfterValue => {
+                    self.state = extension_step(self.state, b)?;
+                    if self.state != State::SizeLf {
                         self.extension_byte()?;
-                        self.state = State::Extension;
                     }
-                    _ => return Err(Error::BadChunkExtension),
-                },
-                State::Extension => match b {
-                    b'\r' => self.state = State::SizeLf,
-                    b'\t' | 0x20..=0x7e | 0x80..=0xff => self.extension_byte()?,
-                    _ => return Err(Error::BadChunkExtension),
-                },
+                }
                 State::SizeLf => {
                     if b != b'\n' {
                         return Err(Error::BareCr);
@@ -259,6 +286,40 @@ impl ChunkedDecoder {
         }
         Ok(())
     }
+}
+
+/// One byte of a chunk extension (RFC 9112 §7.1.1): the next state, `SizeLf` at the CR that
+/// ends a complete extension, or `BadChunkExtension`.
+fn extension_step(state: State, b: u8) -> Result<State, Error> {
+    let whitespace = b == b' ' || b == b'\t';
+    Ok(match (state, b) {
+        (State::SizeWhitespace, _) if whitespace => State::SizeWhitespace,
+        (State::SizeWhitespace, b';') => State::ExtBeforeName,
+        (State::ExtBeforeName, _) if whitespace => State::ExtBeforeName,
+        (State::ExtBeforeName | State::ExtName, _) if is_tchar(b) => State::ExtName,
+        (State::ExtName | State::ExtAfterName, _) if whitespace => State::ExtAfterName,
+        (State::ExtName | State::ExtAfterName, b'=') => State::ExtBeforeValue,
+        (State::ExtBeforeValue, _) if whitespace => State::ExtBeforeValue,
+        (State::ExtBeforeValue, b'"') => State::ExtQuoted,
+        (State::ExtBeforeValue | State::ExtToken, _) if is_tchar(b) => State::ExtToken,
+        (State::ExtQuoted, b'"') => State::ExtQuotedEnd,
+        (State::ExtQuoted, b'\\') => State::ExtQuotedPair,
+        (State::ExtQuoted, b'\t' | 0x20..=0x7e | 0x80..=0xff) => State::ExtQuoted,
+        (State::ExtQuotedPair, b'\t' | 0x20..=0x7e | 0x80..=0xff) => State::ExtQuoted,
+        (State::ExtToken | State::ExtQuotedEnd | State::ExtAfterValue, _) if whitespace => {
+            State::ExtAfterValue
+        }
+        (
+            State::ExtName
+            | State::ExtAfterName
+            | State::ExtToken
+            | State::ExtQuotedEnd
+            | State::ExtAfterValue,
+            b';',
+        ) => State::ExtBeforeName,
+        (State::ExtName | State::ExtToken | State::ExtQuotedEnd, b'\r') => State::SizeLf,
+        _ => return Err(Error::BadChunkExtension),
+    })
 }
 
 fn hex_value(b: u8) -> Option<u8> {

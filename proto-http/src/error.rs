@@ -41,6 +41,13 @@ pub enum Error {
     MissingHost,
     /// More than one Host field line (RFC 9112 §3.2: MUST respond 400).
     DuplicateHost,
+    /// A Host value that is not `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 9112 §3.2: MUST
+    /// respond 400): userinfo, a path, a list, whitespace; or empty in HTTP/1.1.
+    BadHost,
+    /// A request-target in a form the method may not use (RFC 9112 §3.2): `*` other than with
+    /// OPTIONS, authority-form other than with CONNECT, CONNECT with another form, or a target
+    /// that is none of the four forms.
+    BadTargetForm,
     /// A Content-Length that is not plain digits (`+5`, `-1`, `0x10`, empty), or overflows.
     BadContentLength,
     /// Two Content-Length values that differ (RFC 9110 §8.6).
@@ -63,7 +70,8 @@ pub enum Error {
     BadChunkSize,
     /// Chunk data not followed by CRLF.
     BadChunkEnd,
-    /// A chunk extension longer than `Limits::chunk_ext_bytes_max`, or with a control byte.
+    /// A chunk extension that does not follow RFC 9112 §7.1.1 (`;` BWS token [ BWS `=` BWS
+    /// token / quoted-string ]), or longer than `Limits::chunk_ext_bytes_max`.
     BadChunkExtension,
     /// Trailer fields larger than `Limits::trailer_bytes_max` or malformed.
     BadTrailer,
@@ -73,7 +81,7 @@ pub enum Error {
 
 impl Error {
     /// Every variant, for tests and for counters indexed by error.
-    pub const ALL: [Error; 29] = [
+    pub const ALL: [Error; 31] = [
         Error::BadRequestLine,
         Error::BadTarget,
         Error::BadVersion,
@@ -90,6 +98,8 @@ impl Error {
         Error::BareLf,
         Error::MissingHost,
         Error::DuplicateHost,
+        Error::BadHost,
+        Error::BadTargetForm,
         Error::BadContentLength,
         Error::ConflictingContentLength,
         Error::ContentLengthWithTransferEncoding,
@@ -124,6 +134,8 @@ impl Error {
             | Error::BareLf
             | Error::MissingHost
             | Error::DuplicateHost
+            | Error::BadHost
+            | Error::BadTargetForm
             | Error::BadContentLength
             | Error::ConflictingContentLength
             | Error::ContentLengthWithTransferEncoding
@@ -162,6 +174,8 @@ impl Error {
             Error::BareLf => "bare_lf",
             Error::MissingHost => "missing_host",
             Error::DuplicateHost => "duplicate_host",
+            Error::BadHost => "bad_host",
+            Error::BadTargetForm => "bad_target_form",
             Error::BadContentLength => "bad_content_length",
             Error::ConflictingContentLength => "conflicting_content_length",
             Error::ContentLengthWithTransferEncoding => "content_length_with_transfer_encoding",
@@ -197,6 +211,11 @@ impl Error {
             Error::BareLf => "LF not preceded by CR",
             Error::MissingHost => "HTTP/1.1 request without Host",
             Error::DuplicateHost => "more than one Host field",
+            Error::BadHost => "Host is not a host name or address with an optional port",
+            Error::BadTargetForm => {
+                "request target form not allowed with this method: * only with OPTIONS, \
+                 host:port only with CONNECT"
+            }
             Error::BadContentLength => "Content-Length is not a plain decimal number",
             Error::ConflictingContentLength => "differing Content-Length values",
             Error::ContentLengthWithTransferEncoding => "both Content-Length and Transfer-Encoding",
@@ -207,7 +226,7 @@ impl Error {
             Error::BodyTooLarge => "request body too large",
             Error::BadChunkSize => "malformed chunk size",
             Error::BadChunkEnd => "chunk data not followed by CRLF",
-            Error::BadChunkExtension => "malformed or oversized chunk extension",
+            Error::BadChunkExtension => "chunk extension malformed (RFC 9112 7.1.1) or too long",
             Error::BadTrailer => "malformed or oversized trailer section",
             Error::BadStatusLine => "malformed status line",
         }

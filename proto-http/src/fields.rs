@@ -11,7 +11,7 @@
 //! obs-fold, whitespace before the colon, bare CR or LF, differing Content-Lengths, Content-Length
 //! beside Transfer-Encoding, a Transfer-Encoding that does not end in exactly one `chunked`.
 
-use crate::grammar::{scan_token, scan_value, trim_ows};
+use crate::grammar::{is_authority, scan_token, scan_value, trim_ows, Port};
 use crate::{BodyFraming, Error, Header, Limits, Status, Version};
 
 /// What the framing fields of one message said, gathered line by line.
@@ -31,6 +31,10 @@ pub(crate) struct Framing {
     pub te_unknown: bool,
     /// Host field lines seen.
     pub host_count: u32,
+    /// A Host value was empty: allowed only in HTTP/1.0, where Host is optional.
+    pub host_empty: bool,
+    /// A Host value was not `uri-host [ ":" port ]`.
+    pub host_bad: bool,
     /// `Connection: close` was seen.
     pub close: bool,
     /// `Connection: keep-alive` was seen.
@@ -45,7 +49,14 @@ impl Framing {
     /// Records one field line. Names are matched by length first, then case-insensitively.
     pub fn observe(&mut self, name: &[u8], value: &[u8]) -> Result<(), Error> {
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => self.host_count += 1,
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                self.host_count += 1;
+                if value.is_empty() {
+                    self.host_empty = true;
+                } else if !is_authority(value, Port::Optional) {
+                    self.host_bad = true;
+                }
+            }
             6 if name.eq_ignore_ascii_case(b"expect") => {
                 if value.eq_ignore_ascii_case(b"100-continue") {
                     self.expect_continue = true;
@@ -128,6 +139,12 @@ impl Framing {
         }
         if self.host_count > 1 {
             return Err(Error::DuplicateHost);
+        }
+        // RFC 9112 §3.2: a server MUST respond 400 to a request whose Host is invalid. An empty
+        // Host is what a client sends for a target URI without an authority, which no target we
+        // serve is; HTTP/1.0 clients may send it as "no Host".
+        if self.host_bad || (self.host_empty && version == Version::Http11) {
+            return Err(Error::BadHost);
         }
         if self.expect_other {
             return Err(Error::UnsupportedExpectation);

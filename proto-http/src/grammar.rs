@@ -47,8 +47,33 @@ const fn target_char(b: u8) -> bool {
     b >= 0x21 && b <= 0x7e
 }
 
+/// The bytes of a `reg-name` that stand for themselves (RFC 3986 §3.2.2): unreserved and
+/// sub-delims, except `,`. A comma is a sub-delim, so `a,b` is a reg-name, but no DNS name has
+/// one, and in a Host field it is what a list (`a, b`) that some hop combined looks like (RFC
+/// 9110 §5.3); a singleton field that looks like a list is refused, not guessed at.
+const fn reg_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b';'
+                | b'='
+        )
+}
+
 static TCHAR: [bool; 256] = table!(tchar);
 static TARGET: [bool; 256] = table!(target_char);
+static REG_NAME: [bool; 256] = table!(reg_name_char);
 
 /// True for a byte allowed in a token (method, field name, transfer coding).
 #[inline(always)]
@@ -253,6 +278,93 @@ pub(crate) fn scan_token(buf: &[u8], i: usize) -> usize {
     i
 }
 
+/// Whether an authority must name a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Port {
+    /// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2).
+    Optional,
+    /// CONNECT's `authority-form = uri-host ":" port` (RFC 9112 §3.2.3), with a port that is not
+    /// empty (RFC 9110 §9.3.6: a CONNECT with an empty or invalid port MUST be rejected).
+    Required,
+}
+
+/// Digits of a port: ports are 16-bit, so a sixth digit is never a port a client can mean.
+const PORT_DIGITS_MAX: usize = 5;
+
+/// Whether `value` is an authority without userinfo (RFC 3986 §3.2, as RFC 9110 §4.2.1 uses it):
+///
+/// ```text
+/// uri-host    = IP-literal / IPv4address / reg-name    ; IPv4address is a reg-name by syntax
+/// IP-literal  = "[" ( IPv6address / IPvFuture ) "]"
+/// IPvFuture   = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
+/// reg-name    = *( unreserved / pct-encoded / sub-delims )
+/// port        = *DIGIT
+/// ```
+/// An empty host is refused (RFC 9110 §4.2.1: an `http` URI with an empty host is invalid), as
+/// are userinfo (`@`), a path (`/`), whitespace and a comma (see [`reg_name_char`]).
+pub(crate) fn is_authority(value: &[u8], port: Port) -> bool {
+    let rest = match value {
+        [b'[', inner @ ..] => match inner.iter().position(|&b| b == b']') {
+            Some(end) if is_ip_literal(&inner[..end]) => &inner[end + 1..],
+            _ => return false,
+        },
+        _ => {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            if end == 0 || !is_reg_name(&value[..end]) {
+                return false;
+            }
+            &value[end..]
+        }
+    };
+    match rest {
+        [] => port == Port::Optional,
+        [b':', digits @ ..] => {
+            (port == Port::Optional || !digits.is_empty())
+                && digits.len() <= PORT_DIGITS_MAX
+                && digits.iter().all(u8::is_ascii_digit)
+        }
+        _ => false,
+    }
+}
+
+/// `reg-name`: [`REG_NAME`] bytes and `%` HEXDIG HEXDIG.
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = name.get(i) {
+        if b == b'%' {
+            match name.get(i + 1..i + 3) {
+                Some([h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => i += 3,
+                _ => return false,
+            }
+        } else if REG_NAME[b as usize] {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// The inside of `[...]`: an IPv6 address (std's parser: exact, and it does not allocate) or an
+/// IPvFuture.
+fn is_ip_literal(inner: &[u8]) -> bool {
+    match inner {
+        [b'v' | b'V', rest @ ..] => {
+            let dot = rest.iter().position(|&b| b == b'.').unwrap_or(0);
+            dot > 0
+                && rest[..dot].iter().all(u8::is_ascii_hexdigit)
+                && rest.len() > dot + 1
+                && rest[dot + 1..]
+                    .iter()
+                    .all(|&b| b == b':' || (b != b'%' && REG_NAME[b as usize]) || b == b',')
+        }
+        _ => core::str::from_utf8(inner)
+            .ok()
+            .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+            .is_some(),
+    }
+}
+
 /// Strips optional whitespace (SP / HTAB, RFC 9110 §5.6.3) from both ends.
 pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
@@ -358,6 +470,54 @@ mod tests {
                 is_target_char(b),
                 (0x21..=0x7e).contains(&b),
                 "target {b:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn authorities() {
+        let table: &[(&[u8], bool, bool)] = &[
+            // (value, valid as Host, valid as CONNECT's authority-form)
+            (b"h", true, false),
+            (b"localhost:8000", true, true),
+            (b"127.0.0.1:8000", true, true),
+            (b"example.com:443", true, true),
+            (b"a-b_c~d.e!$&'()*+;=", true, false),
+            (b"%41b", true, false),
+            (b"h:", true, false),
+            (b"[::1]", true, false),
+            (b"[::1]:8000", true, true),
+            (b"[2001:db8::7]:80", true, true),
+            (b"[v1.fe:80]:1", true, true),
+            (b"", false, false),
+            (b":80", false, false),
+            (b"user@h", false, false),
+            (b"h/path", false, false),
+            (b"a, b", false, false),
+            (b"a,b", false, false),
+            (b"a b", false, false),
+            (b"h:80:80", false, false),
+            (b"h:8x", false, false),
+            (b"h:123456", false, false),
+            (b"%4", false, false),
+            (b"%zz", false, false),
+            (b"[::1", false, false),
+            (b"[::g]", false, false),
+            (b"[]", false, false),
+            (b"[::1]x", false, false),
+            (b"[v.x]", false, false),
+            (b"[vz.x]", false, false),
+            (b"h\xff", false, false),
+            (b"h?q", false, false),
+            (b"h#f", false, false),
+        ];
+        for &(value, host, connect) in table {
+            let show = String::from_utf8_lossy(value);
+            assert_eq!(is_authority(value, Port::Optional), host, "Host {show}");
+            assert_eq!(
+                is_authority(value, Port::Required),
+                connect,
+                "CONNECT {show}"
             );
         }
     }

@@ -122,13 +122,15 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// 8 KiB of head: nginx's `large_client_header_buffers` default and the size our clients
-    /// (k6, wrk, browsers without huge cookies) stay far below. It also bounds the per-connection
-    /// read buffer, so it is the largest term in the cost of an idle connection.
-    pub const HEAD_BYTES_MAX: usize = 8 * 1024;
-    /// 2 KiB of target: our API paths are under 32 bytes; 2 KiB still admits long query strings
-    /// that a proxy might append, and sits well below the head limit so 414 is reported first.
-    pub const TARGET_BYTES_MAX: usize = 2 * 1024;
+    /// 16 KiB of head: room for a request line at [`Limits::TARGET_BYTES_MAX`] plus the
+    /// fields of a browser (4-8 KiB with cookies). It bounds the per-connection read buffer,
+    /// which grows only as far as a request needs and is freed after a large one, so an idle
+    /// connection costs no more for it.
+    pub const HEAD_BYTES_MAX: usize = 16 * 1024;
+    /// 8 KiB of target: RFC 9112 §3 recommends supporting request lines of at least 8,000
+    /// octets; our API paths are under 32 bytes, so only long query strings a proxy or a client
+    /// appends come near it. It sits well below the head limit so that 414 is reported first.
+    pub const TARGET_BYTES_MAX: usize = 8 * 1024;
     /// 64 KiB of body: a purchase body is ~10 bytes; anything near this is not a ticket order.
     pub const BODY_BYTES_MAX: u64 = 64 * 1024;
     /// 256 bytes of chunk extension: no client we serve sends any.

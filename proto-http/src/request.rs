@@ -10,7 +10,7 @@
 //! usually arrive whole, so one pass over a complete head is the case to make fast.
 
 use crate::fields::{parse_fields, Framing};
-use crate::grammar::{scan_target, scan_token};
+use crate::grammar::{is_authority, scan_target, scan_token, Port};
 use crate::{BodyFraming, Error, Header, Limits, Status, Version};
 
 /// The request method. The common ones are variants, so routing is a `match`.
@@ -211,6 +211,7 @@ fn parse_inner<'b, 'h>(
         _ => return Err(Error::BadTarget),
     }
     let target = &buf[target_start..i];
+    check_target_form(method, target)?;
     i += 1;
 
     let version = parse_version(buf, &mut i)?;
@@ -238,6 +239,42 @@ fn parse_inner<'b, 'h>(
         expect_continue: framing.expect_continue && version == Version::Http11,
         head_len,
     }))
+}
+
+/// Which form of request-target a method may use (RFC 9112 §3.2):
+///
+/// ```text
+/// origin-form    = absolute-path [ "?" query ]   ; every method but CONNECT
+/// absolute-form  = absolute-URI                  ; every method but CONNECT (sent to proxies)
+/// authority-form = uri-host ":" port             ; CONNECT only (§3.2.3)
+/// asterisk-form  = "*"                           ; OPTIONS only (§3.2.4)
+/// ```
+/// The origin-form of every request we serve costs one comparison.
+#[inline(always)]
+fn check_target_form(method: Method<'_>, target: &[u8]) -> Result<(), Error> {
+    let allowed = match target {
+        [b'/', ..] => method != Method::Connect,
+        b"*" => method == Method::Options,
+        _ if method == Method::Connect => is_authority(target, Port::Required),
+        _ => is_absolute_form(target),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::BadTargetForm)
+    }
+}
+
+/// `scheme "://"` at the start of `target`, `scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`
+/// (RFC 3986 §3.1). An absolute-URI without `//` (`h:443`, `urn:x`) is no URI a client sends an
+/// HTTP server; accepting it would let `host:port` pass as absolute-form with any method.
+#[cold]
+fn is_absolute_form(target: &[u8]) -> bool {
+    let scheme_end = target
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')))
+        .unwrap_or(target.len());
+    scheme_end > 0 && target[0].is_ascii_alphabetic() && target[scheme_end..].starts_with(b"://")
 }
 
 /// `HTTP-version CRLF` at `buf[*i..]`; advances `i` past the CRLF.
@@ -332,17 +369,17 @@ mod tests {
 
     #[test]
     fn path_strips_query_and_authority() {
-        let table: &[(&[u8], &[u8])] = &[
-            (b"/a/b?x=1", b"/a/b"),
-            (b"/", b"/"),
-            (b"http://h:80/a/b?x=1", b"/a/b"),
-            (b"http://h", b"/"),
-            (b"http://h?x", b"/"),
-            (b"*", b"*"),
-            (b"h:443", b"h:443"),
+        let table: &[(&[u8], &[u8], &[u8])] = &[
+            (b"GET ", b"/a/b?x=1", b"/a/b"),
+            (b"GET ", b"/", b"/"),
+            (b"GET ", b"http://h:80/a/b?x=1", b"/a/b"),
+            (b"GET ", b"http://h", b"/"),
+            (b"GET ", b"http://h?x", b"/"),
+            (b"OPTIONS ", b"*", b"*"),
+            (b"CONNECT ", b"h:443", b"h:443"),
         ];
-        for &(target, path) in table {
-            let mut req = b"GET ".to_vec();
+        for &(method, target, path) in table {
+            let mut req = method.to_vec();
             req.extend_from_slice(target);
             req.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
             let mut headers = [EMPTY_HEADER; 4];

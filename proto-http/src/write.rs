@@ -80,8 +80,25 @@ pub fn write_response_with(
     out[body_start + digits.len()..body_start + insert].copy_from_slice(b"\r\n\r\n");
 }
 
+/// Appends a `204 No Content` response: its head only, without `Content-Length` (RFC 9110 §8.6:
+/// a server MUST NOT send one in a 204) and without `Content-Type`.
+pub fn write_no_content(out: &mut Vec<u8>, response: &Response<'_>) {
+    assert_eq!(
+        response.status, 204,
+        "only a 204 goes without Content-Length"
+    );
+    write_status_and_fields(out, response);
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
 /// Status line and headers, ending with `Content-Length: ` (the digits follow).
 fn write_head_until_length(out: &mut Vec<u8>, response: &Response<'_>) {
+    write_status_and_fields(out, response);
+    out.extend_from_slice(b"\r\nContent-Length: ");
+}
+
+/// Status line and headers, without the CRLF that ends the last one.
+fn write_status_and_fields(out: &mut Vec<u8>, response: &Response<'_>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(response.status));
     out.push(b' ');
@@ -103,7 +120,6 @@ fn write_head_until_length(out: &mut Vec<u8>, response: &Response<'_>) {
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
     }
-    out.extend_from_slice(b"\r\nContent-Length: ");
 }
 
 /// Appends an HTTP/1.1 request. `Content-Length` is written whenever there is a body or the

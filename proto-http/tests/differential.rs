@@ -22,6 +22,12 @@
 //!   unsupported Expect, and our limits (target, head, body). These are errors only we raise, and
 //!   each is excused only when httparse's own reading of the head shows what the error names (a
 //!   `MissingHost` only for an HTTP/1.1 head with no Host field, and so on).
+//! - **Host and target form.** httparse checks neither the Host value nor which form of target a
+//!   method uses; we reject a Host that is not `uri-host [ ":" port ]` (or is empty in HTTP/1.1,
+//!   or has a comma: `BadHost`), and `*` other than with OPTIONS, authority-form other than with
+//!   CONNECT, CONNECT with another form, or a target of no form at all (`BadTargetForm`). Each is
+//!   excused only when a second reading here, written from RFC 3986 apart from the parser's
+//!   tables, finds the same fault.
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -170,8 +176,91 @@ fn semantic(e: Error, head: &Head) -> bool {
         Error::BodyTooLarge => lengths.iter().flatten().any(|&n| n > WIDE.body_bytes_max),
         Error::TargetTooLong => head.target.len() > WIDE.target_bytes_max,
         Error::HeadTooLarge => head.head_len > WIDE.head_bytes_max,
+        Error::BadHost => fields(head, b"host").any(|v| {
+            (v.is_empty() && head.minor == 1) || (!v.is_empty() && !authority_ok(v, false))
+        }),
+        Error::BadTargetForm => !target_form_ok(&head.method, &head.target),
         _ => false,
     }
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986 §3.2.2-3; `port_required`: `uri-host ":" 1*DIGIT`), with at
+/// most 5 port digits and no comma, read again from the RFC: a bracketed IPv6 address or
+/// IPvFuture, or a non-empty reg-name of unreserved, sub-delims and `%XX`.
+fn authority_ok(v: &[u8], port_required: bool) -> bool {
+    let Ok(v) = std::str::from_utf8(v) else {
+        return false;
+    };
+    let (host, port) = if let Some(rest) = v.strip_prefix('[') {
+        let Some((inner, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let future = inner.len() > 1
+            && inner.starts_with(['v', 'V'])
+            && inner[1..].split_once('.').is_some_and(|(hex, tail)| {
+                !hex.is_empty()
+                    && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                    && !tail.is_empty()
+                    && tail.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:".contains(b as char)
+                    })
+            });
+        if !future && inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => ("x", None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => ("x", Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match v.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (v, None),
+        }
+    };
+    let reg_name = !host.is_empty()
+        && host.split('%').enumerate().all(|(i, part)| {
+            let rest = if i == 0 {
+                Some(part)
+            } else {
+                part.get(..2)
+                    .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .map(|_| &part[2..])
+            };
+            rest.is_some_and(|r| {
+                r.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || "-._~!$&'()*+;=".contains(b as char))
+            })
+        });
+    let port_ok = match port {
+        None => !port_required,
+        Some(p) => {
+            (!port_required || !p.is_empty())
+                && p.len() <= 5
+                && p.bytes().all(|b| b.is_ascii_digit())
+        }
+    };
+    reg_name && port_ok
+}
+
+/// RFC 9112 §3.2: origin-form (`/...`) or absolute-form (`scheme://...`) for every method but
+/// CONNECT, `*` only for OPTIONS, authority-form only and always for CONNECT.
+fn target_form_ok(method: &[u8], target: &[u8]) -> bool {
+    if method == b"CONNECT" {
+        return authority_ok(target, true);
+    }
+    let absolute = target.first().is_some_and(u8::is_ascii_alphabetic)
+        && std::str::from_utf8(target).is_ok_and(|t| {
+            t.split_once("://").is_some_and(|(scheme, _)| {
+                scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            })
+        });
+    target.starts_with(b"/") || (target == b"*" && method == b"OPTIONS") || absolute
 }
 
 /// The bytes up to the end of the head (the first empty line, by either line-end convention).

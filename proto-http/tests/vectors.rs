@@ -167,6 +167,40 @@ const BAD_REQUESTS: &[Bad] = &[
     bad("two Host lines", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Error::DuplicateHost),
     bad("two identical Host lines, different case", b"GET / HTTP/1.1\r\nHost: a\r\nhOST: a\r\n\r\n", Error::DuplicateHost),
     bad("two Host lines in HTTP/1.0", b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", Error::DuplicateHost),
+    bad("two Host lines, the first invalid: the repetition is named", b"GET / HTTP/1.1\r\nHost: u@a\r\nHost: b\r\n\r\n", Error::DuplicateHost),
+    // --- Host value (RFC 9110 §7.2: uri-host [ ":" port ]; RFC 9112 §3.2: invalid Host is 400) ---
+    bad("Host with userinfo", b"GET / HTTP/1.1\r\nHost: user@h\r\n\r\n", Error::BadHost),
+    bad("Host with userinfo and password", b"GET / HTTP/1.1\r\nHost: u:p@h:80\r\n\r\n", Error::BadHost),
+    bad("Host with a path", b"GET / HTTP/1.1\r\nHost: h/path\r\n\r\n", Error::BadHost),
+    bad("Host with a query", b"GET / HTTP/1.1\r\nHost: h?q\r\n\r\n", Error::BadHost),
+    bad("empty Host in HTTP/1.1: §3.2 allows it only for a target URI without authority, and an http URI always has one (RFC 9110 §4.2.1)", b"GET / HTTP/1.1\r\nHost:\r\n\r\n", Error::BadHost),
+    bad("blank Host in HTTP/1.1", b"GET / HTTP/1.1\r\nHost: \t \r\n\r\n", Error::BadHost),
+    bad("Host list", b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", Error::BadHost),
+    bad("Host list without space", b"GET / HTTP/1.1\r\nHost: a,b\r\n\r\n", Error::BadHost),
+    bad("Host with inner space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Error::BadHost),
+    bad("Host of a port only", b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n", Error::BadHost),
+    bad("Host port not digits", b"GET / HTTP/1.1\r\nHost: h:8x\r\n\r\n", Error::BadHost),
+    bad("Host port of six digits", b"GET / HTTP/1.1\r\nHost: h:100000\r\n\r\n", Error::BadHost),
+    bad("Host with two ports", b"GET / HTTP/1.1\r\nHost: h:1:2\r\n\r\n", Error::BadHost),
+    bad("Host IPv6 without brackets closed", b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", Error::BadHost),
+    bad("Host IPv6 literal not an address", b"GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n", Error::BadHost),
+    bad("Host with a broken percent-encoding", b"GET / HTTP/1.1\r\nHost: a%2\r\n\r\n", Error::BadHost),
+    bad("Host with obs-text", b"GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n", Error::BadHost),
+    bad("Host with userinfo in HTTP/1.0", b"GET / HTTP/1.0\r\nHost: user@h\r\n\r\n", Error::BadHost),
+    // --- Request-target form (RFC 9112 §3.2) ---
+    bad("asterisk-form with GET", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadTargetForm),
+    bad("asterisk-form with POST", b"POST * HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", Error::BadTargetForm),
+    bad("two asterisks with OPTIONS", b"OPTIONS ** HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadTargetForm),
+    bad("authority-form with GET", b"GET example.com:443 HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadTargetForm),
+    bad("authority-form with OPTIONS", b"OPTIONS example.com:443 HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadTargetForm),
+    bad("CONNECT with an origin-form target", b"CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadTargetForm),
+    bad("CONNECT with an absolute-form target", b"CONNECT http://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadTargetForm),
+    bad("CONNECT without a port", b"CONNECT example.com HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadTargetForm),
+    bad("CONNECT with an empty port", b"CONNECT example.com: HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadTargetForm),
+    bad("CONNECT with userinfo", b"CONNECT u@example.com:443 HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadTargetForm),
+    bad("URN target", b"GET urn:x HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadTargetForm),
+    bad("scheme starting with a digit", b"GET 1http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadTargetForm),
+    bad("relative path", b"GET a/b HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadTargetForm),
     // --- Content-Length (RFC 9110 §8.6, RFC 9112 §6.3) ---
     bad("Content-Length +5", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello", Error::BadContentLength),
     bad("Content-Length -1", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", Error::BadContentLength),
@@ -366,6 +400,22 @@ const BAD_CHUNKED: &[BadChunked] = &[
     bad_chunked("whitespace then CR after size", b"5 \r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
     bad_chunked("whitespace run over the extension limit", b"5         ;a\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
     bad_chunked("NUL in extension", b"5;a\x00\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("bare semicolon", b"5;\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("bare semicolon on the last chunk", b"0;\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("semicolon after a name", b"5;a;\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("two semicolons", b"5;;a\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("non-token byte in a name", b"5;bad[=x\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("obs-text name", b"5;\xff\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("value without a name", b"5;=x\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("empty value", b"5;a=\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("non-token byte in a value", b"5;a=b@\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("two values", b"5;a=b c\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("whitespace before CR after a name", b"5;a \r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("whitespace before CR after a value", b"5;a=b\t\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("unterminated quoted-string", b"5;a=\"b\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("byte after a quoted-string", b"5;a=\"b\"c\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("NUL in a quoted-string", b"5;a=\"\x00\"\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
+    bad_chunked("escaped CR in a quoted-string", b"5;a=\"\\\r\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
     bad_chunked("bare LF in extension", b"5;a\nhello\r\n0\r\n\r\n", Error::BadChunkExtension),
     bad_chunked("trailer one byte over the limit", b"0\r\nX-Trailer: 123456\r\n\r\n", Error::BadTrailer),
     bad_chunked("trailer starting with SP (obs-fold)", b"0\r\n X: y\r\n\r\n", Error::BadTrailer),
@@ -825,18 +875,6 @@ const VALID: &[Valid] = &[
         content: b"z",
     },
     Valid {
-        name: "Host with empty value (RFC 9112 §3.2 allows it)",
-        input: b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
-        method: b"GET",
-        target: b"/",
-        version: Version::Http11,
-        body: BodyFraming::None,
-        keep_alive: true,
-        expect_continue: false,
-        header_count: 1,
-        content: b"",
-    },
-    Valid {
         name: "Transfer_Encoding is just another field (no framing)",
         input: b"GET / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nContent_Length: 9\r\n\r\n",
         method: b"GET",
@@ -847,6 +885,114 @@ const VALID: &[Valid] = &[
         expect_continue: false,
         header_count: 3,
         content: b"",
+    },
+    Valid {
+        name: "OPTIONS * (asterisk-form, RFC 9112 §3.2.4)",
+        input: b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        method: b"OPTIONS",
+        target: b"*",
+        version: Version::Http11,
+        body: BodyFraming::None,
+        keep_alive: true,
+        expect_continue: false,
+        header_count: 1,
+        content: b"",
+    },
+    Valid {
+        name: "CONNECT host:port (authority-form, RFC 9112 §3.2.3)",
+        input: b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        method: b"CONNECT",
+        target: b"example.com:443",
+        version: Version::Http11,
+        body: BodyFraming::None,
+        keep_alive: true,
+        expect_continue: false,
+        header_count: 1,
+        content: b"",
+    },
+    Valid {
+        name: "CONNECT to an IPv6 literal",
+        input: b"CONNECT [2001:db8::1]:8443 HTTP/1.1\r\nHost: [2001:db8::1]:8443\r\n\r\n",
+        method: b"CONNECT",
+        target: b"[2001:db8::1]:8443",
+        version: Version::Http11,
+        body: BodyFraming::None,
+        keep_alive: true,
+        expect_continue: false,
+        header_count: 1,
+        content: b"",
+    },
+    Valid {
+        name: "Host: IPv6 literal with port",
+        input: b"GET / HTTP/1.1\r\nHost: [::1]:8000\r\n\r\n",
+        method: b"GET",
+        target: b"/",
+        version: Version::Http11,
+        body: BodyFraming::None,
+        keep_alive: true,
+        expect_continue: false,
+        header_count: 1,
+        content: b"",
+    },
+    Valid {
+        name: "Host: IPv4 with port, upper case name",
+        input: b"GET / HTTP/1.1\r\nHOST: 127.0.0.1:8000\r\n\r\n",
+        method: b"GET",
+        target: b"/",
+        version: Version::Http11,
+        body: BodyFraming::None,
+        keep_alive: true,
+        expect_continue: false,
+        header_count: 1,
+        content: b"",
+    },
+    Valid {
+        name: "Host: sub-delims and a percent-encoding, empty port",
+        input: b"GET / HTTP/1.1\r\nHost: a-b_c~d!$&'()*+;=%41:\r\n\r\n",
+        method: b"GET",
+        target: b"/",
+        version: Version::Http11,
+        body: BodyFraming::None,
+        keep_alive: true,
+        expect_continue: false,
+        header_count: 1,
+        content: b"",
+    },
+    Valid {
+        name: "Host: IPvFuture",
+        input: b"GET / HTTP/1.1\r\nHost: [v1.a:b]\r\n\r\n",
+        method: b"GET",
+        target: b"/",
+        version: Version::Http11,
+        body: BodyFraming::None,
+        keep_alive: true,
+        expect_continue: false,
+        header_count: 1,
+        content: b"",
+    },
+    Valid {
+        name: "empty Host in HTTP/1.0 (Host is optional there)",
+        input: b"GET / HTTP/1.0\r\nHost:\r\n\r\n",
+        method: b"GET",
+        target: b"/",
+        version: Version::Http10,
+        body: BodyFraming::None,
+        keep_alive: false,
+        expect_continue: false,
+        header_count: 1,
+        content: b"",
+    },
+    Valid {
+        name: "chunk extensions with quoted-strings and BWS",
+        input: b"POST /api/v1/purchase HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4 ; a = \"x;y\" ; b\r\n{\"qt\r\n5;c=\"\\\"\"\r\ny\":1}\r\n0;d=e\r\n\r\n",
+        method: b"POST",
+        target: b"/api/v1/purchase",
+        version: Version::Http11,
+        body: BodyFraming::Chunked,
+        keep_alive: true,
+        expect_continue: false,
+        header_count: 2,
+        content: b"{\"qty\":1}",
     },
 ];
 
@@ -962,7 +1108,16 @@ fn valid_chunked_bodies_stop_at_the_end() {
         (b"3;name=value;flag\r\nabc\r\n0;last\r\n\r\n", b"abc"),
         (b"3 ; a = \"b\"\r\nabc\r\n0\r\n\r\n", b"abc"),
         (b"3\t;a\r\nabc\r\n0\r\n\r\n", b"abc"),
-        (b"3;\xff\r\nabc\r\n0\r\n\r\n", b"abc"),
+        (b"3;a=\"\xff \\\" \\\\;\"\r\nabc\r\n0\r\n\r\n", b"abc"),
+        (b"3;a=b;c=\"\";d\r\nabc\r\n0\r\n\r\n", b"abc"),
+        (
+            b"3 ; a ; b = c ; d = \"e\"\r\nabc\r\n0;x=\"y\"\r\n\r\n",
+            b"abc",
+        ),
+        (
+            b"3;!#$%&'*+-.^_`|~09azAZ=!#$%&'*+-.^_`|~09azAZ\r\nabc\r\n0\r\n\r\n",
+            b"abc",
+        ),
         (b"2\r\n\r\n\r\n0\r\n\r\n", b"\r\n"),
         (
             b"1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n",
@@ -1025,6 +1180,42 @@ fn limits_are_inclusive() {
         decode(chunked, &SMALL_CHUNKED),
         Ok((b"1234567812345678".to_vec(), chunked.len(), true))
     );
+}
+
+/// RFC 9112 §3: "It is RECOMMENDED that all HTTP senders and recipients support, at a minimum,
+/// request-line lengths of 8000 octets." With the default limits a request line of exactly 8,000
+/// octets parses, at every split point; a target one byte over `TARGET_BYTES_MAX` is refused
+/// with `TargetTooLong`, and the head limit leaves room for such a line plus the fields of a
+/// browser.
+#[test]
+fn default_limits_accept_an_8000_octet_request_line() {
+    let line_bytes = 8000;
+    let target_bytes = line_bytes - "GET  HTTP/1.1".len();
+    let target = format!("/{}", "a".repeat(target_bytes - 1));
+    let input = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n").into_bytes();
+    assert_eq!(input.len(), line_bytes + "\r\nHost: a\r\n\r\n".len());
+    let Ok(Status::Complete(head)) = parse(&input, &Limits::default(), SLOTS) else {
+        panic!("an 8,000-octet request line is refused")
+    };
+    assert_eq!(head.target, target.as_bytes());
+    assert_eq!(head.head_len, input.len());
+    for cut in 0..input.len() {
+        assert_eq!(
+            parse(&input[..cut], &Limits::default(), SLOTS),
+            Ok(Status::Partial),
+            "prefix {cut}"
+        );
+    }
+    let over = format!(
+        "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+        "a".repeat(Limits::TARGET_BYTES_MAX)
+    );
+    assert_eq!(
+        parse(over.as_bytes(), &Limits::default(), SLOTS),
+        Err(Error::TargetTooLong)
+    );
+    const BROWSER_FIELDS_BYTES: usize = 4096;
+    const { assert!(Limits::HEAD_BYTES_MAX >= Limits::TARGET_BYTES_MAX + BROWSER_FIELDS_BYTES) };
 }
 
 /// Two requests back to back: the first head's `head_len` plus its body framing lands exactly on

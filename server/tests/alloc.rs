@@ -10,9 +10,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use proto_http::{HttpDate, Limits};
+use ticketd::app::cors::Cors;
 use ticketd::app::latency::Recorder;
 use ticketd::app::routes::App;
-use ticketd::config::Mode;
+use ticketd::config::{CorsOrigins, Mode};
 use ticketd::net::connection::{ConnLimits, Connection, Next};
 use ticketd::stock::rebalance::{Node, Outbox};
 
@@ -48,8 +49,9 @@ fn allocations() -> usize {
 }
 
 /// The hot routes (available, purchase, reserve, health, HEAD, 404, 405, a rejected qty), sixteen
-/// pipelined requests in one input, and a request split over two inputs: after a warm-up round,
-/// a thousand more rounds allocate nothing.
+/// pipelined requests in one input, a request split over two inputs, and CORS with a list of
+/// origins (a preflight, a purchase from a listed origin, one from another origin): after a
+/// warm-up round, a thousand more rounds allocate nothing.
 #[test]
 fn warm_requests_allocate_nothing() {
     let mut app = App {
@@ -63,6 +65,10 @@ fn warm_requests_allocate_nothing() {
         forwarding: None,
         halted: false,
         docs: ticketd::app::routes::docs(Mode::Monolith, 1_000_000_000),
+        cors: Cors::leak(&CorsOrigins::List(vec![
+            "http://a.example".into(),
+            "http://b.example".into(),
+        ])),
     };
     let limits = ConnLimits {
         http: Limits::default(),
@@ -84,6 +90,9 @@ fn warm_requests_allocate_nothing() {
         &pipelined,
         b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Len",
         b"gth: 9\r\n\r\n{\"qty\":1}",
+        b"OPTIONS /api/v1/purchase HTTP/1.1\r\nHost: t\r\nOrigin: http://b.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n\r\n",
+        b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nOrigin: http://b.example\r\nContent-Length: 9\r\n\r\n{\"qty\":1}",
+        b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nOrigin: http://c.example\r\nContent-Length: 9\r\n\r\n{\"qty\":1}",
     ];
     let mut latency = Recorder::default();
     let mut round = |out: &mut Vec<u8>| {
@@ -146,6 +155,7 @@ fn warm_requests_through_the_core_and_its_journal_allocate_nothing() {
                 http: Limits::default(),
                 headers_max: 32,
             },
+            cors: Cors::leak(&CorsOrigins::Any),
         },
         Some(tail),
     );

@@ -69,7 +69,7 @@ fn flag_beats_environment_beats_dotenv_beats_default() {
     assert_eq!(config["max_order_qty"], 2, "environment");
     assert_eq!(config["shards"], 3, ".env");
     assert_eq!(config["log_level"], "debug", ".env");
-    assert_eq!(config["head_bytes_max"], 8192, "default");
+    assert_eq!(config["head_bytes_max"], 16_384, "default");
     assert_eq!(config["mode"], "monolith", "default");
     assert_eq!(config["port"], 8000, "default");
 }

@@ -103,6 +103,14 @@ fn check_framing(r: &Reply) {
     );
 }
 
+/// A 204 carries `Date` and neither `Content-Length` (RFC 9110 §8.6) nor `Content-Type`.
+fn check_no_content(r: &Reply) {
+    assert!(r.header("date").is_some(), "no Date in {r:?}");
+    assert_eq!(r.header("content-length"), None, "{r:?}");
+    assert_eq!(r.header("content-type"), None, "{r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+}
+
 /// The body as JSON; panics (with the body) when it is not valid JSON.
 fn body_json(r: &Reply) -> Value {
     serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {r:?}"))
@@ -185,7 +193,9 @@ impl Client {
     /// Reads one response; a final one must have the framing every response has.
     fn reply(&mut self) -> Reply {
         let r = read_reply(&mut self.stream, &mut self.carry);
-        if r.status >= 200 {
+        if r.status == 204 {
+            check_no_content(&r);
+        } else if r.status >= 200 {
             check_framing(&r);
         }
         r
@@ -351,61 +361,61 @@ fn unknown_paths_are_404_and_wrong_methods_are_405_with_allow() {
             get_req("/api/v1/purchase"),
             405,
             "method_not_allowed",
-            Some("POST"),
+            Some("POST, OPTIONS"),
         ),
         (
             get_req("/api/v1/reserve"),
             405,
             "method_not_allowed",
-            Some("POST"),
+            Some("POST, OPTIONS"),
         ),
         (
             post_req("/api/v1/available", order),
             405,
             "method_not_allowed",
-            Some("GET, HEAD"),
+            Some("GET, HEAD, OPTIONS"),
         ),
         (
             post_req("/health", order),
             405,
             "method_not_allowed",
-            Some("GET, HEAD"),
+            Some("GET, HEAD, OPTIONS"),
         ),
         (
             post_req("/ready", order),
             405,
             "method_not_allowed",
-            Some("GET, HEAD"),
+            Some("GET, HEAD, OPTIONS"),
         ),
         (
             post_req("/", order),
             405,
             "method_not_allowed",
-            Some("GET, HEAD"),
+            Some("GET, HEAD, OPTIONS"),
         ),
         (
             b"DELETE /api/v1/purchase HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
             405,
             "method_not_allowed",
-            Some("POST"),
+            Some("POST, OPTIONS"),
         ),
         (
             b"PUT /api/v1/ready HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
             405,
             "method_not_allowed",
-            Some("GET, HEAD"),
+            Some("GET, HEAD, OPTIONS"),
         ),
         (
             b"get /health HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
             405,
             "method_not_allowed",
-            Some("GET, HEAD"),
+            Some("GET, HEAD, OPTIONS"),
         ),
         (
             chunked_req("/api/v1/available", "9\r\n{\"qty\":1}\r\n0\r\n\r\n"),
             405,
             "method_not_allowed",
-            Some("GET, HEAD"),
+            Some("GET, HEAD, OPTIONS"),
         ),
     ];
     let mut c = Client::new(&server);
@@ -424,6 +434,100 @@ fn unknown_paths_are_404_and_wrong_methods_are_405_with_allow() {
         );
     }
     assert_ok(&c.reply(), &json!({"qty": 100}));
+}
+
+/// `OPTIONS` and `CONNECT`, on one keep-alive connection: `OPTIONS *` is 204 with the server's
+/// methods in `Allow` (RFC 9110 §9.3.7), `OPTIONS` on a known path 204 with that route's `Allow`
+/// plus OPTIONS, on an unknown path 404; `CONNECT host:port` 405 with the server's `Allow` (not a
+/// proxy). A 204 has no `Content-Length` (RFC 9110 §8.6) and the next response follows it
+/// directly; nothing is sold.
+#[test]
+fn options_and_connect_are_answered() {
+    let server = one_shard(100, &[]);
+    let mut c = Client::new(&server);
+    let all = Some("GET, HEAD, POST, OPTIONS");
+    let table: Vec<(&[u8], u16, Option<&str>)> = vec![
+        (b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", 204, all),
+        (
+            b"OPTIONS /api/v1/purchase HTTP/1.1\r\nHost: t\r\n\r\n",
+            204,
+            Some("POST, OPTIONS"),
+        ),
+        (
+            b"OPTIONS /api/v1/reserve HTTP/1.1\r\nHost: t\r\n\r\n",
+            204,
+            Some("POST, OPTIONS"),
+        ),
+        (
+            b"OPTIONS /api/v1/available?x=1 HTTP/1.1\r\nHost: t\r\n\r\n",
+            204,
+            Some("GET, HEAD, OPTIONS"),
+        ),
+        (
+            b"OPTIONS /health HTTP/1.1\r\nHost: t\r\n\r\n",
+            204,
+            Some("GET, HEAD, OPTIONS"),
+        ),
+        (
+            b"OPTIONS / HTTP/1.1\r\nHost: t\r\n\r\n",
+            204,
+            Some("GET, HEAD, OPTIONS"),
+        ),
+        (
+            b"OPTIONS http://t/ready HTTP/1.1\r\nHost: t\r\n\r\n",
+            204,
+            Some("GET, HEAD, OPTIONS"),
+        ),
+        (b"OPTIONS /nope HTTP/1.1\r\nHost: t\r\n\r\n", 404, None),
+        (b"CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n", 405, all),
+        (
+            b"CONNECT [::1]:8443 HTTP/1.1\r\nHost: [::1]:8443\r\n\r\n",
+            405,
+            all,
+        ),
+    ];
+    let pipeline: Vec<u8> = table.iter().flat_map(|row| row.0.to_vec()).collect();
+    c.send(&pipeline);
+    for (request, status, allow) in &table {
+        let r = c.reply();
+        let request = String::from_utf8_lossy(request);
+        assert_eq!(r.status, *status, "{request}: {r:?}");
+        assert_eq!(r.header("allow"), *allow, "{request}: {r:?}");
+        match status {
+            404 => assert_error(&r, 404, "not_found"),
+            405 => assert_error(&r, 405, "method_not_allowed"),
+            _ => {}
+        }
+    }
+    assert_eq!(c.available(), 100);
+}
+
+/// RFC 9112 §3 recommends request lines of at least 8,000 octets: with the default limits an
+/// 8,000-octet request line is routed (404 for its unknown path, not 414), and so is a purchase
+/// whose query string makes its line 8,000 octets long (it sells); a target one byte over the
+/// default target limit (8 KiB) still gets 414 and a close.
+#[test]
+fn request_lines_of_8000_octets_are_accepted_by_default() {
+    let server = one_shard(100, &[]);
+    let line = |path: &str, len: usize| {
+        let fixed = format!("GET {path} HTTP/1.1").len();
+        format!("{path}{}", "a".repeat(len - fixed))
+    };
+    let long_unknown = line("/x", 8000);
+    assert_eq!(format!("GET {long_unknown} HTTP/1.1").len(), 8000);
+    let mut c = Client::new(&server);
+    let r = c.roundtrip(&get_req(&long_unknown));
+    assert_error(&r, 404, "not_found");
+    let long_purchase = line("/api/v1/purchase?q=", 8001);
+    assert_ok(
+        &c.roundtrip(&post_req(&long_purchase, r#"{"qty":1}"#)),
+        &sold(99),
+    );
+    let over = format!("/{}", "a".repeat(8192));
+    let r = c.roundtrip(&get_req(&over));
+    assert_error(&r, 414, "target_too_long");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    c.assert_closed();
 }
 
 /// HEAD on a GET route is answered 200 with no content (RFC 9110 §9.3.2, RFC 9112 §6.3 rule 1):
@@ -899,6 +1003,9 @@ fn expect_100_continue_is_ignored_for_http10() {
 
 /// Malformed or ambiguous requests get the mapped status with the JSON error body (its `code`
 /// naming the rule broken) and `Connection: close`, then the server closes the connection:
+/// a Host with userinfo or a path, empty or a list (RFC 9112 §3.2), `*` with GET, authority-form
+/// with GET and origin-form with CONNECT (§3.2), chunk extensions off their grammar (`9;`,
+/// `9;bad[=x`, a bare `;` on the last chunk: §7.1.1) on purchases that would otherwise sell,
 /// bare LF, bare CR, obs-fold, Content-Length with Transfer-Encoding, bad or differing
 /// Content-Lengths, whitespace before a colon, missing or repeated Host, a bad request line or
 /// target, control bytes in a value, HTTP/2.0 and 0.9 (505), unknown or unimplemented transfer
@@ -1020,6 +1127,37 @@ fn malformed_requests_get_their_status_and_close() {
             "bad_chunk_end",
         ),
         ("unsupported expectation", post("Expect: 200-ok\r\nContent-Length: 9\r\n", order), 417, "unsupported_expectation"),
+        ("Host with userinfo", b"GET /health HTTP/1.1\r\nHost: user@h\r\n\r\n".to_vec(), 400, "bad_host"),
+        ("Host with a path", b"GET /health HTTP/1.1\r\nHost: h/path\r\n\r\n".to_vec(), 400, "bad_host"),
+        ("empty Host", b"GET /health HTTP/1.1\r\nHost:\r\n\r\n".to_vec(), 400, "bad_host"),
+        ("Host list", b"GET /health HTTP/1.1\r\nHost: a, b\r\n\r\n".to_vec(), 400, "bad_host"),
+        (
+            "purchase with a bad Host",
+            b"POST /api/v1/purchase HTTP/1.1\r\nHost: u@t\r\nContent-Length: 9\r\n\r\n{\"qty\":1}".to_vec(),
+            400,
+            "bad_host",
+        ),
+        ("GET *", b"GET * HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 400, "bad_target_form"),
+        ("GET authority-form", b"GET t:443 HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 400, "bad_target_form"),
+        ("CONNECT origin-form", b"CONNECT /health HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), 400, "bad_target_form"),
+        (
+            "chunk extension: bare semicolon",
+            post("Transfer-Encoding: chunked\r\n", "9;\r\n{\"qty\":1}\r\n0\r\n\r\n"),
+            400,
+            "bad_chunk_extension",
+        ),
+        (
+            "chunk extension: name not a token",
+            post("Transfer-Encoding: chunked\r\n", "9;bad[=x\r\n{\"qty\":1}\r\n0\r\n\r\n"),
+            400,
+            "bad_chunk_extension",
+        ),
+        (
+            "chunk extension on the last chunk: bare semicolon",
+            post("Transfer-Encoding: chunked\r\n", "9\r\n{\"qty\":1}\r\n0;\r\n\r\n"),
+            400,
+            "bad_chunk_extension",
+        ),
     ];
     for (name, request, status, code) in &table {
         let mut c = Client::new(&server);

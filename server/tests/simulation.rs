@@ -287,6 +287,7 @@ fn core_config(shard: usize, shards: usize, stock: u64) -> CoreConfig {
             http: Limits::default(),
             headers_max: 32,
         },
+        cors: ticketd::app::cors::Cors::off(),
     }
 }
 

@@ -123,7 +123,7 @@ fn the_whole_contract_through_the_ticket_tier() {
     assert!(reserve.json("code").is_some());
     let wrong = get(&ticket, "/api/v1/purchase");
     assert_eq!(wrong.status, 405);
-    assert_eq!(wrong.header("allow"), Some("POST"));
+    assert_eq!(wrong.header("allow"), Some("POST, OPTIONS"));
     let on_vacancy = post(&vacancy, "/api/v1/purchase", "{\"qty\":1}");
     assert_eq!(on_vacancy.status, 404);
     for path in ["/health", "/api/v1/health"] {

@@ -7,10 +7,11 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use proto_http::write::{write_response, write_response_with};
+use proto_http::write::{write_no_content, write_response, write_response_with};
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
 
 use crate::app::body::{parse_qty, BodyError};
+use crate::app::cors::{self, Cors, Grant};
 use crate::app::docs::{Doc, Docs};
 use crate::app::metrics::Counters;
 use crate::config::Mode;
@@ -20,6 +21,10 @@ use crate::stock::slice::Sale;
 
 /// The content type of every reply.
 const JSON: &[u8] = b"application/json";
+
+/// The methods the server as a whole answers: `Allow` of `OPTIONS *` and of a CONNECT's 405
+/// (every mode serves a POST route: purchase or reserve).
+const SERVER_ALLOW: &[u8] = b"GET, HEAD, POST, OPTIONS";
 
 /// The endpoints of the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,12 +70,16 @@ impl Route {
         served.then_some(route)
     }
 
-    /// Whether the route answers `method`, and the `Allow` value of its 405. GET routes answer
-    /// HEAD too (RFC 9110 §9.1); the connection strips the body.
+    /// Whether the route answers `method` with its own reply, and the `Allow` value of its 405
+    /// and its `OPTIONS` (which every route answers, 204). GET routes answer HEAD too (RFC 9110
+    /// §9.1); the connection strips the body.
     pub fn allows(self, method: Method<'_>) -> (bool, &'static [u8]) {
         match self {
-            Route::Purchase | Route::Reserve => (method == Method::Post, b"POST"),
-            _ => (matches!(method, Method::Get | Method::Head), b"GET, HEAD"),
+            Route::Purchase | Route::Reserve => (method == Method::Post, b"POST, OPTIONS"),
+            _ => (
+                matches!(method, Method::Get | Method::Head),
+                b"GET, HEAD, OPTIONS",
+            ),
         }
     }
 }
@@ -100,6 +109,8 @@ pub struct App {
     pub halted: bool,
     /// `/openapi.json` and `/docs`, built at start-up ([`docs`]).
     pub docs: Docs,
+    /// Which web origins may read responses (`--cors-allow-origins`).
+    pub cors: &'static Cors,
 }
 
 /// The ticket tier's side of a shard: what it asks the vacancy service, and its copy of the
@@ -181,6 +192,8 @@ pub struct Deferred {
     pub keep_alive: bool,
     /// A HEAD request: the response goes without its body.
     pub head: bool,
+    /// The request's CORS answer.
+    pub cors: Grant,
 }
 
 impl Deferred {
@@ -193,6 +206,7 @@ impl Deferred {
             version: x.version,
             keep_alive: x.keep_alive,
             head: x.head,
+            cors: x.cors,
         }
     }
 }
@@ -209,6 +223,8 @@ pub struct Exchange<'a> {
     pub head: bool,
     /// The cached `Date`.
     pub date: &'a HttpDate,
+    /// What the response says to a browser about CORS; [`App::handle`] decides it.
+    pub cors: Grant,
 }
 
 impl App {
@@ -221,11 +237,17 @@ impl App {
         out: &mut Vec<u8>,
     ) -> Reply {
         self.counters.requests += 1;
+        let x = Exchange {
+            cors: self.cors.grant(req),
+            ..x
+        };
         let Some(route) = Route::find(req.path(), self.mode) else {
-            self.counters.not_found += 1;
-            return error(out, x, 404, "not_found", "no such endpoint", None);
+            return self.no_route(req, x, out);
         };
         let (allowed, allow) = route.allows(req.method);
+        if !allowed && req.method == Method::Options {
+            return options(req, x, allow, out);
+        }
         if !allowed {
             self.counters.method_not_allowed += 1;
             return error(
@@ -302,6 +324,31 @@ impl App {
             out.truncate(out.len() - body.bytes.len());
         }
         Reply::Done(200)
+    }
+
+    /// A target that names no route: `OPTIONS *` asks about the server as a whole (RFC 9110
+    /// §9.3.7) and CONNECT asks for a tunnel, which no resource here offers (405 with the
+    /// methods there are, RFC 9110 §15.5.6); anything else is an unknown path.
+    fn no_route(&mut self, req: &RequestHead<'_, '_>, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+        match req.method {
+            Method::Options if req.target == b"*" => options(req, x, SERVER_ALLOW, out),
+            Method::Connect => {
+                self.counters.method_not_allowed += 1;
+                let detail = "this server is not a proxy: CONNECT is not allowed";
+                error(
+                    out,
+                    x,
+                    405,
+                    "method_not_allowed",
+                    detail,
+                    Some(SERVER_ALLOW),
+                )
+            }
+            _ => {
+                self.counters.not_found += 1;
+                error(out, x, 404, "not_found", "no such endpoint", None)
+            }
+        }
     }
 
     fn ready(&self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
@@ -393,6 +440,7 @@ impl App {
             keep_alive: d.keep_alive,
             head: d.head,
             date,
+            cors: d.cors,
         };
         let outcome = match answer {
             Answer::Decided(sale) => {
@@ -592,6 +640,39 @@ fn available(x: Exchange<'_>, out: &mut Vec<u8>, qty: u64) -> Reply {
     })
 }
 
+/// Appends `204 No Content` with `Allow`: the answer to `OPTIONS`. A CORS preflight (an
+/// `OPTIONS` with `Origin` and `Access-Control-Request-Method`) from an allowed origin also gets
+/// the methods and request headers it may use, and how long it may cache that.
+fn options(req: &RequestHead<'_, '_>, x: Exchange<'_>, allow: &[u8], out: &mut Vec<u8>) -> Reply {
+    let (grant, grant_count) = x.cors.headers();
+    let mut headers: [(&[u8], &[u8]); 6] = [(b"", b""); 6];
+    headers[0] = (b"Allow", allow);
+    headers[1..1 + grant_count].copy_from_slice(&grant[..grant_count]);
+    let mut count = 1 + grant_count;
+    if x.cors.allows() && req.header(b"access-control-request-method").is_some() {
+        let requested = req.header(b"access-control-request-headers");
+        headers[count..count + 3].copy_from_slice(&[
+            (b"Access-Control-Allow-Methods", allow),
+            (
+                b"Access-Control-Allow-Headers",
+                cors::allow_headers(requested),
+            ),
+            (b"Access-Control-Max-Age", cors::PREFLIGHT_MAX_AGE_SECONDS),
+        ]);
+        count += 3;
+    }
+    let response = Response {
+        status: 204,
+        version: x.version,
+        keep_alive: x.keep_alive,
+        date: x.date,
+        content_type: None,
+        extra_headers: &headers[..count],
+    };
+    write_no_content(out, &response);
+    Reply::Done(204)
+}
+
 /// Appends a JSON response whose body `write_body` writes in place.
 fn json(
     out: &mut Vec<u8>,
@@ -602,7 +683,10 @@ fn json(
     json_with(out, x, status, &[], write_body)
 }
 
-/// [`json`] with extra header lines.
+/// The most extra header lines a JSON reply carries besides the CORS ones (`Allow`).
+const EXTRA_HEADERS_MAX: usize = 1;
+
+/// [`json`] with extra header lines (at most [`EXTRA_HEADERS_MAX`]), and the CORS ones.
 fn json_with(
     out: &mut Vec<u8>,
     x: Exchange<'_>,
@@ -610,13 +694,19 @@ fn json_with(
     extra_headers: &[(&[u8], &[u8])],
     write_body: impl FnOnce(&mut Vec<u8>),
 ) -> Reply {
+    assert!(extra_headers.len() <= EXTRA_HEADERS_MAX);
+    let (grant, grant_count) = x.cors.headers();
+    let mut headers: [(&[u8], &[u8]); EXTRA_HEADERS_MAX + 2] = [(b"", b""); EXTRA_HEADERS_MAX + 2];
+    let extra_count = extra_headers.len();
+    headers[..extra_count].copy_from_slice(extra_headers);
+    headers[extra_count..extra_count + grant_count].copy_from_slice(&grant[..grant_count]);
     let response = Response {
         status,
         version: x.version,
         keep_alive: x.keep_alive,
         date: x.date,
         content_type: Some(JSON),
-        extra_headers,
+        extra_headers: &headers[..extra_count + grant_count],
     };
     let start = out.len();
     write_response_with(out, &response, write_body);

@@ -18,7 +18,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches};
 
 use super::error::ConfigError;
 use super::mode::{self, Durability, Mode, ModeAsked};
-use super::parse::{self, VacancyUrl};
+use super::parse::{self, CorsOrigins, VacancyUrl};
 
 /// Shards run one per allowed CPU by default; an explicit count is at most this. Each shard is a
 /// pinned thread holding its own slice of the stock, and gathers visit every shard, so a count far
@@ -57,9 +57,10 @@ pub const CACHE_TTL_SECONDS_DEFAULT: f64 = 1.0;
 /// The log level; the original's default.
 pub const LOG_LEVEL_DEFAULT: &str = "INFO";
 
-/// A request head (request line and header fields) longer than this gets 431. 8 KiB is the
-/// common limit (nginx's header buffer, Apache's line limit); our clients send about 200 bytes.
-pub const HEAD_BYTES_MAX_DEFAULT: usize = 8192;
+/// A request head (request line and header fields) longer than this gets 431. 16 KiB holds a
+/// request line at [`TARGET_BYTES_MAX_DEFAULT`] and a browser's fields (4-8 KiB with cookies);
+/// our clients send about 200 bytes. A connection's buffer grows only as far as its request needs.
+pub const HEAD_BYTES_MAX_DEFAULT: usize = 16 * 1024;
 /// 256 bytes still fits a request line and a Host header; 1 MiB per connection is the most a
 /// shard with thousands of connections can afford.
 pub const HEAD_BYTES_MAX_RANGE: RangeInclusive<usize> = 256..=1 << 20;
@@ -75,9 +76,9 @@ pub const BODY_BYTES_MAX_DEFAULT: usize = 4096;
 /// 16 bytes fits `{"qty":1000000}`; 1 MiB bounds what one request can make a shard buffer.
 pub const BODY_BYTES_MAX_RANGE: RangeInclusive<usize> = 16..=1 << 20;
 
-/// A request target longer than this gets 414. Our paths are under 20 bytes; 2 KiB is the
-/// traditional safe URL length.
-pub const TARGET_BYTES_MAX_DEFAULT: usize = 2048;
+/// A request target longer than this gets 414. RFC 9112 §3 recommends supporting request lines
+/// of at least 8,000 octets; 8 KiB of target gives that. Our paths are under 20 bytes.
+pub const TARGET_BYTES_MAX_DEFAULT: usize = 8 * 1024;
 /// 16 bytes fits every path we serve; 64 KiB is far past any URL a client can expect to work.
 pub const TARGET_BYTES_MAX_RANGE: RangeInclusive<usize> = 16..=1 << 16;
 
@@ -104,6 +105,10 @@ pub const SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 pub const TIMEOUT_MS_RANGE: RangeInclusive<u64> = 1..=3_600_000;
 /// The shutdown grace may be 0: stop at once.
 pub const SHUTDOWN_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 0..=3_600_000;
+
+/// Every origin may call the API from a browser by default: the original FastAPI system's CORS
+/// middleware allowed every origin, so `*` is the compatible default. `none` turns CORS off.
+pub const CORS_ALLOW_ORIGINS_DEFAULT: &str = "*";
 
 /// Where the durable journal lives, relative to the working directory: a checkout keeps its data
 /// beside it, and the systemd units, which start in their state directory, also name it there.
@@ -273,6 +278,12 @@ pub struct Cli {
           default_value_t = SHUTDOWN_TIMEOUT_MS_DEFAULT,
           value_parser = parse::whole(SHUTDOWN_TIMEOUT_MS_RANGE))]
     pub shutdown_timeout_ms: u64,
+
+    /// Web origins whose pages may call the API (CORS): *, none, or a comma-separated list such
+    /// as https://app.example.com,http://localhost:3000
+    #[arg(long, env = "CORS_ALLOW_ORIGINS", value_name = "ORIGINS",
+          default_value = CORS_ALLOW_ORIGINS_DEFAULT, value_parser = parse::cors_origins)]
+    pub cors_allow_origins: CorsOrigins,
 
     /// Directory of the durable journal; a relative path is relative to the working directory
     #[arg(long, env = "DATA_DIR", value_name = "DIR", default_value = DATA_DIR_DEFAULT,

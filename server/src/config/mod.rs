@@ -38,11 +38,11 @@ use serde::{Serialize, Serializer};
 
 pub use cli::{
     env_names, BODY_BYTES_MAX_DEFAULT, BODY_BYTES_MAX_RANGE, CACHE_TTL_SECONDS_DEFAULT,
-    CONNECTIONS_MAX_DEFAULT, CONNECTIONS_MAX_RANGE, DATA_DIR_DEFAULT, HEADERS_MAX_DEFAULT,
-    HEADERS_MAX_RANGE, HEAD_BYTES_MAX_DEFAULT, HEAD_BYTES_MAX_RANGE, HEAD_TIMEOUT_MS_DEFAULT,
-    HTTP_KEEPALIVE_CONNECTIONS_DEFAULT, HTTP_MAX_CONNECTIONS_DEFAULT, HTTP_MAX_CONNECTIONS_RANGE,
-    IDLE_TIMEOUT_MS_DEFAULT, INITIAL_STOCK_DEFAULT, INITIAL_STOCK_RANGE,
-    JOURNAL_COMPACT_BYTES_DEFAULT, JOURNAL_COMPACT_BYTES_RANGE,
+    CONNECTIONS_MAX_DEFAULT, CONNECTIONS_MAX_RANGE, CORS_ALLOW_ORIGINS_DEFAULT, DATA_DIR_DEFAULT,
+    HEADERS_MAX_DEFAULT, HEADERS_MAX_RANGE, HEAD_BYTES_MAX_DEFAULT, HEAD_BYTES_MAX_RANGE,
+    HEAD_TIMEOUT_MS_DEFAULT, HTTP_KEEPALIVE_CONNECTIONS_DEFAULT, HTTP_MAX_CONNECTIONS_DEFAULT,
+    HTTP_MAX_CONNECTIONS_RANGE, IDLE_TIMEOUT_MS_DEFAULT, INITIAL_STOCK_DEFAULT,
+    INITIAL_STOCK_RANGE, JOURNAL_COMPACT_BYTES_DEFAULT, JOURNAL_COMPACT_BYTES_RANGE,
     LATENCY_DUMP_INTERVAL_SECONDS_DEFAULT, LATENCY_DUMP_INTERVAL_SECONDS_RANGE, LOG_LEVEL_DEFAULT,
     MAX_ORDER_QTY_DEFAULT, MAX_ORDER_QTY_RANGE, RUST_LOG_ENV, SECONDS_RANGE, SHARDS_MAX,
     SHUTDOWN_TIMEOUT_MS_DEFAULT, SHUTDOWN_TIMEOUT_MS_RANGE, TARGET_BYTES_MAX_DEFAULT,
@@ -51,7 +51,7 @@ pub use cli::{
 pub use dotenv::{DOTENV_BYTES_MAX, DOTENV_FILE};
 pub use error::ConfigError;
 pub use mode::{Durability, Mode};
-pub use parse::{format_cpu_list, parse_cpu_list, CPU_ID_MAX};
+pub use parse::{format_cpu_list, parse_cpu_list, CorsOrigins, CORS_ORIGINS_MAX, CPU_ID_MAX};
 
 use cli::Cli;
 use mode::ModeAsked;
@@ -152,6 +152,11 @@ pub struct Config {
     /// `LATENCY_DUMP_INTERVAL_SECONDS`); zero: only at shutdown. Ignored without `latency_dump`.
     #[serde(rename = "latency_dump_interval_seconds", serialize_with = "seconds")]
     pub latency_dump_interval: Duration,
+    /// Web origins whose pages may read responses (`--cors-allow-origins`,
+    /// `CORS_ALLOW_ORIGINS`): every origin (`*`, the default, as the original system), none, or
+    /// a list.
+    #[serde(serialize_with = "display")]
+    pub cors_allow_origins: CorsOrigins,
     /// `--print-config`: print [`Config::to_json`] on stdout and exit 0 instead of serving.
     #[serde(skip)]
     pub print_config: bool,
@@ -248,6 +253,7 @@ impl Config {
             journal_compact_bytes: cli.journal_compact_bytes,
             latency_dump: cli.latency_dump,
             latency_dump_interval: Duration::from_secs_f64(cli.latency_dump_interval_seconds),
+            cors_allow_origins: cli.cors_allow_origins,
             print_config: cli.print_config,
         })
     }
@@ -291,6 +297,14 @@ fn resolve_microservices(port: Option<u16>, vacancy: u16, ticket: u16) -> Result
             ))
         }
     }
+}
+
+/// A value as its `Display` writes it (the form its flag takes).
+fn display<T: std::fmt::Display, S: Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// A duration in seconds, as the `*_seconds` flags take it: whole seconds as an integer (`2`),
@@ -501,9 +515,9 @@ mod tests {
         );
         assert_eq!(
             (c.head_bytes_max, c.headers_max, c.body_bytes_max),
-            (8192, 32, 4096)
+            (16_384, 32, 4096)
         );
-        assert_eq!((c.target_bytes_max, c.connections_max), (2048, 10_000));
+        assert_eq!((c.target_bytes_max, c.connections_max), (8192, 10_000));
         assert_eq!(c.head_timeout, Duration::from_secs(10));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
@@ -787,6 +801,9 @@ mod tests {
             (&["--headers-max", "0"], &[], "for --headers-max (HEADERS_MAX)"),
             (&["--body-bytes-max", "15"], &[], "for --body-bytes-max (BODY_BYTES_MAX)"),
             (&["--target-bytes-max", "99999"], &[], "for --target-bytes-max (TARGET_BYTES_MAX)"),
+            (&["--cors-allow-origins", "app.example.com"], &[], "for --cors-allow-origins (CORS_ALLOW_ORIGINS): expected *, none, or a comma-separated list"),
+            (&[], &[("CORS_ALLOW_ORIGINS", "https://a.example/path")], "for --cors-allow-origins (CORS_ALLOW_ORIGINS)"),
+            (&[], &[("CORS_ALLOW_ORIGINS", "https://a.example,")], "for --cors-allow-origins (CORS_ALLOW_ORIGINS)"),
             (&["--connections-max", "0"], &[], "for --connections-max (CONNECTIONS_MAX)"),
             (&["--head-timeout-ms", "0"], &[], "for --head-timeout-ms (HEAD_TIMEOUT_MS)"),
             (&["--idle-timeout-ms", "3600001"], &[], "for --idle-timeout-ms (IDLE_TIMEOUT_MS)"),
@@ -1016,7 +1033,7 @@ mod tests {
         assert_eq!(value["data_dir"], "./data");
         assert_eq!(value["durability"], "sync");
         assert_eq!(value["journal_compact_bytes"], 67_108_864);
-        assert_eq!(value.as_object().map(|o| o.len()), Some(30));
+        assert_eq!(value.as_object().map(|o| o.len()), Some(31));
         let auto = ok(&[], &[], None).to_json();
         let value: serde_json::Value = serde_json::from_str(&auto).expect("valid JSON");
         assert!(
@@ -1097,9 +1114,46 @@ mod tests {
             "journal_compact_bytes",
             "latency_dump",
             "latency_dump_interval_seconds",
+            "cors_allow_origins",
         ];
         assert_eq!(keys, expected);
         assert_eq!(value.as_object().map(|o| o.len()), Some(expected.len()));
+    }
+
+    /// `--cors-allow-origins`: `*` by default (the original allowed every origin), `none` or
+    /// empty for off, or a list, lower-cased as browsers send `Origin`.
+    #[test]
+    fn cors_allow_origins() {
+        type Row<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], CorsOrigins);
+        let table: &[Row<'_>] = &[
+            (&[], &[], CorsOrigins::Any),
+            (&["--cors-allow-origins", "none"], &[], CorsOrigins::None),
+            (&[], &[("CORS_ALLOW_ORIGINS", "")], CorsOrigins::None),
+            (&[], &[("CORS_ALLOW_ORIGINS", "NONE")], CorsOrigins::None),
+            (
+                &[
+                    "--cors-allow-origins",
+                    "HTTPS://App.Example.com, http://localhost:3000",
+                ],
+                &[],
+                CorsOrigins::List(vec![
+                    "https://app.example.com".into(),
+                    "http://localhost:3000".into(),
+                ]),
+            ),
+        ];
+        for (args, env, want) in table {
+            assert_eq!(
+                &ok(args, env, None).cors_allow_origins,
+                want,
+                "{args:?} {env:?}"
+            );
+        }
+        let json = ok(&["--cors-allow-origins", "http://a,http://b"], &[], None).to_json();
+        assert!(
+            json.contains(r#""cors_allow_origins":"http://a,http://b""#),
+            "{json}"
+        );
     }
 
     /// The log line is the JSON's pairs as `key=value`, in the same order and units, on one line.
@@ -1144,7 +1198,7 @@ mod tests {
         );
         assert!(
             dump.summary()
-                .ends_with(" latency_dump=d latency_dump_interval_seconds=1"),
+                .ends_with(" latency_dump=d latency_dump_interval_seconds=1 cors_allow_origins=*"),
             "{}",
             dump.summary()
         );

@@ -184,6 +184,74 @@ pub fn format_cpu_list(cpus: &[usize]) -> String {
     items.join(",")
 }
 
+/// Origins listed in `--cors-allow-origins` at most: a deployment has a handful of front ends; a
+/// longer list is a mistake, and each request with an `Origin` is checked against all of them.
+pub const CORS_ORIGINS_MAX: usize = 64;
+
+/// Which web origins may read responses (`--cors-allow-origins`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `none` or empty: CORS off.
+    None,
+    /// `*`: every origin.
+    Any,
+    /// These origins, lower case, as browsers send them in `Origin`.
+    List(Vec<String>),
+}
+
+impl std::fmt::Display for CorsOrigins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CorsOrigins::None => f.write_str("none"),
+            CorsOrigins::Any => f.write_str("*"),
+            CorsOrigins::List(list) => f.write_str(&list.join(",")),
+        }
+    }
+}
+
+/// Parses `*`, `none` (or an empty value), or a comma-separated list of origins
+/// `scheme://host[:port]` (no path, no trailing slash: an `Origin` header never has one),
+/// lower-cased as browsers serialise them. A value of only whitespace is refused, as for every
+/// option: it is more likely a slip than a wish to turn CORS off.
+pub fn cors_origins(raw: &str) -> Result<CorsOrigins, String> {
+    const EXPECTED: &str = "expected *, none, or a comma-separated list of origins such as \
+                            https://app.example.com,http://localhost:3000";
+    let text = raw.trim();
+    if raw.is_empty() || text.eq_ignore_ascii_case("none") {
+        return Ok(CorsOrigins::None);
+    }
+    if text.is_empty() {
+        return Err(EXPECTED.into());
+    }
+    if text == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    let mut list = Vec::new();
+    for origin in text.split(',').map(str::trim) {
+        let origin = origin.to_ascii_lowercase();
+        let Some((scheme, authority)) = origin.split_once("://") else {
+            return Err(EXPECTED.into());
+        };
+        let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+        let authority_ok = !authority.is_empty()
+            && !authority.starts_with(':')
+            && authority
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~[]:".contains(&b));
+        if !scheme_ok || !authority_ok {
+            return Err(EXPECTED.into());
+        }
+        list.push(origin);
+    }
+    if list.len() > CORS_ORIGINS_MAX {
+        return Err(format!("{EXPECTED} (at most {CORS_ORIGINS_MAX})"));
+    }
+    Ok(CorsOrigins::List(list))
+}
+
 /// The vacancy service's address, from `--vacancy-url`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VacancyUrl {

@@ -11,6 +11,7 @@ use proto_http::{
     EMPTY_HEADER,
 };
 
+use crate::app::cors::Grant;
 use crate::app::routes::{error, Answer, App, Deferred, Exchange, Reply};
 use crate::stock::rebalance::OrderId;
 
@@ -247,6 +248,7 @@ impl Connection {
                 keep_alive,
                 head: head.method == Method::Head,
                 date,
+                cors: Grant::None,
             };
             let reply = app.handle(&head, body, x, out);
             self.continue_sent = false;
@@ -282,6 +284,7 @@ fn reject(e: Error, app: &mut App, date: &HttpDate, out: &mut Vec<u8>) -> Next {
         keep_alive: false,
         head: false,
         date,
+        cors: Grant::None,
     };
     error(out, x, e.status(), e.as_str(), e.detail(), None);
     Next::Close
@@ -310,6 +313,7 @@ mod tests {
             forwarding: None,
             halted: false,
             docs: crate::app::routes::docs(Mode::Monolith, 1_000),
+            cors: crate::app::cors::Cors::off(),
         }
     }
 

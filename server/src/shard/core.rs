@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use proto_http::HttpDate;
 
+use crate::app::cors::Cors;
 use crate::app::routes::{Answer, App, Forwarding};
 use crate::config::Mode;
 use crate::durability::commits::{CommitStats, Commits};
@@ -171,6 +172,8 @@ pub struct CoreConfig {
     pub forward_cache_ttl: Option<Duration>,
     /// Connection limits.
     pub limits: ConnLimits,
+    /// Which web origins may read responses.
+    pub cors: &'static Cors,
 }
 
 /// One shard's decisions (see the module doc).
@@ -229,6 +232,7 @@ impl ShardCore {
                 forwarding,
                 halted: false,
                 docs: crate::app::routes::docs(config.mode, config.max_order_qty),
+                cors: config.cors,
             },
             journal: tail.map(Commits::new),
             limits: config.limits,

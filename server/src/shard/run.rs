@@ -18,6 +18,7 @@ use proto_http::Limits;
 
 use super::core::{CoreConfig, ShardCore};
 use super::{tasks, JournalFile, Message, Shard, ShardParts, LISTEN_BACKLOG};
+use crate::app::cors::Cors;
 use crate::app::latency::{self, Recorder};
 use crate::config::{Config, Durability, Mode};
 use crate::durability::journal::{self, Recovered, ShardStart, Store, Tail, Writer};
@@ -482,6 +483,8 @@ fn core_config(
             },
             headers_max: config.headers_max,
         },
+        // Once per shard at start-up: the policy then lives as long as the process.
+        cors: Cors::leak(&config.cors_allow_origins),
     }
 }
 

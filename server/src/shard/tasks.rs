@@ -210,6 +210,7 @@ mod tests {
                         http: proto_http::Limits::default(),
                         headers_max: 16,
                     },
+                    cors: crate::app::cors::Cors::off(),
                 };
                 let shard = Rc::new(Shard::new(ShardParts {
                     core: ShardCore::new(config, Some(tail)),
