@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs ticketd as a systemd service: the binary, the units and (only if absent) the env file,
-# then reloads systemd. Starts nothing: see README "Operations" for systemctl enable --now.
+# then reloads systemd. Starts nothing: see docs/operations.md for systemctl enable --now.
 #
 # Usage: systemd/install.sh [--dry-run] [--prefix /usr/local] [--bin PATH]
 #   --dry-run   print each step and change nothing

@@ -495,7 +495,8 @@ impl App {
     }
 
     /// The vacancy service failed a forwarded request: 503 with the JSON error. A reserve that
-    /// may have been made says so; it is never retried (see README, "Ticket mode").
+    /// may have been made says so; it is never retried (see docs/modes.md, "When the vacancy
+    /// service fails").
     fn upstream_failed(
         &mut self,
         route: Route,
