@@ -156,6 +156,7 @@ fn warm_requests_through_the_core_and_its_journal_allocate_nothing() {
                 headers_max: 32,
             },
             cors: Cors::leak(&CorsOrigins::Any),
+            board: ticketd::app::board::Board::leak(1),
         },
         Some(tail),
     );
