@@ -69,6 +69,8 @@ fn warm_requests_allocate_nothing() {
             "http://a.example".into(),
             "http://b.example".into(),
         ])),
+        board: ticketd::app::board::Board::leak(1),
+        scraped: Vec::new(),
     };
     let limits = ConnLimits {
         http: Limits::default(),
