@@ -10,10 +10,13 @@
 //! - [`stock`]: a shard's slice of the stock and the pure protocol that moves tickets.
 //! - [`durability`]: the journal (group commit, replay, snapshots) and its pure run-time side.
 //! - [`forward`]: the ticket tier's pooled connections to the vacancy service.
+//! - [`buckets`]: a histogram with fixed Prometheus buckets (journal commit and service times
+//!   on `/metrics`; a leaf: it imports nothing).
 //! - [`json`]: the one hand-written JSON scanner, shared by [`app`]'s `{"qty":N}` fast path and
 //!   [`forward`]'s reading of the vacancy service's replies (a leaf: it imports nothing).
 
 pub mod app;
+pub mod buckets;
 pub mod config;
 pub mod durability;
 pub mod forward;

@@ -69,6 +69,8 @@ fn warm_requests_allocate_nothing() {
             "http://a.example".into(),
             "http://b.example".into(),
         ])),
+        board: ticketd::app::board::Board::leak(1),
+        scraped: Vec::new(),
     };
     let limits = ConnLimits {
         http: Limits::default(),
@@ -156,6 +158,7 @@ fn warm_requests_through_the_core_and_its_journal_allocate_nothing() {
                 headers_max: 32,
             },
             cors: Cors::leak(&CorsOrigins::Any),
+            board: ticketd::app::board::Board::leak(1),
         },
         Some(tail),
     );

@@ -51,6 +51,7 @@ fn each_mode_documents_what_it_serves() {
         "/api/v1/ready",
         "/docs",
         "/health",
+        "/metrics",
         "/openapi.json",
         "/ready",
     ];

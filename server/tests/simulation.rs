@@ -288,7 +288,17 @@ fn core_config(shard: usize, shards: usize, stock: u64) -> CoreConfig {
             headers_max: 32,
         },
         cors: ticketd::app::cors::Cors::off(),
+        board: board(),
     }
+}
+
+/// The `/metrics` board every simulated core holds: one for the whole test binary (nothing
+/// publishes into it here; the cores only need one), so the thousands of cores a run makes leak
+/// nothing each.
+fn board() -> &'static ticketd::app::board::Board {
+    static BOARD: std::sync::OnceLock<&'static ticketd::app::board::Board> =
+        std::sync::OnceLock::new();
+    BOARD.get_or_init(|| ticketd::app::board::Board::leak(16))
 }
 
 /// Opens the journal on `disk` for `shards` shards, and every shard's core over its tail.

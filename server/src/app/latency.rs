@@ -48,6 +48,8 @@ use hdr_files::{hgrm, hlog};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
+use crate::buckets::Buckets;
+
 /// The smallest value told apart from the next: 1 ns, the unit recorded (and `Instant`'s grain).
 pub const LOWEST_DISCERNIBLE_NS: u64 = 1;
 
@@ -113,6 +115,20 @@ impl Recorder {
     /// Nothing recorded yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every value recorded so far, dumped or not, in `/metrics`' fixed buckets (each counted at
+    /// the highest value its HdrHistogram counter stands for, so within 0.1 % of its bucket's
+    /// bound it may land one bucket up). Visits each histogram's counters once: tens of
+    /// microseconds, run by the shard's publisher, never by a request.
+    pub fn buckets(&self) -> Buckets {
+        let mut buckets = Buckets::default();
+        for histogram in [&self.interval, &self.total] {
+            for v in histogram.iter_recorded() {
+                buckets.record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+        buckets
     }
 
     /// Ends the interval: its histogram is added into the cumulative one and emptied.
@@ -309,6 +325,14 @@ mod tests {
         r.interval.saturating_record(2_000);
         r.roll();
         assert_eq!(r.total.len(), 5);
+        r.interval.saturating_record(40_000);
+        let b = r.buckets();
+        assert_eq!(b.count(), 6, "the interval and the total");
+        let at_50us = b.cumulative().find(|&(le, _)| le == "0.00005").unwrap().1;
+        assert_eq!(
+            at_50us, 5,
+            "0, 1.5 µs, the probe, 2 µs and 40 µs; not the saturated one"
+        );
     }
 
     #[test]

@@ -1,17 +1,26 @@
 //! Per-shard counters: plain integers owned by one executor, served by the root info route
-//! (`GET /`, every field below, parser errors by kind). Bad input is counted here, by kind,
-//! instead of being logged per request.
+//! (`GET /`: every field below but `connections_closed`, parser errors by kind) and, through the
+//! snapshots each shard publishes ([`crate::app::board`]), by `GET /metrics`. Bad input is
+//! counted here, by kind, instead of being logged per request.
 //!
 //! There is no "connections refused": a shard at `connections_max` refuses nothing, it stops
 //! accepting, and the connections over the limit wait in the listen backlog until a slot frees.
 
+use std::io::Write as _;
+
 use proto_http::Error;
 
+use crate::config::Mode;
+use crate::stock::rebalance::Node;
+
 /// What one shard has seen. Every field only grows.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Counters {
     /// Connections accepted.
     pub connections_accepted: u64,
+    /// Connections closed, for whatever reason: `connections_accepted - connections_closed` are
+    /// open.
+    pub connections_closed: u64,
     /// Connections closed by the head deadline (slowloris) or the idle timeout.
     pub connections_timed_out: u64,
     /// Requests answered, whatever the status.
@@ -55,4 +64,59 @@ impl Counters {
             .zip(&self.http_errors)
             .map(|(e, &n)| (e.as_str(), n))
     }
+}
+
+/// The body of `GET /`: what this process is (`mode`, `shards`), and shard `shard`'s slice,
+/// protocol moves and counters (parser errors by kind).
+pub fn write_root(
+    o: &mut Vec<u8>,
+    mode: Mode,
+    shards: usize,
+    shard: usize,
+    node: &Node,
+    c: &Counters,
+) {
+    let m = node.moves();
+    let _ = write!(
+        o,
+        "{{\"service\":\"ticketd\",\"version\":\"{}\",\"mode\":\"{}\",\"shards\":{},\"shard\":{},\
+         \"slice\":{{\"available\":{},\"sold\":{}}},\"moves\":{{\"orders_local\":{},\"orders_escalated\":{},\
+         \"refills_asked\":{},\"takes_answered\":{},\"tickets_in\":{},\"tickets_out\":{},\"gathers_failed\":{},\"orders_refused_locally\":{}}},\
+         \"counters\":{{\"connections_accepted\":{},\"connections_timed_out\":{},\"requests\":{},\
+         \"orders_sold\":{},\"orders_insufficient\":{},\"orders_refused\":{},\"tickets_sold\":{},\
+         \"body_errors\":{},\"not_found\":{},\"method_not_allowed\":{},\"forwarded\":{},\
+         \"forward_failed\":{},\"forward_outcome_unknown\":{},\"http_errors\":{{",
+        env!("CARGO_PKG_VERSION"),
+        mode.as_str(),
+        shards,
+        shard,
+        node.slice().available(),
+        node.slice().sold(),
+        m.orders_local,
+        m.orders_escalated,
+        m.refills_asked,
+        m.takes_answered,
+        m.tickets_in,
+        m.tickets_out,
+        m.gathers_failed,
+        m.orders_refused_locally,
+        c.connections_accepted,
+        c.connections_timed_out,
+        c.requests,
+        c.orders_sold,
+        c.orders_insufficient,
+        c.orders_refused,
+        c.tickets_sold,
+        c.body_errors,
+        c.not_found,
+        c.method_not_allowed,
+        c.forwarded,
+        c.forward_failed,
+        c.forward_outcome_unknown,
+    );
+    for (i, (kind, n)) in c.http_errors_by_kind().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        let _ = write!(o, "{comma}\"{kind}\":{n}");
+    }
+    o.extend_from_slice(b"}}}");
 }

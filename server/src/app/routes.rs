@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use proto_http::write::{write_no_content, write_response, write_response_with};
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
 
+use crate::app::board::{Board, Published};
 use crate::app::body::{parse_qty, BodyError};
 use crate::app::cors::{self, Cors, Grant};
 use crate::app::docs::{Doc, Docs};
-use crate::app::metrics::Counters;
+use crate::app::exposition;
+use crate::app::metrics::{self as counters, Counters};
 use crate::config::Mode;
 use crate::forward::upstream::{FailKind, Outcome, Request, RequestId};
 use crate::stock::rebalance::{Node, OrderId, Outbox, Placed};
@@ -41,6 +43,8 @@ pub enum Route {
     Ready,
     /// `GET /`
     Root,
+    /// `GET /metrics`
+    Metrics,
     /// `GET /openapi.json`
     OpenApi,
     /// `GET /docs`
@@ -58,6 +62,7 @@ impl Route {
             b"/api/v1/health" | b"/health" => Route::Health,
             b"/ready" | b"/api/v1/ready" => Route::Ready,
             b"/" => Route::Root,
+            b"/metrics" => Route::Metrics,
             b"/openapi.json" => Route::OpenApi,
             b"/docs" => Route::Docs,
             _ => return None,
@@ -111,6 +116,10 @@ pub struct App {
     pub docs: Docs,
     /// Which web origins may read responses (`--cors-allow-origins`).
     pub cors: &'static Cors,
+    /// Every shard's published numbers, for `/metrics` (made at start-up, shared by all shards).
+    pub board: &'static Board,
+    /// The slots a scrape copied out, reused by the next scrape.
+    pub scraped: Vec<Published>,
 }
 
 /// The ticket tier's side of a shard: what it asks the vacancy service, and its copy of the
@@ -286,7 +295,12 @@ impl App {
                 None,
             ),
             Route::Ready => self.ready(x, out),
-            Route::Root => self.root(x, out),
+            // What this process is, and this shard's counters (parser errors by kind).
+            Route::Root => json(out, x, 200, |o| {
+                let (mode, shards, shard) = (self.mode, self.shards, self.shard);
+                counters::write_root(o, mode, shards, shard, &self.node, &self.counters)
+            }),
+            Route::Metrics => self.metrics(x, out),
             Route::OpenApi => self.document(Doc::OpenApi, req, x, out),
             Route::Docs => self.document(Doc::Page, req, x, out),
         }
@@ -384,9 +398,8 @@ impl App {
                 (Request::Available, 0)
             }
             Route::Ready => (Request::Health, 0),
-            Route::Reserve | Route::Health | Route::Root | Route::OpenApi | Route::Docs => {
-                return None
-            }
+            Route::Reserve | Route::Health | Route::Root => return None,
+            Route::Metrics | Route::OpenApi | Route::Docs => return None,
         };
         self.counters.forwarded += 1;
         let order = forwarding.forward(request);
@@ -574,54 +587,21 @@ impl App {
         error(out, x, e.status(), e.code(), e.detail(), None)
     }
 
-    /// `GET /`: what this process is, and this shard's counters (parser errors by kind).
-    fn root(&self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
-        let c = &self.counters;
-        let m = self.node.moves();
-        json(out, x, 200, |o| {
-            let _ = write!(
-                o,
-                "{{\"service\":\"ticketd\",\"version\":\"{}\",\"mode\":\"{}\",\"shards\":{},\"shard\":{},\
-                 \"slice\":{{\"available\":{},\"sold\":{}}},\"moves\":{{\"orders_local\":{},\"orders_escalated\":{},\
-                 \"refills_asked\":{},\"takes_answered\":{},\"tickets_in\":{},\"tickets_out\":{},\"gathers_failed\":{},\"orders_refused_locally\":{}}},\
-                 \"counters\":{{\"connections_accepted\":{},\"connections_timed_out\":{},\"requests\":{},\
-                 \"orders_sold\":{},\"orders_insufficient\":{},\"orders_refused\":{},\"tickets_sold\":{},\
-                 \"body_errors\":{},\"not_found\":{},\"method_not_allowed\":{},\"forwarded\":{},\
-                 \"forward_failed\":{},\"forward_outcome_unknown\":{},\"http_errors\":{{",
-                env!("CARGO_PKG_VERSION"),
-                self.mode.as_str(),
-                self.shards,
-                self.shard,
-                self.node.slice().available(),
-                self.node.slice().sold(),
-                m.orders_local,
-                m.orders_escalated,
-                m.refills_asked,
-                m.takes_answered,
-                m.tickets_in,
-                m.tickets_out,
-                m.gathers_failed,
-                m.orders_refused_locally,
-                c.connections_accepted,
-                c.connections_timed_out,
-                c.requests,
-                c.orders_sold,
-                c.orders_insufficient,
-                c.orders_refused,
-                c.tickets_sold,
-                c.body_errors,
-                c.not_found,
-                c.method_not_allowed,
-                c.forwarded,
-                c.forward_failed,
-                c.forward_outcome_unknown,
-            );
-            for (i, (kind, n)) in c.http_errors_by_kind().enumerate() {
-                let comma = if i == 0 { "" } else { "," };
-                let _ = write!(o, "{comma}\"{kind}\":{n}");
-            }
-            o.extend_from_slice(b"}}}");
-        })
+    /// `GET /metrics`: every shard's last published numbers (this one's too), in Prometheus'
+    /// text format. Reads the board, never a peer's core: see [`crate::app::board`].
+    fn metrics(&mut self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+        self.board.read(&mut self.scraped);
+        let (grant, grant_count) = x.cors.headers();
+        let response = Response {
+            status: 200,
+            version: x.version,
+            keep_alive: x.keep_alive,
+            date: x.date,
+            content_type: Some(exposition::CONTENT_TYPE),
+            extra_headers: &grant[..grant_count],
+        };
+        exposition::respond(out, &response, x.head, &self.scraped, self.mode);
+        Reply::Done(200)
     }
 }
 

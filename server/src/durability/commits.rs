@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use super::journal::{Batch, Change, JournalError, Seq, Tail};
+use crate::buckets::Buckets;
 
 /// A writer that does not run on every idle moment (the uring driver while the shard is busy)
 /// starts a group commit once the oldest change waiting for one has waited this long. Starting
@@ -24,7 +25,7 @@ use super::journal::{Batch, Change, JournalError, Seq, Tail};
 /// 500 µs measured the same within noise.
 pub const COMMIT_DELAY_MAX: Duration = Duration::from_micros(250);
 
-/// What a shard's commits did (for the log line at exit).
+/// What a shard's commits did (for the log line at exit and `/metrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitStats {
     /// Group commits (one write each, or a compaction).
@@ -33,6 +34,8 @@ pub struct CommitStats {
     pub changes: u64,
     /// Microseconds from handing a batch out to its being durable, summed.
     pub busy_us: u64,
+    /// The same times, one per commit, in fixed buckets (`/metrics`' commit-time histogram).
+    pub commit_time: Buckets,
 }
 
 /// One shard's journal, the pure side (see the module doc).
@@ -139,7 +142,9 @@ impl Commits {
         let since = self.out_since.take().unwrap_or(now);
         self.stats.commits += 1;
         self.stats.changes += self.durable() - before;
-        self.stats.busy_us += now.saturating_duration_since(since).as_micros() as u64;
+        let took = now.saturating_duration_since(since);
+        self.stats.busy_us += took.as_micros() as u64;
+        self.stats.commit_time.record_ns(took.as_nanos() as u64);
     }
 
     /// The batch out (or an operation on the file) failed: the journal stops for good.

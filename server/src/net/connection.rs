@@ -314,6 +314,8 @@ mod tests {
             halted: false,
             docs: crate::app::routes::docs(Mode::Monolith, 1_000),
             cors: crate::app::cors::Cors::off(),
+            board: crate::app::board::Board::leak(2),
+            scraped: Vec::new(),
         }
     }
 

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use proto_http::HttpDate;
 
+use crate::app::board::{Board, JournalState, Snapshot, Stock};
 use crate::app::cors::Cors;
 use crate::app::routes::{Answer, App, Forwarding};
 use crate::config::Mode;
@@ -174,6 +175,8 @@ pub struct CoreConfig {
     pub limits: ConnLimits,
     /// Which web origins may read responses.
     pub cors: &'static Cors,
+    /// Where every shard publishes its numbers for `/metrics` (made once at start-up).
+    pub board: &'static Board,
 }
 
 /// One shard's decisions (see the module doc).
@@ -233,6 +236,8 @@ impl ShardCore {
                 halted: false,
                 docs: crate::app::routes::docs(config.mode, config.max_order_qty),
                 cors: config.cors,
+                board: config.board,
+                scraped: Vec::with_capacity(config.board.shards()),
             },
             journal: tail.map(Commits::new),
             limits: config.limits,
@@ -375,6 +380,7 @@ impl ShardCore {
     /// The connection is gone: nothing more is told to it (an order it waited for is still
     /// decided; only its answer is lost, as when a client disconnects before its response).
     pub fn closed(&mut self, key: ConnKey) {
+        self.app.counters.connections_closed += 1;
         self.holds.remove(&key);
     }
 
@@ -619,6 +625,30 @@ impl ShardCore {
     /// What the journal's commits did (`None` without a journal).
     pub fn commit_stats(&self) -> Option<CommitStats> {
         self.journal.as_ref().map(Commits::stats)
+    }
+
+    /// This shard's numbers for `/metrics` (the glue adds service times), into `into`.
+    pub fn snapshot(&self, into: &mut Snapshot) {
+        let node = &self.app.node;
+        into.counters = self.app.counters;
+        into.moves = *node.moves();
+        into.stock = Stock {
+            available: node.slice().available(),
+            sold: node.slice().sold(),
+            bound: node.bound(),
+        };
+        into.halted = self.app.halted;
+        into.journal = self.journal.as_ref().map(|journal| {
+            let stats = journal.stats();
+            JournalState {
+                failed: journal.failed().is_some(),
+                durable: journal.durable(),
+                appended: journal.appended(),
+                commits: stats.commits,
+                changes: stats.changes,
+                commit_time: stats.commit_time,
+            }
+        });
     }
 
     /// The journal's tail (for checks).

@@ -1,6 +1,8 @@
 //! Shards: one glommio executor per selected CPU, each with its own SO_REUSEPORT listener, its
 //! own slice of the stock, its own connections and counters. Nothing on the request path is
-//! shared between shards; the only cross-shard traffic is explicit messages over a channel mesh.
+//! shared between shards; the only cross-shard traffic is explicit messages over a channel mesh,
+//! besides the `/metrics` board ([`crate::app::board`]), whose slots only each shard's timer
+//! writes and only a scrape reads.
 //!
 //! - [`core`]: the [`ShardCore`], everything a shard decides, sans-IO;
 //! - this file: [`Shard`], the glue around one core on its executor: it feeds the core the

@@ -18,6 +18,7 @@ use proto_http::Limits;
 
 use super::core::{CoreConfig, ShardCore};
 use super::{tasks, JournalFile, Message, Shard, ShardParts, LISTEN_BACKLOG};
+use crate::app::board::Board;
 use crate::app::cors::Cors;
 use crate::app::latency::{self, Recorder};
 use crate::config::{Config, Durability, Mode};
@@ -55,6 +56,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
     let config = Arc::new(config);
     let watchdog = Watchdog::from_env(&notifier);
     let heartbeats = Heartbeats::new(shards);
+    // Once per process: every shard publishes into it and reads it for `/metrics`.
+    let board = Board::leak(shards);
 
     // What the shards sell: the journal's tickets left, or the configured stock.
     let stock = journaled
@@ -88,6 +91,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
                     vacancy,
                     stock,
                     journal,
+                    board,
                 };
                 shard_main(config, prepared, mesh, stop, bound_tx).await
             })
@@ -260,6 +264,8 @@ struct Prepared {
     stock: u64,
     /// This shard's journal, with `--durability sync`.
     journal: Option<JournalStart>,
+    /// Where shards publish their numbers for `/metrics`.
+    board: &'static Board,
 }
 
 /// One shard's life on its executor.
@@ -297,6 +303,7 @@ async fn shard_main(
             shards,
             prepared.stock,
             prepared.vacancy.is_some(),
+            prepared.board,
         ),
         tail,
     );
@@ -466,6 +473,7 @@ fn core_config(
     shards: usize,
     stock: u64,
     forwards: bool,
+    board: &'static Board,
 ) -> CoreConfig {
     CoreConfig {
         mode: config.mode,
@@ -485,6 +493,7 @@ fn core_config(
         },
         // Once per shard at start-up: the policy then lives as long as the process.
         cors: Cors::leak(&config.cors_allow_origins),
+        board,
     }
 }
 
@@ -534,5 +543,6 @@ fn spawn_tasks(
     ))
     .detach();
     glommio::spawn_local(tasks::flusher(shard.clone(), mail_kicked, senders.clone())).detach();
+    glommio::spawn_local(tasks::publisher(shard.clone())).detach();
     tasks::spawn_receivers(shard, receivers);
 }

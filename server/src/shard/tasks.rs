@@ -4,6 +4,8 @@
 //! - the clock refreshes the cached `Date` once a second;
 //! - the reporter offers peers this slice's size every half freshness period (the core says to
 //!   whom, and takes back a report a full queue dropped);
+//! - the publisher copies the shard's numbers onto the board `/metrics` reads, every
+//!   [`PUBLISH_PERIOD`] (the only writer of the shard's slot);
 //! - the flusher sends the mail the core lets out, one message at a time and in order (a full
 //!   peer queue makes it wait, never drop a message that carries tickets);
 //! - one receiver per peer applies its messages;
@@ -20,6 +22,7 @@ use glommio::channels::local_channel::LocalReceiver;
 use proto_http::HttpDate;
 
 use super::{Message, Shard};
+use crate::app::board::{Snapshot, PUBLISH_PERIOD};
 use crate::durability::journal::Writer;
 
 /// How often leaving looks at the core: the added latency of a shutdown.
@@ -60,6 +63,27 @@ pub(crate) async fn reporter(shard: Rc<Shard>, senders: Rc<Senders<Message>>, pe
                 }
             }
         }
+    }
+}
+
+/// Publishes the shard's numbers onto the board at once, then every [`PUBLISH_PERIOD`], until
+/// the shard leaves (a last time then). Off the request path: a scrape only reads the slots.
+pub(crate) async fn publisher(shard: Rc<Shard>) {
+    let mut snapshot = Snapshot::default();
+    loop {
+        let (board, me, leaving) = {
+            let core = shard.core.borrow();
+            core.snapshot(&mut snapshot);
+            (core.app.board, core.shard(), core.leaving())
+        };
+        if let Some(latency) = &shard.latency {
+            snapshot.service_time = Some(latency.borrow().buckets());
+        }
+        board.publish(me, &snapshot, Instant::now());
+        if leaving {
+            return;
+        }
+        glommio::timer::sleep(PUBLISH_PERIOD).await;
     }
 }
 
@@ -211,6 +235,7 @@ mod tests {
                         headers_max: 16,
                     },
                     cors: crate::app::cors::Cors::off(),
+                    board: crate::app::board::Board::leak(1),
                 };
                 let shard = Rc::new(Shard::new(ShardParts {
                     core: ShardCore::new(config, Some(tail)),

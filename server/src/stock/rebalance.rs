@@ -207,7 +207,7 @@ pub enum Placed {
 }
 
 /// Per-shard counters of the protocol.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Moves {
     /// Orders sold from the local slice without any message.
     pub orders_local: u64,
