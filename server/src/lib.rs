@@ -10,6 +10,8 @@
 //! - [`stock`]: a shard's slice of the stock and the pure protocol that moves tickets.
 //! - [`durability`]: the journal (group commit, replay, snapshots) and its pure run-time side.
 //! - [`forward`]: the ticket tier's pooled connections to the vacancy service.
+//! - [`request_id`]: `X-Request-Id`, kept from the client or made per shard without coordination
+//!   (a leaf).
 //! - [`json`]: the one hand-written JSON scanner, shared by [`app`]'s `{"qty":N}` fast path and
 //!   [`forward`]'s reading of the vacancy service's replies (a leaf: it imports nothing).
 
@@ -20,5 +22,6 @@ pub mod forward;
 pub mod json;
 pub mod net;
 pub mod process;
+pub mod request_id;
 pub mod shard;
 pub mod stock;

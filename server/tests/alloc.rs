@@ -50,7 +50,8 @@ fn allocations() -> usize {
 
 /// The hot routes (available, purchase, reserve, health, HEAD, 404, 405, a rejected qty), sixteen
 /// pipelined requests in one input, a request split over two inputs, and CORS with a list of
-/// origins (a preflight, a purchase from a listed origin, one from another origin): after a
+/// origins (a preflight, a purchase from a listed origin, one from another origin), a client's
+/// `X-Request-Id` kept and an unusable one replaced: after a
 /// warm-up round, a thousand more rounds allocate nothing.
 #[test]
 fn warm_requests_allocate_nothing() {
@@ -69,6 +70,7 @@ fn warm_requests_allocate_nothing() {
             "http://a.example".into(),
             "http://b.example".into(),
         ])),
+        request_ids: ticketd::request_id::Generator::new(0),
     };
     let limits = ConnLimits {
         http: Limits::default(),
@@ -93,6 +95,8 @@ fn warm_requests_allocate_nothing() {
         b"OPTIONS /api/v1/purchase HTTP/1.1\r\nHost: t\r\nOrigin: http://b.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n\r\n",
         b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nOrigin: http://b.example\r\nContent-Length: 9\r\n\r\n{\"qty\":1}",
         b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nOrigin: http://c.example\r\nContent-Length: 9\r\n\r\n{\"qty\":1}",
+        b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nX-Request-Id: 0f8e2c1a-client-id\r\nContent-Length: 9\r\n\r\n{\"qty\":1}",
+        b"GET /api/v1/available HTTP/1.1\r\nHost: t\r\nX-Request-Id: has space\r\n\r\n",
     ];
     let mut latency = Recorder::default();
     let mut round = |out: &mut Vec<u8>| {

@@ -16,6 +16,7 @@ use crate::app::docs::{Doc, Docs};
 use crate::app::metrics::Counters;
 use crate::config::Mode;
 use crate::forward::upstream::{FailKind, Outcome, Request, RequestId};
+use crate::request_id::{self, Generator, XRequestId};
 use crate::stock::rebalance::{Node, OrderId, Outbox, Placed};
 use crate::stock::slice::Sale;
 
@@ -111,6 +112,8 @@ pub struct App {
     pub docs: Docs,
     /// Which web origins may read responses (`--cors-allow-origins`).
     pub cors: &'static Cors,
+    /// Makes the `X-Request-Id` of requests that bring none (or an unusable one).
+    pub request_ids: Generator,
 }
 
 /// The ticket tier's side of a shard: what it asks the vacancy service, and its copy of the
@@ -118,8 +121,8 @@ pub struct App {
 /// ([`crate::forward`]); answers come back through [`App::finish_order`].
 #[derive(Debug)]
 pub struct Forwarding {
-    /// Requests to send, in order.
-    pub requests: Vec<(RequestId, Request)>,
+    /// Requests to send, in order, each with its client request's `X-Request-Id`.
+    pub requests: Vec<(RequestId, Request, XRequestId)>,
     /// The next request's id (also the id its connection waits on).
     next_id: RequestId,
     /// The vacancy service's last known stock and when it was learnt: `/available` answers from
@@ -141,10 +144,10 @@ impl Forwarding {
     }
 
     /// Queues `request`; returns its id.
-    fn forward(&mut self, request: Request) -> RequestId {
+    fn forward(&mut self, request: Request, request_id: XRequestId) -> RequestId {
         let id = self.next_id;
         self.next_id += 1;
-        self.requests.push((id, request));
+        self.requests.push((id, request, request_id));
         id
     }
 
@@ -194,6 +197,8 @@ pub struct Deferred {
     pub head: bool,
     /// The request's CORS answer.
     pub cors: Grant,
+    /// The request's `X-Request-Id`, for its response when it comes.
+    pub request_id: XRequestId,
 }
 
 impl Deferred {
@@ -207,6 +212,7 @@ impl Deferred {
             keep_alive: x.keep_alive,
             head: x.head,
             cors: x.cors,
+            request_id: *x.request_id,
         }
     }
 }
@@ -225,6 +231,8 @@ pub struct Exchange<'a> {
     pub date: &'a HttpDate,
     /// What the response says to a browser about CORS; [`App::handle`] decides it.
     pub cors: Grant,
+    /// The request's `X-Request-Id`, echoed on every response to it.
+    pub request_id: &'a XRequestId,
 }
 
 impl App {
@@ -307,17 +315,20 @@ impl App {
             .filter(|h| h.name.eq_ignore_ascii_case(b"accept-encoding"))
             .map(|h| h.value);
         let body = self.docs.get(doc, accept_encoding);
-        let headers: [(&[u8], &[u8]); 2] = [
+        let mut headers: [(&[u8], &[u8]); 3] = [
             (b"Vary", b"Accept-Encoding"),
             (b"Content-Encoding", b"gzip"),
+            (b"", b""),
         ];
+        let mut count = usize::from(body.vary) + usize::from(body.gzip);
+        count += push_request_id(&mut headers[count..], x.request_id);
         let response = Response {
             status: 200,
             version: x.version,
             keep_alive: x.keep_alive,
             date: x.date,
             content_type: Some(body.content_type),
-            extra_headers: &headers[..usize::from(body.vary) + usize::from(body.gzip)],
+            extra_headers: &headers[..count],
         };
         write_response(out, &response, body.bytes);
         if x.head {
@@ -389,7 +400,7 @@ impl App {
             }
         };
         self.counters.forwarded += 1;
-        let order = forwarding.forward(request);
+        let order = forwarding.forward(request, *x.request_id);
         Some(Reply::Deferred(Deferred::new(order, route, qty, x)))
     }
 
@@ -441,6 +452,7 @@ impl App {
             head: d.head,
             date,
             cors: d.cors,
+            request_id: &d.request_id,
         };
         let outcome = match answer {
             Answer::Decided(sale) => {
@@ -481,7 +493,12 @@ impl App {
                 // The upstream module reads each answer by what was asked, so this is our bug;
                 // the client still gets a clear answer.
                 debug_assert!(false, "{route:?} answered with {outcome:?}");
-                tracing::error!(?route, ?outcome, "a forwarded request got another's answer");
+                tracing::error!(
+                    ?route,
+                    ?outcome,
+                    request_id = %d.request_id,
+                    "a forwarded request got another's answer"
+                );
                 self.upstream_failed(route, FailKind::BadBody, x, out)
             }
         }
@@ -528,7 +545,12 @@ impl App {
                 "the vacancy service is unavailable; nothing was sold",
             ),
         };
-        tracing::debug!(?route, failure = kind.as_str(), "forwarded request failed");
+        tracing::debug!(
+            ?route,
+            failure = kind.as_str(),
+            request_id = %x.request_id,
+            "forwarded request failed"
+        );
         error(out, x, 503, code, detail, None)
     }
 
@@ -645,10 +667,11 @@ fn available(x: Exchange<'_>, out: &mut Vec<u8>, qty: u64) -> Reply {
 /// the methods and request headers it may use, and how long it may cache that.
 fn options(req: &RequestHead<'_, '_>, x: Exchange<'_>, allow: &[u8], out: &mut Vec<u8>) -> Reply {
     let (grant, grant_count) = x.cors.headers();
-    let mut headers: [(&[u8], &[u8]); 6] = [(b"", b""); 6];
+    let mut headers: [(&[u8], &[u8]); 7] = [(b"", b""); 7];
     headers[0] = (b"Allow", allow);
     headers[1..1 + grant_count].copy_from_slice(&grant[..grant_count]);
     let mut count = 1 + grant_count;
+    count += push_request_id(&mut headers[count..], x.request_id);
     if x.cors.allows() && req.header(b"access-control-request-method").is_some() {
         let requested = req.header(b"access-control-request-headers");
         headers[count..count + 3].copy_from_slice(&[
@@ -686,7 +709,20 @@ fn json(
 /// The most extra header lines a JSON reply carries besides the CORS ones (`Allow`).
 const EXTRA_HEADERS_MAX: usize = 1;
 
-/// [`json`] with extra header lines (at most [`EXTRA_HEADERS_MAX`]), and the CORS ones.
+/// Header lines a reply carries besides the extra ones: CORS (2) and `X-Request-Id` (1).
+const COMMON_HEADERS_MAX: usize = 3;
+
+/// Writes `X-Request-Id: id` into `slot[0]` unless `id` is empty; returns the lines written.
+fn push_request_id<'a>(slot: &mut [(&'a [u8], &'a [u8])], id: &'a XRequestId) -> usize {
+    if id.as_bytes().is_empty() {
+        return 0;
+    }
+    slot[0] = (request_id::HEADER, id.as_bytes());
+    1
+}
+
+/// [`json`] with extra header lines (at most [`EXTRA_HEADERS_MAX`]), the CORS ones and
+/// `X-Request-Id`.
 fn json_with(
     out: &mut Vec<u8>,
     x: Exchange<'_>,
@@ -696,17 +732,21 @@ fn json_with(
 ) -> Reply {
     assert!(extra_headers.len() <= EXTRA_HEADERS_MAX);
     let (grant, grant_count) = x.cors.headers();
-    let mut headers: [(&[u8], &[u8]); EXTRA_HEADERS_MAX + 2] = [(b"", b""); EXTRA_HEADERS_MAX + 2];
+    let mut headers: [(&[u8], &[u8]); EXTRA_HEADERS_MAX + COMMON_HEADERS_MAX] =
+        [(b"", b""); EXTRA_HEADERS_MAX + COMMON_HEADERS_MAX];
     let extra_count = extra_headers.len();
     headers[..extra_count].copy_from_slice(extra_headers);
     headers[extra_count..extra_count + grant_count].copy_from_slice(&grant[..grant_count]);
+    let count = extra_count
+        + grant_count
+        + push_request_id(&mut headers[extra_count + grant_count..], x.request_id);
     let response = Response {
         status,
         version: x.version,
         keep_alive: x.keep_alive,
         date: x.date,
         content_type: Some(JSON),
-        extra_headers: &headers[..extra_count + grant_count],
+        extra_headers: &headers[..count],
     };
     let start = out.len();
     write_response_with(out, &response, write_body);

@@ -243,12 +243,14 @@ impl Connection {
                 }
             };
             let keep_alive = head.keep_alive && !draining;
+            let request_id = app.request_ids.pick(head.header(b"x-request-id"));
             let x = Exchange {
                 version: head.version,
                 keep_alive,
                 head: head.method == Method::Head,
                 date,
                 cors: Grant::None,
+                request_id: &request_id,
             };
             let reply = app.handle(&head, body, x, out);
             self.continue_sent = false;
@@ -278,13 +280,17 @@ impl Connection {
 fn reject(e: Error, app: &mut App, date: &HttpDate, out: &mut Vec<u8>) -> Next {
     app.counters.http_error(e);
     app.counters.requests += 1;
-    tracing::debug!(error = e.as_str(), "request rejected");
+    // The head did not parse, so a client id in it cannot be trusted: a fresh one names this
+    // answer.
+    let request_id = app.request_ids.next_id();
+    tracing::debug!(error = e.as_str(), %request_id, "request rejected");
     let x = Exchange {
         version: Version::Http11,
         keep_alive: false,
         head: false,
         date,
         cors: Grant::None,
+        request_id: &request_id,
     };
     error(out, x, e.status(), e.as_str(), e.detail(), None);
     Next::Close
@@ -314,6 +320,7 @@ mod tests {
             halted: false,
             docs: crate::app::routes::docs(Mode::Monolith, 1_000),
             cors: crate::app::cors::Cors::off(),
+            request_ids: crate::request_id::Generator::new(0),
         }
     }
 

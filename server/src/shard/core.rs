@@ -47,6 +47,7 @@ use crate::durability::commits::{CommitStats, Commits};
 use crate::durability::journal::{Batch, JournalError, Seq, Tail};
 use crate::forward::upstream::{Outcome, Request, RequestId};
 use crate::net::connection::{ConnLimits, Connection, Next};
+use crate::request_id::XRequestId;
 use crate::stock::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
 use crate::stock::slice::Sale;
 
@@ -233,6 +234,7 @@ impl ShardCore {
                 halted: false,
                 docs: crate::app::routes::docs(config.mode, config.max_order_qty),
                 cors: config.cors,
+                request_ids: crate::request_id::Generator::new(config.shard),
             },
             journal: tail.map(Commits::new),
             limits: config.limits,
@@ -534,7 +536,7 @@ impl ShardCore {
     }
 
     /// Moves the requests queued for the vacancy service into `into` (ticket mode).
-    pub fn take_forwards(&mut self, into: &mut Vec<(RequestId, Request)>) {
+    pub fn take_forwards(&mut self, into: &mut Vec<(RequestId, Request, XRequestId)>) {
         if let Some(forwarding) = self.app.forwarding.as_mut() {
             into.append(&mut forwarding.requests);
         }
