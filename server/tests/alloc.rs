@@ -71,6 +71,7 @@ fn warm_requests_allocate_nothing() {
             "http://b.example".into(),
         ])),
         request_ids: ticketd::request_id::Generator::new(0),
+        rate_limit: None,
     };
     let limits = ConnLimits {
         http: Limits::default(),
@@ -160,6 +161,7 @@ fn warm_requests_through_the_core_and_its_journal_allocate_nothing() {
                 headers_max: 32,
             },
             cors: Cors::leak(&CorsOrigins::Any),
+            rate_limit: ticketd::app::rate_limit::Settings::OFF,
         },
         Some(tail),
     );

@@ -288,6 +288,7 @@ fn core_config(shard: usize, shards: usize, stock: u64) -> CoreConfig {
             headers_max: 32,
         },
         cors: ticketd::app::cors::Cors::off(),
+        rate_limit: ticketd::app::rate_limit::Settings::OFF,
     }
 }
 

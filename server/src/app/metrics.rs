@@ -30,6 +30,8 @@ pub struct Counters {
     pub not_found: u64,
     /// Known paths with the wrong method (405).
     pub method_not_allowed: u64,
+    /// Requests refused with 429 by the rate limit.
+    pub rate_limited: u64,
     /// Orders answered 503 because a journal failed.
     pub orders_refused: u64,
     /// Ticket mode: requests sent to the vacancy service.

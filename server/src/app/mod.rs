@@ -7,4 +7,5 @@ pub mod cors;
 pub mod docs;
 pub mod latency;
 pub mod metrics;
+pub mod rate_limit;
 pub mod routes;

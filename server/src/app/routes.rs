@@ -5,6 +5,7 @@
 //! holds is in [`App`].
 
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use proto_http::write::{write_no_content, write_response, write_response_with};
@@ -14,6 +15,7 @@ use crate::app::body::{parse_qty, BodyError};
 use crate::app::cors::{self, Cors, Grant};
 use crate::app::docs::{Doc, Docs};
 use crate::app::metrics::Counters;
+use crate::app::rate_limit::{RateLimit, Verdict};
 use crate::config::Mode;
 use crate::forward::upstream::{FailKind, Outcome, Request, RequestId};
 use crate::request_id::{self, Generator, XRequestId};
@@ -114,6 +116,9 @@ pub struct App {
     pub cors: &'static Cors,
     /// Makes the `X-Request-Id` of requests that bring none (or an unusable one).
     pub request_ids: Generator,
+    /// Per-client-address token buckets (`--rate-limit-purchases-per-second`); `None` when off,
+    /// so the limit costs one branch then.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The ticket tier's side of a shard: what it asks the vacancy service, and its copy of the
@@ -233,6 +238,8 @@ pub struct Exchange<'a> {
     pub cors: Grant,
     /// The request's `X-Request-Id`, echoed on every response to it.
     pub request_id: &'a XRequestId,
+    /// The client's address, when the transport knows it (the rate limit's key).
+    pub client: Option<IpAddr>,
 }
 
 impl App {
@@ -249,7 +256,13 @@ impl App {
             cors: self.cors.grant(req),
             ..x
         };
-        let Some(route) = Route::find(req.path(), self.mode) else {
+        let route = Route::find(req.path(), self.mode);
+        if self.rate_limit.is_some() {
+            if let Some(reply) = self.rate_limited(route, req.method, x, out) {
+                return reply;
+            }
+        }
+        let Some(route) = route else {
             return self.no_route(req, x, out);
         };
         let (allowed, allow) = route.allows(req.method);
@@ -298,6 +311,35 @@ impl App {
             Route::OpenApi => self.document(Doc::OpenApi, req, x, out),
             Route::Docs => self.document(Doc::Page, req, x, out),
         }
+    }
+
+    /// 429 with `Retry-After` when the request counts against the client's rate limit (a
+    /// purchase, or any request with `--rate-limit-all-routes`) and its bucket is empty.
+    fn rate_limited(
+        &mut self,
+        route: Option<Route>,
+        method: Method<'_>,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Reply> {
+        let limit = self.rate_limit.as_mut()?;
+        let counts = limit.all_routes || (route == Some(Route::Purchase) && method == Method::Post);
+        let client = x.client.filter(|_| counts)?;
+        let Verdict::Limited { retry_after_s } = limit.check(client, Instant::now()) else {
+            return None;
+        };
+        self.counters.rate_limited += 1;
+        let mut digits = itoa::Buffer::new();
+        let retry_after: &[u8] = digits.format(retry_after_s).as_bytes();
+        let detail = "too many requests from this address: retry after the seconds in Retry-After";
+        Some(error_with(
+            out,
+            x,
+            429,
+            "rate_limited",
+            detail,
+            &[(b"Retry-After", retry_after)],
+        ))
     }
 
     /// `/openapi.json` or `/docs`, gzip-encoded when the client accepts it. Only these routes
@@ -453,6 +495,7 @@ impl App {
             date,
             cors: d.cors,
             request_id: &d.request_id,
+            client: None,
         };
         let outcome = match answer {
             Answer::Decided(sale) => {
@@ -607,7 +650,7 @@ impl App {
                  \"refills_asked\":{},\"takes_answered\":{},\"tickets_in\":{},\"tickets_out\":{},\"gathers_failed\":{},\"orders_refused_locally\":{}}},\
                  \"counters\":{{\"connections_accepted\":{},\"connections_timed_out\":{},\"requests\":{},\
                  \"orders_sold\":{},\"orders_insufficient\":{},\"orders_refused\":{},\"tickets_sold\":{},\
-                 \"body_errors\":{},\"not_found\":{},\"method_not_allowed\":{},\"forwarded\":{},\
+                 \"body_errors\":{},\"not_found\":{},\"method_not_allowed\":{},\"rate_limited\":{},\"forwarded\":{},\
                  \"forward_failed\":{},\"forward_outcome_unknown\":{},\"http_errors\":{{",
                 env!("CARGO_PKG_VERSION"),
                 self.mode.as_str(),
@@ -633,6 +676,7 @@ impl App {
                 c.body_errors,
                 c.not_found,
                 c.method_not_allowed,
+                c.rate_limited,
                 c.forwarded,
                 c.forward_failed,
                 c.forward_outcome_unknown,
@@ -706,7 +750,8 @@ fn json(
     json_with(out, x, status, &[], write_body)
 }
 
-/// The most extra header lines a JSON reply carries besides the CORS ones (`Allow`).
+/// The most extra header lines a JSON reply carries besides the common ones (`Allow` or
+/// `Retry-After`).
 const EXTRA_HEADERS_MAX: usize = 1;
 
 /// Header lines a reply carries besides the extra ones: CORS (2) and `X-Request-Id` (1).
@@ -771,6 +816,18 @@ pub fn error(
 ) -> Reply {
     let allow_header = [(&b"Allow"[..], allow.unwrap_or_default())];
     let extra: &[(&[u8], &[u8])] = if allow.is_some() { &allow_header } else { &[] };
+    error_with(out, x, status, code, detail, extra)
+}
+
+/// [`error`] with extra header lines (`Allow`, `Retry-After`).
+fn error_with(
+    out: &mut Vec<u8>,
+    x: Exchange<'_>,
+    status: u16,
+    code: &str,
+    detail: &str,
+    extra: &[(&[u8], &[u8])],
+) -> Reply {
     json_with(out, x, status, extra, |o| {
         o.extend_from_slice(b"{\"error\":\"");
         o.extend_from_slice(proto_http::reason_phrase(status).as_bytes());

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use proto_http::HttpDate;
 
 use crate::app::cors::Cors;
+use crate::app::rate_limit::{self, RateLimit};
 use crate::app::routes::{Answer, App, Forwarding};
 use crate::config::Mode;
 use crate::durability::commits::{CommitStats, Commits};
@@ -175,6 +176,8 @@ pub struct CoreConfig {
     pub limits: ConnLimits,
     /// Which web origins may read responses.
     pub cors: &'static Cors,
+    /// The per-client rate limit (`Settings::OFF` for none).
+    pub rate_limit: rate_limit::Settings,
 }
 
 /// One shard's decisions (see the module doc).
@@ -235,6 +238,7 @@ impl ShardCore {
                 docs: crate::app::routes::docs(config.mode, config.max_order_qty),
                 cors: config.cors,
                 request_ids: crate::request_id::Generator::new(config.shard),
+                rate_limit: RateLimit::new(config.rate_limit),
             },
             journal: tail.map(Commits::new),
             limits: config.limits,

@@ -211,6 +211,7 @@ mod tests {
                         headers_max: 16,
                     },
                     cors: crate::app::cors::Cors::off(),
+                    rate_limit: crate::app::rate_limit::Settings::OFF,
                 };
                 let shard = Rc::new(Shard::new(ShardParts {
                     core: ShardCore::new(config, Some(tail)),
