@@ -1,11 +1,15 @@
 //! What a shard answers: routes and JSON replies ([`routes`]), the `{"qty":N}` body ([`body`]),
 //! CORS ([`cors`]), counters ([`metrics`]), service-time histograms ([`latency`]), and the
-//! OpenAPI document and its page ([`docs`]).
+//! OpenAPI document and its page ([`docs`]), per-client rate limits ([`rate_limit`]); `info`
+//! (`/`, `/ready`, the documents) and `upstream_failure` (the ticket tier's 503s) are more of
+//! `App`'s replies, kept apart so `routes` stays short.
 
 pub mod body;
 pub mod cors;
 pub mod docs;
+mod info;
 pub mod latency;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
+mod upstream_failure;

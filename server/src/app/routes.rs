@@ -4,11 +4,10 @@
 //! This module knows requests and bytes; the stock decisions are in `stock`, and what a shard
 //! holds is in [`App`].
 
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use proto_http::write::{write_no_content, write_response, write_response_with};
+use proto_http::write::{write_no_content, write_response_with};
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
 
 use crate::app::body::{parse_qty, BodyError};
@@ -342,43 +341,6 @@ impl App {
         ))
     }
 
-    /// `/openapi.json` or `/docs`, gzip-encoded when the client accepts it. Only these routes
-    /// read `Accept-Encoding`.
-    fn document(
-        &self,
-        doc: Doc,
-        req: &RequestHead<'_, '_>,
-        x: Exchange<'_>,
-        out: &mut Vec<u8>,
-    ) -> Reply {
-        let accept_encoding = req
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(b"accept-encoding"))
-            .map(|h| h.value);
-        let body = self.docs.get(doc, accept_encoding);
-        let mut headers: [(&[u8], &[u8]); 3] = [
-            (b"Vary", b"Accept-Encoding"),
-            (b"Content-Encoding", b"gzip"),
-            (b"", b""),
-        ];
-        let mut count = usize::from(body.vary) + usize::from(body.gzip);
-        count += push_request_id(&mut headers[count..], x.request_id);
-        let response = Response {
-            status: 200,
-            version: x.version,
-            keep_alive: x.keep_alive,
-            date: x.date,
-            content_type: Some(body.content_type),
-            extra_headers: &headers[..count],
-        };
-        write_response(out, &response, body.bytes);
-        if x.head {
-            out.truncate(out.len() - body.bytes.len());
-        }
-        Reply::Done(200)
-    }
-
     /// A target that names no route: `OPTIONS *` asks about the server as a whole (RFC 9110
     /// §9.3.7) and CONNECT asks for a tunnel, which no resource here offers (405 with the
     /// methods there are, RFC 9110 §15.5.6); anything else is an unknown path.
@@ -402,16 +364,6 @@ impl App {
                 error(out, x, 404, "not_found", "no such endpoint", None)
             }
         }
-    }
-
-    fn ready(&self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
-        let (mode, shards) = (self.mode.as_str(), self.shards);
-        json(out, x, 200, |o| {
-            let _ = write!(
-                o,
-                "{{\"status\":\"ready\",\"mode\":\"{mode}\",\"shards\":{shards}}}"
-            );
-        })
     }
 
     /// Ticket mode: purchase, a stale `/available` and `/ready` ask the vacancy service; `None`
@@ -554,49 +506,6 @@ impl App {
         }
     }
 
-    /// The vacancy service failed a forwarded request: 503 with the JSON error. A reserve that
-    /// may have been made says so; it is never retried (see README, "Ticket mode").
-    fn upstream_failed(
-        &mut self,
-        route: Route,
-        kind: FailKind,
-        x: Exchange<'_>,
-        out: &mut Vec<u8>,
-    ) -> Reply {
-        self.counters.forward_failed += 1;
-        let unknown = route == Route::Purchase && kind.outcome_unknown();
-        if unknown {
-            self.counters.forward_outcome_unknown += 1;
-        }
-        let (code, detail) = match (route, unknown, kind) {
-            (Route::Ready, _, _) => (
-                "not_ready",
-                "the vacancy service does not answer; purchases fail until it does",
-            ),
-            (_, true, _) => (
-                "vacancy_outcome_unknown",
-                "the vacancy service took the request but its answer (or the lack of one) does \
-                 not say whether it was made: the purchase may or may not have been made, and it \
-                 was not retried",
-            ),
-            (_, _, FailKind::Busy) => (
-                "vacancy_busy",
-                "too many requests are waiting for the vacancy service; nothing was sold",
-            ),
-            _ => (
-                "vacancy_unavailable",
-                "the vacancy service is unavailable; nothing was sold",
-            ),
-        };
-        tracing::debug!(
-            ?route,
-            failure = kind.as_str(),
-            request_id = %x.request_id,
-            "forwarded request failed"
-        );
-        error(out, x, 503, code, detail, None)
-    }
-
     fn order_reply(
         &mut self,
         route: Route,
@@ -636,57 +545,6 @@ impl App {
     fn body_error(&mut self, e: BodyError, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
         self.counters.body_errors += 1;
         error(out, x, e.status(), e.code(), e.detail(), None)
-    }
-
-    /// `GET /`: what this process is, and this shard's counters (parser errors by kind).
-    fn root(&self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
-        let c = &self.counters;
-        let m = self.node.moves();
-        json(out, x, 200, |o| {
-            let _ = write!(
-                o,
-                "{{\"service\":\"ticketd\",\"version\":\"{}\",\"mode\":\"{}\",\"shards\":{},\"shard\":{},\
-                 \"slice\":{{\"available\":{},\"sold\":{}}},\"moves\":{{\"orders_local\":{},\"orders_escalated\":{},\
-                 \"refills_asked\":{},\"takes_answered\":{},\"tickets_in\":{},\"tickets_out\":{},\"gathers_failed\":{},\"orders_refused_locally\":{}}},\
-                 \"counters\":{{\"connections_accepted\":{},\"connections_timed_out\":{},\"requests\":{},\
-                 \"orders_sold\":{},\"orders_insufficient\":{},\"orders_refused\":{},\"tickets_sold\":{},\
-                 \"body_errors\":{},\"not_found\":{},\"method_not_allowed\":{},\"rate_limited\":{},\"forwarded\":{},\
-                 \"forward_failed\":{},\"forward_outcome_unknown\":{},\"http_errors\":{{",
-                env!("CARGO_PKG_VERSION"),
-                self.mode.as_str(),
-                self.shards,
-                self.shard,
-                self.node.slice().available(),
-                self.node.slice().sold(),
-                m.orders_local,
-                m.orders_escalated,
-                m.refills_asked,
-                m.takes_answered,
-                m.tickets_in,
-                m.tickets_out,
-                m.gathers_failed,
-                m.orders_refused_locally,
-                c.connections_accepted,
-                c.connections_timed_out,
-                c.requests,
-                c.orders_sold,
-                c.orders_insufficient,
-                c.orders_refused,
-                c.tickets_sold,
-                c.body_errors,
-                c.not_found,
-                c.method_not_allowed,
-                c.rate_limited,
-                c.forwarded,
-                c.forward_failed,
-                c.forward_outcome_unknown,
-            );
-            for (i, (kind, n)) in c.http_errors_by_kind().enumerate() {
-                let comma = if i == 0 { "" } else { "," };
-                let _ = write!(o, "{comma}\"{kind}\":{n}");
-            }
-            o.extend_from_slice(b"}}}");
-        })
     }
 }
 
@@ -741,7 +599,7 @@ fn options(req: &RequestHead<'_, '_>, x: Exchange<'_>, allow: &[u8], out: &mut V
 }
 
 /// Appends a JSON response whose body `write_body` writes in place.
-fn json(
+pub(super) fn json(
     out: &mut Vec<u8>,
     x: Exchange<'_>,
     status: u16,
@@ -758,7 +616,7 @@ const EXTRA_HEADERS_MAX: usize = 1;
 const COMMON_HEADERS_MAX: usize = 3;
 
 /// Writes `X-Request-Id: id` into `slot[0]` unless `id` is empty; returns the lines written.
-fn push_request_id<'a>(slot: &mut [(&'a [u8], &'a [u8])], id: &'a XRequestId) -> usize {
+pub(super) fn push_request_id<'a>(slot: &mut [(&'a [u8], &'a [u8])], id: &'a XRequestId) -> usize {
     if id.as_bytes().is_empty() {
         return 0;
     }
