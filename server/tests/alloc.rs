@@ -207,3 +207,71 @@ fn warm_requests_through_the_core_and_its_journal_allocate_nothing() {
     );
     assert_eq!(core.app.node.slice().sold(), 1003 * 19);
 }
+
+/// The rate limit on (1 purchase a second, burst 1): purchases from two client addresses, one
+/// sold and the rest refused with 429, and a GET that does not count. Once both addresses are
+/// in the table, a thousand more rounds allocate nothing: only a new address may allocate.
+#[test]
+fn rate_limited_requests_from_known_addresses_allocate_nothing() {
+    use ticketd::app::rate_limit::{RateLimit, Settings};
+
+    let mut app = App {
+        mode: Mode::Monolith,
+        shard: 0,
+        shards: 1,
+        node: Node::new(0, 1, 1_000_000_000),
+        outbox: Outbox::default(),
+        max_order_qty: 1_000_000_000,
+        counters: Default::default(),
+        forwarding: None,
+        halted: false,
+        docs: ticketd::app::routes::docs(Mode::Monolith, 1_000_000_000),
+        cors: Cors::off(),
+        request_ids: ticketd::request_id::Generator::new(0),
+        rate_limit: RateLimit::new(Settings {
+            per_second: 1.0,
+            burst: 1,
+            all_routes: false,
+        }),
+    };
+    let limits = ConnLimits {
+        http: Limits::default(),
+        headers_max: 32,
+    };
+    let date = HttpDate::now();
+    let peers = [[192, 0, 2, 1], [192, 0, 2, 2]];
+    let mut conns: Vec<Connection> = peers
+        .iter()
+        .map(|&ip| Connection::new(Some(std::net::IpAddr::from(ip))))
+        .collect();
+    let input: &[u8] =
+        b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"qty\":1}\
+        GET /api/v1/available HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut out = Vec::new();
+    let mut round = |app: &mut App, out: &mut Vec<u8>| {
+        for conn in &mut conns {
+            let next = conn.on_input(input, app, &limits, &date, false, out);
+            assert_eq!(next, Next::Read);
+            app.outbox.changes.clear();
+            out.clear();
+        }
+    };
+    for _ in 0..3 {
+        round(&mut app, &mut out);
+    }
+    let before = allocations();
+    for _ in 0..1000 {
+        round(&mut app, &mut out);
+    }
+    assert_eq!(
+        allocations() - before,
+        0,
+        "allocations with the rate limit on"
+    );
+    assert!(
+        app.counters.rate_limited >= 2000,
+        "{}",
+        app.counters.rate_limited
+    );
+    assert_eq!(app.rate_limit.as_ref().unwrap().tracked(), 2);
+}

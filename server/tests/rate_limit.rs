@@ -132,3 +132,28 @@ fn off_by_default() {
         .all(|r| r.status == 200 && r.body.contains("\"success\":true")));
     assert_eq!(sold(&server), 100);
 }
+
+/// The documented bound with SO_REUSEPORT: each of 2 shards gives the client the full burst, so
+/// of 60 purchases on fresh connections (spread over both shards) between 1× and 2× the burst
+/// sell, and every other one answers 429.
+#[test]
+fn connections_spread_over_shards_get_at_most_shards_times_the_burst() {
+    let server = Server::start(&[
+        "--shards",
+        "2",
+        "--initial-stock",
+        "1000",
+        "--rate-limit-purchases-per-second",
+        "0.001",
+        "--rate-limit-burst",
+        "5",
+    ]);
+    let replies: Vec<Reply> = (0..60).map(|_| burst(&server, 1).remove(0)).collect();
+    let sold = replies
+        .iter()
+        .filter(|r| r.status == 200 && r.body.contains("\"success\":true"))
+        .count();
+    let limited = replies.iter().filter(|r| r.status == 429).count();
+    assert_eq!(sold + limited, 60);
+    assert!((5..=10).contains(&sold), "{sold} sold");
+}
