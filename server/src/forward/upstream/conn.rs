@@ -472,6 +472,24 @@ mod tests {
         );
         assert!(out.ends_with(b"{\"qty\":18446744073709551615}"));
         assert_eq!(conn.in_flight(), 2);
+        // The client request's id goes along on every kind of request.
+        let mut out = Vec::new();
+        conn.enqueue(
+            3,
+            Request::Reserve { qty: 1 },
+            b"id-1",
+            Instant::now(),
+            &mut out,
+        );
+        conn.enqueue(4, Request::Available, b"id-2", Instant::now(), &mut out);
+        assert_eq!(
+            out,
+            b"POST /api/v1/reserve HTTP/1.1\r\nHost: [::1]:8001\r\n\
+              Content-Type: application/json\r\nX-Request-Id: id-1\r\nContent-Length: 9\r\n\r\n\
+              {\"qty\":1}GET /api/v1/available HTTP/1.1\r\nHost: [::1]:8001\r\n\
+              X-Request-Id: id-2\r\n\r\n"
+                .to_vec()
+        );
     }
 
     /// Pipelined responses map to their ids in order, however the bytes are split.
