@@ -12,6 +12,8 @@
 //! - [`forward`]: the ticket tier's pooled connections to the vacancy service.
 //! - [`buckets`]: a histogram with fixed Prometheus buckets (journal commit and service times
 //!   on `/metrics`; a leaf: it imports nothing).
+//! - [`request_id`]: `X-Request-Id`, kept from the client or made per shard without coordination
+//!   (a leaf).
 //! - [`json`]: the one hand-written JSON scanner, shared by [`app`]'s `{"qty":N}` fast path and
 //!   [`forward`]'s reading of the vacancy service's replies (a leaf: it imports nothing).
 
@@ -23,5 +25,6 @@ pub mod forward;
 pub mod json;
 pub mod net;
 pub mod process;
+pub mod request_id;
 pub mod shard;
 pub mod stock;

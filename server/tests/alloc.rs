@@ -50,7 +50,8 @@ fn allocations() -> usize {
 
 /// The hot routes (available, purchase, reserve, health, HEAD, 404, 405, a rejected qty), sixteen
 /// pipelined requests in one input, a request split over two inputs, and CORS with a list of
-/// origins (a preflight, a purchase from a listed origin, one from another origin): after a
+/// origins (a preflight, a purchase from a listed origin, one from another origin), a client's
+/// `X-Request-Id` kept and an unusable one replaced: after a
 /// warm-up round, a thousand more rounds allocate nothing.
 #[test]
 fn warm_requests_allocate_nothing() {
@@ -71,6 +72,8 @@ fn warm_requests_allocate_nothing() {
         ])),
         board: ticketd::app::board::Board::leak(1),
         scraped: Vec::new(),
+        request_ids: ticketd::request_id::Generator::new(0),
+        rate_limit: None,
     };
     let limits = ConnLimits {
         http: Limits::default(),
@@ -95,6 +98,8 @@ fn warm_requests_allocate_nothing() {
         b"OPTIONS /api/v1/purchase HTTP/1.1\r\nHost: t\r\nOrigin: http://b.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n\r\n",
         b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nOrigin: http://b.example\r\nContent-Length: 9\r\n\r\n{\"qty\":1}",
         b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nOrigin: http://c.example\r\nContent-Length: 9\r\n\r\n{\"qty\":1}",
+        b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nX-Request-Id: 0f8e2c1a-client-id\r\nContent-Length: 9\r\n\r\n{\"qty\":1}",
+        b"GET /api/v1/available HTTP/1.1\r\nHost: t\r\nX-Request-Id: has space\r\n\r\n",
     ];
     let mut latency = Recorder::default();
     let mut round = |out: &mut Vec<u8>| {
@@ -159,6 +164,7 @@ fn warm_requests_through_the_core_and_its_journal_allocate_nothing() {
             },
             cors: Cors::leak(&CorsOrigins::Any),
             board: ticketd::app::board::Board::leak(1),
+            rate_limit: ticketd::app::rate_limit::Settings::OFF,
         },
         Some(tail),
     );
@@ -203,4 +209,74 @@ fn warm_requests_through_the_core_and_its_journal_allocate_nothing() {
         "allocations on the warm request path, journal append included"
     );
     assert_eq!(core.app.node.slice().sold(), 1003 * 19);
+}
+
+/// The rate limit on (1 purchase a second, burst 1): purchases from two client addresses, one
+/// sold and the rest refused with 429, and a GET that does not count. Once both addresses are
+/// in the table, a thousand more rounds allocate nothing: only a new address may allocate.
+#[test]
+fn rate_limited_requests_from_known_addresses_allocate_nothing() {
+    use ticketd::app::rate_limit::{RateLimit, Settings};
+
+    let mut app = App {
+        mode: Mode::Monolith,
+        shard: 0,
+        shards: 1,
+        node: Node::new(0, 1, 1_000_000_000),
+        outbox: Outbox::default(),
+        max_order_qty: 1_000_000_000,
+        counters: Default::default(),
+        forwarding: None,
+        halted: false,
+        docs: ticketd::app::routes::docs(Mode::Monolith, 1_000_000_000),
+        cors: Cors::off(),
+        board: ticketd::app::board::Board::leak(1),
+        scraped: Vec::new(),
+        request_ids: ticketd::request_id::Generator::new(0),
+        rate_limit: RateLimit::new(Settings {
+            per_second: 1.0,
+            burst: 1,
+            all_routes: false,
+        }),
+    };
+    let limits = ConnLimits {
+        http: Limits::default(),
+        headers_max: 32,
+    };
+    let date = HttpDate::now();
+    let peers = [[192, 0, 2, 1], [192, 0, 2, 2]];
+    let mut conns: Vec<Connection> = peers
+        .iter()
+        .map(|&ip| Connection::new(Some(std::net::IpAddr::from(ip))))
+        .collect();
+    let input: &[u8] =
+        b"POST /api/v1/purchase HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"qty\":1}\
+        GET /api/v1/available HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut out = Vec::new();
+    let mut round = |app: &mut App, out: &mut Vec<u8>| {
+        for conn in &mut conns {
+            let next = conn.on_input(input, app, &limits, &date, false, out);
+            assert_eq!(next, Next::Read);
+            app.outbox.changes.clear();
+            out.clear();
+        }
+    };
+    for _ in 0..3 {
+        round(&mut app, &mut out);
+    }
+    let before = allocations();
+    for _ in 0..1000 {
+        round(&mut app, &mut out);
+    }
+    assert_eq!(
+        allocations() - before,
+        0,
+        "allocations with the rate limit on"
+    );
+    assert!(
+        app.counters.rate_limited >= 2000,
+        "{}",
+        app.counters.rate_limited
+    );
+    assert_eq!(app.rate_limit.as_ref().unwrap().tracked(), 2);
 }

@@ -289,6 +289,7 @@ fn core_config(shard: usize, shards: usize, stock: u64) -> CoreConfig {
         },
         cors: ticketd::app::cors::Cors::off(),
         board: board(),
+        rate_limit: ticketd::app::rate_limit::Settings::OFF,
     }
 }
 

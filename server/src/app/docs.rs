@@ -303,9 +303,10 @@ mod tests {
             };
             assert!(codes(response).contains(&e.code().to_owned()), "{e:?}");
         }
-        for code in ["not_found", "method_not_allowed"] {
+        for code in ["not_found", "method_not_allowed", "rate_limited"] {
             assert!(default.contains(&code.to_owned()));
         }
+        assert_eq!(codes("RateLimited"), ["rate_limited"]);
     }
 
     #[test]

@@ -126,6 +126,11 @@ const FAMILIES: &[Family] = &[
         |s| s.counters.method_not_allowed
     ),
     counter!(
+        "ticketd_rate_limited_total",
+        "Requests answered 429 by the per-client rate limit.",
+        |s| s.counters.rate_limited
+    ),
+    counter!(
         "ticketd_forwarded_total",
         "Ticket mode: requests sent to the vacancy service.",
         |s| s.counters.forwarded

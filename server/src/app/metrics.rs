@@ -39,6 +39,8 @@ pub struct Counters {
     pub not_found: u64,
     /// Known paths with the wrong method (405).
     pub method_not_allowed: u64,
+    /// Requests refused with 429 by the rate limit.
+    pub rate_limited: u64,
     /// Orders answered 503 because a journal failed.
     pub orders_refused: u64,
     /// Ticket mode: requests sent to the vacancy service.
@@ -84,7 +86,7 @@ pub fn write_root(
          \"refills_asked\":{},\"takes_answered\":{},\"tickets_in\":{},\"tickets_out\":{},\"gathers_failed\":{},\"orders_refused_locally\":{}}},\
          \"counters\":{{\"connections_accepted\":{},\"connections_timed_out\":{},\"requests\":{},\
          \"orders_sold\":{},\"orders_insufficient\":{},\"orders_refused\":{},\"tickets_sold\":{},\
-         \"body_errors\":{},\"not_found\":{},\"method_not_allowed\":{},\"forwarded\":{},\
+         \"body_errors\":{},\"not_found\":{},\"method_not_allowed\":{},\"rate_limited\":{},\"forwarded\":{},\
          \"forward_failed\":{},\"forward_outcome_unknown\":{},\"http_errors\":{{",
         env!("CARGO_PKG_VERSION"),
         mode.as_str(),
@@ -110,6 +112,7 @@ pub fn write_root(
         c.body_errors,
         c.not_found,
         c.method_not_allowed,
+        c.rate_limited,
         c.forwarded,
         c.forward_failed,
         c.forward_outcome_unknown,

@@ -1,13 +1,18 @@
 //! What a shard answers: routes and JSON replies ([`routes`]), the `{"qty":N}` body ([`body`]),
 //! CORS ([`cors`]), counters ([`metrics`]), service-time histograms ([`latency`]), the
-//! OpenAPI document and its page ([`docs`]), and `/metrics`: the snapshots every shard publishes
-//! ([`board`]) rendered in Prometheus' text format ([`exposition`]).
+//! OpenAPI document and its page ([`docs`]), per-client rate limits ([`rate_limit`]), and
+//! `/metrics`: the snapshots every shard publishes ([`board`]) rendered in Prometheus' text format
+//! ([`exposition`]); `info` (`/`, `/ready`, the documents) and `upstream_failure` (the ticket
+//! tier's 503s) are more of `App`'s replies, kept apart so `routes` stays short.
 
 pub mod board;
 pub mod body;
 pub mod cors;
 pub mod docs;
 pub mod exposition;
+mod info;
 pub mod latency;
 pub mod metrics;
+pub mod rate_limit;
 pub mod routes;
+mod upstream_failure;

@@ -4,10 +4,10 @@
 //! This module knows requests and bytes; the stock decisions are in `stock`, and what a shard
 //! holds is in [`App`].
 
-use std::io::Write as _;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use proto_http::write::{write_no_content, write_response, write_response_with};
+use proto_http::write::{write_no_content, write_response_with};
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
 
 use crate::app::board::{Board, Published};
@@ -16,8 +16,10 @@ use crate::app::cors::{self, Cors, Grant};
 use crate::app::docs::{Doc, Docs};
 use crate::app::exposition;
 use crate::app::metrics::{self as counters, Counters};
+use crate::app::rate_limit::{RateLimit, Verdict};
 use crate::config::Mode;
 use crate::forward::upstream::{FailKind, Outcome, Request, RequestId};
+use crate::request_id::{self, Generator, XRequestId};
 use crate::stock::rebalance::{Node, OrderId, Outbox, Placed};
 use crate::stock::slice::Sale;
 
@@ -120,6 +122,11 @@ pub struct App {
     pub board: &'static Board,
     /// The slots a scrape copied out, reused by the next scrape.
     pub scraped: Vec<Published>,
+    /// Makes the `X-Request-Id` of requests that bring none (or an unusable one).
+    pub request_ids: Generator,
+    /// Per-client-address token buckets (`--rate-limit-purchases-per-second`); `None` when off,
+    /// so the limit costs one branch then.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The ticket tier's side of a shard: what it asks the vacancy service, and its copy of the
@@ -127,8 +134,8 @@ pub struct App {
 /// ([`crate::forward`]); answers come back through [`App::finish_order`].
 #[derive(Debug)]
 pub struct Forwarding {
-    /// Requests to send, in order.
-    pub requests: Vec<(RequestId, Request)>,
+    /// Requests to send, in order, each with its client request's `X-Request-Id`.
+    pub requests: Vec<(RequestId, Request, XRequestId)>,
     /// The next request's id (also the id its connection waits on).
     next_id: RequestId,
     /// The vacancy service's last known stock and when it was learnt: `/available` answers from
@@ -150,10 +157,10 @@ impl Forwarding {
     }
 
     /// Queues `request`; returns its id.
-    fn forward(&mut self, request: Request) -> RequestId {
+    fn forward(&mut self, request: Request, request_id: XRequestId) -> RequestId {
         let id = self.next_id;
         self.next_id += 1;
-        self.requests.push((id, request));
+        self.requests.push((id, request, request_id));
         id
     }
 
@@ -203,6 +210,8 @@ pub struct Deferred {
     pub head: bool,
     /// The request's CORS answer.
     pub cors: Grant,
+    /// The request's `X-Request-Id`, for its response when it comes.
+    pub request_id: XRequestId,
 }
 
 impl Deferred {
@@ -216,6 +225,7 @@ impl Deferred {
             keep_alive: x.keep_alive,
             head: x.head,
             cors: x.cors,
+            request_id: *x.request_id,
         }
     }
 }
@@ -234,6 +244,10 @@ pub struct Exchange<'a> {
     pub date: &'a HttpDate,
     /// What the response says to a browser about CORS; [`App::handle`] decides it.
     pub cors: Grant,
+    /// The request's `X-Request-Id`, echoed on every response to it.
+    pub request_id: &'a XRequestId,
+    /// The client's address, when the transport knows it (the rate limit's key).
+    pub client: Option<IpAddr>,
 }
 
 impl App {
@@ -250,7 +264,13 @@ impl App {
             cors: self.cors.grant(req),
             ..x
         };
-        let Some(route) = Route::find(req.path(), self.mode) else {
+        let route = Route::find(req.path(), self.mode);
+        if self.rate_limit.is_some() {
+            if let Some(reply) = self.rate_limited(route, req.method, x, out) {
+                return reply;
+            }
+        }
+        let Some(route) = route else {
             return self.no_route(req, x, out);
         };
         let (allowed, allow) = route.allows(req.method);
@@ -306,38 +326,33 @@ impl App {
         }
     }
 
-    /// `/openapi.json` or `/docs`, gzip-encoded when the client accepts it. Only these routes
-    /// read `Accept-Encoding`.
-    fn document(
-        &self,
-        doc: Doc,
-        req: &RequestHead<'_, '_>,
+    /// 429 with `Retry-After` when the request counts against the client's rate limit (a
+    /// purchase, or any request with `--rate-limit-all-routes`) and its bucket is empty.
+    fn rate_limited(
+        &mut self,
+        route: Option<Route>,
+        method: Method<'_>,
         x: Exchange<'_>,
         out: &mut Vec<u8>,
-    ) -> Reply {
-        let accept_encoding = req
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(b"accept-encoding"))
-            .map(|h| h.value);
-        let body = self.docs.get(doc, accept_encoding);
-        let headers: [(&[u8], &[u8]); 2] = [
-            (b"Vary", b"Accept-Encoding"),
-            (b"Content-Encoding", b"gzip"),
-        ];
-        let response = Response {
-            status: 200,
-            version: x.version,
-            keep_alive: x.keep_alive,
-            date: x.date,
-            content_type: Some(body.content_type),
-            extra_headers: &headers[..usize::from(body.vary) + usize::from(body.gzip)],
+    ) -> Option<Reply> {
+        let limit = self.rate_limit.as_mut()?;
+        let counts = limit.all_routes || (route == Some(Route::Purchase) && method == Method::Post);
+        let client = x.client.filter(|_| counts)?;
+        let Verdict::Limited { retry_after_s } = limit.check(client, Instant::now()) else {
+            return None;
         };
-        write_response(out, &response, body.bytes);
-        if x.head {
-            out.truncate(out.len() - body.bytes.len());
-        }
-        Reply::Done(200)
+        self.counters.rate_limited += 1;
+        let mut digits = itoa::Buffer::new();
+        let retry_after: &[u8] = digits.format(retry_after_s).as_bytes();
+        let detail = "too many requests from this address: retry after the seconds in Retry-After";
+        Some(error_with(
+            out,
+            x,
+            429,
+            "rate_limited",
+            detail,
+            &[(b"Retry-After", retry_after)],
+        ))
     }
 
     /// A target that names no route: `OPTIONS *` asks about the server as a whole (RFC 9110
@@ -363,16 +378,6 @@ impl App {
                 error(out, x, 404, "not_found", "no such endpoint", None)
             }
         }
-    }
-
-    fn ready(&self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
-        let (mode, shards) = (self.mode.as_str(), self.shards);
-        json(out, x, 200, |o| {
-            let _ = write!(
-                o,
-                "{{\"status\":\"ready\",\"mode\":\"{mode}\",\"shards\":{shards}}}"
-            );
-        })
     }
 
     /// Ticket mode: purchase, a stale `/available` and `/ready` ask the vacancy service; `None`
@@ -402,7 +407,7 @@ impl App {
             Route::Metrics | Route::OpenApi | Route::Docs => return None,
         };
         self.counters.forwarded += 1;
-        let order = forwarding.forward(request);
+        let order = forwarding.forward(request, *x.request_id);
         Some(Reply::Deferred(Deferred::new(order, route, qty, x)))
     }
 
@@ -454,6 +459,8 @@ impl App {
             head: d.head,
             date,
             cors: d.cors,
+            request_id: &d.request_id,
+            client: None,
         };
         let outcome = match answer {
             Answer::Decided(sale) => {
@@ -494,7 +501,12 @@ impl App {
                 // The upstream module reads each answer by what was asked, so this is our bug;
                 // the client still gets a clear answer.
                 debug_assert!(false, "{route:?} answered with {outcome:?}");
-                tracing::error!(?route, ?outcome, "a forwarded request got another's answer");
+                tracing::error!(
+                    ?route,
+                    ?outcome,
+                    request_id = %d.request_id,
+                    "a forwarded request got another's answer"
+                );
                 self.upstream_failed(route, FailKind::BadBody, x, out)
             }
         }
@@ -505,45 +517,6 @@ impl App {
         if let Some(f) = self.forwarding.as_mut() {
             f.available = Some((qty, Instant::now()));
         }
-    }
-
-    /// The vacancy service failed a forwarded request: 503 with the JSON error. A reserve that
-    /// may have been made says so; it is never retried (see docs/modes.md, "When the vacancy
-    /// service fails").
-    fn upstream_failed(
-        &mut self,
-        route: Route,
-        kind: FailKind,
-        x: Exchange<'_>,
-        out: &mut Vec<u8>,
-    ) -> Reply {
-        self.counters.forward_failed += 1;
-        let unknown = route == Route::Purchase && kind.outcome_unknown();
-        if unknown {
-            self.counters.forward_outcome_unknown += 1;
-        }
-        let (code, detail) = match (route, unknown, kind) {
-            (Route::Ready, _, _) => (
-                "not_ready",
-                "the vacancy service does not answer; purchases fail until it does",
-            ),
-            (_, true, _) => (
-                "vacancy_outcome_unknown",
-                "the vacancy service took the request but its answer (or the lack of one) does \
-                 not say whether it was made: the purchase may or may not have been made, and it \
-                 was not retried",
-            ),
-            (_, _, FailKind::Busy) => (
-                "vacancy_busy",
-                "too many requests are waiting for the vacancy service; nothing was sold",
-            ),
-            _ => (
-                "vacancy_unavailable",
-                "the vacancy service is unavailable; nothing was sold",
-            ),
-        };
-        tracing::debug!(?route, failure = kind.as_str(), "forwarded request failed");
-        error(out, x, 503, code, detail, None)
     }
 
     fn order_reply(
@@ -592,13 +565,16 @@ impl App {
     fn metrics(&mut self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
         self.board.read(&mut self.scraped);
         let (grant, grant_count) = x.cors.headers();
+        let mut headers: [(&[u8], &[u8]); COMMON_HEADERS_MAX] = [(b"", b""); COMMON_HEADERS_MAX];
+        headers[..grant_count].copy_from_slice(&grant[..grant_count]);
+        let count = grant_count + push_request_id(&mut headers[grant_count..], x.request_id);
         let response = Response {
             status: 200,
             version: x.version,
             keep_alive: x.keep_alive,
             date: x.date,
             content_type: Some(exposition::CONTENT_TYPE),
-            extra_headers: &grant[..grant_count],
+            extra_headers: &headers[..count],
         };
         exposition::respond(out, &response, x.head, &self.scraped, self.mode);
         Reply::Done(200)
@@ -626,10 +602,11 @@ fn available(x: Exchange<'_>, out: &mut Vec<u8>, qty: u64) -> Reply {
 /// the methods and request headers it may use, and how long it may cache that.
 fn options(req: &RequestHead<'_, '_>, x: Exchange<'_>, allow: &[u8], out: &mut Vec<u8>) -> Reply {
     let (grant, grant_count) = x.cors.headers();
-    let mut headers: [(&[u8], &[u8]); 6] = [(b"", b""); 6];
+    let mut headers: [(&[u8], &[u8]); 7] = [(b"", b""); 7];
     headers[0] = (b"Allow", allow);
     headers[1..1 + grant_count].copy_from_slice(&grant[..grant_count]);
     let mut count = 1 + grant_count;
+    count += push_request_id(&mut headers[count..], x.request_id);
     if x.cors.allows() && req.header(b"access-control-request-method").is_some() {
         let requested = req.header(b"access-control-request-headers");
         headers[count..count + 3].copy_from_slice(&[
@@ -655,7 +632,7 @@ fn options(req: &RequestHead<'_, '_>, x: Exchange<'_>, allow: &[u8], out: &mut V
 }
 
 /// Appends a JSON response whose body `write_body` writes in place.
-fn json(
+pub(super) fn json(
     out: &mut Vec<u8>,
     x: Exchange<'_>,
     status: u16,
@@ -664,10 +641,24 @@ fn json(
     json_with(out, x, status, &[], write_body)
 }
 
-/// The most extra header lines a JSON reply carries besides the CORS ones (`Allow`).
+/// The most extra header lines a JSON reply carries besides the common ones (`Allow` or
+/// `Retry-After`).
 const EXTRA_HEADERS_MAX: usize = 1;
 
-/// [`json`] with extra header lines (at most [`EXTRA_HEADERS_MAX`]), and the CORS ones.
+/// Header lines a reply carries besides the extra ones: CORS (2) and `X-Request-Id` (1).
+const COMMON_HEADERS_MAX: usize = 3;
+
+/// Writes `X-Request-Id: id` into `slot[0]` unless `id` is empty; returns the lines written.
+pub(super) fn push_request_id<'a>(slot: &mut [(&'a [u8], &'a [u8])], id: &'a XRequestId) -> usize {
+    if id.as_bytes().is_empty() {
+        return 0;
+    }
+    slot[0] = (request_id::HEADER, id.as_bytes());
+    1
+}
+
+/// [`json`] with extra header lines (at most [`EXTRA_HEADERS_MAX`]), the CORS ones and
+/// `X-Request-Id`.
 fn json_with(
     out: &mut Vec<u8>,
     x: Exchange<'_>,
@@ -677,17 +668,21 @@ fn json_with(
 ) -> Reply {
     assert!(extra_headers.len() <= EXTRA_HEADERS_MAX);
     let (grant, grant_count) = x.cors.headers();
-    let mut headers: [(&[u8], &[u8]); EXTRA_HEADERS_MAX + 2] = [(b"", b""); EXTRA_HEADERS_MAX + 2];
+    let mut headers: [(&[u8], &[u8]); EXTRA_HEADERS_MAX + COMMON_HEADERS_MAX] =
+        [(b"", b""); EXTRA_HEADERS_MAX + COMMON_HEADERS_MAX];
     let extra_count = extra_headers.len();
     headers[..extra_count].copy_from_slice(extra_headers);
     headers[extra_count..extra_count + grant_count].copy_from_slice(&grant[..grant_count]);
+    let count = extra_count
+        + grant_count
+        + push_request_id(&mut headers[extra_count + grant_count..], x.request_id);
     let response = Response {
         status,
         version: x.version,
         keep_alive: x.keep_alive,
         date: x.date,
         content_type: Some(JSON),
-        extra_headers: &headers[..extra_count + grant_count],
+        extra_headers: &headers[..count],
     };
     let start = out.len();
     write_response_with(out, &response, write_body);
@@ -712,6 +707,18 @@ pub fn error(
 ) -> Reply {
     let allow_header = [(&b"Allow"[..], allow.unwrap_or_default())];
     let extra: &[(&[u8], &[u8])] = if allow.is_some() { &allow_header } else { &[] };
+    error_with(out, x, status, code, detail, extra)
+}
+
+/// [`error`] with extra header lines (`Allow`, `Retry-After`).
+fn error_with(
+    out: &mut Vec<u8>,
+    x: Exchange<'_>,
+    status: u16,
+    code: &str,
+    detail: &str,
+    extra: &[(&[u8], &[u8])],
+) -> Reply {
     json_with(out, x, status, extra, |o| {
         o.extend_from_slice(b"{\"error\":\"");
         o.extend_from_slice(proto_http::reason_phrase(status).as_bytes());

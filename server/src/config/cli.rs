@@ -110,6 +110,16 @@ pub const SHUTDOWN_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 0..=3_600_000;
 /// middleware allowed every origin, so `*` is the compatible default. `none` turns CORS off.
 pub const CORS_ALLOW_ORIGINS_DEFAULT: &str = "*";
 
+/// Rate limiting is off by default: the original system had none.
+pub const RATE_LIMIT_PER_SECOND_DEFAULT: f64 = 0.0;
+/// From one request in 1,000 s (a test of the limit) to a million a second (beyond what one
+/// client can send to one shard).
+pub const RATE_LIMIT_PER_SECOND_RANGE: RangeInclusive<f64> = 0.001..=1_000_000.0;
+/// 0: the burst is the rate per second, rounded up (at least 1).
+pub const RATE_LIMIT_BURST_DEFAULT: u32 = 0;
+/// A burst beyond a million requests is no limit.
+pub const RATE_LIMIT_BURST_RANGE: RangeInclusive<u32> = 0..=1_000_000;
+
 /// Where the durable journal lives, relative to the working directory: a checkout keeps its data
 /// beside it, and the systemd units, which start in their state directory, also name it there.
 pub const DATA_DIR_DEFAULT: &str = "./data";
@@ -284,6 +294,27 @@ pub struct Cli {
     #[arg(long, env = "CORS_ALLOW_ORIGINS", value_name = "ORIGINS",
           default_value = CORS_ALLOW_ORIGINS_DEFAULT, value_parser = parse::cors_origins)]
     pub cors_allow_origins: CorsOrigins,
+
+    /// Purchases per second one client address may make on each shard (a token bucket); 0: off.
+    /// With --rate-limit-all-routes, every request counts
+    #[arg(long, env = "RATE_LIMIT_PURCHASES_PER_SECOND", value_name = "N",
+          default_value_t = RATE_LIMIT_PER_SECOND_DEFAULT,
+          value_parser = parse::rate(RATE_LIMIT_PER_SECOND_RANGE))]
+    pub rate_limit_purchases_per_second: f64,
+
+    /// Requests one client address may make at once before the rate applies (the bucket's size);
+    /// 0: the rate per second, rounded up
+    #[arg(long, env = "RATE_LIMIT_BURST", value_name = "N",
+          default_value_t = RATE_LIMIT_BURST_DEFAULT,
+          value_parser = parse::whole(RATE_LIMIT_BURST_RANGE))]
+    pub rate_limit_burst: u32,
+
+    /// Count every request against the rate limit, not only purchases: true/false (the flag
+    /// alone means true)
+    #[arg(long, env = "RATE_LIMIT_ALL_ROUTES", value_name = "BOOL", default_value_t = false,
+          num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set,
+          value_parser = parse::boolean)]
+    pub rate_limit_all_routes: bool,
 
     /// Directory of the durable journal; a relative path is relative to the working directory
     #[arg(long, env = "DATA_DIR", value_name = "DIR", default_value = DATA_DIR_DEFAULT,

@@ -157,6 +157,14 @@ pub struct Config {
     /// a list.
     #[serde(serialize_with = "display")]
     pub cors_allow_origins: CorsOrigins,
+    /// Purchases per second per client address and shard (`--rate-limit-purchases-per-second`,
+    /// `RATE_LIMIT_PURCHASES_PER_SECOND`); 0: no rate limit.
+    pub rate_limit_purchases_per_second: f64,
+    /// The token bucket's size (`--rate-limit-burst`, `RATE_LIMIT_BURST`); 0 in the flag means
+    /// the rate rounded up, resolved here.
+    pub rate_limit_burst: u32,
+    /// Every request counts against the limit (`--rate-limit-all-routes`).
+    pub rate_limit_all_routes: bool,
     /// `--print-config`: print [`Config::to_json`] on stdout and exit 0 instead of serving.
     #[serde(skip)]
     pub print_config: bool,
@@ -254,6 +262,12 @@ impl Config {
             latency_dump: cli.latency_dump,
             latency_dump_interval: Duration::from_secs_f64(cli.latency_dump_interval_seconds),
             cors_allow_origins: cli.cors_allow_origins,
+            rate_limit_purchases_per_second: cli.rate_limit_purchases_per_second,
+            rate_limit_burst: match cli.rate_limit_burst {
+                0 => (cli.rate_limit_purchases_per_second.ceil() as u32).max(1),
+                burst => burst,
+            },
+            rate_limit_all_routes: cli.rate_limit_all_routes,
             print_config: cli.print_config,
         })
     }
@@ -1033,7 +1047,7 @@ mod tests {
         assert_eq!(value["data_dir"], "./data");
         assert_eq!(value["durability"], "sync");
         assert_eq!(value["journal_compact_bytes"], 67_108_864);
-        assert_eq!(value.as_object().map(|o| o.len()), Some(31));
+        assert_eq!(value.as_object().map(|o| o.len()), Some(34));
         let auto = ok(&[], &[], None).to_json();
         let value: serde_json::Value = serde_json::from_str(&auto).expect("valid JSON");
         assert!(
@@ -1115,9 +1129,40 @@ mod tests {
             "latency_dump",
             "latency_dump_interval_seconds",
             "cors_allow_origins",
+            "rate_limit_purchases_per_second",
+            "rate_limit_burst",
+            "rate_limit_all_routes",
         ];
         assert_eq!(keys, expected);
         assert_eq!(value.as_object().map(|o| o.len()), Some(expected.len()));
+    }
+
+    /// The rate limit: off by default; the burst defaults to the rate rounded up; bad values
+    /// name the option.
+    #[test]
+    fn rate_limit_options() {
+        let c = ok(&[], &[], None);
+        assert_eq!(c.rate_limit_purchases_per_second, 0.0);
+        assert!(!c.rate_limit_all_routes);
+        let c = ok(&[], &[("RATE_LIMIT_PURCHASES_PER_SECOND", "2.5")], None);
+        assert_eq!(
+            (c.rate_limit_purchases_per_second, c.rate_limit_burst),
+            (2.5, 3)
+        );
+        let c = ok(
+            &["--rate-limit-burst", "10", "--rate-limit-all-routes"],
+            &[("RATE_LIMIT_PURCHASES_PER_SECOND", "1")],
+            None,
+        );
+        assert_eq!(c.rate_limit_burst, 10);
+        assert!(c.rate_limit_all_routes);
+        for bad in ["-1", "abc", "inf", "2000000"] {
+            let err = err(&[], &[("RATE_LIMIT_PURCHASES_PER_SECOND", bad)], None);
+            assert!(
+                err.contains("--rate-limit-purchases-per-second"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     /// `--cors-allow-origins`: `*` by default (the original allowed every origin), `none` or
@@ -1197,8 +1242,11 @@ mod tests {
             None,
         );
         assert!(
-            dump.summary()
-                .ends_with(" latency_dump=d latency_dump_interval_seconds=1 cors_allow_origins=*"),
+            dump.summary().ends_with(
+                " latency_dump=d latency_dump_interval_seconds=1 cors_allow_origins=* \
+                            rate_limit_purchases_per_second=0.0 rate_limit_burst=1 \
+                            rate_limit_all_routes=false"
+            ),
             "{}",
             dump.summary()
         );

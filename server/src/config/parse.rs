@@ -85,6 +85,22 @@ pub fn period(range: RangeInclusive<f64>) -> impl Parse<f64> {
     }
 }
 
+/// A rate: `0` (off), or a decimal number per second within `range`.
+pub fn rate(range: RangeInclusive<f64>) -> impl Parse<f64> {
+    move |raw| {
+        let expected = || {
+            format!(
+                "expected 0 (off) or a number per second from {} to {}",
+                range.start(),
+                range.end()
+            )
+        };
+        decimal(raw)
+            .filter(|s| (*s == 0.0 && s.is_sign_positive()) || range.contains(s))
+            .ok_or_else(expected)
+    }
+}
+
 /// A decimal number; Rust also parses "inf" and "NaN", which are no numbers of seconds, so only
 /// digits, '.', exponents and signs are let through.
 fn decimal(raw: &str) -> Option<f64> {

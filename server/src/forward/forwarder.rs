@@ -36,6 +36,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 
 use crate::forward::upstream::{FailKind, Outcome, Pick, Pool, Request, RequestId, UpstreamConfig};
+use crate::request_id::XRequestId;
 
 /// Bytes read from an upstream connection at once: sixteen pipelined answers (the pipelining
 /// limit) of about 150 bytes each fit with room to spare.
@@ -88,6 +89,8 @@ impl Link {
 #[derive(Clone, Copy, Debug)]
 struct Pending {
     request: Request,
+    /// The client request's `X-Request-Id`, sent along so both tiers log the same name.
+    request_id: XRequestId,
     submitted: Instant,
     retried: bool,
 }
@@ -165,19 +168,26 @@ impl Forwarder {
     }
 
     /// Sends `request`; its answer comes back through [`Forwarder::take_answers`].
-    pub(crate) fn submit(self: &Rc<Self>, id: RequestId, request: Request) {
+    pub(crate) fn submit(self: &Rc<Self>, id: RequestId, request: Request, request_id: XRequestId) {
         let pending = Pending {
             request,
+            request_id,
             submitted: Instant::now(),
             retried: false,
         };
         self.pending.borrow_mut().insert(id, pending);
-        self.place(id, request, pending.submitted);
+        self.place(id, request, &pending.request_id, pending.submitted);
     }
 
     /// Enqueues a request on a connection, opening one if the pool says so; fails it as Busy
     /// when the pool is full.
-    fn place(self: &Rc<Self>, id: RequestId, request: Request, now: Instant) {
+    fn place(
+        self: &Rc<Self>,
+        id: RequestId,
+        request: Request,
+        request_id: &XRequestId,
+        now: Instant,
+    ) {
         let mut pool = self.pool.borrow_mut();
         let index = match pool.pick() {
             Pick::Use(index) => index,
@@ -195,8 +205,13 @@ impl Forwarder {
         let link = self.links.borrow()[index]
             .clone()
             .expect("an open pool index has a link");
-        pool.conn(index)
-            .enqueue(id, request, now, &mut link.out.borrow_mut());
+        pool.conn(index).enqueue(
+            id,
+            request,
+            request_id.as_bytes(),
+            now,
+            &mut link.out.borrow_mut(),
+        );
         link.ring();
         // The keeper may be asleep for a trim period: the new deadline needs its clock.
         let _ = self.keeper_bell.try_send(());
@@ -243,7 +258,7 @@ impl Forwarder {
             if kind.is_retryable() && !p.retried && time_left {
                 p.retried = true;
                 self.pending.borrow_mut().insert(id, p);
-                self.place(id, p.request, now);
+                self.place(id, p.request, &p.request_id, now);
                 return;
             }
         }

@@ -6,6 +6,8 @@
 //! incomplete request is copied into the connection's own `pending` buffer. All responses produced
 //! by one input are appended to one output buffer, so pipelined requests cost one write.
 
+use std::net::IpAddr;
+
 use proto_http::{
     parse_request, BodyFraming, ChunkedDecoder, Error, HttpDate, Limits, Method, Status, Version,
     EMPTY_HEADER,
@@ -79,9 +81,19 @@ pub struct Connection {
     chunked_body: Vec<u8>,
     /// An order waiting for the coordinator: its response comes before anything after it.
     deferred: Option<Deferred>,
+    /// The client's address, when the transport looked it up (only with a rate limit on).
+    peer: Option<IpAddr>,
 }
 
 impl Connection {
+    /// A new connection from `peer` (`None`: not looked up).
+    pub fn new(peer: Option<IpAddr>) -> Connection {
+        Connection {
+            peer: peer.map(|ip| ip.to_canonical()),
+            ..Connection::default()
+        }
+    }
+
     /// True when no request is in progress: the idle timeout applies, not the head deadline.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty() && self.deferred.is_none()
@@ -243,12 +255,15 @@ impl Connection {
                 }
             };
             let keep_alive = head.keep_alive && !draining;
+            let request_id = app.request_ids.pick(head.header(b"x-request-id"));
             let x = Exchange {
                 version: head.version,
                 keep_alive,
                 head: head.method == Method::Head,
                 date,
                 cors: Grant::None,
+                request_id: &request_id,
+                client: self.peer,
             };
             let reply = app.handle(&head, body, x, out);
             self.continue_sent = false;
@@ -278,13 +293,18 @@ impl Connection {
 fn reject(e: Error, app: &mut App, date: &HttpDate, out: &mut Vec<u8>) -> Next {
     app.counters.http_error(e);
     app.counters.requests += 1;
-    tracing::debug!(error = e.as_str(), "request rejected");
+    // The head did not parse, so a client id in it cannot be trusted: a fresh one names this
+    // answer.
+    let request_id = app.request_ids.next_id();
+    tracing::debug!(error = e.as_str(), %request_id, "request rejected");
     let x = Exchange {
         version: Version::Http11,
         keep_alive: false,
         head: false,
         date,
         cors: Grant::None,
+        request_id: &request_id,
+        client: None,
     };
     error(out, x, e.status(), e.as_str(), e.detail(), None);
     Next::Close
@@ -316,6 +336,8 @@ mod tests {
             cors: crate::app::cors::Cors::off(),
             board: crate::app::board::Board::leak(2),
             scraped: Vec::new(),
+            request_ids: crate::request_id::Generator::new(0),
+            rate_limit: None,
         }
     }
 

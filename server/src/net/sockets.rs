@@ -149,7 +149,13 @@ async fn serve_conn(
     news: &LocalReceiver<ConnEvent>,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut conn = Connection::default();
+    // The address is asked only when the rate limit needs it.
+    let peer = if shard.core.borrow().app.rate_limit.is_some() {
+        stream.peer_addr().ok().map(|addr| addr.ip())
+    } else {
+        None
+    };
+    let mut conn = Connection::new(peer);
     let mut buf = vec![0u8; READ_BYTES];
     let mut out = Vec::new();
     let mut head_started: Option<Instant> = None;

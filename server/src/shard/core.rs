@@ -42,12 +42,14 @@ use proto_http::HttpDate;
 
 use crate::app::board::{Board, JournalState, Snapshot, Stock};
 use crate::app::cors::Cors;
+use crate::app::rate_limit::{self, RateLimit};
 use crate::app::routes::{Answer, App, Forwarding};
 use crate::config::Mode;
 use crate::durability::commits::{CommitStats, Commits};
 use crate::durability::journal::{Batch, JournalError, Seq, Tail};
 use crate::forward::upstream::{Outcome, Request, RequestId};
 use crate::net::connection::{ConnLimits, Connection, Next};
+use crate::request_id::XRequestId;
 use crate::stock::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
 use crate::stock::slice::Sale;
 
@@ -177,6 +179,8 @@ pub struct CoreConfig {
     pub cors: &'static Cors,
     /// Where every shard publishes its numbers for `/metrics` (made once at start-up).
     pub board: &'static Board,
+    /// The per-client rate limit (`Settings::OFF` for none).
+    pub rate_limit: rate_limit::Settings,
 }
 
 /// One shard's decisions (see the module doc).
@@ -238,6 +242,8 @@ impl ShardCore {
                 cors: config.cors,
                 board: config.board,
                 scraped: Vec::with_capacity(config.board.shards()),
+                request_ids: crate::request_id::Generator::new(config.shard),
+                rate_limit: RateLimit::new(config.rate_limit),
             },
             journal: tail.map(Commits::new),
             limits: config.limits,
@@ -540,7 +546,7 @@ impl ShardCore {
     }
 
     /// Moves the requests queued for the vacancy service into `into` (ticket mode).
-    pub fn take_forwards(&mut self, into: &mut Vec<(RequestId, Request)>) {
+    pub fn take_forwards(&mut self, into: &mut Vec<(RequestId, Request, XRequestId)>) {
         if let Some(forwarding) = self.app.forwarding.as_mut() {
             into.append(&mut forwarding.requests);
         }

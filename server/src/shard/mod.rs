@@ -34,6 +34,7 @@ use crate::app::latency::Recorder;
 use crate::durability::journal::Batch;
 use crate::forward::forwarder::Forwarder;
 use crate::forward::upstream::{Request, RequestId};
+use crate::request_id::XRequestId;
 
 /// The listen backlog we ask for (the kernel caps it at `net.core.somaxconn`). Connections beyond
 /// `connections_max` wait here; 4096 absorbs a burst of a few thousand load-test clients.
@@ -112,7 +113,7 @@ pub(crate) struct Shard {
     /// Ticket mode: the connections to the vacancy service.
     pub forwarder: Option<Rc<Forwarder>>,
     /// Reused buffer for requests on their way to the forwarder.
-    forwards: RefCell<Vec<(RequestId, Request)>>,
+    forwards: RefCell<Vec<(RequestId, Request, XRequestId)>>,
     /// How long a head may take once started.
     pub head_timeout: Duration,
     /// How long a connection may idle between requests.
@@ -204,8 +205,8 @@ impl Shard {
         };
         let mut forwards = self.forwards.borrow_mut();
         self.core.borrow_mut().take_forwards(&mut forwards);
-        for (id, request) in forwards.drain(..) {
-            forwarder.submit(id, request);
+        for (id, request, request_id) in forwards.drain(..) {
+            forwarder.submit(id, request, request_id);
         }
     }
 

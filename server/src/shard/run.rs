@@ -21,6 +21,7 @@ use super::{tasks, JournalFile, Message, Shard, ShardParts, LISTEN_BACKLOG};
 use crate::app::board::Board;
 use crate::app::cors::Cors;
 use crate::app::latency::{self, Recorder};
+use crate::app::rate_limit;
 use crate::config::{Config, Durability, Mode};
 use crate::durability::journal::{self, Recovered, ShardStart, Store, Tail, Writer};
 use crate::forward::forwarder::Forwarder;
@@ -494,6 +495,11 @@ fn core_config(
         // Once per shard at start-up: the policy then lives as long as the process.
         cors: Cors::leak(&config.cors_allow_origins),
         board,
+        rate_limit: rate_limit::Settings {
+            per_second: config.rate_limit_purchases_per_second,
+            burst: config.rate_limit_burst,
+            all_routes: config.rate_limit_all_routes,
+        },
     }
 }
 

@@ -117,9 +117,22 @@ impl UpstreamConn {
     /// Appends `request` (for a reserve, `POST /api/v1/reserve` with `{"qty":qty}`) to `out`, the
     /// connection's output buffer, and remembers `id` with the deadline `now + timeout`. The
     /// transport writes `out` in order and reports progress with [`UpstreamConn::on_sent`].
-    pub fn enqueue(&mut self, id: RequestId, request: Request, now: Instant, out: &mut Vec<u8>) {
+    /// A non-empty `request_id` goes along as `X-Request-Id` (the client request's).
+    pub fn enqueue(
+        &mut self,
+        id: RequestId,
+        request: Request,
+        request_id: &[u8],
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) {
         assert!(!self.broken, "enqueue on a broken upstream connection");
         let before = out.len();
+        let headers: [(&[u8], &[u8]); 2] = [
+            (b"Content-Type", b"application/json"),
+            (crate::request_id::HEADER, request_id),
+        ];
+        let with_id = usize::from(!request_id.is_empty());
         match request {
             Request::Reserve { qty } => {
                 let mut digits = itoa::Buffer::new();
@@ -134,7 +147,7 @@ impl UpstreamConn {
                     b"POST",
                     RESERVE_TARGET,
                     &self.config.host_header,
-                    &[(b"Content-Type", b"application/json")],
+                    &headers[..1 + with_id],
                     &body[..8 + digits.len()],
                 );
             }
@@ -144,7 +157,15 @@ impl UpstreamConn {
                 } else {
                     HEALTH_TARGET
                 };
-                write_request(out, b"GET", target, &self.config.host_header, &[], b"");
+                let id_header = &headers[1..1 + with_id];
+                write_request(
+                    out,
+                    b"GET",
+                    target,
+                    &self.config.host_header,
+                    id_header,
+                    b"",
+                );
             }
         }
         let start = self.written;
@@ -414,7 +435,7 @@ mod tests {
         let mut conn = UpstreamConn::new(config());
         let mut out = Vec::new();
         for &id in ids {
-            conn.enqueue(id, Request::Reserve { qty: 2 }, now, &mut out);
+            conn.enqueue(id, Request::Reserve { qty: 2 }, b"", now, &mut out);
         }
         conn.on_sent(out.len());
         conn
@@ -429,7 +450,13 @@ mod tests {
             Limits::default(),
         ));
         let mut out = b"x".to_vec();
-        conn.enqueue(1, Request::Reserve { qty: 12 }, Instant::now(), &mut out);
+        conn.enqueue(
+            1,
+            Request::Reserve { qty: 12 },
+            b"",
+            Instant::now(),
+            &mut out,
+        );
         assert_eq!(
             out,
             b"xPOST /api/v1/reserve HTTP/1.1\r\nHost: [::1]:8001\r\n\
@@ -439,11 +466,30 @@ mod tests {
         conn.enqueue(
             2,
             Request::Reserve { qty: u64::MAX },
+            b"",
             Instant::now(),
             &mut out,
         );
         assert!(out.ends_with(b"{\"qty\":18446744073709551615}"));
         assert_eq!(conn.in_flight(), 2);
+        // The client request's id goes along on every kind of request.
+        let mut out = Vec::new();
+        conn.enqueue(
+            3,
+            Request::Reserve { qty: 1 },
+            b"id-1",
+            Instant::now(),
+            &mut out,
+        );
+        conn.enqueue(4, Request::Available, b"id-2", Instant::now(), &mut out);
+        assert_eq!(
+            out,
+            b"POST /api/v1/reserve HTTP/1.1\r\nHost: [::1]:8001\r\n\
+              Content-Type: application/json\r\nX-Request-Id: id-1\r\nContent-Length: 9\r\n\r\n\
+              {\"qty\":1}GET /api/v1/available HTTP/1.1\r\nHost: [::1]:8001\r\n\
+              X-Request-Id: id-2\r\n\r\n"
+                .to_vec()
+        );
     }
 
     /// Pipelined responses map to their ids in order, however the bytes are split.
@@ -555,10 +601,10 @@ mod tests {
         let mut conn = UpstreamConn::new(config());
         let mut out = Vec::new();
         let now = Instant::now();
-        conn.enqueue(1, Request::Available, now, &mut out);
-        conn.enqueue(2, Request::Health, now, &mut out);
-        conn.enqueue(3, Request::Reserve { qty: 1 }, now, &mut out);
-        conn.enqueue(4, Request::Available, now, &mut out);
+        conn.enqueue(1, Request::Available, b"", now, &mut out);
+        conn.enqueue(2, Request::Health, b"", now, &mut out);
+        conn.enqueue(3, Request::Reserve { qty: 1 }, b"", now, &mut out);
+        conn.enqueue(4, Request::Available, b"", now, &mut out);
         assert!(out.starts_with(
             b"GET /api/v1/available HTTP/1.1\r\nHost: 127.0.0.1:8001\r\n\r\n\
               GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1:8001\r\n\r\nPOST "
@@ -593,7 +639,7 @@ mod tests {
         let now = Instant::now();
         let mut out = Vec::new();
         let mut probe = UpstreamConn::new(config());
-        probe.enqueue(0, Request::Reserve { qty: 2 }, now, &mut out);
+        probe.enqueue(0, Request::Reserve { qty: 2 }, b"", now, &mut out);
         let one = out.len();
         // (bytes reported sent, outcomes of ids 1, 2, 3)
         let table: &[(usize, [FailKind; 3])] = &[
@@ -609,7 +655,7 @@ mod tests {
                 let mut conn = UpstreamConn::new(config());
                 let mut out = Vec::new();
                 for id in 1..=3 {
-                    conn.enqueue(id, Request::Reserve { qty: 2 }, now, &mut out);
+                    conn.enqueue(id, Request::Reserve { qty: 2 }, b"", now, &mut out);
                 }
                 conn.on_sent(sent);
                 let mut done = Vec::new();
@@ -663,10 +709,11 @@ mod tests {
         let timeout = Duration::from_secs(2);
         let mut conn = UpstreamConn::new(config());
         let mut out = Vec::new();
-        conn.enqueue(1, Request::Reserve { qty: 2 }, t0, &mut out);
+        conn.enqueue(1, Request::Reserve { qty: 2 }, b"", t0, &mut out);
         conn.enqueue(
             2,
             Request::Reserve { qty: 2 },
+            b"",
             t0 + Duration::from_secs(1),
             &mut out,
         );
@@ -700,6 +747,7 @@ mod tests {
             conn.enqueue(
                 2,
                 Request::Reserve { qty: 1 },
+                b"",
                 Instant::now(),
                 &mut Vec::new(),
             );

@@ -167,7 +167,7 @@ mod tests {
         for id in 0..PIPELINE_DEPTH_MAX as u64 {
             assert_eq!(pool.pick(), Pick::Use(0));
             pool.conn(0)
-                .enqueue(id, Request::Reserve { qty: 1 }, now, &mut out);
+                .enqueue(id, Request::Reserve { qty: 1 }, b"", now, &mut out);
         }
         assert_eq!(pool.pick(), Pick::Open);
         assert_eq!(pool.open(), 1);
@@ -177,14 +177,14 @@ mod tests {
         for id in 100..104 {
             let Pick::Use(i) = pool.pick() else { panic!() };
             pool.conn(i)
-                .enqueue(id, Request::Reserve { qty: 1 }, now, &mut out);
+                .enqueue(id, Request::Reserve { qty: 1 }, b"", now, &mut out);
             picks.push(i);
         }
         assert_eq!(picks, [1, 2, 1, 2]);
         // Fill everything: Full at max.
         while let Pick::Use(i) = pool.pick() {
             pool.conn(i)
-                .enqueue(0, Request::Reserve { qty: 1 }, now, &mut out);
+                .enqueue(0, Request::Reserve { qty: 1 }, b"", now, &mut out);
         }
         assert_eq!(pool.pick(), Pick::Full);
         assert_eq!(pool.open_count(), 3);
@@ -225,7 +225,7 @@ mod tests {
         let mut done = Vec::new();
         let a = pool.open();
         pool.conn(a)
-            .enqueue(1, Request::Reserve { qty: 1 }, t0, &mut out);
+            .enqueue(1, Request::Reserve { qty: 1 }, b"", t0, &mut out);
         assert_eq!(pool.next_deadline(), Some(t0 + Duration::from_secs(2)));
         pool.expire(t0 + Duration::from_secs(2), &mut done);
         // No byte was reported written (stuck behind its connect): not sent, the caller drops

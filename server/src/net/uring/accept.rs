@@ -2,6 +2,7 @@
 //! stay within `connections_max`, accepted sockets admitted to a slot.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use io_uring::{cqueue, opcode, types};
 use super::connections::State;
 use super::slots::{close, Phase, Slot};
 use super::{token, Op, SWEEP_PERIOD};
+use crate::net::connection::Connection;
 
 /// After an accept error that ended the multishot accept (EMFILE, ENFILE, ENOMEM), accepting
 /// resumes after this long, so a full descriptor table does not spin the shard.
@@ -78,6 +80,12 @@ impl State {
             .counters
             .connections_accepted += 1;
         self.set_nodelay(fd);
+        // The address is asked only when the rate limit needs it: one syscall per connection.
+        let peer = if self.shard.core.borrow().app.rate_limit.is_some() {
+            peer_ip(fd)
+        } else {
+            None
+        };
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -88,6 +96,7 @@ impl State {
         let slot = &mut self.slots[index as usize];
         assert!(slot.phase == Phase::Free && !slot.recv_armed && !slot.sending && !slot.touched);
         slot.fd = fd;
+        slot.conn = Connection::new(peer);
         slot.phase = Phase::Open;
         slot.peer_closed = false;
         slot.read_shut = false;
@@ -130,5 +139,42 @@ impl State {
                 )
             };
         }
+    }
+}
+
+/// The address of the peer of socket `fd` (getpeername), if it is an IP socket.
+fn peer_ip(fd: RawFd) -> Option<IpAddr> {
+    // SAFETY: sockaddr_storage is plain data, valid when zeroed; getpeername writes at most
+    // `len` bytes into it.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getpeername(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin = unsafe {
+                &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                sin.sin_addr.s_addr,
+            ))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe {
+                &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+        }
+        _ => None,
     }
 }
