@@ -387,3 +387,39 @@ fn documents_are_gzipped_when_accepted() {
     assert_eq!(header(&headers, "vary"), None);
     assert!(body.starts_with(b"{\"qty\":"));
 }
+
+/// `/metrics` is gzip-encoded when the client accepts it (it is over 1 KiB), with `Vary:
+/// Accept-Encoding`; the inflated text is the same exposition a plain scrape gets (up to the
+/// numbers that moved between the two scrapes: compared by metric names).
+#[test]
+fn metrics_are_gzipped_when_accepted() {
+    let server = Server::start(&["--shards", "1"]);
+    let request = |accept: &str| {
+        format!("GET /metrics HTTP/1.1\r\nHost: t\r\n{accept}Connection: close\r\n\r\n")
+    };
+    let names = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split([' ', '{']).next().map(str::to_string))
+            .collect()
+    };
+    let (status, headers, plain) = exchange_raw(&server, &request(""));
+    assert_eq!(status, 200);
+    assert!(plain.len() > 1024, "{} bytes", plain.len());
+    assert_eq!(header(&headers, "content-encoding"), None);
+    assert_eq!(header(&headers, "vary"), Some("Accept-Encoding"));
+    let (status, headers, gz) = exchange_raw(&server, &request("Accept-Encoding: gzip\r\n"));
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-encoding"), Some("gzip"));
+    assert!(gz.len() < plain.len());
+    let mut inflated = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut inflated)
+        .unwrap();
+    let (inflated, plain) = (
+        String::from_utf8(inflated).unwrap(),
+        String::from_utf8(plain).unwrap(),
+    );
+    assert_eq!(names(&inflated), names(&plain));
+    assert!(inflated.contains("ticketd_build_info"));
+}

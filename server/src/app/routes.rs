@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use proto_http::write::{write_no_content, write_response_with};
+use proto_http::write::{write_no_content, write_response, write_response_with};
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
 
 use crate::app::board::{Board, Published};
@@ -320,7 +320,7 @@ impl App {
                 let (mode, shards, shard) = (self.mode, self.shards, self.shard);
                 counters::write_root(o, mode, shards, shard, &self.node, &self.counters)
             }),
-            Route::Metrics => self.metrics(x, out),
+            Route::Metrics => self.metrics(req, x, out),
             Route::OpenApi => self.document(Doc::OpenApi, req, x, out),
             Route::Docs => self.document(Doc::Page, req, x, out),
         }
@@ -561,13 +561,40 @@ impl App {
     }
 
     /// `GET /metrics`: every shard's last published numbers (this one's too), in Prometheus'
-    /// text format. Reads the board, never a peer's core: see [`crate::app::board`].
-    fn metrics(&mut self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+    /// text format, gzip-encoded when the client accepts it and the text is over
+    /// [`crate::app::docs::GZIP_MIN_BYTES`] (it is rendered per scrape, so it is compressed per
+    /// scrape, at a fast level). Reads the board, never a peer's core: see [`crate::app::board`].
+    fn metrics(&mut self, req: &RequestHead<'_, '_>, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
         self.board.read(&mut self.scraped);
+        let accept_encoding = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(b"accept-encoding"))
+            .map(|h| h.value);
+        let mut body = Vec::new();
+        let scrape = exposition::Scrape {
+            slots: &self.scraped,
+            now: Instant::now(),
+            mode: self.mode,
+        };
+        exposition::render(&mut body, scrape);
+        let gzip = body.len() > crate::app::docs::GZIP_MIN_BYTES
+            && crate::app::docs::accepts_gzip(accept_encoding);
+        if gzip {
+            body = crate::app::docs::gzip_at(&body, flate2::Compression::fast());
+        }
         let (grant, grant_count) = x.cors.headers();
-        let mut headers: [(&[u8], &[u8]); COMMON_HEADERS_MAX] = [(b"", b""); COMMON_HEADERS_MAX];
-        headers[..grant_count].copy_from_slice(&grant[..grant_count]);
-        let count = grant_count + push_request_id(&mut headers[grant_count..], x.request_id);
+        let mut headers: [(&[u8], &[u8]); COMMON_HEADERS_MAX + 2] =
+            [(b"", b""); COMMON_HEADERS_MAX + 2];
+        headers[0] = (b"Vary", b"Accept-Encoding");
+        let mut count = 1;
+        if gzip {
+            headers[1] = (b"Content-Encoding", b"gzip");
+            count = 2;
+        }
+        headers[count..count + grant_count].copy_from_slice(&grant[..grant_count]);
+        count += grant_count;
+        count += push_request_id(&mut headers[count..], x.request_id);
         let response = Response {
             status: 200,
             version: x.version,
@@ -576,7 +603,10 @@ impl App {
             content_type: Some(exposition::CONTENT_TYPE),
             extra_headers: &headers[..count],
         };
-        exposition::respond(out, &response, x.head, &self.scraped, self.mode);
+        write_response(out, &response, &body);
+        if x.head {
+            out.truncate(out.len() - body.len());
+        }
         Reply::Done(200)
     }
 }
