@@ -164,6 +164,7 @@ fn warm_requests_through_the_core_and_its_journal_allocate_nothing() {
             },
             cors: Cors::leak(&CorsOrigins::Any),
             board: ticketd::app::board::Board::leak(1),
+            docs: ticketd::app::routes::docs(Mode::Monolith, 1_000_000_000),
             rate_limit: ticketd::app::rate_limit::Settings::OFF,
         },
         Some(tail),

@@ -289,6 +289,7 @@ fn core_config(shard: usize, shards: usize, stock: u64) -> CoreConfig {
         },
         cors: ticketd::app::cors::Cors::off(),
         board: board(),
+        docs: docs(),
         rate_limit: ticketd::app::rate_limit::Settings::OFF,
     }
 }
@@ -296,6 +297,14 @@ fn core_config(shard: usize, shards: usize, stock: u64) -> CoreConfig {
 /// The `/metrics` board every simulated core holds: one for the whole test binary (nothing
 /// publishes into it here; the cores only need one), so the thousands of cores a run makes leak
 /// nothing each.
+/// The documents every simulated core serves, built once (a core per shard per life would
+/// otherwise build and compress them anew at every restart).
+fn docs() -> &'static ticketd::app::docs::Docs {
+    static DOCS: std::sync::OnceLock<&'static ticketd::app::docs::Docs> =
+        std::sync::OnceLock::new();
+    DOCS.get_or_init(|| ticketd::app::routes::docs(Mode::Monolith, u64::MAX / 4))
+}
+
 fn board() -> &'static ticketd::app::board::Board {
     static BOARD: std::sync::OnceLock<&'static ticketd::app::board::Board> =
         std::sync::OnceLock::new();

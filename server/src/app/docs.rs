@@ -90,6 +90,14 @@ pub struct Docs {
 }
 
 impl Docs {
+    /// [`Docs::new`], kept for the process's life.
+    pub fn leak(
+        max_order_qty: u64,
+        serves: impl Fn(&str, Method<'static>) -> bool,
+    ) -> &'static Docs {
+        Box::leak(Box::new(Docs::new(max_order_qty, serves)))
+    }
+
     /// The documents of a process whose orders take at most `max_order_qty` tickets and that
     /// answers `method` on `path` when `serves(path, method)`.
     pub fn new(max_order_qty: u64, serves: impl Fn(&str, Method<'static>) -> bool) -> Docs {

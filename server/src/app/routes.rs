@@ -115,7 +115,7 @@ pub struct App {
     /// restart, as no sale could be made durable.
     pub halted: bool,
     /// `/openapi.json` and `/docs`, built at start-up ([`docs`]).
-    pub docs: Docs,
+    pub docs: &'static Docs,
     /// Which web origins may read responses (`--cors-allow-origins`).
     pub cors: &'static Cors,
     /// Every shard's published numbers, for `/metrics` (made at start-up, shared by all shards).
@@ -611,9 +611,10 @@ impl App {
     }
 }
 
-/// The documents of what `mode` serves, for [`App::docs`]: built once per shard at start-up.
-pub fn docs(mode: Mode, max_order_qty: u64) -> Docs {
-    Docs::new(max_order_qty, |path, method| {
+/// The documents of what `mode` serves, for [`App::docs`]: built once at start-up, and kept for
+/// the process's life (they never change; every shard reads them).
+pub fn docs(mode: Mode, max_order_qty: u64) -> &'static Docs {
+    Docs::leak(max_order_qty, |path, method| {
         Route::find(path.as_bytes(), mode).is_some_and(|route| route.allows(method).0)
     })
 }

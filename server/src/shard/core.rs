@@ -179,6 +179,8 @@ pub struct CoreConfig {
     pub cors: &'static Cors,
     /// Where every shard publishes its numbers for `/metrics` (made once at start-up).
     pub board: &'static Board,
+    /// `/openapi.json` and `/docs`, built once at start-up.
+    pub docs: &'static crate::app::docs::Docs,
     /// The per-client rate limit (`Settings::OFF` for none).
     pub rate_limit: rate_limit::Settings,
 }
@@ -238,7 +240,7 @@ impl ShardCore {
                 counters: Default::default(),
                 forwarding,
                 halted: false,
-                docs: crate::app::routes::docs(config.mode, config.max_order_qty),
+                docs: config.docs,
                 cors: config.cors,
                 board: config.board,
                 scraped: Vec::with_capacity(config.board.shards()),

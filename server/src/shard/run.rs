@@ -495,6 +495,8 @@ fn core_config(
         // Once per shard at start-up: the policy then lives as long as the process.
         cors: Cors::leak(&config.cors_allow_origins),
         board,
+        // Once per shard at start-up, as the CORS policy.
+        docs: crate::app::routes::docs(config.mode, config.max_order_qty),
         rate_limit: rate_limit::Settings {
             per_second: config.rate_limit_purchases_per_second,
             burst: config.rate_limit_burst,

@@ -236,6 +236,7 @@ mod tests {
                     },
                     cors: crate::app::cors::Cors::off(),
                     board: crate::app::board::Board::leak(1),
+                    docs: crate::app::routes::docs(Mode::Monolith, 10),
                     rate_limit: crate::app::rate_limit::Settings::OFF,
                 };
                 let shard = Rc::new(Shard::new(ShardParts {
