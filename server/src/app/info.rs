@@ -1,13 +1,15 @@
-//! What a process says about itself: `GET /` (mode, shard, counters), `/ready`, and the
-//! `/openapi.json` and `/docs` documents. Off the hot path, so `write!` is fine here.
+//! What a process says about itself: `/ready`, `/metrics`, and the `/openapi.json` and `/docs`
+//! documents. Off the hot path, so `write!` and a buffer per scrape are fine here.
 
 use std::io::Write as _;
+use std::time::Instant;
 
 use proto_http::write::write_response;
 use proto_http::{RequestHead, Response};
 
 use crate::app::docs::Doc;
-use crate::app::routes::{json, push_request_id, App, Exchange, Reply};
+use crate::app::exposition;
+use crate::app::routes::{json, push_request_id, App, Exchange, Reply, COMMON_HEADERS_MAX};
 
 impl App {
     /// `/openapi.json` or `/docs`, gzip-encoded when the client accepts it. Only these routes
@@ -55,5 +57,60 @@ impl App {
                 "{{\"status\":\"ready\",\"mode\":\"{mode}\",\"shards\":{shards}}}"
             );
         })
+    }
+
+    /// `GET /metrics`: every shard's last published numbers (this one's too), in Prometheus'
+    /// text format, gzip-encoded when the client accepts it and the text is over
+    /// [`crate::app::docs::GZIP_MIN_BYTES`] (it is rendered per scrape, so it is compressed per
+    /// scrape, at a fast level). Reads the board, never a peer's core: see [`crate::app::board`].
+    pub(super) fn metrics(
+        &mut self,
+        req: &RequestHead<'_, '_>,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Reply {
+        self.board.read(&mut self.scraped);
+        let accept_encoding = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(b"accept-encoding"))
+            .map(|h| h.value);
+        let mut body = Vec::new();
+        let scrape = exposition::Scrape {
+            slots: &self.scraped,
+            now: Instant::now(),
+            mode: self.mode,
+        };
+        exposition::render(&mut body, scrape);
+        let gzip = body.len() > crate::app::docs::GZIP_MIN_BYTES
+            && crate::app::docs::accepts_gzip(accept_encoding);
+        if gzip {
+            body = crate::app::docs::gzip_at(&body, flate2::Compression::fast());
+        }
+        let (grant, grant_count) = x.cors.headers();
+        let mut headers: [(&[u8], &[u8]); COMMON_HEADERS_MAX + 2] =
+            [(b"", b""); COMMON_HEADERS_MAX + 2];
+        headers[0] = (b"Vary", b"Accept-Encoding");
+        let mut count = 1;
+        if gzip {
+            headers[1] = (b"Content-Encoding", b"gzip");
+            count = 2;
+        }
+        headers[count..count + grant_count].copy_from_slice(&grant[..grant_count]);
+        count += grant_count;
+        count += push_request_id(&mut headers[count..], x.request_id);
+        let response = Response {
+            status: 200,
+            version: x.version,
+            keep_alive: x.keep_alive,
+            date: x.date,
+            content_type: Some(exposition::CONTENT_TYPE),
+            extra_headers: &headers[..count],
+        };
+        write_response(out, &response, &body);
+        if x.head {
+            out.truncate(out.len() - body.len());
+        }
+        Reply::Done(200)
     }
 }

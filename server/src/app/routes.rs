@@ -7,14 +7,13 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use proto_http::write::{write_no_content, write_response, write_response_with};
+use proto_http::write::{write_no_content, write_response_with};
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
 
 use crate::app::board::{Board, Published};
 use crate::app::body::{parse_qty, BodyError};
 use crate::app::cors::{self, Cors, Grant};
 use crate::app::docs::{Doc, Docs};
-use crate::app::exposition;
 use crate::app::metrics::{self as counters, Counters};
 use crate::app::rate_limit::{RateLimit, Verdict};
 use crate::config::Mode;
@@ -559,56 +558,6 @@ impl App {
         self.counters.body_errors += 1;
         error(out, x, e.status(), e.code(), e.detail(), None)
     }
-
-    /// `GET /metrics`: every shard's last published numbers (this one's too), in Prometheus'
-    /// text format, gzip-encoded when the client accepts it and the text is over
-    /// [`crate::app::docs::GZIP_MIN_BYTES`] (it is rendered per scrape, so it is compressed per
-    /// scrape, at a fast level). Reads the board, never a peer's core: see [`crate::app::board`].
-    fn metrics(&mut self, req: &RequestHead<'_, '_>, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
-        self.board.read(&mut self.scraped);
-        let accept_encoding = req
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(b"accept-encoding"))
-            .map(|h| h.value);
-        let mut body = Vec::new();
-        let scrape = exposition::Scrape {
-            slots: &self.scraped,
-            now: Instant::now(),
-            mode: self.mode,
-        };
-        exposition::render(&mut body, scrape);
-        let gzip = body.len() > crate::app::docs::GZIP_MIN_BYTES
-            && crate::app::docs::accepts_gzip(accept_encoding);
-        if gzip {
-            body = crate::app::docs::gzip_at(&body, flate2::Compression::fast());
-        }
-        let (grant, grant_count) = x.cors.headers();
-        let mut headers: [(&[u8], &[u8]); COMMON_HEADERS_MAX + 2] =
-            [(b"", b""); COMMON_HEADERS_MAX + 2];
-        headers[0] = (b"Vary", b"Accept-Encoding");
-        let mut count = 1;
-        if gzip {
-            headers[1] = (b"Content-Encoding", b"gzip");
-            count = 2;
-        }
-        headers[count..count + grant_count].copy_from_slice(&grant[..grant_count]);
-        count += grant_count;
-        count += push_request_id(&mut headers[count..], x.request_id);
-        let response = Response {
-            status: 200,
-            version: x.version,
-            keep_alive: x.keep_alive,
-            date: x.date,
-            content_type: Some(exposition::CONTENT_TYPE),
-            extra_headers: &headers[..count],
-        };
-        write_response(out, &response, &body);
-        if x.head {
-            out.truncate(out.len() - body.len());
-        }
-        Reply::Done(200)
-    }
 }
 
 /// The documents of what `mode` serves, for [`App::docs`]: built once at start-up, and kept for
@@ -677,7 +626,7 @@ pub(super) fn json(
 const EXTRA_HEADERS_MAX: usize = 1;
 
 /// Header lines a reply carries besides the extra ones: CORS (2) and `X-Request-Id` (1).
-const COMMON_HEADERS_MAX: usize = 3;
+pub(super) const COMMON_HEADERS_MAX: usize = 3;
 
 /// Writes `X-Request-Id: id` into `slot[0]` unless `id` is empty; returns the lines written.
 pub(super) fn push_request_id<'a>(slot: &mut [(&'a [u8], &'a [u8])], id: &'a XRequestId) -> usize {

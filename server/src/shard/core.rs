@@ -277,17 +277,9 @@ impl ShardCore {
         out: &mut Vec<u8>,
         now: Instant,
     ) -> Step {
-        self.app.outbox.denied.clear();
-        let before = self.progress();
-        let next = conn.on_input(
-            bytes,
-            &mut self.app,
-            &self.limits,
-            &self.date,
-            self.draining,
-            out,
-        );
-        self.after_conn_step(key, next, before, now)
+        self.conn_step(key, now, |app, limits, date, draining| {
+            conn.on_input(bytes, app, limits, date, draining, out)
+        })
     }
 
     /// Answers the order `conn` waited for with `answer` (from a [`ConnEvent::Answer`]), then
@@ -300,16 +292,21 @@ impl ShardCore {
         out: &mut Vec<u8>,
         now: Instant,
     ) -> Step {
+        self.conn_step(key, now, |app, limits, date, draining| {
+            conn.resume(answer, app, limits, date, draining, out)
+        })
+    }
+
+    /// Runs one step of a connection's state machine (`run`) and what follows it.
+    fn conn_step(
+        &mut self,
+        key: ConnKey,
+        now: Instant,
+        run: impl FnOnce(&mut App, &ConnLimits, &HttpDate, bool) -> Next,
+    ) -> Step {
         self.app.outbox.denied.clear();
         let before = self.progress();
-        let next = conn.resume(
-            answer,
-            &mut self.app,
-            &self.limits,
-            &self.date,
-            self.draining,
-            out,
-        );
+        let next = run(&mut self.app, &self.limits, &self.date, self.draining);
         self.after_conn_step(key, next, before, now)
     }
 
