@@ -423,3 +423,24 @@ fn metrics_are_gzipped_when_accepted() {
     assert_eq!(names(&inflated), names(&plain));
     assert!(inflated.contains("ticketd_build_info"));
 }
+
+/// The documents and `/metrics` carry the CORS grant like every other response (the default
+/// policy allows every origin), so a page on another origin can read the spec.
+#[test]
+fn documents_carry_the_cors_grant() {
+    let server = Server::start(&["--shards", "1"]);
+    for path in ["/openapi.json", "/docs", "/metrics"] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nOrigin: http://elsewhere.example\r\n\
+             Accept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+        );
+        let (status, headers, _) = exchange_raw(&server, &request);
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(
+            header(&headers, "access-control-allow-origin"),
+            Some("*"),
+            "{path}"
+        );
+        assert!(header(&headers, "x-request-id").is_some(), "{path}");
+    }
+}

@@ -27,12 +27,16 @@ impl App {
             .filter(|h| h.name.eq_ignore_ascii_case(b"accept-encoding"))
             .map(|h| h.value);
         let body = self.docs.get(doc, accept_encoding);
-        let mut headers: [(&[u8], &[u8]); 3] = [
-            (b"Vary", b"Accept-Encoding"),
-            (b"Content-Encoding", b"gzip"),
-            (b"", b""),
-        ];
+        // The vary and encoding lines, then the CORS grant (so a page on another origin may read
+        // the document), then `X-Request-Id`.
+        let mut headers: [(&[u8], &[u8]); 2 + COMMON_HEADERS_MAX] =
+            [(b"", b""); 2 + COMMON_HEADERS_MAX];
+        headers[0] = (b"Vary", b"Accept-Encoding");
+        headers[1] = (b"Content-Encoding", b"gzip");
         let mut count = usize::from(body.vary) + usize::from(body.gzip);
+        let (grant, grant_count) = x.cors.headers();
+        headers[count..count + grant_count].copy_from_slice(&grant[..grant_count]);
+        count += grant_count;
         count += push_request_id(&mut headers[count..], x.request_id);
         let response = Response {
             status: 200,
