@@ -178,18 +178,24 @@ fn more_simultaneous_receives_than_buffers_are_all_answered() {
 /// start-up failure with one line naming the variable.
 #[test]
 fn the_transport_is_chosen_at_start_up() {
+    // The start-up line is written once every shard listens, which may come a moment after the
+    // first shard answers `/health`: wait for it (bounded), then read it.
+    let start_up_line = |server: &Server| -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = server.log();
+            if log.contains("ticketd listening") || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
     let server = start("uring", &[]);
-    assert!(
-        server.log().contains("transport=\"uring\""),
-        "{}",
-        server.log()
-    );
+    let log = start_up_line(&server);
+    assert!(log.contains("transport=\"uring\""), "{log}");
     let server = start("glommio", &[]);
-    assert!(
-        server.log().contains("transport=\"glommio\""),
-        "{}",
-        server.log()
-    );
+    let log = start_up_line(&server);
+    assert!(log.contains("transport=\"glommio\""), "{log}");
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
         .args(["--host", "127.0.0.1", "--port", "0"])
