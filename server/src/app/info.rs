@@ -21,36 +21,13 @@ impl App {
         x: Exchange<'_>,
         out: &mut Vec<u8>,
     ) -> Reply {
-        let accept_encoding = req
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(b"accept-encoding"))
-            .map(|h| h.value);
+        let accept_encoding = accept_encoding(req);
         let body = self.docs.get(doc, accept_encoding);
-        // The vary and encoding lines, then the CORS grant (so a page on another origin may read
-        // the document), then `X-Request-Id`.
-        let mut headers: [(&[u8], &[u8]); 2 + COMMON_HEADERS_MAX] =
-            [(b"", b""); 2 + COMMON_HEADERS_MAX];
-        headers[0] = (b"Vary", b"Accept-Encoding");
-        headers[1] = (b"Content-Encoding", b"gzip");
-        let mut count = usize::from(body.vary) + usize::from(body.gzip);
-        let (grant, grant_count) = x.cors.headers();
-        headers[count..count + grant_count].copy_from_slice(&grant[..grant_count]);
-        count += grant_count;
-        count += push_request_id(&mut headers[count..], x.request_id);
-        let response = Response {
-            status: 200,
-            version: x.version,
-            keep_alive: x.keep_alive,
-            date: x.date,
-            content_type: Some(body.content_type),
-            extra_headers: &headers[..count],
+        let encoding = Encoding {
+            vary: body.vary,
+            gzip: body.gzip,
         };
-        write_response(out, &response, body.bytes);
-        if x.head {
-            out.truncate(out.len() - body.bytes.len());
-        }
-        Reply::Done(200)
+        encoded(out, x, body.content_type, encoding, body.bytes)
     }
 
     pub(super) fn ready(&self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
@@ -74,11 +51,7 @@ impl App {
         out: &mut Vec<u8>,
     ) -> Reply {
         self.board.read(&mut self.scraped);
-        let accept_encoding = req
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(b"accept-encoding"))
-            .map(|h| h.value);
+        let accept_encoding = accept_encoding(req);
         let mut body = Vec::new();
         let scrape = exposition::Scrape {
             slots: &self.scraped,
@@ -91,30 +64,64 @@ impl App {
         if gzip {
             body = crate::app::docs::gzip_at(&body, flate2::Compression::fast());
         }
-        let (grant, grant_count) = x.cors.headers();
-        let mut headers: [(&[u8], &[u8]); COMMON_HEADERS_MAX + 2] =
-            [(b"", b""); COMMON_HEADERS_MAX + 2];
-        headers[0] = (b"Vary", b"Accept-Encoding");
-        let mut count = 1;
-        if gzip {
-            headers[1] = (b"Content-Encoding", b"gzip");
-            count = 2;
-        }
-        headers[count..count + grant_count].copy_from_slice(&grant[..grant_count]);
-        count += grant_count;
-        count += push_request_id(&mut headers[count..], x.request_id);
-        let response = Response {
-            status: 200,
-            version: x.version,
-            keep_alive: x.keep_alive,
-            date: x.date,
-            content_type: Some(exposition::CONTENT_TYPE),
-            extra_headers: &headers[..count],
-        };
-        write_response(out, &response, &body);
-        if x.head {
-            out.truncate(out.len() - body.len());
-        }
-        Reply::Done(200)
+        let encoding = Encoding { vary: true, gzip };
+        encoded(out, x, exposition::CONTENT_TYPE, encoding, &body)
     }
+}
+
+/// How a self-description's body is encoded.
+#[derive(Clone, Copy)]
+struct Encoding {
+    /// The body may vary with `Accept-Encoding`.
+    vary: bool,
+    /// The body is gzip-encoded.
+    gzip: bool,
+}
+
+/// A 200 carrying `body` (HEAD: its head alone) with the encoding lines, then the CORS grant (so
+/// a page on another origin may read it), then `X-Request-Id`: what `/openapi.json`, `/docs` and
+/// `/metrics` answer.
+fn encoded(
+    out: &mut Vec<u8>,
+    x: Exchange<'_>,
+    content_type: &[u8],
+    encoding: Encoding,
+    body: &[u8],
+) -> Reply {
+    let mut headers: [(&[u8], &[u8]); 2 + COMMON_HEADERS_MAX] =
+        [(b"", b""); 2 + COMMON_HEADERS_MAX];
+    let mut count = 0;
+    if encoding.vary {
+        headers[count] = (b"Vary", b"Accept-Encoding");
+        count += 1;
+    }
+    if encoding.gzip {
+        headers[count] = (b"Content-Encoding", b"gzip");
+        count += 1;
+    }
+    let (grant, grant_count) = x.cors.headers();
+    headers[count..count + grant_count].copy_from_slice(&grant[..grant_count]);
+    count += grant_count;
+    count += push_request_id(&mut headers[count..], x.request_id);
+    let response = Response {
+        status: 200,
+        version: x.version,
+        keep_alive: x.keep_alive,
+        date: x.date,
+        content_type: Some(content_type),
+        extra_headers: &headers[..count],
+    };
+    write_response(out, &response, body);
+    if x.head {
+        out.truncate(out.len() - body.len());
+    }
+    Reply::Done(200)
+}
+
+/// The request's `Accept-Encoding` values.
+fn accept_encoding<'r>(req: &'r RequestHead<'_, '_>) -> impl Iterator<Item = &'r [u8]> {
+    req.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(b"accept-encoding"))
+        .map(|h| h.value)
 }
