@@ -151,10 +151,7 @@ fn memlock_too_low_is_one_clear_line() {
 fn json_logs_are_json_lines() {
     let mut server = Server::start_with_env(&["--shards", "1"], &[("JSON_LOGS", "true")]);
     // The shards answer before the main thread has logged that they all listen.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !server.log().contains("ticketd listening") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.log_once("ticketd listening", Duration::from_secs(5));
     server.signal(libc::SIGTERM);
     let status = server
         .wait_exit(Duration::from_secs(10))

@@ -178,18 +178,8 @@ fn more_simultaneous_receives_than_buffers_are_all_answered() {
 /// start-up failure with one line naming the variable.
 #[test]
 fn the_transport_is_chosen_at_start_up() {
-    // The start-up line is written once every shard listens, which may come a moment after the
-    // first shard answers `/health`: wait for it (bounded), then read it.
-    let start_up_line = |server: &Server| -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = server.log();
-            if log.contains("ticketd listening") || Instant::now() >= deadline {
-                return log;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
+    let start_up_line =
+        |server: &Server| server.log_once("ticketd listening", Duration::from_secs(10));
     let server = start("uring", &[]);
     let log = start_up_line(&server);
     assert!(log.contains("transport=\"uring\""), "{log}");

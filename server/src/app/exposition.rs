@@ -15,9 +15,6 @@
 use std::io::Write as _;
 use std::time::Instant;
 
-use proto_http::write::write_response_with;
-use proto_http::Response;
-
 use crate::app::board::{Published, Snapshot, PUBLISH_PERIOD};
 use crate::buckets::Buckets;
 use crate::config::Mode;
@@ -268,26 +265,6 @@ pub struct Scrape<'a> {
     pub now: Instant,
     /// The process's mode (for `ticketd_build_info`).
     pub mode: Mode,
-}
-
-/// Appends `response` with the exposition of `slots` (every shard's, as read now) as its body;
-/// only its head for a HEAD request, with the `Content-Length` a GET would have.
-pub fn respond(
-    out: &mut Vec<u8>,
-    response: &Response<'_>,
-    head: bool,
-    slots: &[Published],
-    mode: Mode,
-) {
-    let now = Instant::now();
-    let scrape = Scrape { slots, now, mode };
-    let start = out.len();
-    write_response_with(out, response, |o| render(o, scrape));
-    if head {
-        if let Some(end) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
-            out.truncate(start + end + 4);
-        }
-    }
 }
 
 /// Appends the exposition of `scrape` to `out`.

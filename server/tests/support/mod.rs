@@ -114,6 +114,19 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once it holds `needle`, or as it is after `within`. The start-up line ("ticketd
+    /// listening") comes once every shard listens, a moment after the first answers `/health`.
+    pub fn log_once(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.addr.port()
