@@ -58,7 +58,12 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
     let watchdog = Watchdog::from_env(&notifier);
     let heartbeats = Heartbeats::new(shards);
     // Once per process: every shard publishes into it and reads it for `/metrics`.
-    let board = Board::leak(shards);
+    // What every shard reads and none writes on the request path, made once for the process.
+    let shared = Shared {
+        board: Board::leak(shards),
+        cors: Cors::leak(&config.cors_allow_origins),
+        docs: crate::app::routes::docs(config.mode, config.max_order_qty),
+    };
 
     // What the shards sell: the journal's tickets left, or the configured stock.
     let stock = journaled
@@ -92,7 +97,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
                     vacancy,
                     stock,
                     journal,
-                    board,
+                    shared,
                 };
                 shard_main(config, prepared, mesh, stop, bound_tx).await
             })
@@ -265,8 +270,19 @@ struct Prepared {
     stock: u64,
     /// This shard's journal, with `--durability sync`.
     journal: Option<JournalStart>,
-    /// Where shards publish their numbers for `/metrics`.
+    /// What every shard reads, made once for the process.
+    shared: Shared,
+}
+
+/// What start-up makes once for every shard: read by all, written on no request path.
+#[derive(Clone, Copy)]
+struct Shared {
+    /// Where shards publish their numbers for `/metrics` (each writes only its own slot).
     board: &'static Board,
+    /// The CORS policy.
+    cors: &'static Cors,
+    /// `/openapi.json` and `/docs`, built and compressed once.
+    docs: &'static crate::app::docs::Docs,
 }
 
 /// One shard's life on its executor.
@@ -304,7 +320,7 @@ async fn shard_main(
             shards,
             prepared.stock,
             prepared.vacancy.is_some(),
-            prepared.board,
+            prepared.shared,
         ),
         tail,
     );
@@ -474,7 +490,7 @@ fn core_config(
     shards: usize,
     stock: u64,
     forwards: bool,
-    board: &'static Board,
+    shared: Shared,
 ) -> CoreConfig {
     CoreConfig {
         mode: config.mode,
@@ -492,11 +508,9 @@ fn core_config(
             },
             headers_max: config.headers_max,
         },
-        // Once per shard at start-up: the policy then lives as long as the process.
-        cors: Cors::leak(&config.cors_allow_origins),
-        board,
-        // Once per shard at start-up, as the CORS policy.
-        docs: crate::app::routes::docs(config.mode, config.max_order_qty),
+        cors: shared.cors,
+        board: shared.board,
+        docs: shared.docs,
         rate_limit: rate_limit::Settings {
             per_second: config.rate_limit_purchases_per_second,
             burst: config.rate_limit_burst,
