@@ -23,7 +23,7 @@ use proto_http::HttpDate;
 
 use super::{Message, Shard};
 use crate::app::board::{Snapshot, PUBLISH_PERIOD};
-use crate::durability::journal::Writer;
+use crate::durability::journal::{BatchKind, Writer};
 
 /// How often leaving looks at the core: the added latency of a shutdown.
 const LEAVE_POLL: Duration = Duration::from_millis(20);
@@ -151,7 +151,7 @@ pub(crate) async fn journal(shard: Rc<Shard>, mut writer: Writer, kicked: LocalR
             continue;
         };
         let result = writer.write(&batch).await;
-        if let Some(file) = &shard.journal_file {
+        if let (Some(file), BatchKind::Compact) = (&shard.journal_file, batch.kind) {
             // A compaction replaced the file: the driver's next write goes to the new one.
             file.fd.set(writer.raw_fd());
             *file.path.borrow_mut() = writer.path();
