@@ -39,18 +39,25 @@ fn is_generated(id: &str) -> bool {
 }
 
 /// A usable client id is echoed as sent; one too long, not visible ASCII, or empty is replaced
-/// by a generated one.
+/// by a generated one; on both transports.
 #[test]
 fn client_ids_are_echoed_or_replaced() {
-    let server = Server::start(&["--shards", "1"]);
+    for transport in ["uring", "glommio"] {
+        let server =
+            Server::start_with_env(&["--shards", "1"], &[("TICKETD_TRANSPORT", transport)]);
+        ids_are_echoed_or_replaced(&server);
+    }
+}
+
+fn ids_are_echoed_or_replaced(server: &Server) {
     let kept = "a".repeat(64);
     let reply = get_with(
-        &server,
+        server,
         "/api/v1/available",
         &format!("X-Request-Id: {kept}\r\n"),
     );
     assert_eq!(reply.header("x-request-id"), Some(kept.as_str()));
-    let reply = get_with(&server, "/health", "x-request-id: trace-42/abc\r\n");
+    let reply = get_with(server, "/health", "x-request-id: trace-42/abc\r\n");
     assert_eq!(reply.header("x-request-id"), Some("trace-42/abc"));
     let too_long = "b".repeat(65);
     for line in [
@@ -60,7 +67,7 @@ fn client_ids_are_echoed_or_replaced() {
         "X-Request-Id:\r\n".to_string(),
         String::new(),
     ] {
-        let reply = get_with(&server, "/api/v1/available", &line);
+        let reply = get_with(server, "/api/v1/available", &line);
         assert_eq!(reply.status, 200, "{line:?}");
         let id = reply.header("x-request-id").expect("an id");
         assert!(is_generated(id), "{line:?} got {id:?}");
