@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # usage: bench/flash.sh [--duration S] [--conns C] [--stock N] [--rounds N] [--warmup S]
-#                       [--reconnect-after N] [--rate R] [--qty-mix LIST]
+#                       [--reconnect-after N] [--rate R] [--qty-mix LIST] [--threads T]
 #
 # A flash sale (`ticket-bench run --scenario flash`) side by side against ticketd --shards 1,
 # ticketd --shards 2 and the axum peer, in interleaved rounds (each round runs the three in
@@ -12,6 +12,9 @@
 # run folder per server and round, `ticket-bench compare` of round 1 (compare.md, compare.svg),
 # and report.md: per run, the time to sell out, req/s and p50/p99/p99.9/max before and after
 # the sell-out, successes against the stock, late successes, non-200 answers and timeouts.
+# --threads T gives ticket-bench T event-loop threads (1): on a machine with CPUs to spare, set
+# CLIENT_CPU to a list (2-4) and T to its length, so the client is not the bottleneck (one
+# ticket-bench thread saturates near 200,000 req/s, and its own queueing then shows as latency).
 #
 # Env: DURABILITY (none, the default: like the peer, memory only; or sync: ticketd journals
 #      every sale before its answer), OUT (default bench/runs/<YYYY-MM-DD>-<host>-flash, -2...
@@ -29,8 +32,8 @@ while (($#)); do
     --stock) FLASH_STOCK=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --warmup) WARMUP=${2%s}; shift 2 ;;
-    --reconnect-after|--rate|--qty-mix) EXTRA+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    --reconnect-after|--rate|--qty-mix|--threads) EXTRA+=("$1" "$2"); shift 2 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
