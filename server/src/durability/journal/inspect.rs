@@ -313,7 +313,8 @@ fn inspect_shard(
                     kind: DamageKind::TornTail,
                     file: Some(file.clone()),
                     offset: Some(r.end),
-                    what: "a torn last batch (never acknowledged): the next start cuts it off"
+                    what: "no intact record, within the last batch's reach: a write torn by a \
+                           crash, never acknowledged; the next start cuts it off"
                         .to_string(),
                 });
             }
