@@ -49,8 +49,8 @@ pub fn run(config: &Config, tool: Tool) -> i32 {
 /// What `inspect --json` prints: the inspection, with where and what it is.
 #[derive(Serialize)]
 struct Report<'a> {
-    /// The data directory, as given.
-    data_dir: &'a Path,
+    /// The data directory, as given (lossily, so that any path prints).
+    data_dir: String,
     /// Whether a server held the directory's lock while it was read.
     in_use: bool,
     /// `clean`, `torn_tail` (the next start repairs it) or `damaged` (it refuses to start).
@@ -71,7 +71,7 @@ fn inspect(dir: &Path, json: bool) -> Result<i32, String> {
     let inspection = on_executor(dir, |store| async move { journal::inspect(&store).await })?;
     let (status, code) = verdict(&inspection.damage);
     let report = Report {
-        data_dir: dir,
+        data_dir: dir.display().to_string(),
         in_use,
         status,
         inspection: &inspection,
@@ -175,7 +175,7 @@ fn text(r: &Report) -> String {
     } else {
         "not in use"
     };
-    let _ = writeln!(o, "data directory {} ({use_note})", r.data_dir.display());
+    let _ = writeln!(o, "data directory {} ({use_note})", r.data_dir);
     match &i.manifest {
         Some(m) => {
             let _ = writeln!(

@@ -368,6 +368,8 @@ mod tests {
 
     use futures_lite::future::block_on;
 
+    use super::super::record::BLOCK_BYTES;
+    use super::super::tail::BATCH_BYTES_MAX;
     use super::super::{commit, open, Change, MemDisk, Writer};
     use super::*;
 
@@ -584,7 +586,4 @@ mod tests {
         b[at] ^= 0x40;
         disk.set_bytes(name, &b);
     }
-
-    use super::super::record::BLOCK_BYTES;
-    use super::super::tail::BATCH_BYTES_MAX;
 }
