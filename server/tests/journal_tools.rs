@@ -470,6 +470,41 @@ fn after_a_reset_the_server_starts_the_new_sale_without_a_warning() {
     assert!(warnings.is_empty(), "{warnings:?}");
 }
 
+/// Inspect of a directory that does not exist fails with one line and creates nothing; of an
+/// empty one, says there is no journal yet and exits 0. A reset of an empty one starts a sale.
+#[test]
+fn inspect_of_a_missing_or_empty_directory() {
+    let dir = DataDir::new("missing");
+    let run = journal(&["inspect", "--data-dir", dir.arg()]);
+    assert_eq!(run.code, EXIT_FAILED, "{}", run.stdout);
+    assert!(run.stderr.contains("is not a directory"), "{}", run.stderr);
+    assert!(!dir.0.exists(), "inspect created the directory");
+
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let v = inspect(&dir, EXIT_CLEAN);
+    assert!(v["manifest"].is_null() && v["sold"].is_null(), "{v}");
+    let text = journal(&["inspect", "--data-dir", dir.arg()]);
+    assert!(text.stdout.contains("manifest: none"), "{}", text.stdout);
+
+    let run = journal(&[
+        "reset",
+        "--initial-stock",
+        "9",
+        "--shards",
+        "1",
+        "--data-dir",
+        dir.arg(),
+    ]);
+    assert_eq!(run.code, EXIT_CLEAN, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("it replaced no journal"),
+        "{}",
+        run.stdout
+    );
+    let v = inspect(&dir, EXIT_CLEAN);
+    assert_eq!((field(&v, "sold"), field(&v, "available")), (0, 9), "{v}");
+}
+
 /// Every file of a directory with its bytes, sorted by name.
 fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
