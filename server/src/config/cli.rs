@@ -194,7 +194,8 @@ pub struct Cli {
 
     /// CPUs to run on, such as 0-3,8 [default: every allowed CPU]
     // `std::vec::Vec`, not `Vec`: one value that is a list, not a flag given many times.
-    #[arg(long, env = "CPUS", value_name = "LIST", value_parser = parse::parse_cpu_list)]
+    #[arg(long, env = "CPUS", value_name = "LIST", value_parser = parse::parse_cpu_list,
+          global = true)]
     pub cpus: Option<std::vec::Vec<usize>>,
 
     /// Tickets in stock at start (of a data directory without a journal; `journal reset` starts
@@ -355,8 +356,8 @@ pub struct Cli {
     pub tool: Option<Tool>,
 }
 
-/// The tools `ticketd` runs instead of serving. They read the same options (`--data-dir`,
-/// `--initial-stock`, `--shards`: given before or after the tool's name) and environment.
+/// The tools `ticketd` runs instead of serving. They read the same options and environment
+/// (`--data-dir`, `--initial-stock`, `--shards`, `--cpus` may also follow the tool's name).
 #[derive(clap::Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
     /// Look at or reset the data directory's journal, offline
