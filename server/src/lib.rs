@@ -14,6 +14,7 @@
 //!   on `/metrics`; a leaf: it imports nothing).
 //! - [`request_id`]: `X-Request-Id`, kept from the client or made per shard without coordination
 //!   (a leaf).
+//! - [`tools`]: what the binary runs instead of serving (`ticketd journal inspect|reset`).
 //! - [`json`]: the one hand-written JSON scanner, shared by [`app`]'s `{"qty":N}` fast path and
 //!   [`forward`]'s reading of the vacancy service's replies (a leaf: it imports nothing).
 
@@ -28,3 +29,4 @@ pub mod process;
 pub mod request_id;
 pub mod shard;
 pub mod stock;
+pub mod tools;

@@ -1,4 +1,5 @@
-//! The `ticketd` binary: reads the configuration, starts logging and signals, runs the shards.
+//! The `ticketd` binary: reads the configuration, starts logging and signals, runs the shards;
+//! or runs a tool instead (`ticketd journal ...`, exit statuses in `ticketd::tools`).
 //! Configuration errors exit 2, start-up failures exit 1, each with one line on stderr.
 
 use std::sync::atomic::AtomicBool;
@@ -14,6 +15,9 @@ fn main() {
     if config.print_config {
         println!("{}", config.to_json());
         return;
+    }
+    if let Some(tool) = config.tool {
+        std::process::exit(ticketd::tools::run(&config, tool));
     }
     ticketd::process::logging::init(&config);
     let stop = Arc::new(AtomicBool::new(false));

@@ -188,17 +188,20 @@ pub struct Cli {
     pub ticket_port: String,
 
     /// Number of shards, one pinned thread each [default: one per allowed CPU]
-    #[arg(long, env = "SHARDS", value_name = "N", value_parser = parse::whole(1..=SHARDS_MAX))]
+    #[arg(long, env = "SHARDS", value_name = "N", value_parser = parse::whole(1..=SHARDS_MAX),
+          global = true)]
     pub shards: Option<usize>,
 
     /// CPUs to run on, such as 0-3,8 [default: every allowed CPU]
     // `std::vec::Vec`, not `Vec`: one value that is a list, not a flag given many times.
-    #[arg(long, env = "CPUS", value_name = "LIST", value_parser = parse::parse_cpu_list)]
+    #[arg(long, env = "CPUS", value_name = "LIST", value_parser = parse::parse_cpu_list,
+          global = true)]
     pub cpus: Option<std::vec::Vec<usize>>,
 
-    /// Tickets in stock at start
+    /// Tickets in stock at start (of a data directory without a journal; `journal reset` starts
+    /// a new sale with it)
     #[arg(long, env = "INITIAL_STOCK", value_name = "N", default_value_t = INITIAL_STOCK_DEFAULT,
-          value_parser = parse::whole(INITIAL_STOCK_RANGE))]
+          value_parser = parse::whole(INITIAL_STOCK_RANGE), global = true)]
     pub initial_stock: u64,
 
     /// Largest qty one request may ask for
@@ -318,7 +321,7 @@ pub struct Cli {
 
     /// Directory of the durable journal; a relative path is relative to the working directory
     #[arg(long, env = "DATA_DIR", value_name = "DIR", default_value = DATA_DIR_DEFAULT,
-          value_parser = parse::dir)]
+          value_parser = parse::dir, global = true)]
     pub data_dir: PathBuf,
 
     /// sync: a sale is acknowledged only after its journal record is on disk (written with
@@ -347,6 +350,35 @@ pub struct Cli {
     /// Print the effective configuration as one JSON line and exit
     #[arg(long)]
     pub print_config: bool,
+
+    /// A tool to run instead of the server
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+}
+
+/// The tools `ticketd` runs instead of serving. They read the same options and environment
+/// (`--data-dir`, `--initial-stock`, `--shards`, `--cpus` may also follow the tool's name).
+#[derive(clap::Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// Look at or reset the data directory's journal, offline
+    #[command(subcommand)]
+    Journal(JournalTool),
+}
+
+/// `ticketd journal ...`.
+#[derive(clap::Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JournalTool {
+    /// Print the journal's epoch, files, records per kind, sold and available per shard, and any
+    /// damage with its file and offset; changes nothing. Exit 0 when clean, 3 when the only
+    /// damage is a torn tail (the next start cuts it), 4 when the server would refuse to start
+    Inspect {
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new sale of --initial-stock tickets over --shards shards, nothing sold,
+    /// crash-safely; refused while a server holds the data directory
+    Reset,
 }
 
 /// Every environment variable the configuration reads, from its definition: each option's

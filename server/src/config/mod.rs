@@ -48,6 +48,7 @@ pub use cli::{
     SHUTDOWN_TIMEOUT_MS_DEFAULT, SHUTDOWN_TIMEOUT_MS_RANGE, TARGET_BYTES_MAX_DEFAULT,
     TARGET_BYTES_MAX_RANGE, TIMEOUT_MS_RANGE, VACANCY_TIMEOUT_SECONDS_DEFAULT, VACANCY_URL_DEFAULT,
 };
+pub use cli::{JournalTool, Tool};
 pub use dotenv::{DOTENV_BYTES_MAX, DOTENV_FILE};
 pub use error::ConfigError;
 pub use mode::{Durability, Mode};
@@ -168,6 +169,9 @@ pub struct Config {
     /// `--print-config`: print [`Config::to_json`] on stdout and exit 0 instead of serving.
     #[serde(skip)]
     pub print_config: bool,
+    /// A tool to run instead of serving (`ticketd journal inspect`, ...).
+    #[serde(skip)]
+    pub tool: Option<Tool>,
 }
 
 impl Config {
@@ -269,6 +273,7 @@ impl Config {
             },
             rate_limit_all_routes: cli.rate_limit_all_routes,
             print_config: cli.print_config,
+            tool: cli.tool,
         })
     }
 
@@ -500,6 +505,40 @@ mod tests {
             Ok(config) => panic!("{args:?} {env:?} {dotenv:?} accepted: {config:?}"),
             Err(error) => error.to_string(),
         }
+    }
+
+    /// The journal tools read the server's own options, given before or after the tool's name,
+    /// or from the environment; a tool's own flag is its alone.
+    #[test]
+    fn journal_tools_share_the_options() {
+        let inspect = |json| Some(Tool::Journal(JournalTool::Inspect { json }));
+        let c = ok(
+            &["journal", "inspect", "--data-dir", "/d", "--json"],
+            &[],
+            None,
+        );
+        assert_eq!((c.tool, c.data_dir), (inspect(true), PathBuf::from("/d")));
+        let c = ok(&["--data-dir", "/d", "journal", "inspect"], &[], None);
+        assert_eq!((c.tool, c.data_dir), (inspect(false), PathBuf::from("/d")));
+        let env = [("DATA_DIR", "/e"), ("INITIAL_STOCK", "7"), ("SHARDS", "3")];
+        let c = ok(&["journal", "reset"], &env, None);
+        let reset = Some(Tool::Journal(JournalTool::Reset));
+        assert_eq!((c.tool, c.initial_stock, c.shards), (reset, 7, Some(3)));
+        let c = ok(
+            &["journal", "reset", "--initial-stock", "9", "--shards", "2"],
+            &env,
+            None,
+        );
+        assert_eq!(
+            (c.initial_stock, c.shards, c.data_dir),
+            (9, Some(2), "/e".into())
+        );
+        assert_eq!(ok(&[], &[], None).tool, None);
+        assert!(err(&["journal", "reset", "--json"], &[], None).contains("--json"));
+        assert!(
+            err(&["journal", "inspect", "--initial-stock", "x"], &[], None)
+                .contains("--initial-stock (INITIAL_STOCK)")
+        );
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl fmt::Display for StartError {
             ),
             StartError::Journal(e) => write!(
                 f,
-                "the journal cannot be recovered: {e}; nothing was changed on disk — restore the data directory from a backup, or move it aside to start empty (every sale in it would be forgotten)"
+                "the journal cannot be recovered: {e}; nothing was changed on disk — `ticketd journal inspect` lists the damage; restore the data directory from a backup, or start a new sale with `ticketd journal reset` (every sale in it would be forgotten)"
             ),
             StartError::VacancyAddress { url, why } => write!(
                 f,
@@ -177,6 +177,20 @@ pub fn lock_data_dir(
     }
     let absolute = dir.canonicalize().map_err(|e| fail(e.to_string()))?;
     Ok((lock, absolute))
+}
+
+/// Whether a process holds the lock of [`lock_data_dir`] on `dir` now, tested without taking it
+/// for more than a moment and without creating anything (for `ticketd journal inspect`, which
+/// reads beside a running server). A directory without a lock file is not in use.
+pub fn data_dir_in_use(dir: &std::path::Path) -> bool {
+    let Ok(lock) = std::fs::File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on a descriptor we own; closing it (at the end of this function)
+    // releases the shared lock if it was granted.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    rc != 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
 /// Where each shard runs: `Some(cpu)` pinned, `None` unpinned.

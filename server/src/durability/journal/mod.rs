@@ -10,6 +10,10 @@
 //!   faults and crashes (for tests).
 //! - [`recover`]: start-up (replay, reconcile moves, start a new epoch), and the per-shard
 //!   [`Writer`] (driven at run time by the shard's journal task, or by [`commit`] in tests).
+//! - [`inspect`]: a read-only look at a data directory (`ticketd journal inspect`), replayed by
+//!   `recover`'s own code, damage named torn tail or corruption with file and offset.
+//! - [`reset`]: a new sale in a data directory (`ticketd journal reset`), by the same epoch
+//!   switch as a start, so a crash leaves the old sale or the new one.
 //!
 //! # How a shard uses it
 //! ```text
@@ -62,9 +66,11 @@
 //! it, the new file, complete; `*.tmp` files are deleted at the next start.
 
 pub mod file;
+pub mod inspect;
 pub mod ledger;
 pub mod record;
 pub mod recover;
+pub mod reset;
 pub mod tail;
 
 use std::fmt;
@@ -73,9 +79,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use file::{Crash, Fault, JournalFile, MemDisk, Store};
+pub use inspect::{inspect, Damage, DamageKind, Inspection};
 pub use ledger::{Ledger, LedgerError, Moved};
 pub use record::{Corruption, Seq, BLOCK_BYTES};
 pub use recover::{commit, continue_write, open, Recovered, ShardStart, Writer};
+pub use reset::reset;
 pub use tail::{Batch, BatchKind, Tail, BATCH_BYTES_MAX, COMPACT_BYTES_DEFAULT};
 
 /// One change of a shard's slice, as the shard protocol makes it.

@@ -16,7 +16,7 @@ use crate::stock::slice::allotment;
 /// The manifest's name in the data directory.
 pub const MANIFEST: &str = "MANIFEST";
 /// The manifest being replaced; never read, deleted at start.
-const MANIFEST_TMP: &str = "MANIFEST.tmp";
+pub(super) const MANIFEST_TMP: &str = "MANIFEST.tmp";
 /// The manifest's first bytes.
 const MANIFEST_MAGIC: &[u8; 4] = b"TKDJ";
 /// The manifest format this code writes and reads.
@@ -24,24 +24,32 @@ const MANIFEST_VERSION: u32 = 1;
 /// magic (4) + version (4) + epoch (8) + shards (4) + stock (8) + sold (8) + crc (4).
 const MANIFEST_BYTES: usize = 40;
 /// Files written by a compaction that did not reach its rename end with this.
-const TMP_SUFFIX: &str = ".tmp";
+pub(super) const TMP_SUFFIX: &str = ".tmp";
 
 /// The name of shard `shard`'s file in epoch `epoch`.
 pub fn shard_file(shard: usize, epoch: u64) -> String {
     format!("shard-{shard}.e{epoch}.log")
 }
 
+/// The epoch of a shard file's name (`shard-{i}.e{E}.log`, or a compaction's `.log.tmp`).
+pub(super) fn epoch_of(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("shard-")?;
+    let (_, rest) = rest.split_once(".e")?;
+    let (epoch, _) = rest.split_once(".log")?;
+    epoch.parse().ok()
+}
+
 /// What the manifest says: the epoch whose shard files hold the truth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Manifest {
+pub(super) struct Manifest {
     /// The current epoch.
-    epoch: u64,
+    pub(super) epoch: u64,
     /// Shard files in that epoch.
-    shards: usize,
-    /// The total stock, sold or not; constant for the life of the data directory.
-    stock: u64,
+    pub(super) shards: usize,
+    /// The total stock, sold or not; constant for the sale (`journal reset` starts a new one).
+    pub(super) stock: u64,
     /// Tickets sold before the epoch started.
-    sold: u64,
+    pub(super) sold: u64,
 }
 
 impl Manifest {
@@ -118,11 +126,17 @@ pub struct Recovered {
 
 /// One shard file, replayed.
 #[derive(Debug)]
-struct Replayed {
+pub(super) struct Replayed {
     /// The ledger after the last valid record.
-    ledger: Ledger,
+    pub(super) ledger: Ledger,
     /// Where the last valid record ends.
-    end: u64,
+    pub(super) end: u64,
+}
+
+/// Whether bytes other than the zero padding follow the last valid record, which ends at `end`:
+/// a torn last batch, which replay cuts off.
+pub(super) fn torn_after(bytes: &[u8], end: u64) -> bool {
+    bytes[end as usize..].iter().any(|&b| b != 0)
 }
 
 /// Opens the journal in `dir` at start-up, before the shards start (on one glommio executor):
@@ -143,7 +157,7 @@ pub async fn open(
         // replaced is complete, this one is not needed.
         store.remove(name).await?;
     }
-    let (old, stock, sold, available) = match store.read(MANIFEST).await? {
+    let (old, stock, sold, available) = match read_manifest(store).await? {
         None => {
             // Nothing was acknowledged before the first manifest existed (open writes it before
             // any shard runs), so shard files without one are a first start that crashed.
@@ -152,16 +166,14 @@ pub async fn open(
             }
             (None, configured_stock, 0, configured_stock)
         }
-        Some(bytes) => {
-            let m = Manifest::decode(&bytes).map_err(|what| JournalError::Manifest {
-                path: store.path(MANIFEST),
-                what,
-            })?;
+        Some(m) => {
             let (sold, available) = replay_epoch(store, &m, &mut warnings).await?;
             if m.stock != configured_stock {
                 warnings.push(format!(
                     "configured stock {configured_stock} differs from the journal's stock {}; \
-                     keeping the journal's",
+                     keeping the journal's (to start a new sale of {configured_stock} tickets, \
+                     stop ticketd and run `ticketd journal reset --initial-stock \
+                     {configured_stock}`)",
                     m.stock
                 ));
             }
@@ -175,12 +187,58 @@ pub async fn open(
             (Some(m), m.stock, sold, available)
         }
     };
-    let epoch = old.map_or(0, |m| m.epoch) + 1;
-    let mut starts = Vec::with_capacity(shards);
-    for shard in 0..shards {
-        let ledger = Ledger::new(shard, shards, epoch, allotment(available, shards, shard));
+    let manifest = Manifest {
+        epoch: old.map_or(0, |m| m.epoch) + 1,
+        shards,
+        stock,
+        sold,
+    };
+    let starts = begin_epoch(store, &manifest, available, &mut warnings).await?;
+    let epoch = manifest.epoch;
+    Ok(Recovered {
+        epoch,
+        stock,
+        sold,
+        available,
+        shards: starts,
+        warnings,
+    })
+}
+
+/// Reads and checks the manifest; `None` when there is none (a data directory never started).
+pub(super) async fn read_manifest(store: &Store) -> Result<Option<Manifest>, JournalError> {
+    let Some(bytes) = store.read(MANIFEST).await? else {
+        return Ok(None);
+    };
+    Manifest::decode(&bytes)
+        .map(Some)
+        .map_err(|what| JournalError::Manifest {
+            path: store.path(MANIFEST),
+            what,
+        })
+}
+
+/// Starts epoch `m.epoch` with `available` tickets cut among `m.shards` shards, crash-safely:
+/// every shard file is written and synced, the directory synced, then the manifest replaced
+/// (written beside, synced, renamed, directory synced); only then are the shard files of other
+/// epochs removed (a failure there is a warning: the next start removes them). The new epoch's
+/// file names must not be the current manifest's: those files are the truth until the rename.
+pub(super) async fn begin_epoch(
+    store: &Store,
+    m: &Manifest,
+    available: u64,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<ShardStart>, JournalError> {
+    let mut starts = Vec::with_capacity(m.shards);
+    for shard in 0..m.shards {
+        let ledger = Ledger::new(
+            shard,
+            m.shards,
+            m.epoch,
+            allotment(available, m.shards, shard),
+        );
         let start = ShardStart {
-            file: shard_file(shard, epoch),
+            file: shard_file(shard, m.epoch),
             ledger,
             seq: 0,
         };
@@ -195,13 +253,7 @@ pub async fn open(
         starts.push(start);
     }
     store.sync_dir().await?;
-    let manifest = Manifest {
-        epoch,
-        shards,
-        stock,
-        sold,
-    };
-    write_file(store, MANIFEST_TMP, manifest.encode()).await?;
+    write_file(store, MANIFEST_TMP, m.encode()).await?;
     store.rename(MANIFEST_TMP, MANIFEST).await?;
     store.sync_dir().await?;
     // The new epoch is the truth now; the old files are garbage (removed again next start if
@@ -213,17 +265,10 @@ pub async fn open(
             }
         }
     }
-    Ok(Recovered {
-        epoch,
-        stock,
-        sold,
-        available,
-        shards: starts,
-        warnings,
-    })
+    Ok(starts)
 }
 
-fn is_shard_file(name: &str) -> bool {
+pub(super) fn is_shard_file(name: &str) -> bool {
     name.starts_with("shard-") && name.contains(".log")
 }
 
@@ -294,27 +339,62 @@ async fn replay_epoch(
 ) -> Result<(u64, u64), JournalError> {
     let mut ledgers = Vec::with_capacity(m.shards);
     for shard in 0..m.shards {
-        let name = shard_file(shard, m.epoch);
-        let path = store.path(&name);
-        let bytes = store
-            .read(&name)
-            .await?
-            .ok_or_else(|| JournalError::MissingFile { path: path.clone() })?;
-        let replayed =
-            replay(&bytes, shard, m).map_err(|(offset, what)| JournalError::Corrupt {
-                path: path.clone(),
-                offset,
-                what,
-            })?;
-        let end = replayed.end as usize;
-        if bytes[end..].iter().any(|&b| b != 0) {
+        let replayed = replay_shard(store, m, shard).await?;
+        if replayed.torn {
             warnings.push(format!(
-                "cut a torn tail at offset {end} of {} (unacknowledged records)",
-                path.display()
+                "cut a torn tail at offset {} of {} (unacknowledged records)",
+                replayed.end,
+                store.path(&shard_file(shard, m.epoch)).display()
             ));
         }
         ledgers.push(replayed.ledger);
     }
+    balance(m, &ledgers, warnings)
+}
+
+/// One shard file of an epoch, replayed.
+#[derive(Debug)]
+pub(super) struct ShardReplay {
+    /// The ledger after the last valid record.
+    pub(super) ledger: Ledger,
+    /// Where the last valid record ends.
+    pub(super) end: u64,
+    /// Whether bytes other than the zero padding follow `end`: a torn last batch, cut off.
+    pub(super) torn: bool,
+}
+
+/// Reads and replays shard `shard`'s file of the manifest's epoch.
+pub(super) async fn replay_shard(
+    store: &Store,
+    m: &Manifest,
+    shard: usize,
+) -> Result<ShardReplay, JournalError> {
+    let name = shard_file(shard, m.epoch);
+    let path = store.path(&name);
+    let bytes = store
+        .read(&name)
+        .await?
+        .ok_or_else(|| JournalError::MissingFile { path: path.clone() })?;
+    let replayed = replay(&bytes, shard, m).map_err(|(offset, what)| JournalError::Corrupt {
+        path: path.clone(),
+        offset,
+        what,
+    })?;
+    Ok(ShardReplay {
+        torn: torn_after(&bytes, replayed.end),
+        ledger: replayed.ledger,
+        end: replayed.end,
+    })
+}
+
+/// Reconciles the moves between the epoch's ledgers (one per shard, in shard order) and checks
+/// that the stock balances: returns the tickets sold in all and the tickets available (in slices
+/// and in transit); warns of tickets restored from transit.
+pub(super) fn balance(
+    m: &Manifest,
+    ledgers: &[Ledger],
+    warnings: &mut Vec<String>,
+) -> Result<(u64, u64), JournalError> {
     let overflow = || JournalError::Unbalanced {
         stock: m.stock,
         sold: u64::MAX,
@@ -322,7 +402,7 @@ async fn replay_epoch(
     };
     let mut sold = m.sold;
     let mut available = 0u64;
-    for l in &ledgers {
+    for l in ledgers {
         sold = sold.checked_add(l.sold()).ok_or_else(overflow)?;
         available = available.checked_add(l.available()).ok_or_else(overflow)?;
     }
@@ -367,7 +447,11 @@ async fn replay_epoch(
 /// corruption. A bad record is a torn tail (cut off) when no valid record of this shard starts
 /// further than [`BATCH_BYTES_MAX`] past its block: only the last batch can be torn, and no
 /// batch is longer. Anything else is corruption, reported, never skipped.
-fn replay(bytes: &[u8], shard: usize, m: &Manifest) -> Result<Replayed, (u64, Corruption)> {
+pub(super) fn replay(
+    bytes: &[u8],
+    shard: usize,
+    m: &Manifest,
+) -> Result<Replayed, (u64, Corruption)> {
     let mut ledger: Option<Ledger> = None;
     let mut seq = 0;
     let mut at = 0usize;
