@@ -229,7 +229,8 @@ impl ShardCore {
         } else {
             config.stock
         };
-        ShardCore {
+        let sales_closed = tail.as_ref().is_some_and(|t| t.ledger().sales_closed());
+        let mut core = ShardCore {
             app: App {
                 mode: config.mode,
                 shard: config.shard,
@@ -260,7 +261,9 @@ impl ShardCore {
             reported: vec![None; config.shards],
             peers_done: 0,
             life: Life::Serving,
-        }
+        };
+        core.app.node.start_closed(sales_closed);
+        core
     }
 
     /// This shard's index.
@@ -419,6 +422,12 @@ impl ShardCore {
             self.app.outbox.messages = messages;
             self.app.outbox.messages.clear();
         }
+        if !self.app.outbox.operated.is_empty() {
+            let appended = self.journal.as_ref().map(Commits::appended);
+            for (order, op) in std::mem::take(&mut self.app.outbox.operated) {
+                self.answer(order, Answer::Operated(op), appended);
+            }
+        }
         if !self.app.outbox.outcomes.is_empty() {
             let outcomes = std::mem::take(&mut self.app.outbox.outcomes);
             let appended = self.journal.as_ref().map(Commits::appended);
@@ -435,6 +444,12 @@ impl ShardCore {
     /// An escalated order of this shard is decided: its connection is told, and its response
     /// waits for everything journaled now (the coordinator's own sale is among it).
     fn decided(&mut self, order: OrderId, sale: Sale, appended: Option<Seq>) {
+        self.answer(order, Answer::Decided(sale), appended);
+    }
+
+    /// A request of this shard waiting on `order` has its answer (an order decided, an
+    /// operator's operation done); its response waits for everything journaled now.
+    fn answer(&mut self, order: OrderId, answer: Answer, appended: Option<Seq>) {
         let Some(key) = self.waiting.remove(&order) else {
             return; // the connection is gone, or the order was answered "halted" already
         };
@@ -444,7 +459,7 @@ impl ShardCore {
         let answer = if self.app.halted {
             Answer::Halted
         } else {
-            Answer::Decided(sale)
+            answer
         };
         self.conn_events.push_back((key, ConnEvent::Answer(answer)));
     }

@@ -16,6 +16,9 @@
 //! | `Decided { order, sold, tickets }` | coordinator → shard: the escalated order's outcome, and tickets for the slice | yes |
 //! | `Refill { tickets }` | coordinator → shard: the answer to `RefillAsk` (maybe 0) | yes |
 //! | `Bound { at_most, epoch }` | coordinator → every shard: at most this many tickets are left anywhere | no |
+//! | `Epoch { op, epoch, add }` | coordinator → every shard: a restock starts stock epoch `epoch`; forget any bound | no |
+//! | `Sales { op, closed }` | coordinator → every shard: an operator closed (or opened) sales | no |
+//! | `Ack { op }` | shard → coordinator: the answer to `Epoch` and `Sales` | no |
 //!
 //! # How it works
 //! - **Fast path**: an order its slice covers is sold on the spot: no message.
@@ -42,7 +45,8 @@
 //!   the new tickets can be sold: the coordinator, which alone would add stock, sends the new
 //!   epoch to every shard and puts the tickets in its slice only once each has answered, so no
 //!   shard refuses by an old bound while the new tickets exist. A bound from an older epoch is
-//!   ignored.
+//!   ignored. This is how a restock runs (see `stock/restock.rs`): an operation in the
+//!   coordinator's queue like a gather, so none is in progress meanwhile.
 //!
 //! # Why it cannot oversell or lose a ticket
 //! Tickets only ever change place through [`Slice::give`] on one side and [`Slice::receive`] on the
@@ -77,6 +81,7 @@
 use std::collections::VecDeque;
 
 use crate::durability::journal::Change;
+use crate::stock::restock::Operated;
 use crate::stock::slice::{allotment, Sale, Slice};
 
 /// The shard that coordinates moves.
@@ -150,6 +155,29 @@ pub enum Msg {
         /// The stock epoch it holds for.
         epoch: u64,
     },
+    /// Coordinator → every shard: a restock of `add` tickets starts stock `epoch`; forget any
+    /// bound, and answer (`Ack`). The tickets reach the coordinator's slice once all answered.
+    Epoch {
+        /// The coordinator's operation number.
+        op: u64,
+        /// The new stock epoch.
+        epoch: u64,
+        /// Tickets the restock adds (to scale the refill batch).
+        add: u64,
+    },
+    /// Coordinator → every shard: an operator closed sales (`closed`) or opened them; answer
+    /// (`Ack`).
+    Sales {
+        /// The coordinator's operation number.
+        op: u64,
+        /// Sales are closed from now on.
+        closed: bool,
+    },
+    /// The answer to `Epoch` and `Sales`: the change is applied here.
+    Ack {
+        /// The operation it answers.
+        op: u64,
+    },
 }
 
 impl Msg {
@@ -174,7 +202,12 @@ impl Msg {
             | Msg::Taken { tickets, .. }
             | Msg::Decided { tickets, .. }
             | Msg::Refill { tickets } => tickets,
-            Msg::RefillAsk { .. } | Msg::Take { .. } | Msg::Bound { .. } => 0,
+            Msg::RefillAsk { .. }
+            | Msg::Take { .. }
+            | Msg::Bound { .. }
+            | Msg::Epoch { .. }
+            | Msg::Sales { .. }
+            | Msg::Ack { .. } => 0,
         }
     }
 }
@@ -192,6 +225,9 @@ pub struct Outbox {
     /// Every change of this shard's slice, in order, for its journal: sales, and tickets given to
     /// and received from each peer. The shard journals them before the messages above leave.
     pub changes: Vec<Change>,
+    /// Operator operations of this shard (the coordinator) that are now done: restocks, sales
+    /// closed or opened.
+    pub operated: Vec<(OrderId, Operated)>,
 }
 
 /// How an order was answered by the shard that received it.
@@ -239,6 +275,9 @@ enum Op {
     },
     /// Top up shard `from` by up to `want`.
     Refill { from: usize, want: u64 },
+    /// An operator's restock of `add` tickets, or sales closed or opened (`stock/restock.rs`);
+    /// `order` is the number the operator's request waits on.
+    Operator { order: OrderId, op: Operated },
 }
 
 /// Escalated orders one gather serves at most: the orders queued at the coordinator when a
@@ -303,8 +342,11 @@ pub struct Node {
     /// At most this many tickets remain anywhere, as learnt from the coordinator (`None`: no
     /// bound known). Lowered only; true until a restock starts a new stock epoch.
     bound: Option<u64>,
-    /// The stock epoch (0 until restocks exist): a bound from an older epoch is ignored.
+    /// The stock epoch (0 at start, one more per restock): a bound from an older epoch is
+    /// ignored.
     epoch: u64,
+    /// An operator closed sales: orders are refused until one opens them.
+    sales_closed: bool,
     /// Shard 0 only.
     coordinator: Option<Coordinator>,
     /// What moved.
@@ -332,6 +374,7 @@ impl Node {
             next_order: 0,
             bound: None,
             epoch: 0,
+            sales_closed: false,
             coordinator: (id == COORDINATOR).then(Coordinator::default),
             moves: Moves::default(),
         }
@@ -496,6 +539,15 @@ impl Node {
                 self.refill_futile = tickets == 0;
             }
             Msg::Bound { at_most, epoch } => self.lower_bound(at_most, epoch),
+            Msg::Epoch { op, epoch, add } => {
+                self.start_epoch(epoch, add);
+                out.messages.push((from, Msg::Ack { op }));
+            }
+            Msg::Sales { op, closed } => {
+                self.sales_closed = closed;
+                out.messages.push((from, Msg::Ack { op }));
+            }
+            Msg::Ack { op } => self.on_ack(op, out),
         }
         if self.coordinator.is_some() {
             self.pump(out);
@@ -524,6 +576,110 @@ impl Node {
         for peer in (0..self.shards).filter(|&p| p != self.id) {
             out.messages.push((peer, Msg::Bound { at_most, epoch }));
         }
+    }
+
+    /// Queues an operator's operation at the coordinator (a restock, or sales closed or
+    /// opened); returns the number its request waits on. It runs in turn with gathers and
+    /// refills, and is done (in [`Outbox::operated`]) once every shard applied it.
+    pub fn operate(&mut self, op: Operated, out: &mut Outbox) -> OrderId {
+        assert_eq!(
+            self.id, COORDINATOR,
+            "only the coordinator runs operator operations"
+        );
+        let order = self.next_order;
+        self.next_order += 1;
+        self.enqueue(Op::Operator { order, op }, out);
+        order
+    }
+
+    /// The stock epoch this shard is in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether an operator closed sales (as this shard knows).
+    pub fn sales_closed(&self) -> bool {
+        self.sales_closed
+    }
+
+    /// Sales start closed: what the journal said at start-up.
+    pub fn start_closed(&mut self, closed: bool) {
+        self.sales_closed = closed;
+    }
+
+    /// A restock of `add` tickets starts stock epoch `epoch`: any bound of the older epoch is
+    /// void (stock is about to rise), and the refill batch grows with the new stock.
+    fn start_epoch(&mut self, epoch: u64, add: u64) {
+        self.epoch = epoch;
+        self.bound = None;
+        self.refill_futile = false;
+        let share = allotment(add, self.shards, self.id);
+        self.low_water = self.low_water.max((share / 8).max(1));
+        self.batch = self.batch.max((share / 4).max(1));
+    }
+
+    /// Starts an operator's operation: the coordinator applies it to itself (a restock: the
+    /// new epoch, not yet the tickets) and tells every other shard. Returns the answers to wait
+    /// for.
+    fn start_operator(&mut self, id: u64, op: Operated, out: &mut Outbox) -> (usize, u64) {
+        for peer in (0..self.shards).filter(|&p| p != self.id) {
+            let msg = match op {
+                Operated::Restocked { add, .. } => Msg::Epoch {
+                    op: id,
+                    epoch: self.epoch + 1,
+                    add,
+                },
+                Operated::Sales { closed } => Msg::Sales { op: id, closed },
+            };
+            out.messages.push((peer, msg));
+        }
+        match op {
+            Operated::Restocked { add, .. } => self.start_epoch(self.epoch + 1, add),
+            Operated::Sales { closed } => self.sales_closed = closed,
+        }
+        (self.shards - 1, 0)
+    }
+
+    /// A shard applied the operation in progress.
+    fn on_ack(&mut self, id: u64, out: &mut Outbox) {
+        let coordinator = self
+            .coordinator
+            .as_mut()
+            .expect("Ack goes to the coordinator");
+        let current = coordinator
+            .current
+            .as_mut()
+            .expect("Ack with no operation in progress");
+        assert_eq!(
+            current.id, id,
+            "answers belong to the operation in progress"
+        );
+        current.awaited -= 1;
+        if current.awaited == 0 {
+            coordinator.current = None;
+            self.finish(None, false, out);
+        }
+    }
+
+    /// Every shard applied the operation: a restock's tickets come into being in this slice
+    /// now, when no shard can refuse by a bound of an older epoch; the change is journaled, and
+    /// the operator's request answered once it is durable.
+    fn finish_operator(&mut self, order: OrderId, op: Operated, out: &mut Outbox) {
+        let done = match op {
+            Operated::Restocked { add, .. } => {
+                self.slice.add(add);
+                out.changes.push(Change::Restock { qty: add });
+                Operated::Restocked {
+                    add,
+                    epoch: self.epoch,
+                }
+            }
+            Operated::Sales { closed } => {
+                out.changes.push(Change::Sales { closed });
+                op
+            }
+        };
+        out.operated.push((order, done));
     }
 
     /// A bound learnt from the coordinator.
@@ -606,7 +762,7 @@ impl Node {
             Op::Order { .. } => {
                 let asked = batch.iter().fold(0u64, |sum, op| match *op {
                     Op::Order { qty, .. } => sum.saturating_add(qty),
-                    Op::Refill { .. } => unreachable!("a gather serves orders only"),
+                    _ => unreachable!("a gather serves orders only"),
                 });
                 let have = self.slice.available();
                 if have >= asked || self.shards == 1 {
@@ -625,6 +781,7 @@ impl Node {
                 }
                 (self.shards - 1, want)
             }
+            Op::Operator { op, .. } => self.start_operator(id, op, out),
             Op::Refill { from, want } => {
                 if from != self.id && self.slice.available() > self.low_water {
                     return (0, 0); // served from the coordinator's own slice
@@ -708,6 +865,7 @@ impl Node {
                     decided.push((from, order, sale));
                 }
                 Op::Refill { .. } => self.finish_refill(op, gathered, out),
+                Op::Operator { order, op } => self.finish_operator(order, op, out),
             }
         }
         if refused {

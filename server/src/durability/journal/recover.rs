@@ -38,7 +38,8 @@ struct Manifest {
     epoch: u64,
     /// Shard files in that epoch.
     shards: usize,
-    /// The total stock, sold or not; constant for the life of the data directory.
+    /// The total stock, sold or not, when the epoch started: the configured stock plus every
+    /// restock of earlier epochs (those of this epoch are in the coordinator's file).
     stock: u64,
     /// Tickets sold before the epoch started.
     sold: u64,
@@ -104,8 +105,11 @@ pub struct ShardStart {
 pub struct Recovered {
     /// The epoch this run writes.
     pub epoch: u64,
-    /// The total stock (sold or not), from the journal once there is one.
+    /// The total stock (sold or not), from the journal once there is one: the configured stock
+    /// plus every restock.
     pub stock: u64,
+    /// Sales were closed by an operator (and stay closed until one opens them).
+    pub sales_closed: bool,
     /// Tickets sold before this run.
     pub sold: u64,
     /// Tickets left to sell, cut among the shards: `stock == sold + available`.
@@ -143,26 +147,26 @@ pub async fn open(
         // replaced is complete, this one is not needed.
         store.remove(name).await?;
     }
-    let (old, stock, sold, available) = match store.read(MANIFEST).await? {
+    let (old, stock, sold, available, sales_closed) = match store.read(MANIFEST).await? {
         None => {
             // Nothing was acknowledged before the first manifest existed (open writes it before
             // any shard runs), so shard files without one are a first start that crashed.
             for name in names.iter().filter(|n| is_shard_file(n)) {
                 store.remove(name).await?;
             }
-            (None, configured_stock, 0, configured_stock)
+            (None, configured_stock, 0, configured_stock, false)
         }
         Some(bytes) => {
             let m = Manifest::decode(&bytes).map_err(|what| JournalError::Manifest {
                 path: store.path(MANIFEST),
                 what,
             })?;
-            let (sold, available) = replay_epoch(store, &m, &mut warnings).await?;
-            if m.stock != configured_stock {
+            let epoch = replay_epoch(store, &m, &mut warnings).await?;
+            let (sold, available, stock) = (epoch.sold, epoch.available, epoch.stock);
+            if stock != configured_stock {
                 warnings.push(format!(
-                    "configured stock {configured_stock} differs from the journal's stock {}; \
-                     keeping the journal's",
-                    m.stock
+                    "configured stock {configured_stock} differs from the journal's stock \
+                     {stock}; keeping the journal's"
                 ));
             }
             if m.shards != shards {
@@ -172,13 +176,14 @@ pub async fn open(
                     m.shards
                 ));
             }
-            (Some(m), m.stock, sold, available)
+            (Some(m), stock, sold, available, epoch.sales_closed)
         }
     };
     let epoch = old.map_or(0, |m| m.epoch) + 1;
     let mut starts = Vec::with_capacity(shards);
     for shard in 0..shards {
-        let ledger = Ledger::new(shard, shards, epoch, allotment(available, shards, shard));
+        let ledger = Ledger::new(shard, shards, epoch, allotment(available, shards, shard))
+            .with_sales_closed(sales_closed);
         let start = ShardStart {
             file: shard_file(shard, epoch),
             ledger,
@@ -216,6 +221,7 @@ pub async fn open(
     Ok(Recovered {
         epoch,
         stock,
+        sales_closed,
         sold,
         available,
         shards: starts,
@@ -285,13 +291,25 @@ pub fn continue_write(
     Ok(if aligned > done { aligned } else { done + n })
 }
 
-/// Replays every shard file of the manifest's epoch: returns the tickets sold in all (before and
-/// during the epoch) and the tickets available (in slices and in transit).
+/// What the replay of an epoch found.
+#[derive(Clone, Copy, Debug)]
+struct EpochEnd {
+    /// Tickets sold in all, before and during the epoch.
+    sold: u64,
+    /// Tickets available, in slices and in transit.
+    available: u64,
+    /// The total stock at the end of the epoch: the manifest's plus the epoch's restocks.
+    stock: u64,
+    /// Whether sales were closed at the end of the epoch (the coordinator's ledger says).
+    sales_closed: bool,
+}
+
+/// Replays every shard file of the manifest's epoch and checks that the stock balances.
 async fn replay_epoch(
     store: &Store,
     m: &Manifest,
     warnings: &mut Vec<String>,
-) -> Result<(u64, u64), JournalError> {
+) -> Result<EpochEnd, JournalError> {
     let mut ledgers = Vec::with_capacity(m.shards);
     for shard in 0..m.shards {
         let name = shard_file(shard, m.epoch);
@@ -322,9 +340,11 @@ async fn replay_epoch(
     };
     let mut sold = m.sold;
     let mut available = 0u64;
+    let mut stock = m.stock;
     for l in &ledgers {
         sold = sold.checked_add(l.sold()).ok_or_else(overflow)?;
         available = available.checked_add(l.available()).ok_or_else(overflow)?;
+        stock = stock.checked_add(l.added()).ok_or_else(overflow)?;
     }
     for from in 0..m.shards {
         for to in (0..m.shards).filter(|&to| to != from) {
@@ -353,14 +373,19 @@ async fn replay_epoch(
             available = available.checked_add(in_transit).ok_or_else(overflow)?;
         }
     }
-    if sold.checked_add(available) != Some(m.stock) {
+    if sold.checked_add(available) != Some(stock) {
         return Err(JournalError::Unbalanced {
-            stock: m.stock,
+            stock,
             sold,
             available,
         });
     }
-    Ok((sold, available))
+    Ok(EpochEnd {
+        sold,
+        available,
+        stock,
+        sales_closed: ledgers[0].sales_closed(),
+    })
 }
 
 /// Replays one shard file: the ledger after the last valid record, or the offset and nature of
@@ -457,7 +482,7 @@ fn find_record(bytes: &[u8], from: usize, shard: usize) -> Option<usize> {
         let kind = h[18];
         len > 0
             && len <= PAYLOAD_BYTES_MAX
-            && (1..=4).contains(&kind)
+            && super::record::is_kind(kind)
             && usize::from(u16::from_le_bytes([h[16], h[17]])) == shard
             && matches!(decode(&bytes[at..]), Ok(Some(_)))
     })

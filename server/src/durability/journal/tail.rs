@@ -160,6 +160,8 @@ impl Tail {
                 move_id: self.ledger.received(from).last_move + 1,
                 qty,
             },
+            Change::Restock { qty } => Record::Restock { qty },
+            Change::Sales { closed } => Record::Sales { closed },
         };
         if let Err(e) = record.apply_to(&mut self.ledger) {
             panic!("journal append of {change:?} to {:?}: {e}", self.ledger);
