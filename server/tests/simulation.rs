@@ -98,7 +98,9 @@ use ticketd::durability::journal::{
     COMPACT_BYTES_DEFAULT,
 };
 use ticketd::net::connection::{ConnLimits, Connection, Next};
-use ticketd::shard::core::{ConnEvent, ConnKey, CoreConfig, Message, Release, ShardCore, Step};
+use ticketd::shard::core::{
+    ConnEvent, ConnKey, CoreConfig, Message, Release, ShardCore, Step, ADMIN_KEYS,
+};
 use ticketd::stock::rebalance::{Msg, TakeKind, COORDINATOR};
 
 /// Steps over all seeds when `SIM_STEPS` is not set.
@@ -676,7 +678,7 @@ impl<'c> Sim<'c> {
             eprintln!("admin {ask:?}");
         }
         self.next_key += 1;
-        let key = self.next_key;
+        let key = ADMIN_KEYS + self.next_key;
         match ask {
             AdminAsk::Restock(add) => {
                 self.coverage.restocks += 1;
@@ -778,8 +780,36 @@ impl<'c> Sim<'c> {
     }
 
     /// Shard `at`'s transport carries out the core's news for its connections; false if none.
+    /// On the coordinator, the admin listener's connections ask for their answers and their
+    /// held output, as its tasks do.
     fn turn(&mut self, at: usize) -> bool {
         let mut any = false;
+        let admins: Vec<ConnKey> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.admin.is_some() && c.shard == at)
+            .map(|(&k, _)| k)
+            .collect();
+        for key in admins {
+            let answer = self.shards[at].core.take_admin_answer(key);
+            let now = self.now();
+            let client = self.clients.get_mut(&key).expect("listed");
+            if let Some(answer) = answer {
+                any = true;
+                let step = self.shards[at].core.resume(
+                    key,
+                    &mut client.conn,
+                    answer,
+                    &mut client.out,
+                    now,
+                );
+                self.carry_out(key, step);
+            } else if !client.waiting {
+                let release = self.shards[at].core.release(key);
+                any |= release != Release::Held;
+                self.apply_release(key, release);
+            }
+        }
         while let Some((key, event)) = self.shards[at].core.next_conn_event() {
             any = true;
             if !self.clients.contains_key(&key) {

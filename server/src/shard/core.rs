@@ -57,6 +57,12 @@ use crate::stock::slice::Sale;
 /// lives (the uring transport packs slot and generation into it).
 pub type ConnKey = u64;
 
+/// Keys from here up are the admin listener's connections (`net/admin.rs`), numbered by it: the
+/// answers they wait for are kept for it to take ([`ShardCore::take_admin_answer`]) rather than
+/// told as [`ConnEvent`]s, which the public transport (the uring driver) takes for its own
+/// connections. No public key reaches it (a uring key would need 2^31 reuses of one slot).
+pub const ADMIN_KEYS: ConnKey = 1 << 63;
+
 /// Hashes the core's own numbers (connection keys, order ids) with one multiplication: they are
 /// ours, not a peer's, so SipHash's flooding resistance buys nothing, and a held response costs a
 /// map insert and a lookup on the request path.
@@ -217,6 +223,8 @@ pub struct ShardCore {
     peers_done: usize,
     /// Where the shard is in its life.
     life: Life,
+    /// Answers for the admin listener's waiting connections (keys from [`ADMIN_KEYS`]).
+    admin_answers: Vec<(ConnKey, Answer)>,
 }
 
 impl ShardCore {
@@ -261,6 +269,7 @@ impl ShardCore {
             reported: vec![None; config.shards],
             peers_done: 0,
             life: Life::Serving,
+            admin_answers: Vec::new(),
         };
         core.app.node.start_closed(sales_closed);
         core
@@ -390,6 +399,9 @@ impl ShardCore {
     pub fn closed(&mut self, key: ConnKey) {
         self.app.counters.connections_closed += 1;
         self.holds.remove(&key);
+        if key >= ADMIN_KEYS {
+            self.admin_answers.retain(|&(k, _)| k != key);
+        }
     }
 
     /// The next thing to tell a connection.
@@ -461,7 +473,24 @@ impl ShardCore {
         } else {
             answer
         };
-        self.conn_events.push_back((key, ConnEvent::Answer(answer)));
+        self.tell(key, answer);
+    }
+
+    /// Tells a waiting connection its answer: a public one as a [`ConnEvent`], an admin one
+    /// kept for [`ShardCore::take_admin_answer`].
+    fn tell(&mut self, key: ConnKey, answer: Answer) {
+        if key >= ADMIN_KEYS {
+            self.admin_answers.push((key, answer));
+        } else {
+            self.conn_events.push_back((key, ConnEvent::Answer(answer)));
+        }
+    }
+
+    /// The answer an admin connection waits for, once it came (then call
+    /// [`ShardCore::resume`]); whether its output may leave is [`ShardCore::release`]'s.
+    pub fn take_admin_answer(&mut self, key: ConnKey) -> Option<Answer> {
+        let at = self.admin_answers.iter().position(|&(k, _)| k == key)?;
+        Some(self.admin_answers.swap_remove(at).1)
     }
 
     /// Queues a message for `to` behind everything posted before it.
@@ -581,8 +610,7 @@ impl ShardCore {
         self.app.halted = true;
         let waiting: Vec<_> = self.waiting.drain().collect();
         for (_, key) in waiting {
-            self.conn_events
-                .push_back((key, ConnEvent::Answer(Answer::Halted)));
+            self.tell(key, Answer::Halted);
         }
     }
 
