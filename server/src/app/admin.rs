@@ -11,8 +11,8 @@ use std::io::Write as _;
 use proto_http::{Method, RequestHead};
 
 use crate::app::routes::{error, json, App, Deferred, Exchange, Reply, Route};
-use crate::stock::rebalance::COORDINATOR;
-use crate::stock::restock::{parse_add, Operated};
+use crate::stock::rebalance::{Operated, COORDINATOR};
+use crate::stock::restock::parse_add;
 
 /// The longest token accepted from the token file: a bearer token is a secret of a few dozen
 /// characters; anything much longer is the wrong file.

@@ -184,7 +184,7 @@ pub enum Answer {
     /// A journal failed while the order waited: its outcome is unknown (monolith, vacancy).
     Halted,
     /// An operator's operation is done (`app/admin.rs`).
-    Operated(crate::stock::restock::Operated),
+    Operated(crate::stock::rebalance::Operated),
 }
 
 /// How a request was answered.

@@ -81,7 +81,6 @@
 use std::collections::VecDeque;
 
 use crate::durability::journal::Change;
-use crate::stock::restock::Operated;
 use crate::stock::slice::{allotment, Sale, Slice};
 
 /// The shard that coordinates moves.
@@ -212,6 +211,23 @@ impl Msg {
     }
 }
 
+/// An operator's operation on the stock, and (once done) what it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operated {
+    /// `add` tickets restocked; `epoch` is the stock epoch they start (0 until done).
+    Restocked {
+        /// Tickets added.
+        add: u64,
+        /// The new stock epoch.
+        epoch: u64,
+    },
+    /// Sales closed (`closed`) or opened.
+    Sales {
+        /// Sales are closed from now on.
+        closed: bool,
+    },
+}
+
 /// What one call produced: messages to send, and outcomes of orders that were waiting.
 #[derive(Debug, Default)]
 pub struct Outbox {
@@ -318,35 +334,35 @@ struct Coordinator {
 #[derive(Debug)]
 pub struct Node {
     /// This shard.
-    id: usize,
+    pub(super) id: usize,
     /// All shards.
-    shards: usize,
+    pub(super) shards: usize,
     /// This shard's tickets.
-    slice: Slice,
+    pub(super) slice: Slice,
     /// The last reported size of every slice (this shard's own entry unused).
     reported: Vec<u64>,
     /// The sum of `reported` over the other shards, kept as reports arrive, so the total needs no
     /// loop on the request path.
     reported_others: u64,
     /// Below this, ask for a refill (and, as a donor, give nothing for refills).
-    low_water: u64,
+    pub(super) low_water: u64,
     /// How many tickets a refill asks for.
-    batch: u64,
+    pub(super) batch: u64,
     /// A refill was asked and not yet answered.
     refill_outstanding: bool,
     /// The last refill came back empty: ask again only after a new report, or stale reports
     /// would have the shard ask in a loop.
-    refill_futile: bool,
+    pub(super) refill_futile: bool,
     /// The next order number.
     next_order: OrderId,
     /// At most this many tickets remain anywhere, as learnt from the coordinator (`None`: no
     /// bound known). Lowered only; true until a restock starts a new stock epoch.
-    bound: Option<u64>,
+    pub(super) bound: Option<u64>,
     /// The stock epoch (0 at start, one more per restock): a bound from an older epoch is
     /// ignored.
-    epoch: u64,
+    pub(super) epoch: u64,
     /// An operator closed sales: orders are refused until one opens them.
-    sales_closed: bool,
+    pub(super) sales_closed: bool,
     /// Shard 0 only.
     coordinator: Option<Coordinator>,
     /// What moved.
@@ -592,54 +608,6 @@ impl Node {
         order
     }
 
-    /// The stock epoch this shard is in.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// Whether an operator closed sales (as this shard knows).
-    pub fn sales_closed(&self) -> bool {
-        self.sales_closed
-    }
-
-    /// Sales start closed: what the journal said at start-up.
-    pub fn start_closed(&mut self, closed: bool) {
-        self.sales_closed = closed;
-    }
-
-    /// A restock of `add` tickets starts stock epoch `epoch`: any bound of the older epoch is
-    /// void (stock is about to rise), and the refill batch grows with the new stock.
-    fn start_epoch(&mut self, epoch: u64, add: u64) {
-        self.epoch = epoch;
-        self.bound = None;
-        self.refill_futile = false;
-        let share = allotment(add, self.shards, self.id);
-        self.low_water = self.low_water.max((share / 8).max(1));
-        self.batch = self.batch.max((share / 4).max(1));
-    }
-
-    /// Starts an operator's operation: the coordinator applies it to itself (a restock: the
-    /// new epoch, not yet the tickets) and tells every other shard. Returns the answers to wait
-    /// for.
-    fn start_operator(&mut self, id: u64, op: Operated, out: &mut Outbox) -> (usize, u64) {
-        for peer in (0..self.shards).filter(|&p| p != self.id) {
-            let msg = match op {
-                Operated::Restocked { add, .. } => Msg::Epoch {
-                    op: id,
-                    epoch: self.epoch + 1,
-                    add,
-                },
-                Operated::Sales { closed } => Msg::Sales { op: id, closed },
-            };
-            out.messages.push((peer, msg));
-        }
-        match op {
-            Operated::Restocked { add, .. } => self.start_epoch(self.epoch + 1, add),
-            Operated::Sales { closed } => self.sales_closed = closed,
-        }
-        (self.shards - 1, 0)
-    }
-
     /// A shard applied the operation in progress.
     fn on_ack(&mut self, id: u64, out: &mut Outbox) {
         let coordinator = self
@@ -659,27 +627,6 @@ impl Node {
             coordinator.current = None;
             self.finish(None, false, out);
         }
-    }
-
-    /// Every shard applied the operation: a restock's tickets come into being in this slice
-    /// now, when no shard can refuse by a bound of an older epoch; the change is journaled, and
-    /// the operator's request answered once it is durable.
-    fn finish_operator(&mut self, order: OrderId, op: Operated, out: &mut Outbox) {
-        let done = match op {
-            Operated::Restocked { add, .. } => {
-                self.slice.add(add);
-                out.changes.push(Change::Restock { qty: add });
-                Operated::Restocked {
-                    add,
-                    epoch: self.epoch,
-                }
-            }
-            Operated::Sales { closed } => {
-                out.changes.push(Change::Sales { closed });
-                op
-            }
-        };
-        out.operated.push((order, done));
     }
 
     /// A bound learnt from the coordinator.

@@ -27,6 +27,10 @@
 
 use serde::Deserialize;
 
+use super::rebalance::{Msg, Node, Operated, OrderId, Outbox};
+use super::slice::allotment;
+use crate::durability::journal::Change;
+
 /// The most tickets one restock adds: as many as the largest order may ask for by default
 /// (`MAX_ORDER_QTY`), so one typo cannot add a stock no sale could ever sell; a larger batch is
 /// several restocks.
@@ -35,23 +39,6 @@ pub const RESTOCK_ADD_MAX: u64 = 1_000_000_000;
 /// The most tickets the stock may hold in all, sold or not (the largest `INITIAL_STOCK`): every
 /// journal counter stays far from overflowing.
 pub const STOCK_MAX: u64 = i64::MAX as u64;
-
-/// An operator's operation on the stock, and (once done) what it did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operated {
-    /// `add` tickets restocked; `epoch` is the stock epoch they start (0 until done).
-    Restocked {
-        /// Tickets added.
-        add: u64,
-        /// The new stock epoch.
-        epoch: u64,
-    },
-    /// Sales closed (`closed`) or opened.
-    Sales {
-        /// Sales are closed from now on.
-        closed: bool,
-    },
-}
 
 /// Why a restock body was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +104,84 @@ pub fn parse_add(body: &[u8], capacity: u64) -> Result<u64, AddError> {
         return Err(AddError::Invalid);
     }
     Ok(add)
+}
+
+/// The operator operations' side of a shard's [`Node`] (the coordinator's queue runs them: see
+/// [`Node::operate`]).
+impl Node {
+    /// The stock epoch this shard is in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether an operator closed sales (as this shard knows).
+    pub fn sales_closed(&self) -> bool {
+        self.sales_closed
+    }
+
+    /// Sales start closed: what the journal said at start-up.
+    pub fn start_closed(&mut self, closed: bool) {
+        self.sales_closed = closed;
+    }
+
+    /// A restock of `add` tickets starts stock epoch `epoch`: any bound of the older epoch is
+    /// void (stock is about to rise), and the refill batch grows with the new stock.
+    pub(super) fn start_epoch(&mut self, epoch: u64, add: u64) {
+        self.epoch = epoch;
+        self.bound = None;
+        self.refill_futile = false;
+        let share = allotment(add, self.shards, self.id);
+        self.low_water = self.low_water.max((share / 8).max(1));
+        self.batch = self.batch.max((share / 4).max(1));
+    }
+
+    /// Starts an operator's operation: the coordinator applies it to itself (a restock: the
+    /// new epoch, not yet the tickets) and tells every other shard. Returns the answers to wait
+    /// for.
+    pub(super) fn start_operator(
+        &mut self,
+        id: u64,
+        op: Operated,
+        out: &mut Outbox,
+    ) -> (usize, u64) {
+        for peer in (0..self.shards).filter(|&p| p != self.id) {
+            let msg = match op {
+                Operated::Restocked { add, .. } => Msg::Epoch {
+                    op: id,
+                    epoch: self.epoch + 1,
+                    add,
+                },
+                Operated::Sales { closed } => Msg::Sales { op: id, closed },
+            };
+            out.messages.push((peer, msg));
+        }
+        match op {
+            Operated::Restocked { add, .. } => self.start_epoch(self.epoch + 1, add),
+            Operated::Sales { closed } => self.sales_closed = closed,
+        }
+        (self.shards - 1, 0)
+    }
+
+    /// Every shard applied the operation: a restock's tickets come into being in this slice
+    /// now, when no shard can refuse by a bound of an older epoch; the change is journaled, and
+    /// the operator's request answered once it is durable.
+    pub(super) fn finish_operator(&mut self, order: OrderId, op: Operated, out: &mut Outbox) {
+        let done = match op {
+            Operated::Restocked { add, .. } => {
+                self.slice.add(add);
+                out.changes.push(Change::Restock { qty: add });
+                Operated::Restocked {
+                    add,
+                    epoch: self.epoch,
+                }
+            }
+            Operated::Sales { closed } => {
+                out.changes.push(Change::Sales { closed });
+                op
+            }
+        };
+        out.operated.push((order, done));
+    }
 }
 
 #[cfg(test)]
