@@ -382,3 +382,43 @@ fn the_journal_state_names_its_files_and_sequence_numbers() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Ticket mode: the vacancy service's operator closes sales; a purchase at the ticket tier gets
+/// the same 409 `sales_closed` (not a 503), sells nothing, and sells once they are open again. A
+/// restock at the vacancy service is what the ticket tier sells from.
+#[test]
+fn the_ticket_tier_passes_closed_sales_on_and_sells_a_restock() {
+    let setup = Setup::new("ticket");
+    let args = setup.args("2", "4");
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--mode", "vacancy"]);
+    let vacancy = Server::start(&args);
+    let url = format!("http://127.0.0.1:{}", vacancy.port());
+    let ticket = Server::start(&["--mode", "ticket", "--shards", "1", "--vacancy-url", &url]);
+    assert_eq!(buy(&ticket, 4).0, Some(true));
+    assert_eq!(buy(&ticket, 1).0, Some(false), "sold out");
+    let r = setup.admin("POST", "/admin/restock", Some(TOKEN), "{\"add\":3}");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        buy(&ticket, 3).0,
+        Some(true),
+        "the restock sells through the ticket tier"
+    );
+    assert_eq!(
+        setup
+            .admin("POST", "/admin/sales/close", Some(TOKEN), "")
+            .status,
+        200
+    );
+    let (sold, r) = buy(&ticket, 1);
+    assert_eq!((sold, r.status), (None, 409), "{}", r.body);
+    assert_eq!(r.json("code").as_deref(), Some("\"sales_closed\""));
+    assert_eq!(
+        setup
+            .admin("POST", "/admin/sales/open", Some(TOKEN), "")
+            .status,
+        200
+    );
+    assert_eq!(buy(&ticket, 1).0, Some(false), "open, and sold out again");
+    setup.stock_settles((7, 7, 0), "vacancy");
+}

@@ -1066,7 +1066,7 @@ mod tests {
         assert_eq!(value["data_dir"], "./data");
         assert_eq!(value["durability"], "sync");
         assert_eq!(value["journal_compact_bytes"], 67_108_864);
-        assert_eq!(value.as_object().map(|o| o.len()), Some(34));
+        assert_eq!(value.as_object().map(|o| o.len()), Some(36));
         let auto = ok(&[], &[], None).to_json();
         let value: serde_json::Value = serde_json::from_str(&auto).expect("valid JSON");
         assert!(
@@ -1266,7 +1266,7 @@ mod tests {
             dump.summary().ends_with(
                 " latency_dump=d latency_dump_interval_seconds=1 cors_allow_origins=* \
                             rate_limit_purchases_per_second=0.0 rate_limit_burst=1 \
-                            rate_limit_all_routes=false"
+                            rate_limit_all_routes=false admin_listen=- admin_token_file=-"
             ),
             "{}",
             dump.summary()

@@ -141,7 +141,7 @@ pub fn file(raw: &str) -> Result<PathBuf, String> {
 pub fn socket_addr(raw: &str) -> Result<std::net::SocketAddr, String> {
     raw.trim()
         .parse()
-        .map_err(|_| "an address and port such as 127.0.0.1:9001".into())
+        .map_err(|_| "expected an address and port such as 127.0.0.1:9001".into())
 }
 
 /// A boolean the way environment variables spell them, case-insensitively.
