@@ -280,9 +280,9 @@ impl App {
                     Some(j) => {
                         let _ = write!(
                             o,
-                            ",\"appended_seq\":{},\"durable_seq\":{},\"commits\":{},\
-                             \"records\":{},\"failed\":{}}}",
-                            j.appended, j.durable, j.commits, j.changes, j.failed
+                            ",\"appended_seq\":{},\"durable_seq\":{},\"durable_bytes\":{},\
+                             \"commits\":{},\"records\":{},\"failed\":{}}}",
+                            j.appended, j.durable, j.durable_bytes, j.commits, j.changes, j.failed
                         );
                     }
                     None => o.extend_from_slice(b"}"),

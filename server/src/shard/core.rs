@@ -695,6 +695,7 @@ impl ShardCore {
                 commits: stats.commits,
                 changes: stats.changes,
                 commit_time: stats.commit_time,
+                durable_bytes: journal.tail().durable_bytes(),
             }
         });
     }

@@ -137,6 +137,11 @@ impl Tail {
         self.in_flight.is_none() && self.pending()
     }
 
+    /// Bytes of the file that are durable.
+    pub fn durable_bytes(&self) -> u64 {
+        self.flushed
+    }
+
     fn end(&self) -> u64 {
         self.buf_start + self.buf.len() as u64
     }
