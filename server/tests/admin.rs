@@ -175,6 +175,18 @@ fn a_missing_or_wrong_token_gets_401_and_the_public_port_serves_no_admin_route()
         );
     }
     let restock = setup.admin("POST", "/admin/restock", None, "{\"add\":5}");
+    let shard0 = |server: &Server| loop {
+        // `GET /`'s counters are the answering shard's: the admin listener's 401s are shard 0's.
+        let root = get(server, "/");
+        if root.json("shard").as_deref() == Some("0") {
+            return root;
+        }
+    };
+    assert_eq!(
+        shard0(&server).json("admin_unauthorized").as_deref(),
+        Some("5"),
+        "every 401 counted"
+    );
     assert_eq!(restock.status, 401, "nothing happens without the token");
     assert_eq!(
         setup

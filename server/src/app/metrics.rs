@@ -90,7 +90,7 @@ pub fn write_root(
          \"counters\":{{\"connections_accepted\":{},\"connections_timed_out\":{},\"requests\":{},\
          \"orders_sold\":{},\"orders_insufficient\":{},\"orders_refused\":{},\"tickets_sold\":{},\
          \"body_errors\":{},\"not_found\":{},\"method_not_allowed\":{},\"rate_limited\":{},\"forwarded\":{},\
-         \"forward_failed\":{},\"forward_outcome_unknown\":{},\"http_errors\":{{",
+         \"forward_failed\":{},\"forward_outcome_unknown\":{},\"admin_unauthorized\":{},\"http_errors\":{{",
         env!("CARGO_PKG_VERSION"),
         mode.as_str(),
         shards,
@@ -119,6 +119,7 @@ pub fn write_root(
         c.forwarded,
         c.forward_failed,
         c.forward_outcome_unknown,
+        c.admin_unauthorized,
     );
     for (i, (kind, n)) in c.http_errors_by_kind().enumerate() {
         let comma = if i == 0 { "" } else { "," };

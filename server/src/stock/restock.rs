@@ -217,5 +217,9 @@ mod tests {
             Err(AddError::Invalid)
         );
         assert_eq!(parse_add(b"{\"add\":1}", STOCK_MAX - 1), Ok(1));
+        // The detail names the limits as they are.
+        let detail = AddError::Invalid.detail();
+        assert!(detail.contains(&RESTOCK_ADD_MAX.to_string()), "{detail}");
+        assert!(detail.contains(&STOCK_MAX.to_string()), "{detail}");
     }
 }
