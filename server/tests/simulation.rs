@@ -605,6 +605,16 @@ impl<'c> Sim<'c> {
             "conservation within the life: sold + available == initial + added"
         );
         let coordinator = &self.shards[COORDINATOR].core.app.node;
+        for (i, shard) in self.shards.iter().enumerate() {
+            // What "visible" means: a restock's tickets exist only once every shard left the
+            // epochs whose bound they would contradict.
+            assert!(
+                shard.core.app.node.epoch() >= coordinator.epoch_visible(),
+                "shard {i} is in stock epoch {} while epoch {}'s restocked tickets exist",
+                shard.core.app.node.epoch(),
+                coordinator.epoch_visible()
+            );
+        }
         if !coordinator.coordinating() {
             for (i, shard) in self.shards.iter().enumerate() {
                 assert_eq!(

@@ -400,7 +400,9 @@ impl ShardCore {
         self.app.counters.connections_closed += 1;
         self.holds.remove(&key);
         if key >= ADMIN_KEYS {
+            // Its operation still runs to the end; no answer is kept for a connection that left.
             self.admin_answers.retain(|&(k, _)| k != key);
+            self.waiting.retain(|_, &mut k| k != key);
         }
     }
 

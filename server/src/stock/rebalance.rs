@@ -363,6 +363,9 @@ pub struct Node {
     pub(super) epoch: u64,
     /// An operator closed sales: orders are refused until one opens them.
     pub(super) sales_closed: bool,
+    /// The coordinator: the stock epoch of the last restock whose tickets exist (visible): every
+    /// shard entered it before they came into being.
+    pub(super) epoch_visible: u64,
     /// Shard 0 only.
     coordinator: Option<Coordinator>,
     /// What moved.
@@ -391,6 +394,7 @@ impl Node {
             bound: None,
             epoch: 0,
             sales_closed: false,
+            epoch_visible: 0,
             coordinator: (id == COORDINATOR).then(Coordinator::default),
             moves: Moves::default(),
         }

@@ -114,6 +114,12 @@ impl Node {
         self.epoch
     }
 
+    /// The coordinator: the stock epoch of the last restock whose tickets exist. No shard may be
+    /// in an older one (the simulation checks it at every step).
+    pub fn epoch_visible(&self) -> u64 {
+        self.epoch_visible
+    }
+
     /// Whether an operator closed sales (as this shard knows).
     pub fn sales_closed(&self) -> bool {
         self.sales_closed
@@ -169,6 +175,7 @@ impl Node {
         let done = match op {
             Operated::Restocked { add, .. } => {
                 self.slice.add(add);
+                self.epoch_visible = self.epoch;
                 out.changes.push(Change::Restock { qty: add });
                 Operated::Restocked {
                     add,
