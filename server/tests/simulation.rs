@@ -1769,3 +1769,61 @@ fn closed_sales_refuse_orders_across_a_restart_until_opened() {
     sim.quiesce();
     assert_eq!(sim.acked, 1, "open again");
 }
+
+/// Issue 17: a restock queued while the bound it must lift is still travelling. Stock 3 on 3
+/// shards: an order of 5 on shard 1 is gathered and refused, and the coordinator posts
+/// `Bound { at_most: 3 }` to every shard (held until its journal is durable); the operator's
+/// restock of 10 is posted behind it. Whatever order the mesh delivers them in, each shard gets
+/// the old bound first (FIFO per pair) and then leaves its epoch, so an order of 5 on any shard
+/// sells once the restock is answered, and every shard ends with no bound.
+#[test]
+fn a_restock_racing_the_bound_it_lifts_leaves_no_shard_refusing_by_it() {
+    let mut coverage = Coverage::default();
+    let mut sim = Sim::start(Rng(11), 3, 3, COMPACT_BYTES_DEFAULT, &mut coverage);
+    sim.order(1, 5);
+    // Run everything but the delivery of `Bound`s: they stay at the front of their channels.
+    for _ in 0..1000 {
+        sim.progress(None);
+        let next = (0..3)
+            .flat_map(|f| (0..3).map(move |t| (f, t)))
+            .find(|&(f, t)| {
+                sim.channels[f][t]
+                    .front()
+                    .is_some_and(|m| !matches!(m, Message::Stock(Msg::Bound { .. })))
+            });
+        let Some((from, to)) = next else { break };
+        let message = sim.channels[from][to].pop_front().expect("found");
+        let now = sim.now();
+        sim.shards[to].core.on_message(from, message, now);
+    }
+    assert_eq!(sim.shards[COORDINATOR].core.app.node.bound(), Some(3));
+    let travelling = |sim: &Sim| {
+        sim.channels
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|m| matches!(m, Message::Stock(Msg::Bound { .. })))
+            .count()
+    };
+    assert_eq!(travelling(&sim), 2, "the bound is on its way to both peers");
+    sim.admin(AdminAsk::Restock(10));
+    sim.quiesce();
+    assert_eq!(
+        sim.coverage.refusals_seen, 1,
+        "the order of 5 was refused before the restock"
+    );
+    assert_eq!(sim.coverage.restocks_acked, 1);
+    assert!(
+        sim.shards
+            .iter()
+            .all(|s| s.core.app.node.bound().is_none() && s.core.app.node.epoch() == 1),
+        "every shard left the old epoch and its bound"
+    );
+    for at in [2, 1] {
+        sim.order(at, 5);
+        sim.quiesce();
+    }
+    assert_eq!(sim.acked, 10, "two orders of 5 sold from the 13 tickets");
+    sim.reboot(Crash::default(), 3);
+    assert_eq!((sim.stock, sim.sold_before), (13, 10));
+}
