@@ -72,6 +72,8 @@ pub struct JournalState {
     pub changes: u64,
     /// How long each took.
     pub commit_time: Buckets,
+    /// Bytes of the shard's file that are durable (its snapshot and the records after it).
+    pub durable_bytes: u64,
 }
 
 /// A slot's content: the snapshot, and when it was published (`None`: not yet).

@@ -515,6 +515,7 @@ mod tests {
             commits: 2,
             changes: 5,
             commit_time,
+            durable_bytes: 4096,
         };
         let slots = [
             published(|s| s.journal = Some(journal)),

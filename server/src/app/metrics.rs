@@ -41,7 +41,8 @@ pub struct Counters {
     pub method_not_allowed: u64,
     /// Requests refused with 429 by the rate limit.
     pub rate_limited: u64,
-    /// Orders answered 503 because a journal failed.
+    /// Orders refused without a sale: 503 because a journal failed, or 409 because an operator
+    /// closed sales.
     pub orders_refused: u64,
     /// Ticket mode: requests sent to the vacancy service.
     pub forwarded: u64,
@@ -50,6 +51,8 @@ pub struct Counters {
     /// Ticket mode: of those, purchases that may have sold (sent, and no answer that says
     /// whether: none in time, a broken one, or a 5xx).
     pub forward_outcome_unknown: u64,
+    /// Admin-listener requests refused for a missing or wrong token.
+    pub admin_unauthorized: u64,
 }
 
 impl Counters {
@@ -87,7 +90,7 @@ pub fn write_root(
          \"counters\":{{\"connections_accepted\":{},\"connections_timed_out\":{},\"requests\":{},\
          \"orders_sold\":{},\"orders_insufficient\":{},\"orders_refused\":{},\"tickets_sold\":{},\
          \"body_errors\":{},\"not_found\":{},\"method_not_allowed\":{},\"rate_limited\":{},\"forwarded\":{},\
-         \"forward_failed\":{},\"forward_outcome_unknown\":{},\"http_errors\":{{",
+         \"forward_failed\":{},\"forward_outcome_unknown\":{},\"admin_unauthorized\":{},\"http_errors\":{{",
         env!("CARGO_PKG_VERSION"),
         mode.as_str(),
         shards,
@@ -116,6 +119,7 @@ pub fn write_root(
         c.forwarded,
         c.forward_failed,
         c.forward_outcome_unknown,
+        c.admin_unauthorized,
     );
     for (i, (kind, n)) in c.http_errors_by_kind().enumerate() {
         let comma = if i == 0 { "" } else { "," };

@@ -3,8 +3,10 @@
 //! OpenAPI document and its page ([`docs`]), per-client rate limits ([`rate_limit`]), and
 //! `/metrics`: the snapshots every shard publishes ([`board`]) rendered in Prometheus' text format
 //! ([`exposition`]); `info` (`/`, `/ready`, the documents) and `upstream_failure` (the ticket
-//! tier's 503s) are more of `App`'s replies, kept apart so `routes` stays short.
+//! tier's 503s) are more of `App`'s replies, kept apart so `routes` stays short; [`admin`] is the
+//! admin listener's routes (restock, sales closed or opened, stock and journal state).
 
+pub mod admin;
 pub mod board;
 pub mod body;
 pub mod cors;

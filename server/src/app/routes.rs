@@ -50,6 +50,9 @@ pub enum Route {
     OpenApi,
     /// `GET /docs`
     Docs,
+    /// An operator's request on the admin listener (`app/admin.rs`); never found by
+    /// [`Route::find`], so the public listener answers 404 for every `/admin/...` path.
+    Admin,
 }
 
 impl Route {
@@ -180,6 +183,8 @@ pub enum Answer {
     Upstream(Outcome),
     /// A journal failed while the order waited: its outcome is unknown (monolith, vacancy).
     Halted,
+    /// An operator's operation is done (`app/admin.rs`).
+    Operated(crate::stock::rebalance::Operated),
 }
 
 /// How a request was answered.
@@ -215,7 +220,7 @@ pub struct Deferred {
 
 impl Deferred {
     /// A request of `route` for `qty` that waits under the number `order`.
-    fn new(order: OrderId, route: Route, qty: u64, x: Exchange<'_>) -> Deferred {
+    pub(super) fn new(order: OrderId, route: Route, qty: u64, x: Exchange<'_>) -> Deferred {
         Deferred {
             order,
             route,
@@ -322,6 +327,7 @@ impl App {
             Route::Metrics => self.metrics(req, x, out),
             Route::OpenApi => self.document(Doc::OpenApi, req, x, out),
             Route::Docs => self.document(Doc::Page, req, x, out),
+            Route::Admin => unreachable!("Route::find never names the admin route"),
         }
     }
 
@@ -403,7 +409,7 @@ impl App {
             }
             Route::Ready => (Request::Health, 0),
             Route::Reserve | Route::Health | Route::Root => return None,
-            Route::Metrics | Route::OpenApi | Route::Docs => return None,
+            Route::Metrics | Route::OpenApi | Route::Docs | Route::Admin => return None,
         };
         self.counters.forwarded += 1;
         let order = forwarding.forward(request, *x.request_id);
@@ -427,6 +433,11 @@ impl App {
                 "the journal cannot record sales: nothing was sold; the server must be restarted",
                 None,
             );
+        }
+        if self.node.sales_closed() {
+            self.counters.orders_refused += 1;
+            let detail = "sales are closed by the operator: nothing was sold; try again later";
+            return error(out, x, 409, "sales_closed", detail, None);
         }
         let placed = self.node.order(qty, &mut self.outbox);
         self.node.maybe_refill(&mut self.outbox);
@@ -468,6 +479,7 @@ impl App {
                 return self.order_reply(d.route, d.qty, sale, remaining, x, out);
             }
             Answer::Upstream(outcome) => outcome,
+            Answer::Operated(op) => return self.operated_reply(op, x, out),
             Answer::Halted => {
                 self.counters.orders_refused += 1;
                 return error(

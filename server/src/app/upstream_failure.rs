@@ -13,6 +13,13 @@ impl App {
         x: Exchange<'_>,
         out: &mut Vec<u8>,
     ) -> Reply {
+        if route == Route::Purchase && matches!(kind, FailKind::Status(409)) {
+            // The vacancy service's operator closed sales (its only 409): nothing was sold, and
+            // the client gets the same clear answer a monolith gives.
+            self.counters.orders_refused += 1;
+            let detail = "sales are closed by the operator: nothing was sold; try again later";
+            return error(out, x, 409, "sales_closed", detail, None);
+        }
         self.counters.forward_failed += 1;
         let unknown = route == Route::Purchase && kind.outcome_unknown();
         if unknown {

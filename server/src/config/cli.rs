@@ -347,6 +347,15 @@ pub struct Cli {
           value_parser = parse::period(LATENCY_DUMP_INTERVAL_SECONDS_RANGE))]
     pub latency_dump_interval_seconds: f64,
 
+    /// Serve the admin routes (restock, sales close/open, stock, journal) on this address, such
+    /// as 127.0.0.1:9001; needs --admin-token-file [default: off]
+    #[arg(long, env = "ADMIN_LISTEN", value_name = "ADDR", value_parser = parse::socket_addr)]
+    pub admin_listen: Option<std::net::SocketAddr>,
+
+    /// File holding the admin listener's bearer token (16 to 4096 visible ASCII characters)
+    #[arg(long, env = "ADMIN_TOKEN_FILE", value_name = "FILE", value_parser = parse::file)]
+    pub admin_token_file: Option<PathBuf>,
+
     /// Print the effective configuration as one JSON line and exit
     #[arg(long)]
     pub print_config: bool,

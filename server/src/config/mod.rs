@@ -166,6 +166,13 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Every request counts against the limit (`--rate-limit-all-routes`).
     pub rate_limit_all_routes: bool,
+    /// The admin listener's address (`--admin-listen`, `ADMIN_LISTEN`); `None`: off.
+    pub admin_listen: Option<SocketAddr>,
+    /// The file holding its bearer token (`--admin-token-file`, `ADMIN_TOKEN_FILE`): required
+    /// with `admin_listen`; read at start-up (exit 1 when unreadable or unfit), so
+    /// `--print-config` touches no file and never shows the token.
+    #[serde(serialize_with = "optional_path")]
+    pub admin_token_file: Option<PathBuf>,
     /// `--print-config`: print [`Config::to_json`] on stdout and exit 0 instead of serving.
     #[serde(skip)]
     pub print_config: bool,
@@ -234,6 +241,16 @@ impl Config {
                 let expected = format!("{expected} (at most {flag}, {env})");
                 ConfigError::invalid(command, "http_keepalive_connections", keepalive, expected)
             })?;
+        if cli.admin_listen.is_some() && cli.admin_token_file.is_none() {
+            let (flag, env) = error::names_of(command, "admin_listen");
+            let expected = format!("a token file, required with {flag} ({env})");
+            return Err(ConfigError::invalid(
+                command,
+                "admin_token_file",
+                "",
+                expected,
+            ));
+        }
         Ok(Config {
             mode,
             host: cli.host,
@@ -272,6 +289,8 @@ impl Config {
                 burst => burst,
             },
             rate_limit_all_routes: cli.rate_limit_all_routes,
+            admin_listen: cli.admin_listen,
+            admin_token_file: cli.admin_token_file,
             print_config: cli.print_config,
             tool: cli.tool,
         })
@@ -1086,7 +1105,7 @@ mod tests {
         assert_eq!(value["data_dir"], "./data");
         assert_eq!(value["durability"], "sync");
         assert_eq!(value["journal_compact_bytes"], 67_108_864);
-        assert_eq!(value.as_object().map(|o| o.len()), Some(34));
+        assert_eq!(value.as_object().map(|o| o.len()), Some(36));
         let auto = ok(&[], &[], None).to_json();
         let value: serde_json::Value = serde_json::from_str(&auto).expect("valid JSON");
         assert!(
@@ -1171,6 +1190,8 @@ mod tests {
             "rate_limit_purchases_per_second",
             "rate_limit_burst",
             "rate_limit_all_routes",
+            "admin_listen",
+            "admin_token_file",
         ];
         assert_eq!(keys, expected);
         assert_eq!(value.as_object().map(|o| o.len()), Some(expected.len()));
@@ -1284,7 +1305,7 @@ mod tests {
             dump.summary().ends_with(
                 " latency_dump=d latency_dump_interval_seconds=1 cors_allow_origins=* \
                             rate_limit_purchases_per_second=0.0 rate_limit_burst=1 \
-                            rate_limit_all_routes=false"
+                            rate_limit_all_routes=false admin_listen=- admin_token_file=-"
             ),
             "{}",
             dump.summary()

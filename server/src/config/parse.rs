@@ -128,6 +128,22 @@ pub fn dir(raw: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(raw))
 }
 
+/// A file path, kept as given; only an empty or blank one is refused. Whether it can be read is
+/// checked at start-up.
+pub fn file(raw: &str) -> Result<PathBuf, String> {
+    if raw.trim().is_empty() {
+        return Err("expected a file path".into());
+    }
+    Ok(PathBuf::from(raw))
+}
+
+/// An address and port such as `127.0.0.1:9001` or `[::1]:9001`.
+pub fn socket_addr(raw: &str) -> Result<std::net::SocketAddr, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| "expected an address and port such as 127.0.0.1:9001".into())
+}
+
 /// A boolean the way environment variables spell them, case-insensitively.
 pub fn boolean(raw: &str) -> Result<bool, String> {
     match raw.trim().to_ascii_lowercase().as_str() {

@@ -13,6 +13,7 @@ use proto_http::{
     EMPTY_HEADER,
 };
 
+use crate::app::admin::Admin;
 use crate::app::cors::Grant;
 use crate::app::routes::{error, Answer, App, Deferred, Exchange, Reply};
 use crate::stock::rebalance::OrderId;
@@ -83,6 +84,9 @@ pub struct Connection {
     deferred: Option<Deferred>,
     /// The client's address, when the transport looked it up (only with a rate limit on).
     peer: Option<IpAddr>,
+    /// A connection of the admin listener: its requests go to the admin routes, never to the
+    /// public ones (and the public listener's never to these).
+    admin: Option<&'static Admin>,
 }
 
 impl Connection {
@@ -90,6 +94,14 @@ impl Connection {
     pub fn new(peer: Option<IpAddr>) -> Connection {
         Connection {
             peer: peer.map(|ip| ip.to_canonical()),
+            ..Connection::default()
+        }
+    }
+
+    /// A connection of the admin listener (`app/admin.rs`).
+    pub fn admin(admin: &'static Admin) -> Connection {
+        Connection {
+            admin: Some(admin),
             ..Connection::default()
         }
     }
@@ -265,7 +277,10 @@ impl Connection {
                 request_id: &request_id,
                 client: self.peer,
             };
-            let reply = app.handle(&head, body, x, out);
+            let reply = match self.admin {
+                Some(admin) => app.handle_admin(admin, &head, body, x, out),
+                None => app.handle(&head, body, x, out),
+            };
             self.continue_sent = false;
             start += consumed;
             if let Reply::Deferred(d) = reply {

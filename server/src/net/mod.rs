@@ -2,8 +2,10 @@
 //! and the two transports that drive it for a shard's core: the shard's own io_uring ([`uring`],
 //! the default) and glommio's sockets ([`sockets`], the fallback). They are an enum picked at
 //! start-up ([`Transport`]); both feed the same core and carry out its effects, so they cannot
-//! differ in a rule.
+//! differ in a rule. [`admin`] serves the admin listener on the coordinator with glommio's
+//! sockets, whichever transport the public port uses.
 
+pub mod admin;
 pub mod connection;
 pub mod sockets;
 pub mod uring;

@@ -47,6 +47,13 @@ pub enum StartError {
     },
     /// The journal cannot be read or started (corruption names its file and offset).
     Journal(crate::durability::journal::JournalError),
+    /// `--admin-token-file` cannot be read, or does not hold a usable token.
+    AdminToken {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        why: String,
+    },
     /// Ticket mode: `VACANCY_URL`'s host does not resolve to an address.
     VacancyAddress {
         /// The URL as configured.
@@ -95,6 +102,11 @@ impl fmt::Display for StartError {
                 f,
                 "the journal cannot be recovered: {e}; nothing was changed on disk — `ticketd journal inspect` lists the damage; restore the data directory from a backup, or start a new sale with `ticketd journal reset` (every sale in it would be forgotten)"
             ),
+            StartError::AdminToken { path, why } => write!(
+                f,
+                "cannot use the admin token file {}: {why}; point --admin-token-file (ADMIN_TOKEN_FILE) at a file ticketd may read holding one token of 16 to 4096 visible ASCII characters",
+                path.display()
+            ),
             StartError::VacancyAddress { url, why } => write!(
                 f,
                 "--vacancy-url (VACANCY_URL) {url} does not resolve: {why}; give the vacancy service's address as http://host:port with a host this machine can resolve"
@@ -123,6 +135,27 @@ pub fn vacancy_address(config: &Config) -> Result<Option<SocketAddr>, StartError
         .next()
         .map(Some)
         .ok_or_else(|| fail("no address".into()))
+}
+
+/// The admin listener's state, with `--admin-listen`: its token read from `--admin-token-file`
+/// (made once and kept for the process), and what the journal said at start (`stock` in all,
+/// `sold` before this run).
+pub fn admin(
+    config: &Config,
+    stock: u64,
+    sold: u64,
+) -> Result<Option<crate::app::admin::Admin>, StartError> {
+    let (Some(_), Some(path)) = (config.admin_listen, &config.admin_token_file) else {
+        return Ok(None);
+    };
+    let fail = |why: String| StartError::AdminToken {
+        path: path.clone(),
+        why,
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    crate::app::admin::Admin::new(&bytes, stock, sold)
+        .map(Some)
+        .map_err(|e| fail(format!("the token is {e}")))
 }
 
 /// The data directory's lock file.

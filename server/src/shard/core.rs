@@ -57,6 +57,12 @@ use crate::stock::slice::Sale;
 /// lives (the uring transport packs slot and generation into it).
 pub type ConnKey = u64;
 
+/// Keys from here up are the admin listener's connections (`net/admin.rs`), numbered by it: the
+/// answers they wait for are kept for it to take ([`ShardCore::take_admin_answer`]) rather than
+/// told as [`ConnEvent`]s, which the public transport (the uring driver) takes for its own
+/// connections. No public key reaches it (a uring key would need 2^31 reuses of one slot).
+pub const ADMIN_KEYS: ConnKey = 1 << 63;
+
 /// Hashes the core's own numbers (connection keys, order ids) with one multiplication: they are
 /// ours, not a peer's, so SipHash's flooding resistance buys nothing, and a held response costs a
 /// map insert and a lookup on the request path.
@@ -217,6 +223,8 @@ pub struct ShardCore {
     peers_done: usize,
     /// Where the shard is in its life.
     life: Life,
+    /// Answers for the admin listener's waiting connections (keys from [`ADMIN_KEYS`]).
+    admin_answers: Vec<(ConnKey, Answer)>,
 }
 
 impl ShardCore {
@@ -229,7 +237,8 @@ impl ShardCore {
         } else {
             config.stock
         };
-        ShardCore {
+        let sales_closed = tail.as_ref().is_some_and(|t| t.ledger().sales_closed());
+        let mut core = ShardCore {
             app: App {
                 mode: config.mode,
                 shard: config.shard,
@@ -260,7 +269,10 @@ impl ShardCore {
             reported: vec![None; config.shards],
             peers_done: 0,
             life: Life::Serving,
-        }
+            admin_answers: Vec::new(),
+        };
+        core.app.node.start_closed(sales_closed);
+        core
     }
 
     /// This shard's index.
@@ -387,6 +399,11 @@ impl ShardCore {
     pub fn closed(&mut self, key: ConnKey) {
         self.app.counters.connections_closed += 1;
         self.holds.remove(&key);
+        if key >= ADMIN_KEYS {
+            // Its operation still runs to the end; no answer is kept for a connection that left.
+            self.admin_answers.retain(|&(k, _)| k != key);
+            self.waiting.retain(|_, &mut k| k != key);
+        }
     }
 
     /// The next thing to tell a connection.
@@ -419,6 +436,12 @@ impl ShardCore {
             self.app.outbox.messages = messages;
             self.app.outbox.messages.clear();
         }
+        if !self.app.outbox.operated.is_empty() {
+            let appended = self.journal.as_ref().map(Commits::appended);
+            for (order, op) in std::mem::take(&mut self.app.outbox.operated) {
+                self.answer(order, Answer::Operated(op), appended);
+            }
+        }
         if !self.app.outbox.outcomes.is_empty() {
             let outcomes = std::mem::take(&mut self.app.outbox.outcomes);
             let appended = self.journal.as_ref().map(Commits::appended);
@@ -435,6 +458,12 @@ impl ShardCore {
     /// An escalated order of this shard is decided: its connection is told, and its response
     /// waits for everything journaled now (the coordinator's own sale is among it).
     fn decided(&mut self, order: OrderId, sale: Sale, appended: Option<Seq>) {
+        self.answer(order, Answer::Decided(sale), appended);
+    }
+
+    /// A request of this shard waiting on `order` has its answer (an order decided, an
+    /// operator's operation done); its response waits for everything journaled now.
+    fn answer(&mut self, order: OrderId, answer: Answer, appended: Option<Seq>) {
         let Some(key) = self.waiting.remove(&order) else {
             return; // the connection is gone, or the order was answered "halted" already
         };
@@ -444,9 +473,26 @@ impl ShardCore {
         let answer = if self.app.halted {
             Answer::Halted
         } else {
-            Answer::Decided(sale)
+            answer
         };
-        self.conn_events.push_back((key, ConnEvent::Answer(answer)));
+        self.tell(key, answer);
+    }
+
+    /// Tells a waiting connection its answer: a public one as a [`ConnEvent`], an admin one
+    /// kept for [`ShardCore::take_admin_answer`].
+    fn tell(&mut self, key: ConnKey, answer: Answer) {
+        if key >= ADMIN_KEYS {
+            self.admin_answers.push((key, answer));
+        } else {
+            self.conn_events.push_back((key, ConnEvent::Answer(answer)));
+        }
+    }
+
+    /// The answer an admin connection waits for, once it came (then call
+    /// [`ShardCore::resume`]); whether its output may leave is [`ShardCore::release`]'s.
+    pub fn take_admin_answer(&mut self, key: ConnKey) -> Option<Answer> {
+        let at = self.admin_answers.iter().position(|&(k, _)| k == key)?;
+        Some(self.admin_answers.swap_remove(at).1)
     }
 
     /// Queues a message for `to` behind everything posted before it.
@@ -566,8 +612,7 @@ impl ShardCore {
         self.app.halted = true;
         let waiting: Vec<_> = self.waiting.drain().collect();
         for (_, key) in waiting {
-            self.conn_events
-                .push_back((key, ConnEvent::Answer(Answer::Halted)));
+            self.tell(key, Answer::Halted);
         }
     }
 
@@ -652,6 +697,7 @@ impl ShardCore {
                 commits: stats.commits,
                 changes: stats.changes,
                 commit_time: stats.commit_time,
+                durable_bytes: journal.tail().durable_bytes(),
             }
         });
     }

@@ -18,6 +18,7 @@ use proto_http::Limits;
 
 use super::core::{CoreConfig, ShardCore};
 use super::{tasks, JournalFile, Message, Shard, ShardParts, LISTEN_BACKLOG};
+use crate::app::admin::Admin;
 use crate::app::board::Board;
 use crate::app::cors::Cors;
 use crate::app::latency::{self, Recorder};
@@ -30,6 +31,7 @@ use crate::net::connection::ConnLimits;
 use crate::net::{sockets, uring, Transport};
 use crate::process::notify::{Heartbeats, Notifier, Watchdog};
 use crate::process::startup::{StartError, LOCK_FILE};
+use crate::stock::rebalance::COORDINATOR;
 
 /// Messages a peer channel holds before senders wait: reports are small and superseded by the
 /// next one, and protocol messages are answered at once, so a short queue is plenty.
@@ -52,6 +54,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
     };
     // Last of the checks: the cheap ones fail a doomed start before anything touches the disk.
     let journaled = recover(&config, shards)?;
+    let admin = admin_state(&config, journaled.as_ref())?;
     let mesh = MeshBuilder::full(shards, MESH_CHANNEL_CAPACITY);
     let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
     let config = Arc::new(config);
@@ -63,6 +66,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
         board: Board::leak(shards),
         cors: Cors::leak(&config.cors_allow_origins),
         docs: crate::app::routes::docs(config.mode, config.max_order_qty),
+        admin,
     };
 
     // What the shards sell: the journal's tickets left, or the configured stock.
@@ -283,6 +287,27 @@ struct Shared {
     cors: &'static Cors,
     /// `/openapi.json` and `/docs`, built and compressed once.
     docs: &'static crate::app::docs::Docs,
+    /// The admin listener's state (`--admin-listen`), served by the coordinator.
+    admin: Option<&'static Admin>,
+}
+
+/// The admin listener's state, with `--admin-listen`: the token, and the journal's numbers at
+/// start (kept for the process).
+fn admin_state(
+    config: &Config,
+    journaled: Option<&Journaled>,
+) -> Result<Option<&'static Admin>, StartError> {
+    let (stock, sold) = journaled.map_or((config.initial_stock, 0), |j| {
+        (j.recovered.stock, j.recovered.sold)
+    });
+    let Some(mut admin) = crate::process::startup::admin(config, stock, sold)? else {
+        return Ok(None);
+    };
+    if let Some(j) = journaled {
+        admin.journal_epoch = j.recovered.epoch;
+        admin.journal_files = j.recovered.shards.iter().map(|s| s.file.clone()).collect();
+    }
+    Ok(Some(Box::leak(Box::new(admin))))
 }
 
 /// One shard's life on its executor.
@@ -338,6 +363,13 @@ async fn shard_main(
         Ok(serving) => serving,
         Err(e) => return fail(format!("shard {me} cannot set up its io_uring: {e}")),
     };
+    let admin = match (prepared.shared.admin, config.admin_listen) {
+        (Some(admin), Some(addr)) if me == COORDINATOR => match TcpListener::bind(addr) {
+            Ok(listener) => Some((listener, admin)),
+            Err(e) => return fail(format!("the admin listener cannot listen on {addr}: {e}")),
+        },
+        _ => None,
+    };
     let _ = bound_tx.send(Ok(me));
     let dumper = dump.map(|dump| start_dumper(&shard, dump, config.latency_dump_interval));
     let senders = Rc::new(senders);
@@ -351,6 +383,10 @@ async fn shard_main(
         config.cache_ttl / 2,
     );
 
+    if let Some((listener, admin)) = admin {
+        let serving = crate::net::admin::serve(shard.clone(), listener, admin, stop.clone());
+        glommio::spawn_local(serving).detach();
+    }
     let served = serve(&shard, serving, &config, &stop).await;
     // The drain is over: no connection is left to record anything, so this dump is the last.
     if let Some((stop_dumper, dumped)) = dumper {

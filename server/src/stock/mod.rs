@@ -2,4 +2,5 @@
 //! between slices. No I/O, no sockets, no journal writes: changes come out as values.
 
 pub mod rebalance;
+pub mod restock;
 pub mod slice;

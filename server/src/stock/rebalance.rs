@@ -16,6 +16,9 @@
 //! | `Decided { order, sold, tickets }` | coordinator → shard: the escalated order's outcome, and tickets for the slice | yes |
 //! | `Refill { tickets }` | coordinator → shard: the answer to `RefillAsk` (maybe 0) | yes |
 //! | `Bound { at_most, epoch }` | coordinator → every shard: at most this many tickets are left anywhere | no |
+//! | `Epoch { op, epoch, add }` | coordinator → every shard: a restock starts stock epoch `epoch`; forget any bound | no |
+//! | `Sales { op, closed }` | coordinator → every shard: an operator closed (or opened) sales | no |
+//! | `Ack { op }` | shard → coordinator: the answer to `Epoch` and `Sales` | no |
 //!
 //! # How it works
 //! - **Fast path**: an order its slice covers is sold on the spot: no message.
@@ -42,7 +45,8 @@
 //!   the new tickets can be sold: the coordinator, which alone would add stock, sends the new
 //!   epoch to every shard and puts the tickets in its slice only once each has answered, so no
 //!   shard refuses by an old bound while the new tickets exist. A bound from an older epoch is
-//!   ignored.
+//!   ignored. This is how a restock runs (see `stock/restock.rs`): an operation in the
+//!   coordinator's queue like a gather, so none is in progress meanwhile.
 //!
 //! # Why it cannot oversell or lose a ticket
 //! Tickets only ever change place through [`Slice::give`] on one side and [`Slice::receive`] on the
@@ -150,6 +154,29 @@ pub enum Msg {
         /// The stock epoch it holds for.
         epoch: u64,
     },
+    /// Coordinator → every shard: a restock of `add` tickets starts stock `epoch`; forget any
+    /// bound, and answer (`Ack`). The tickets reach the coordinator's slice once all answered.
+    Epoch {
+        /// The coordinator's operation number.
+        op: u64,
+        /// The new stock epoch.
+        epoch: u64,
+        /// Tickets the restock adds (to scale the refill batch).
+        add: u64,
+    },
+    /// Coordinator → every shard: an operator closed sales (`closed`) or opened them; answer
+    /// (`Ack`).
+    Sales {
+        /// The coordinator's operation number.
+        op: u64,
+        /// Sales are closed from now on.
+        closed: bool,
+    },
+    /// The answer to `Epoch` and `Sales`: the change is applied here.
+    Ack {
+        /// The operation it answers.
+        op: u64,
+    },
 }
 
 impl Msg {
@@ -174,9 +201,31 @@ impl Msg {
             | Msg::Taken { tickets, .. }
             | Msg::Decided { tickets, .. }
             | Msg::Refill { tickets } => tickets,
-            Msg::RefillAsk { .. } | Msg::Take { .. } | Msg::Bound { .. } => 0,
+            Msg::RefillAsk { .. }
+            | Msg::Take { .. }
+            | Msg::Bound { .. }
+            | Msg::Epoch { .. }
+            | Msg::Sales { .. }
+            | Msg::Ack { .. } => 0,
         }
     }
+}
+
+/// An operator's operation on the stock, and (once done) what it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operated {
+    /// `add` tickets restocked; `epoch` is the stock epoch they start (0 until done).
+    Restocked {
+        /// Tickets added.
+        add: u64,
+        /// The new stock epoch.
+        epoch: u64,
+    },
+    /// Sales closed (`closed`) or opened.
+    Sales {
+        /// Sales are closed from now on.
+        closed: bool,
+    },
 }
 
 /// What one call produced: messages to send, and outcomes of orders that were waiting.
@@ -192,6 +241,9 @@ pub struct Outbox {
     /// Every change of this shard's slice, in order, for its journal: sales, and tickets given to
     /// and received from each peer. The shard journals them before the messages above leave.
     pub changes: Vec<Change>,
+    /// Operator operations of this shard (the coordinator) that are now done: restocks, sales
+    /// closed or opened.
+    pub operated: Vec<(OrderId, Operated)>,
 }
 
 /// How an order was answered by the shard that received it.
@@ -239,6 +291,9 @@ enum Op {
     },
     /// Top up shard `from` by up to `want`.
     Refill { from: usize, want: u64 },
+    /// An operator's restock of `add` tickets, or sales closed or opened (`stock/restock.rs`);
+    /// `order` is the number the operator's request waits on.
+    Operator { order: OrderId, op: Operated },
 }
 
 /// Escalated orders one gather serves at most: the orders queued at the coordinator when a
@@ -279,32 +334,38 @@ struct Coordinator {
 #[derive(Debug)]
 pub struct Node {
     /// This shard.
-    id: usize,
+    pub(super) id: usize,
     /// All shards.
-    shards: usize,
+    pub(super) shards: usize,
     /// This shard's tickets.
-    slice: Slice,
+    pub(super) slice: Slice,
     /// The last reported size of every slice (this shard's own entry unused).
     reported: Vec<u64>,
     /// The sum of `reported` over the other shards, kept as reports arrive, so the total needs no
     /// loop on the request path.
     reported_others: u64,
     /// Below this, ask for a refill (and, as a donor, give nothing for refills).
-    low_water: u64,
+    pub(super) low_water: u64,
     /// How many tickets a refill asks for.
-    batch: u64,
+    pub(super) batch: u64,
     /// A refill was asked and not yet answered.
     refill_outstanding: bool,
     /// The last refill came back empty: ask again only after a new report, or stale reports
     /// would have the shard ask in a loop.
-    refill_futile: bool,
+    pub(super) refill_futile: bool,
     /// The next order number.
     next_order: OrderId,
     /// At most this many tickets remain anywhere, as learnt from the coordinator (`None`: no
     /// bound known). Lowered only; true until a restock starts a new stock epoch.
-    bound: Option<u64>,
-    /// The stock epoch (0 until restocks exist): a bound from an older epoch is ignored.
-    epoch: u64,
+    pub(super) bound: Option<u64>,
+    /// The stock epoch (0 at start, one more per restock): a bound from an older epoch is
+    /// ignored.
+    pub(super) epoch: u64,
+    /// An operator closed sales: orders are refused until one opens them.
+    pub(super) sales_closed: bool,
+    /// The coordinator: the stock epoch of the last restock whose tickets exist (visible): every
+    /// shard entered it before they came into being.
+    pub(super) epoch_visible: u64,
     /// Shard 0 only.
     coordinator: Option<Coordinator>,
     /// What moved.
@@ -332,6 +393,8 @@ impl Node {
             next_order: 0,
             bound: None,
             epoch: 0,
+            sales_closed: false,
+            epoch_visible: 0,
             coordinator: (id == COORDINATOR).then(Coordinator::default),
             moves: Moves::default(),
         }
@@ -496,6 +559,15 @@ impl Node {
                 self.refill_futile = tickets == 0;
             }
             Msg::Bound { at_most, epoch } => self.lower_bound(at_most, epoch),
+            Msg::Epoch { op, epoch, add } => {
+                self.start_epoch(epoch, add);
+                out.messages.push((from, Msg::Ack { op }));
+            }
+            Msg::Sales { op, closed } => {
+                self.sales_closed = closed;
+                out.messages.push((from, Msg::Ack { op }));
+            }
+            Msg::Ack { op } => self.on_ack(op, out),
         }
         if self.coordinator.is_some() {
             self.pump(out);
@@ -523,6 +595,41 @@ impl Node {
         let epoch = self.epoch;
         for peer in (0..self.shards).filter(|&p| p != self.id) {
             out.messages.push((peer, Msg::Bound { at_most, epoch }));
+        }
+    }
+
+    /// Queues an operator's operation at the coordinator (a restock, or sales closed or
+    /// opened); returns the number its request waits on. It runs in turn with gathers and
+    /// refills, and is done (in [`Outbox::operated`]) once every shard applied it.
+    pub fn operate(&mut self, op: Operated, out: &mut Outbox) -> OrderId {
+        assert_eq!(
+            self.id, COORDINATOR,
+            "only the coordinator runs operator operations"
+        );
+        let order = self.next_order;
+        self.next_order += 1;
+        self.enqueue(Op::Operator { order, op }, out);
+        order
+    }
+
+    /// A shard applied the operation in progress.
+    fn on_ack(&mut self, id: u64, out: &mut Outbox) {
+        let coordinator = self
+            .coordinator
+            .as_mut()
+            .expect("Ack goes to the coordinator");
+        let current = coordinator
+            .current
+            .as_mut()
+            .expect("Ack with no operation in progress");
+        assert_eq!(
+            current.id, id,
+            "answers belong to the operation in progress"
+        );
+        current.awaited -= 1;
+        if current.awaited == 0 {
+            coordinator.current = None;
+            self.finish(None, false, out);
         }
     }
 
@@ -606,7 +713,7 @@ impl Node {
             Op::Order { .. } => {
                 let asked = batch.iter().fold(0u64, |sum, op| match *op {
                     Op::Order { qty, .. } => sum.saturating_add(qty),
-                    Op::Refill { .. } => unreachable!("a gather serves orders only"),
+                    _ => unreachable!("a gather serves orders only"),
                 });
                 let have = self.slice.available();
                 if have >= asked || self.shards == 1 {
@@ -625,6 +732,7 @@ impl Node {
                 }
                 (self.shards - 1, want)
             }
+            Op::Operator { op, .. } => self.start_operator(id, op, out),
             Op::Refill { from, want } => {
                 if from != self.id && self.slice.available() > self.low_water {
                     return (0, 0); // served from the coordinator's own slice
@@ -708,6 +816,7 @@ impl Node {
                     decided.push((from, order, sale));
                 }
                 Op::Refill { .. } => self.finish_refill(op, gathered, out),
+                Op::Operator { order, op } => self.finish_operator(order, op, out),
             }
         }
         if refused {

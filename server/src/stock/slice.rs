@@ -1,6 +1,7 @@
 //! One shard's slice of the ticket stock.
 //!
-//! Invariant (checked after every change): `allotted + received == available + sold + sent`. The
+//! Invariant (checked after every change): `allotted + added + received == available + sold +
+//! sent`. The
 //! slice is a plain value owned by one executor: no locks, no atomics. Selling from it is a
 //! subtraction; moving tickets between slices is an explicit message (see `shard`).
 
@@ -34,6 +35,8 @@ pub struct Slice {
     received: u64,
     /// Tickets given to other slices.
     sent: u64,
+    /// Tickets an operator added to this slice (restocks, at the coordinator).
+    added: u64,
 }
 
 impl Slice {
@@ -45,6 +48,7 @@ impl Slice {
             sold: 0,
             received: 0,
             sent: 0,
+            added: 0,
         }
     }
 
@@ -85,10 +89,22 @@ impl Slice {
         self.check();
     }
 
+    /// Adds `qty` new tickets (a restock): the only way tickets come into being after start.
+    pub fn add(&mut self, qty: u64) {
+        self.available += qty;
+        self.added += qty;
+        self.check();
+    }
+
+    /// Tickets an operator added to this slice.
+    pub fn added(&self) -> u64 {
+        self.added
+    }
+
     fn check(&self) {
-        // Pair assertion: nothing is created or destroyed by any operation.
+        // Pair assertion: nothing is created or destroyed by any operation but `add`.
         assert_eq!(
-            self.allotted + self.received,
+            self.allotted + self.added + self.received,
             self.available + self.sold + self.sent,
             "slice conservation broken: {self:?}"
         );

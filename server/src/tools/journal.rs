@@ -122,7 +122,7 @@ fn reset(config: &Config) -> Result<i32, String> {
         (None, _, _) if before.damage.is_empty() => "no journal".to_string(),
         (Some(m), Some(sold), Some(available)) => format!(
             "a sale of {} tickets, {sold} sold, {available} available",
-            m.stock
+            before.stock.unwrap_or(m.stock)
         ),
         _ => format!(
             "a damaged journal ({})",
@@ -209,8 +209,8 @@ fn text(r: &Report) -> String {
         let c = s.records;
         let _ = write!(
             o,
-            "  {:>4}  {}  records: {} snapshot, {} sale, {} give, {} receive",
-            s.shard, s.file, c.snapshot, c.sale, c.give, c.receive
+            "  {:>4}  {}  records: {} snapshot, {} sale, {} give, {} receive, {} restock, {} sales",
+            s.shard, s.file, c.snapshot, c.sale, c.give, c.receive, c.restock, c.sales
         );
         if let (Some(first), Some(last)) = (s.first_seq, s.last_seq) {
             let _ = write!(o, "; seq {first}..{last}, valid to byte {}", s.end);
@@ -226,11 +226,18 @@ fn text(r: &Report) -> String {
         o.push('\n');
     }
     if let (Some(m), Some(sold), Some(available)) = (&i.manifest, i.sold, i.available) {
+        let stock = i.stock.unwrap_or(m.stock);
         let _ = writeln!(
             o,
-            "total: stock {}, sold {sold}, available {available} ({} in transit)",
-            m.stock,
-            i.in_transit.unwrap_or(0)
+            "total: stock {stock} ({} restocked this epoch), sold {sold}, available {available} \
+             ({} in transit){}",
+            stock - m.stock,
+            i.in_transit.unwrap_or(0),
+            if i.sales_closed == Some(true) {
+                ", sales closed"
+            } else {
+                ""
+            }
         );
     }
     for note in &i.notes {

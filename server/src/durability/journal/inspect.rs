@@ -34,6 +34,11 @@ pub struct Inspection {
     pub available: Option<u64>,
     /// Of `available`, the tickets given by one shard and not yet received by another.
     pub in_transit: Option<u64>,
+    /// The whole stock at the end of the epoch: the manifest's plus the epoch's restocks;
+    /// `None` as for `sold`.
+    pub stock: Option<u64>,
+    /// Whether an operator closed sales (the coordinator's ledger); `None` as for `sold`.
+    pub sales_closed: Option<bool>,
     /// What start-up would log besides damage (tickets restored from transit), one line each.
     pub notes: Vec<String>,
     /// Everything found wrong, in the order found.
@@ -47,7 +52,8 @@ pub struct ManifestView {
     pub epoch: u64,
     /// Shard files in that epoch.
     pub shards: usize,
-    /// The sale's whole stock, sold or not.
+    /// The sale's whole stock, sold or not, when the epoch began (restocks of earlier epochs
+    /// included; this epoch's are in the coordinator's file).
     pub stock: u64,
     /// Tickets sold before the epoch began.
     pub sold_before_epoch: u64,
@@ -92,6 +98,10 @@ pub struct RecordCounts {
     pub give: u64,
     /// Tickets received from another shard.
     pub receive: u64,
+    /// Restocks an operator made (at the coordinator).
+    pub restock: u64,
+    /// Sales closed or opened by an operator (at the coordinator).
+    pub sales: u64,
 }
 
 /// One shard file of the manifest's epoch, replayed.
@@ -173,6 +183,8 @@ pub async fn inspect(store: &Store) -> Result<Inspection, JournalError> {
         sold: None,
         available: None,
         in_transit: None,
+        stock: None,
+        sales_closed: None,
         notes: Vec::new(),
         damage: Vec::new(),
     };
@@ -265,11 +277,13 @@ async fn inspect_epoch(
         return Ok(()); // without every ledger, no total can be trusted
     }
     match balance(m, &ledgers, &mut out.notes) {
-        Ok((sold, available)) => {
+        Ok(end) => {
             let in_slices: u64 = ledgers.iter().map(Ledger::available).sum();
-            out.sold = Some(sold);
-            out.available = Some(available);
-            out.in_transit = Some(available - in_slices);
+            out.sold = Some(end.sold);
+            out.available = Some(end.available);
+            out.in_transit = Some(end.available - in_slices);
+            out.stock = Some(end.stock);
+            out.sales_closed = Some(end.sales_closed);
         }
         Err(e) => out.damage.push(Damage {
             kind: DamageKind::Inconsistent,
@@ -355,6 +369,8 @@ fn count_records(valid: &[u8], view: &mut ShardView) {
             Record::Sale { .. } => counts.sale += 1,
             Record::Give { .. } => counts.give += 1,
             Record::Receive { .. } => counts.receive += 1,
+            Record::Restock { .. } => counts.restock += 1,
+            Record::Sales { .. } => counts.sales += 1,
         }
         view.first_seq.get_or_insert(frame.seq);
         view.last_seq = Some(frame.seq);
@@ -430,6 +446,8 @@ mod tests {
             sale: 10,
             give: 1,
             receive: 0,
+            restock: 0,
+            sales: 0,
         };
         assert_eq!(
             (s0.records, s0.first_seq, s0.last_seq),

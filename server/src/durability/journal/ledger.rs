@@ -1,6 +1,7 @@
 //! A shard's ledger: what its journal says about its slice, as cumulative counters.
 //!
-//! Invariant: `available == base + Σ received.tickets − Σ sent.tickets − sold`, never negative,
+//! Invariant: `available == base + added + Σ received.tickets − Σ sent.tickets − sold`, never
+//! negative,
 //! with every sum checked (a ledger that would go negative or overflow is corruption, not a
 //! wrap-around). Move numbers per peer are contiguous: the next Give to `b` is move
 //! `sent[b].last_move + 1`, the next Receive from `a` is `received[a].last_move + 1`.
@@ -70,6 +71,13 @@ pub struct Ledger {
     base: u64,
     /// Tickets sold from this slice during the epoch.
     sold: u64,
+    /// Tickets an operator added to this slice during the epoch (restocks; the coordinator's
+    /// ledger only).
+    added: u64,
+    /// Sales were closed by an operator. The coordinator's ledger holds the truth; the others
+    /// carry what their epoch started with (recovery copies the coordinator's into every new
+    /// snapshot).
+    sales_closed: bool,
     /// Per peer: tickets given to it this epoch (the entry for `shard` stays zero).
     sent: Vec<Moved>,
     /// Per peer: tickets received from it this epoch (the entry for `shard` stays zero).
@@ -88,6 +96,8 @@ impl Ledger {
             epoch,
             base,
             sold: 0,
+            added: 0,
+            sales_closed: false,
             sent: vec![Moved::default(); shards],
             received: vec![Moved::default(); shards],
             available: base,
@@ -100,6 +110,7 @@ impl Ledger {
         epoch: u64,
         base: u64,
         sold: u64,
+        (added, sales_closed): (u64, bool),
         sent: Vec<Moved>,
         received: Vec<Moved>,
     ) -> Result<Self, LedgerError> {
@@ -123,6 +134,8 @@ impl Ledger {
                 .ok_or(LedgerError::Overflow)
         };
         let inflow = base
+            .checked_add(added)
+            .ok_or(LedgerError::Overflow)?
             .checked_add(sum(&received)?)
             .ok_or(LedgerError::Overflow)?;
         let outflow = sum(&sent)?.checked_add(sold).ok_or(LedgerError::Overflow)?;
@@ -133,6 +146,8 @@ impl Ledger {
             epoch,
             base,
             sold,
+            added,
+            sales_closed,
             sent,
             received,
             available,
@@ -164,7 +179,24 @@ impl Ledger {
         self.sold
     }
 
-    /// Tickets this slice holds: `base + Σ received − Σ sent − sold`.
+    /// Tickets an operator added to this slice during the epoch.
+    pub fn added(&self) -> u64 {
+        self.added
+    }
+
+    /// Whether sales are closed (see the field's doc for whose ledger holds the truth).
+    pub fn sales_closed(&self) -> bool {
+        self.sales_closed
+    }
+
+    /// The same ledger, with sales closed or open: how recovery carries the coordinator's state
+    /// into every snapshot of a new epoch.
+    pub fn with_sales_closed(mut self, closed: bool) -> Self {
+        self.sales_closed = closed;
+        self
+    }
+
+    /// Tickets this slice holds: `base + added + Σ received − Σ sent − sold`.
     pub fn available(&self) -> u64 {
         self.available
     }
@@ -189,6 +221,27 @@ impl Ledger {
         self.sold += qty;
         self.debug_check();
         Ok(())
+    }
+
+    /// Records a restock of `qty` tickets added to this slice, or says why it cannot be (and
+    /// changes nothing).
+    pub(crate) fn restock(&mut self, qty: u64) -> Result<(), LedgerError> {
+        if qty == 0 {
+            return Err(LedgerError::EmptyMove);
+        }
+        let added = self.added.checked_add(qty).ok_or(LedgerError::Overflow)?;
+        self.available = self
+            .available
+            .checked_add(qty)
+            .ok_or(LedgerError::Overflow)?;
+        self.added = added;
+        self.debug_check();
+        Ok(())
+    }
+
+    /// Records that sales were closed (`closed`) or opened again.
+    pub(crate) fn set_sales_closed(&mut self, closed: bool) {
+        self.sales_closed = closed;
     }
 
     /// Records move `move_id` of `qty` tickets to shard `to`, or says why it cannot be (and
@@ -229,7 +282,7 @@ impl Ledger {
         if cfg!(debug_assertions) {
             let total = |list: &[Moved]| list.iter().map(|m| m.tickets).sum::<u64>();
             assert_eq!(
-                self.base + total(&self.received),
+                self.base + self.added + total(&self.received),
                 self.available + self.sold + total(&self.sent),
                 "ledger conservation broken"
             );
@@ -415,8 +468,16 @@ mod tests {
             ),
         ];
         for (shard, base, sold, sent, received, outcome) in cases {
-            let got = Ledger::from_parts(shard, 1, base, sold, sent.clone(), received.clone())
-                .map(|l| l.available());
+            let got = Ledger::from_parts(
+                shard,
+                1,
+                base,
+                sold,
+                (0, false),
+                sent.clone(),
+                received.clone(),
+            )
+            .map(|l| l.available());
             assert_eq!(got, outcome, "{sent:?} {received:?}");
         }
     }

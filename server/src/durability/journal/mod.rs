@@ -108,6 +108,16 @@ pub enum Change {
         /// Tickets received.
         qty: u64,
     },
+    /// Tickets an operator added (a restock; the coordinator only, at least 1).
+    Restock {
+        /// Tickets added.
+        qty: u64,
+    },
+    /// An operator closed sales, or opened them again (the coordinator only).
+    Sales {
+        /// Sales are closed from now on.
+        closed: bool,
+    },
 }
 
 /// Why the journal cannot start or cannot go on.

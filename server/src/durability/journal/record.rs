@@ -8,15 +8,22 @@
 //!      8    8 seq    per shard, contiguous; a file's first record (a snapshot) holds the last seq
 //!                    it covers, the next record has seq + 1
 //!     16    2 shard  the writing shard
-//!     18    1 kind   1 sale, 2 give, 3 receive, 4 snapshot (0 is never a kind: zeros are no record)
+//!     18    1 kind   1 sale, 2 give, 3 receive, 4 snapshot, 6 restock, 7 sales (0 is never a
+//!                    kind: zeros are no record)
 //!     19  len payload
 //!   sale:     qty u64
 //!   give:     to u16, move u64, qty u64
 //!   receive:  from u16, move u64, qty u64
+//!   restock:  qty u64 (tickets an operator added to the slice; the coordinator's file only)
+//!   sales:    closed u8 (1: an operator closed sales, 0: opened them again; coordinator only)
 //!   snapshot: epoch u64, shards u16, base u64, sold u64, then per shard p < shards:
 //!             sent[p].last_move u64, sent[p].tickets u64, received[p].last_move u64,
-//!             received[p].tickets u64
+//!             received[p].tickets u64; then, only when added > 0 or sales are closed (files
+//!             without either are byte for byte what earlier versions wrote):
+//!             added u64, closed u8
 //! ```
+//! The snapshot's two forms differ in length by 9 bytes, never a multiple of the 32 bytes per
+//! shard, so the length tells them apart.
 //! All integers are little endian. Records are not aligned; files are padded with zeros to whole
 //! [`BLOCK_BYTES`] blocks (O_DIRECT writes whole blocks).
 
@@ -38,9 +45,13 @@ const SNAPSHOT_FIXED_BYTES: usize = 26;
 /// A snapshot's bytes per shard: sent and received, last move and tickets each.
 const SNAPSHOT_PEER_BYTES: usize = 32;
 
+/// The snapshot's optional tail: added (8) + closed (1), written only when either is set.
+const SNAPSHOT_STOCK_BYTES: usize = 9;
+
 /// The largest legal payload: a snapshot of a server with the most shards the configuration
 /// allows (1024 → 32,794 bytes). A `len` above it is corruption, not a reason to read further.
-pub const PAYLOAD_BYTES_MAX: usize = SNAPSHOT_FIXED_BYTES + SHARDS_MAX * SNAPSHOT_PEER_BYTES;
+pub const PAYLOAD_BYTES_MAX: usize =
+    SNAPSHOT_FIXED_BYTES + SHARDS_MAX * SNAPSHOT_PEER_BYTES + SNAPSHOT_STOCK_BYTES;
 
 /// The largest legal record.
 pub const RECORD_BYTES_MAX: usize = HEADER_BYTES + PAYLOAD_BYTES_MAX;
@@ -52,6 +63,17 @@ const KIND_SALE: u8 = 1;
 const KIND_GIVE: u8 = 2;
 const KIND_RECEIVE: u8 = 3;
 const KIND_SNAPSHOT: u8 = 4;
+// 5 is left for the idempotency keys of issue 17 (another branch).
+const KIND_RESTOCK: u8 = 6;
+const KIND_SALES: u8 = 7;
+
+/// Whether `kind` names a record kind (for the scan that looks for a record past damage).
+pub fn is_kind(kind: u8) -> bool {
+    matches!(
+        kind,
+        KIND_SALE | KIND_GIVE | KIND_RECEIVE | KIND_SNAPSHOT | KIND_RESTOCK | KIND_SALES
+    )
+}
 
 /// One journal record's content (the header's seq and shard travel beside it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +103,16 @@ pub enum Record {
     },
     /// The whole ledger; always and only the first record of a file.
     Snapshot(Ledger),
+    /// Tickets an operator added to the slice (a restock, at the coordinator).
+    Restock {
+        /// Tickets added (at least 1).
+        qty: u64,
+    },
+    /// An operator closed sales (`closed`) or opened them again (at the coordinator).
+    Sales {
+        /// Sales are closed from now on.
+        closed: bool,
+    },
 }
 
 impl Record {
@@ -91,6 +123,11 @@ impl Record {
             Record::Sale { qty } => ledger.sell(qty),
             Record::Give { to, move_id, qty } => ledger.give(to, move_id, qty),
             Record::Receive { from, move_id, qty } => ledger.receive(from, move_id, qty),
+            Record::Restock { qty } => ledger.restock(qty),
+            Record::Sales { closed } => {
+                ledger.set_sales_closed(closed);
+                Ok(())
+            }
             Record::Snapshot(_) => Err(LedgerError::SnapshotNotFirst),
         }
     }
@@ -234,6 +271,18 @@ pub fn encode(out: &mut Vec<u8>, seq: Seq, shard: usize, record: &Record) {
                     out.extend_from_slice(&m.tickets.to_le_bytes());
                 }
             }
+            if has_stock_tail(ledger) {
+                out.extend_from_slice(&ledger.added().to_le_bytes());
+                out.push(u8::from(ledger.sales_closed()));
+            }
+        }
+        Record::Restock { qty } => {
+            out.push(KIND_RESTOCK);
+            out.extend_from_slice(&qty.to_le_bytes());
+        }
+        Record::Sales { closed } => {
+            out.push(KIND_SALES);
+            out.push(u8::from(*closed));
         }
     }
     let len = out.len() - start - HEADER_BYTES;
@@ -249,11 +298,21 @@ pub fn encoded_bytes(record: &Record) -> usize {
     match record {
         Record::Sale { .. } => HEADER_BYTES + 8,
         Record::Give { .. } | Record::Receive { .. } => HEADER_BYTES + 18,
-        Record::Snapshot(l) => snapshot_bytes(l.shards()),
+        Record::Snapshot(l) => {
+            snapshot_bytes(l.shards()) + usize::from(has_stock_tail(l)) * SNAPSHOT_STOCK_BYTES
+        }
+        Record::Restock { .. } => HEADER_BYTES + 8,
+        Record::Sales { .. } => HEADER_BYTES + 1,
     }
 }
 
-/// The bytes of a snapshot record for `shards` shards.
+/// Whether a snapshot of `ledger` carries the restock tail (added, closed).
+fn has_stock_tail(ledger: &Ledger) -> bool {
+    ledger.added() > 0 || ledger.sales_closed()
+}
+
+/// The bytes of a snapshot record for `shards` shards, without the restock tail (the most a
+/// snapshot takes is [`SNAPSHOT_STOCK_BYTES`] more).
 pub fn snapshot_bytes(shards: usize) -> usize {
     HEADER_BYTES + SNAPSHOT_FIXED_BYTES + shards * SNAPSHOT_PEER_BYTES
 }
@@ -334,7 +393,11 @@ pub fn decode(bytes: &[u8]) -> Result<Option<Frame>, Corruption> {
             }
             let epoch = p.u64();
             let shards = p.u16() as usize;
-            fits(SNAPSHOT_FIXED_BYTES + shards * SNAPSHOT_PEER_BYTES)?;
+            let short = SNAPSHOT_FIXED_BYTES + shards * SNAPSHOT_PEER_BYTES;
+            let stock_tail = len as usize == short + SNAPSHOT_STOCK_BYTES;
+            if !stock_tail {
+                fits(short)?;
+            }
             if shards == 0 || shards > SHARDS_MAX {
                 return Err(Corruption::Snapshot);
             }
@@ -352,9 +415,32 @@ pub fn decode(bytes: &[u8]) -> Result<Option<Frame>, Corruption> {
                     tickets: p.u64(),
                 });
             }
-            let ledger = Ledger::from_parts(shard, epoch, base, sold, sent, received)
+            let stock = if stock_tail {
+                let added = p.u64();
+                let closed = match p.u8() {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(Corruption::Payload { kind, len }),
+                };
+                (added, closed)
+            } else {
+                (0, false)
+            };
+            let ledger = Ledger::from_parts(shard, epoch, base, sold, stock, sent, received)
                 .map_err(Corruption::Ledger)?;
             Record::Snapshot(ledger)
+        }
+        KIND_RESTOCK => {
+            fits(8)?;
+            Record::Restock { qty: p.u64() }
+        }
+        KIND_SALES => {
+            fits(1)?;
+            match p.u8() {
+                0 => Record::Sales { closed: false },
+                1 => Record::Sales { closed: true },
+                _ => return Err(Corruption::Payload { kind, len }),
+            }
         }
         kind => return Err(Corruption::Kind { kind }),
     };
@@ -442,6 +528,43 @@ mod tests {
         }
     }
 
+    /// A snapshot of shard 1 of `shards` with the restock tail: `added` tickets restocked (the
+    /// tail is written when they are more than 0 or sales are closed).
+    fn restocked_snapshot(shards: usize, added: u64, closed: bool) -> Record {
+        let mut l = Ledger::new(1, shards, 3, 100).with_sales_closed(closed);
+        if added > 0 {
+            Record::Restock { qty: added }.apply_to(&mut l).unwrap();
+        }
+        Record::Snapshot(l)
+    }
+
+    #[test]
+    fn a_snapshot_without_restocks_is_the_earlier_format_and_one_with_them_is_longer() {
+        let plain = snapshot(4);
+        let mut out = Vec::new();
+        encode(&mut out, 0, 1, &plain);
+        assert_eq!(
+            out.len(),
+            snapshot_bytes(4),
+            "byte for byte the earlier format"
+        );
+        let restocked = restocked_snapshot(4, 5, false);
+        let mut out = Vec::new();
+        encode(&mut out, 0, 1, &restocked);
+        assert_eq!(out.len(), snapshot_bytes(4) + SNAPSHOT_STOCK_BYTES);
+        let Ok(Some(Frame {
+            record: Record::Snapshot(l),
+            ..
+        })) = decode(&out)
+        else {
+            panic!("decodes");
+        };
+        assert_eq!(
+            (l.added(), l.available(), l.sales_closed()),
+            (5, 105, false)
+        );
+    }
+
     #[test]
     fn crc32c_check_value() {
         // The standard check value of CRC-32C (iSCSI): CRC of the ASCII digits 1 to 9.
@@ -465,6 +588,11 @@ mod tests {
             },
             snapshot(2),
             snapshot(SHARDS_MAX),
+            Record::Restock { qty: 7 },
+            Record::Sales { closed: true },
+            Record::Sales { closed: false },
+            restocked_snapshot(3, 0, true),
+            restocked_snapshot(SHARDS_MAX, u64::MAX / 4, false),
         ];
         for (i, record) in records.iter().enumerate() {
             let mut out = vec![0xAA];

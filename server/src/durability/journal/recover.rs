@@ -46,7 +46,9 @@ pub(super) struct Manifest {
     pub(super) epoch: u64,
     /// Shard files in that epoch.
     pub(super) shards: usize,
-    /// The total stock, sold or not; constant for the sale (`journal reset` starts a new one).
+    /// The total stock, sold or not, when the epoch started: the configured stock plus every
+    /// restock of earlier epochs (those of this epoch are in the coordinator's file); `journal
+    /// reset` starts a new sale.
     pub(super) stock: u64,
     /// Tickets sold before the epoch started.
     pub(super) sold: u64,
@@ -112,8 +114,11 @@ pub struct ShardStart {
 pub struct Recovered {
     /// The epoch this run writes.
     pub epoch: u64,
-    /// The total stock (sold or not), from the journal once there is one.
+    /// The total stock (sold or not), from the journal once there is one: the configured stock
+    /// plus every restock.
     pub stock: u64,
+    /// Sales were closed by an operator (and stay closed until one opens them).
+    pub sales_closed: bool,
     /// Tickets sold before this run.
     pub sold: u64,
     /// Tickets left to sell, cut among the shards: `stock == sold + available`.
@@ -157,34 +162,40 @@ pub async fn open(
         // replaced is complete, this one is not needed.
         store.remove(name).await?;
     }
-    let (old, stock, sold, available) = match read_manifest(store).await? {
+    let (old, stock, sold, available, sales_closed) = match read_manifest(store).await? {
         None => {
             // Nothing was acknowledged before the first manifest existed (open writes it before
             // any shard runs), so shard files without one are a first start that crashed.
             for name in names.iter().filter(|n| is_shard_file(n)) {
                 store.remove(name).await?;
             }
-            (None, configured_stock, 0, configured_stock)
+            (None, configured_stock, 0, configured_stock, false)
         }
         Some(m) => {
-            let (sold, available) = replay_epoch(store, &m, &mut warnings).await?;
-            if m.stock != configured_stock {
+            let end = replay_epoch(store, &m, &mut warnings).await?;
+            if end.stock != configured_stock {
                 warnings.push(format!(
                     "configured stock {configured_stock} differs from the journal's stock {}; \
                      keeping the journal's (to start a new sale of {configured_stock} tickets, \
                      stop ticketd and run `ticketd journal reset --initial-stock \
                      {configured_stock}`)",
-                    m.stock
+                    end.stock
                 ));
             }
             if m.shards != shards {
                 warnings.push(format!(
-                    "shard count changed from {} to {shards}; {available} available tickets \
+                    "shard count changed from {} to {shards}; {} available tickets \
                      cut anew",
-                    m.shards
+                    m.shards, end.available
                 ));
             }
-            (Some(m), m.stock, sold, available)
+            (
+                Some(m),
+                end.stock,
+                end.sold,
+                end.available,
+                end.sales_closed,
+            )
         }
     };
     let manifest = Manifest {
@@ -193,11 +204,12 @@ pub async fn open(
         stock,
         sold,
     };
-    let starts = begin_epoch(store, &manifest, available, &mut warnings).await?;
+    let starts = begin_epoch(store, &manifest, available, sales_closed, &mut warnings).await?;
     let epoch = manifest.epoch;
     Ok(Recovered {
         epoch,
         stock,
+        sales_closed,
         sold,
         available,
         shards: starts,
@@ -227,6 +239,7 @@ pub(super) async fn begin_epoch(
     store: &Store,
     m: &Manifest,
     available: u64,
+    sales_closed: bool,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<ShardStart>, JournalError> {
     let mut starts = Vec::with_capacity(m.shards);
@@ -236,7 +249,8 @@ pub(super) async fn begin_epoch(
             m.shards,
             m.epoch,
             allotment(available, m.shards, shard),
-        );
+        )
+        .with_sales_closed(sales_closed);
         let start = ShardStart {
             file: shard_file(shard, m.epoch),
             ledger,
@@ -330,13 +344,25 @@ pub fn continue_write(
     Ok(if aligned > done { aligned } else { done + n })
 }
 
-/// Replays every shard file of the manifest's epoch: returns the tickets sold in all (before and
-/// during the epoch) and the tickets available (in slices and in transit).
+/// What the replay of an epoch found.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct EpochEnd {
+    /// Tickets sold in all, before and during the epoch.
+    pub(super) sold: u64,
+    /// Tickets available, in slices and in transit.
+    pub(super) available: u64,
+    /// The total stock at the end of the epoch: the manifest's plus the epoch's restocks.
+    pub(super) stock: u64,
+    /// Whether sales were closed at the end of the epoch (the coordinator's ledger says).
+    pub(super) sales_closed: bool,
+}
+
+/// Replays every shard file of the manifest's epoch and checks that the stock balances.
 async fn replay_epoch(
     store: &Store,
     m: &Manifest,
     warnings: &mut Vec<String>,
-) -> Result<(u64, u64), JournalError> {
+) -> Result<EpochEnd, JournalError> {
     let mut ledgers = Vec::with_capacity(m.shards);
     for shard in 0..m.shards {
         let replayed = replay_shard(store, m, shard).await?;
@@ -388,13 +414,13 @@ pub(super) async fn replay_shard(
 }
 
 /// Reconciles the moves between the epoch's ledgers (one per shard, in shard order) and checks
-/// that the stock balances: returns the tickets sold in all and the tickets available (in slices
-/// and in transit); warns of tickets restored from transit.
+/// that the stock balances (the manifest's stock plus the epoch's restocks): returns what the
+/// epoch ends with; warns of tickets restored from transit.
 pub(super) fn balance(
     m: &Manifest,
     ledgers: &[Ledger],
     warnings: &mut Vec<String>,
-) -> Result<(u64, u64), JournalError> {
+) -> Result<EpochEnd, JournalError> {
     let overflow = || JournalError::Unbalanced {
         stock: m.stock,
         sold: u64::MAX,
@@ -402,9 +428,11 @@ pub(super) fn balance(
     };
     let mut sold = m.sold;
     let mut available = 0u64;
+    let mut stock = m.stock;
     for l in ledgers {
         sold = sold.checked_add(l.sold()).ok_or_else(overflow)?;
         available = available.checked_add(l.available()).ok_or_else(overflow)?;
+        stock = stock.checked_add(l.added()).ok_or_else(overflow)?;
     }
     for from in 0..m.shards {
         for to in (0..m.shards).filter(|&to| to != from) {
@@ -433,14 +461,19 @@ pub(super) fn balance(
             available = available.checked_add(in_transit).ok_or_else(overflow)?;
         }
     }
-    if sold.checked_add(available) != Some(m.stock) {
+    if sold.checked_add(available) != Some(stock) {
         return Err(JournalError::Unbalanced {
-            stock: m.stock,
+            stock,
             sold,
             available,
         });
     }
-    Ok((sold, available))
+    Ok(EpochEnd {
+        sold,
+        available,
+        stock,
+        sales_closed: ledgers[0].sales_closed(),
+    })
 }
 
 /// Replays one shard file: the ledger after the last valid record, or the offset and nature of
@@ -541,7 +574,7 @@ fn find_record(bytes: &[u8], from: usize, shard: usize) -> Option<usize> {
         let kind = h[18];
         len > 0
             && len <= PAYLOAD_BYTES_MAX
-            && (1..=4).contains(&kind)
+            && super::record::is_kind(kind)
             && usize::from(u16::from_le_bytes([h[16], h[17]])) == shard
             && matches!(decode(&bytes[at..]), Ok(Some(_)))
     })

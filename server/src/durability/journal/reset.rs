@@ -46,7 +46,8 @@ pub async fn reset(store: &Store, shards: usize, stock: u64) -> Result<Reset, Jo
         sold: 0,
     };
     let mut warnings = Vec::new();
-    begin_epoch(store, &manifest, stock, &mut warnings).await?;
+    // A new sale opens: a close belonged to the old one.
+    begin_epoch(store, &manifest, stock, false, &mut warnings).await?;
     Ok(Reset { epoch, warnings })
 }
 

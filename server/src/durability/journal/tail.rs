@@ -137,6 +137,11 @@ impl Tail {
         self.in_flight.is_none() && self.pending()
     }
 
+    /// Bytes of the file that are durable.
+    pub fn durable_bytes(&self) -> u64 {
+        self.flushed
+    }
+
     fn end(&self) -> u64 {
         self.buf_start + self.buf.len() as u64
     }
@@ -160,6 +165,8 @@ impl Tail {
                 move_id: self.ledger.received(from).last_move + 1,
                 qty,
             },
+            Change::Restock { qty } => Record::Restock { qty },
+            Change::Sales { closed } => Record::Sales { closed },
         };
         if let Err(e) = record.apply_to(&mut self.ledger) {
             panic!("journal append of {change:?} to {:?}: {e}", self.ledger);
