@@ -227,18 +227,19 @@ fn text(r: &Report) -> String {
     }
     if let (Some(m), Some(sold), Some(available)) = (&i.manifest, i.sold, i.available) {
         let stock = i.stock.unwrap_or(m.stock);
-        let _ = writeln!(
+        let restocked = stock - m.stock;
+        let _ = write!(
             o,
-            "total: stock {stock} ({} restocked this epoch), sold {sold}, available {available} \
-             ({} in transit){}",
-            stock - m.stock,
-            i.in_transit.unwrap_or(0),
-            if i.sales_closed == Some(true) {
-                ", sales closed"
-            } else {
-                ""
-            }
+            "total: stock {stock}, sold {sold}, available {available} ({} in transit)",
+            i.in_transit.unwrap_or(0)
         );
+        if restocked > 0 {
+            let _ = write!(o, "; {restocked} of the stock restocked this epoch");
+        }
+        if i.sales_closed == Some(true) {
+            let _ = write!(o, "; sales closed");
+        }
+        o.push('\n');
     }
     for note in &i.notes {
         let _ = writeln!(o, "note: {note}");
