@@ -62,6 +62,7 @@
 //! it, the new file, complete; `*.tmp` files are deleted at the next start.
 
 pub mod file;
+pub mod keyed;
 pub mod ledger;
 pub mod record;
 pub mod recover;
@@ -73,9 +74,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use file::{Crash, Fault, JournalFile, MemDisk, Store};
+pub use keyed::{KeepKeys, KeyRecord};
 pub use ledger::{Ledger, LedgerError, Moved};
 pub use record::{Corruption, Seq, BLOCK_BYTES};
-pub use recover::{commit, continue_write, open, Recovered, ShardStart, Writer};
+pub use recover::{commit, continue_write, open, open_keeping, Recovered, ShardStart, Writer};
 pub use tail::{Batch, BatchKind, Tail, BATCH_BYTES_MAX, COMPACT_BYTES_DEFAULT};
 
 /// One change of a shard's slice, as the shard protocol makes it.
@@ -99,6 +101,13 @@ pub enum Change {
         from: usize,
         /// Tickets received.
         qty: u64,
+    },
+    /// An idempotency key's answer, with the tickets it sold from the slice (0: none here).
+    Keyed {
+        /// Tickets sold from the slice by this change.
+        sale: u64,
+        /// The key and its answer.
+        entry: KeyRecord,
     },
 }
 

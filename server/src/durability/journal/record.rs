@@ -8,7 +8,8 @@
 //!      8    8 seq    per shard, contiguous; a file's first record (a snapshot) holds the last seq
 //!                    it covers, the next record has seq + 1
 //!     16    2 shard  the writing shard
-//!     18    1 kind   1 sale, 2 give, 3 receive, 4 snapshot (0 is never a kind: zeros are no record)
+//!     18    1 kind   1 sale, 2 give, 3 receive, 4 snapshot, 8 keyed (0 is never a kind: zeros
+//!                    are no record)
 //!     19  len payload
 //!   sale:     qty u64
 //!   give:     to u16, move u64, qty u64
@@ -16,12 +17,14 @@
 //!   snapshot: epoch u64, shards u16, base u64, sold u64, then per shard p < shards:
 //!             sent[p].last_move u64, sent[p].tickets u64, received[p].last_move u64,
 //!             received[p].tickets u64
+//!   keyed:    an idempotency key and its answer, with the tickets it sold here (`keyed.rs`)
 //! ```
 //! All integers are little endian. Records are not aligned; files are padded with zeros to whole
 //! [`BLOCK_BYTES`] blocks (O_DIRECT writes whole blocks).
 
 use std::fmt;
 
+use super::keyed::{KeyRecord, KEYED_PAYLOAD_BYTES};
 use super::ledger::{Ledger, LedgerError, Moved};
 use crate::config::SHARDS_MAX;
 
@@ -52,6 +55,8 @@ const KIND_SALE: u8 = 1;
 const KIND_GIVE: u8 = 2;
 const KIND_RECEIVE: u8 = 3;
 const KIND_SNAPSHOT: u8 = 4;
+/// 8, not 5: leaves the next numbers to the other record kinds of issue 17 (restock).
+const KIND_KEYED: u8 = 8;
 
 /// One journal record's content (the header's seq and shard travel beside it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +86,14 @@ pub enum Record {
     },
     /// The whole ledger; always and only the first record of a file.
     Snapshot(Ledger),
+    /// An idempotency key's answer; sells `sale` tickets from the slice (0: sold elsewhere, or
+    /// a copy kept by a compaction or a new epoch).
+    Keyed {
+        /// Tickets this record sells here.
+        sale: u64,
+        /// The key and its answer.
+        entry: KeyRecord,
+    },
 }
 
 impl Record {
@@ -89,6 +102,8 @@ impl Record {
     pub(crate) fn apply_to(&self, ledger: &mut Ledger) -> Result<(), LedgerError> {
         match *self {
             Record::Sale { qty } => ledger.sell(qty),
+            Record::Keyed { sale: 0, .. } => Ok(()),
+            Record::Keyed { sale, .. } => ledger.sell(sale),
             Record::Give { to, move_id, qty } => ledger.give(to, move_id, qty),
             Record::Receive { from, move_id, qty } => ledger.receive(from, move_id, qty),
             Record::Snapshot(_) => Err(LedgerError::SnapshotNotFirst),
@@ -222,6 +237,10 @@ pub fn encode(out: &mut Vec<u8>, seq: Seq, shard: usize, record: &Record) {
             out.push(KIND_RECEIVE);
             put_move(out, *from, *move_id, *qty);
         }
+        Record::Keyed { sale, entry } => {
+            out.push(KIND_KEYED);
+            entry.encode(*sale, out);
+        }
         Record::Snapshot(ledger) => {
             out.push(KIND_SNAPSHOT);
             out.extend_from_slice(&ledger.epoch().to_le_bytes());
@@ -250,6 +269,7 @@ pub fn encoded_bytes(record: &Record) -> usize {
         Record::Sale { .. } => HEADER_BYTES + 8,
         Record::Give { .. } | Record::Receive { .. } => HEADER_BYTES + 18,
         Record::Snapshot(l) => snapshot_bytes(l.shards()),
+        Record::Keyed { .. } => HEADER_BYTES + KEYED_PAYLOAD_BYTES,
     }
 }
 
@@ -355,6 +375,13 @@ pub fn decode(bytes: &[u8]) -> Result<Option<Frame>, Corruption> {
             let ledger = Ledger::from_parts(shard, epoch, base, sold, sent, received)
                 .map_err(Corruption::Ledger)?;
             Record::Snapshot(ledger)
+        }
+        KIND_KEYED => {
+            fits(KEYED_PAYLOAD_BYTES)?;
+            let payload = p.take::<KEYED_PAYLOAD_BYTES>();
+            let (sale, entry) =
+                KeyRecord::decode(&payload).ok_or(Corruption::Payload { kind, len })?;
+            Record::Keyed { sale, entry }
         }
         kind => return Err(Corruption::Kind { kind }),
     };

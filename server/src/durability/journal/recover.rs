@@ -5,10 +5,11 @@
 use std::cell::RefCell;
 
 use super::file::{JournalFile, Store};
+use super::keyed::{KeepKeys, KeyRecord};
 use super::ledger::Ledger;
 use super::record::PAYLOAD_BYTES_MAX;
-use super::record::{decode, encode, Corruption, Record, Seq, BLOCK_BYTES, HEADER_BYTES};
-use super::tail::{Batch, BatchKind, Tail, BATCH_BYTES_MAX};
+use super::record::{decode, Corruption, Record, Seq, BLOCK_BYTES, HEADER_BYTES};
+use super::tail::{encode_file_start, Batch, BatchKind, Tail, BATCH_BYTES_MAX};
 use super::JournalError;
 use crate::config::SHARDS_MAX;
 use crate::stock::slice::allotment;
@@ -95,8 +96,11 @@ pub struct ShardStart {
     pub file: String,
     /// The shard's ledger at the start of the epoch (its slice holds `ledger.available()`).
     pub ledger: Ledger,
-    /// The sequence number of the file's snapshot; the first change gets `seq + 1`.
+    /// The sequence number of the file's snapshot; its idempotency keys follow it, and the
+    /// first change gets `seq + keys.len() + 1`.
     pub seq: Seq,
+    /// The idempotency keys this shard owns, oldest first, written behind the snapshot.
+    pub keys: Vec<KeyRecord>,
 }
 
 /// What start-up found and did.
@@ -121,6 +125,8 @@ pub struct Recovered {
 struct Replayed {
     /// The ledger after the last valid record.
     ledger: Ledger,
+    /// The idempotency keys of its keyed records.
+    keys: Vec<KeyRecord>,
     /// Where the last valid record ends.
     end: u64,
 }
@@ -134,6 +140,17 @@ pub async fn open(
     shards: usize,
     configured_stock: u64,
 ) -> Result<Recovered, JournalError> {
+    open_keeping(store, shards, configured_stock, KeepKeys::ALL).await
+}
+
+/// [`open`], carrying the idempotency keys `keep` keeps into the new epoch, each in the file of
+/// the shard that owns it under the new shard count.
+pub async fn open_keeping(
+    store: &Store,
+    shards: usize,
+    configured_stock: u64,
+    keep: KeepKeys,
+) -> Result<Recovered, JournalError> {
     assert!((1..=SHARDS_MAX).contains(&shards), "{shards} shards");
     let mut warnings = Vec::new();
     let names = store.list()?;
@@ -143,6 +160,7 @@ pub async fn open(
         // replaced is complete, this one is not needed.
         store.remove(name).await?;
     }
+    let mut keys = Vec::new();
     let (old, stock, sold, available) = match store.read(MANIFEST).await? {
         None => {
             // Nothing was acknowledged before the first manifest existed (open writes it before
@@ -157,7 +175,7 @@ pub async fn open(
                 path: store.path(MANIFEST),
                 what,
             })?;
-            let (sold, available) = replay_epoch(store, &m, &mut warnings).await?;
+            let (sold, available) = replay_epoch(store, &m, &mut warnings, &mut keys).await?;
             if m.stock != configured_stock {
                 warnings.push(format!(
                     "configured stock {configured_stock} differs from the journal's stock {}; \
@@ -177,20 +195,16 @@ pub async fn open(
     };
     let epoch = old.map_or(0, |m| m.epoch) + 1;
     let mut starts = Vec::with_capacity(shards);
-    for shard in 0..shards {
+    for (shard, keys) in keep.sort(keys, shards).into_iter().enumerate() {
         let ledger = Ledger::new(shard, shards, epoch, allotment(available, shards, shard));
         let start = ShardStart {
             file: shard_file(shard, epoch),
             ledger,
             seq: 0,
+            keys,
         };
         let mut bytes = Vec::new();
-        encode(
-            &mut bytes,
-            start.seq,
-            shard,
-            &Record::Snapshot(start.ledger.clone()),
-        );
+        encode_file_start(&mut bytes, &start.ledger, start.seq, &start.keys);
         write_file(store, &start.file, bytes).await?;
         starts.push(start);
     }
@@ -291,6 +305,7 @@ async fn replay_epoch(
     store: &Store,
     m: &Manifest,
     warnings: &mut Vec<String>,
+    keys: &mut Vec<KeyRecord>,
 ) -> Result<(u64, u64), JournalError> {
     let mut ledgers = Vec::with_capacity(m.shards);
     for shard in 0..m.shards {
@@ -314,6 +329,7 @@ async fn replay_epoch(
             ));
         }
         ledgers.push(replayed.ledger);
+        keys.extend(replayed.keys);
     }
     let overflow = || JournalError::Unbalanced {
         stock: m.stock,
@@ -369,10 +385,11 @@ async fn replay_epoch(
 /// batch is longer. Anything else is corruption, reported, never skipped.
 fn replay(bytes: &[u8], shard: usize, m: &Manifest) -> Result<Replayed, (u64, Corruption)> {
     let mut ledger: Option<Ledger> = None;
+    let mut keys = Vec::new();
     let mut seq = 0;
     let mut at = 0usize;
     loop {
-        let failure = match next_record(&bytes[at..], shard, m, &mut ledger, seq) {
+        let failure = match next_record(&bytes[at..], shard, m, &mut ledger, &mut keys, seq) {
             Ok(Some((record_seq, len))) => {
                 seq = record_seq;
                 at += len;
@@ -402,6 +419,7 @@ fn replay(bytes: &[u8], shard: usize, m: &Manifest) -> Result<Replayed, (u64, Co
         }
         return Ok(Replayed {
             ledger,
+            keys,
             end: at as u64,
         });
     }
@@ -414,6 +432,7 @@ fn next_record(
     shard: usize,
     m: &Manifest,
     ledger: &mut Option<Ledger>,
+    keys: &mut Vec<KeyRecord>,
     seq: Seq,
 ) -> Result<Option<(Seq, usize)>, Corruption> {
     let Some(frame) = decode(bytes)? else {
@@ -441,6 +460,9 @@ fn next_record(
                 });
             }
             record.apply_to(l).map_err(Corruption::Ledger)?;
+            if let Record::Keyed { entry, .. } = record {
+                keys.push(entry);
+            }
         }
     }
     Ok(Some((frame.seq, frame.bytes)))
@@ -457,7 +479,7 @@ fn find_record(bytes: &[u8], from: usize, shard: usize) -> Option<usize> {
         let kind = h[18];
         len > 0
             && len <= PAYLOAD_BYTES_MAX
-            && (1..=4).contains(&kind)
+            && ((1..=4).contains(&kind) || kind == 8)
             && usize::from(u16::from_le_bytes([h[16], h[17]])) == shard
             && matches!(decode(&bytes[at..]), Ok(Some(_)))
     })
@@ -489,7 +511,8 @@ impl Writer {
             file_name: start.file,
             file,
         };
-        Ok((writer, Tail::new(start.ledger, start.seq, compact_bytes)))
+        let tail = Tail::with_keys(start.ledger, start.seq, &start.keys, compact_bytes);
+        Ok((writer, tail))
     }
 
     /// The shard file's descriptor, for a transport that writes append batches through its own
