@@ -3,14 +3,17 @@
 //! OpenAPI document and its page ([`docs`]), per-client rate limits ([`rate_limit`]), and
 //! `/metrics`: the snapshots every shard publishes ([`board`]) rendered in Prometheus' text format
 //! ([`exposition`]); `info` (`/`, `/ready`, the documents) and `upstream_failure` (the ticket
-//! tier's 503s) are more of `App`'s replies, kept apart so `routes` stays short.
+//! tier's 503s) are more of `App`'s replies, kept apart so `routes` stays short; `keyed` runs
+//! orders carrying an `Idempotency-Key` against the table of [`idempotency`].
 
 pub mod board;
 pub mod body;
 pub mod cors;
 pub mod docs;
 pub mod exposition;
+pub mod idempotency;
 mod info;
+mod keyed;
 pub mod latency;
 pub mod metrics;
 pub mod rate_limit;

@@ -14,6 +14,7 @@ use crate::app::board::{Board, Published};
 use crate::app::body::{parse_qty, BodyError};
 use crate::app::cors::{self, Cors, Grant};
 use crate::app::docs::{Doc, Docs};
+use crate::app::idempotency::{self, KeyAnswer, Keys};
 use crate::app::metrics::{self as counters, Counters};
 use crate::app::rate_limit::{RateLimit, Verdict};
 use crate::config::Mode;
@@ -126,6 +127,8 @@ pub struct App {
     /// Per-client-address token buckets (`--rate-limit-purchases-per-second`); `None` when off,
     /// so the limit costs one branch then.
     pub rate_limit: Option<RateLimit>,
+    /// The `Idempotency-Key`s this shard owns, and keyed requests in flight ([`idempotency`]).
+    pub keys: Keys,
 }
 
 /// The ticket tier's side of a shard: what it asks the vacancy service, and its copy of the
@@ -180,6 +183,8 @@ pub enum Answer {
     Upstream(Outcome),
     /// A journal failed while the order waited: its outcome is unknown (monolith, vacancy).
     Halted,
+    /// The owner shard of a keyed request answered it (monolith, vacancy).
+    Keyed(KeyAnswer),
 }
 
 /// How a request was answered.
@@ -211,6 +216,8 @@ pub struct Deferred {
     pub cors: Grant,
     /// The request's `X-Request-Id`, for its response when it comes.
     pub request_id: XRequestId,
+    /// The digest of its `Idempotency-Key`, for a keyed order.
+    pub key: Option<u128>,
 }
 
 impl Deferred {
@@ -225,6 +232,21 @@ impl Deferred {
             head: x.head,
             cors: x.cors,
             request_id: *x.request_id,
+            key: None,
+        }
+    }
+
+    /// A keyed order of `route` for `qty` that waits under the number `order`.
+    pub(super) fn keyed(
+        order: OrderId,
+        route: Route,
+        qty: u64,
+        key: u128,
+        x: Exchange<'_>,
+    ) -> Deferred {
+        Deferred {
+            key: Some(key),
+            ..Deferred::new(order, route, qty, x)
         }
     }
 }
@@ -294,7 +316,10 @@ impl App {
         }
         match route {
             Route::Available => available(x, out, self.node.total_available()),
-            Route::Purchase | Route::Reserve => self.order(route, body, x, out),
+            Route::Purchase | Route::Reserve => {
+                let key = req.header(idempotency::HEADER);
+                self.order(route, key, body, x, out)
+            }
             Route::Health => {
                 let mode = self.mode.as_str().as_bytes();
                 json(out, x, 200, |o| {
@@ -317,7 +342,11 @@ impl App {
             // What this process is, and this shard's counters (parser errors by kind).
             Route::Root => json(out, x, 200, |o| {
                 let (mode, shards, shard) = (self.mode, self.shards, self.shard);
-                counters::write_root(o, mode, shards, shard, &self.node, &self.counters)
+                counters::write_root(o, mode, shards, shard, &self.node, &self.counters);
+                // One more member in the object: `,"idempotency":{...}}`.
+                o.pop();
+                self.keys.write_root(o);
+                o.push(b'}');
             }),
             Route::Metrics => self.metrics(req, x, out),
             Route::OpenApi => self.document(Doc::OpenApi, req, x, out),
@@ -412,11 +441,23 @@ impl App {
 
     /// Purchase or reserve: parse `{"qty":n}`, take from the slice, reply; or, when the slice
     /// cannot cover it, escalate it and answer later ([`App::finish_order`]).
-    fn order(&mut self, route: Route, body: &[u8], x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+    /// With an `Idempotency-Key` (`key`), the owner shard's table answers first
+    /// ([`App::keyed_order`]).
+    fn order(
+        &mut self,
+        route: Route,
+        key: Option<&[u8]>,
+        body: &[u8],
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Reply {
         let qty = match parse_qty(body, self.max_order_qty) {
             Ok(qty) => qty,
             Err(e) => return self.body_error(e, x, out),
         };
+        if let Some(value) = key {
+            return self.keyed_order(route, qty, value, x, out);
+        }
         if self.halted {
             self.counters.orders_refused += 1;
             return error(
@@ -464,10 +505,14 @@ impl App {
         let outcome = match answer {
             Answer::Decided(sale) => {
                 self.node.maybe_refill(&mut self.outbox);
+                if let Some(answer) = self.decided_key(d.key) {
+                    return self.key_reply(d.route, d.qty, answer, x, out);
+                }
                 let remaining = self.node.total_available();
                 return self.order_reply(d.route, d.qty, sale, remaining, x, out);
             }
             Answer::Upstream(outcome) => outcome,
+            Answer::Keyed(answer) => return self.key_reply(d.route, d.qty, answer, x, out),
             Answer::Halted => {
                 self.counters.orders_refused += 1;
                 return error(
@@ -518,7 +563,8 @@ impl App {
         }
     }
 
-    fn order_reply(
+    /// Counts an order's answer and writes it ([`App::order_body`]).
+    pub(super) fn order_reply(
         &mut self,
         route: Route,
         qty: u64,
@@ -534,6 +580,19 @@ impl App {
             }
             Sale::Insufficient => self.counters.orders_insufficient += 1,
         }
+        self.order_body(route, qty, sale, remaining, x, out)
+    }
+
+    /// Writes an order's answer without counting it (a replayed keyed answer is not a sale).
+    pub(super) fn order_body(
+        &self,
+        route: Route,
+        qty: u64,
+        sale: Sale,
+        remaining: u64,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Reply {
         json(out, x, 200, |o| {
             o.extend_from_slice(match sale {
                 Sale::Sold => b"{\"success\":true,\"remaining\":",

@@ -178,12 +178,20 @@ fn recover(config: &Config, shards: usize) -> Result<Option<Journaled>, StartErr
     let (lock, dir) = crate::process::startup::lock_data_dir(&config.data_dir)?;
     let stock = config.initial_stock;
     let store_dir = dir.clone();
+    let settings = idempotency_settings(config);
+    let keep = journal::KeepKeys {
+        now_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        ttl_ms: settings.ttl_ms(),
+        per_shard_max: settings.max_keys,
+    };
     let recovered = LocalExecutorBuilder::new(Placement::Unbound)
         .name("recovery")
         .spawn(move || async move {
             let store = Store::Disk(store_dir);
             store.probe_device(LOCK_FILE).await;
-            journal::open(&store, shards, stock).await
+            journal::open_keeping(&store, shards, stock, keep).await
         })
         .map_err(|e| executor_error(&e.to_string()))?
         .join()
@@ -312,8 +320,9 @@ async fn shard_main(
         Ok(journal) => journal,
         Err(e) => return fail(format!("shard {me} cannot open its journal: {e}")),
     };
+    let (journal, keys) = journal;
     let (writer, tail) = journal.unzip();
-    let core = ShardCore::new(
+    let mut core = ShardCore::new(
         core_config(
             &config,
             me,
@@ -324,6 +333,7 @@ async fn shard_main(
         ),
         tail,
     );
+    core.restore_keys(&keys);
     let (shard, journal_kicked, mail_kicked) = new_shard(&config, &prepared, core, writer.as_ref());
     let dump = match (&config.latency_dump, prepared.latency_origin) {
         (Some(dir), Some(origin)) => match latency::Dump::open(dir, me, origin) {
@@ -516,6 +526,15 @@ fn core_config(
             burst: config.rate_limit_burst,
             all_routes: config.rate_limit_all_routes,
         },
+        idempotency: idempotency_settings(config),
+    }
+}
+
+/// The `Idempotency-Key` table's limits, from the configuration.
+fn idempotency_settings(config: &Config) -> crate::app::idempotency::Settings {
+    crate::app::idempotency::Settings {
+        ttl: config.idempotency_ttl,
+        max_keys: config.idempotency_keys_max,
     }
 }
 
@@ -525,10 +544,11 @@ async fn open_journal(
     me: usize,
     shards: usize,
     stock: u64,
-) -> Result<Option<(Writer, Tail)>, journal::JournalError> {
+) -> Result<(Option<(Writer, Tail)>, Vec<journal::KeyRecord>), journal::JournalError> {
     let Some(j) = journal else {
-        return Ok(None);
+        return Ok((None, Vec::new()));
     };
+    let keys = j.start.keys.clone();
     let slice = j.start.ledger.available();
     let store = Store::Disk(j.dir);
     store.probe_device(LOCK_FILE).await;
@@ -538,7 +558,7 @@ async fn open_journal(
         crate::stock::slice::allotment(stock, shards, me),
         "the journal's slice is this shard's allotment of the stock"
     );
-    Ok(Some((writer, tail)))
+    Ok((Some((writer, tail)), keys))
 }
 
 /// Starts the shard's tasks besides the transport (see [`tasks`]).
