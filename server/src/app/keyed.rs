@@ -206,7 +206,7 @@ impl App {
                 if first {
                     self.order_reply(route, qty, sale, record.remaining, x, out)
                 } else {
-                    self.order_body(route, qty, sale, record.remaining, x, out)
+                    self.order_body(route, qty, sale, record.remaining, true, x, out)
                 }
             }
             KeyAnswer::InFlight => error(

@@ -580,20 +580,26 @@ impl App {
             }
             Sale::Insufficient => self.counters.orders_insufficient += 1,
         }
-        self.order_body(route, qty, sale, remaining, x, out)
+        self.order_body(route, qty, sale, remaining, false, x, out)
     }
 
-    /// Writes an order's answer without counting it (a replayed keyed answer is not a sale).
+    /// Writes an order's answer without counting it; a `replayed` keyed answer (not a sale) says
+    /// so in `Idempotent-Replayed: true`, as Stripe's API does; its status and body are the
+    /// first answer's.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn order_body(
         &self,
         route: Route,
         qty: u64,
         sale: Sale,
         remaining: u64,
+        replayed: bool,
         x: Exchange<'_>,
         out: &mut Vec<u8>,
     ) -> Reply {
-        json(out, x, 200, |o| {
+        let replayed_header: &[(&[u8], &[u8])] = &[(b"Idempotent-Replayed", b"true")];
+        let extra = if replayed { replayed_header } else { &[] };
+        json_with(out, x, 200, extra, |o| {
             o.extend_from_slice(match sale {
                 Sale::Sold => b"{\"success\":true,\"remaining\":",
                 Sale::Insufficient => b"{\"success\":false,\"remaining\":",
@@ -680,8 +686,8 @@ pub(super) fn json(
     json_with(out, x, status, &[], write_body)
 }
 
-/// The most extra header lines a JSON reply carries besides the common ones (`Allow` or
-/// `Retry-After`).
+/// The most extra header lines a JSON reply carries besides the common ones (`Allow`,
+/// `Retry-After` or `Idempotent-Replayed`).
 const EXTRA_HEADERS_MAX: usize = 1;
 
 /// Header lines a reply carries besides the extra ones: CORS (2) and `X-Request-Id` (1).
