@@ -265,3 +265,132 @@ fn concurrent_duplicates_sell_once() {
     }
     assert_eq!(drain(&server), 1000 - 5 * 7, "five keys, five sales");
 }
+
+/// Reads one HTTP/1.1 message (head, and a body by Content-Length) from `stream`, keeping what
+/// follows in `carry`; `None` when the stream ends first.
+fn read_message(stream: &mut TcpStream, carry: &mut Vec<u8>) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = carry.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&carry[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            let total = end + 4 + length;
+            while carry.len() < total {
+                let n = stream.read(&mut chunk).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                carry.extend_from_slice(&chunk[..n]);
+            }
+            return Some(carry.drain(..total).collect());
+        }
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        carry.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A TCP proxy in front of the vacancy service that injects one fault: the first reserve it
+/// sees goes to the vacancy service, which answers (and sells), and then the proxy closes the
+/// ticket tier's connection without passing the answer on. Everything else is relayed, one
+/// request and its answer at a time.
+struct FaultyProxy {
+    port: u16,
+    dropped: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl FaultyProxy {
+    fn start(upstream: std::net::SocketAddr) -> FaultyProxy {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dropped = Arc::new(AtomicU32::new(0));
+        let drops = dropped.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let drops = drops.clone();
+                std::thread::spawn(move || {
+                    let mut vacancy = TcpStream::connect(upstream).unwrap();
+                    let (mut from_client, mut from_vacancy) = (Vec::new(), Vec::new());
+                    while let Some(request) = read_message(&mut client, &mut from_client) {
+                        vacancy.write_all(&request).unwrap();
+                        let Some(answer) = read_message(&mut vacancy, &mut from_vacancy) else {
+                            return;
+                        };
+                        let reserve = request.starts_with(b"POST /api/v1/reserve");
+                        if reserve && drops.fetch_add(1, Ordering::SeqCst) == 0 {
+                            let _ = client.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        client.write_all(&answer).unwrap();
+                    }
+                });
+            }
+        });
+        FaultyProxy { port, dropped }
+    }
+}
+
+/// Reserves one ticket at a time straight from the vacancy service until refused.
+fn drain_vacancy(vacancy: &Server) -> u64 {
+    let mut sold = 0;
+    loop {
+        let reply = support::post(vacancy, "/api/v1/reserve", "{\"qty\":1}");
+        if reply.json("success").as_deref() != Some("true") {
+            return sold;
+        }
+        sold += 1;
+    }
+}
+
+#[test]
+fn the_ticket_tier_retries_a_reserve_whose_answer_was_lost() {
+    let vacancy = Server::start(&[
+        "--mode",
+        "vacancy",
+        "--shards",
+        "2",
+        "--initial-stock",
+        "10",
+    ]);
+    let proxy = FaultyProxy::start(vacancy.addr);
+    let url = format!("http://127.0.0.1:{}", proxy.port);
+    let ticket = Server::start(&[
+        "--mode",
+        "ticket",
+        "--shards",
+        "1",
+        "--vacancy-url",
+        &url,
+        "--vacancy-timeout",
+        "5",
+    ]);
+    // The reserve sells, its answer is lost with the connection: the ticket tier sends it again
+    // with the same key and the vacancy service answers what it did.
+    let reply = support::post(&ticket, "/api/v1/purchase", "{\"qty\":3}");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json("success").as_deref(), Some("true"), "{reply:?}");
+    assert_eq!(reply.json("remaining").as_deref(), Some("7"), "{reply:?}");
+    let attempts = proxy.dropped.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(attempts, 2, "the first attempt was cut, the retry went through");
+    // A client's own key reaches the vacancy service as one key, from any ticket connection.
+    let mut first = None;
+    for _ in 0..5 {
+        let reply = keyed(&mut ticket.connect(), "/api/v1/purchase", "client-k", "{\"qty\":2}");
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let answer = answer(&reply);
+        assert_eq!(first.get_or_insert(answer.clone()), &answer);
+    }
+    let reused = keyed(&mut ticket.connect(), "/api/v1/purchase", "client-k", "{\"qty\":1}");
+    assert_eq!(reused.status, 422, "{reused:?}");
+    let bad = keyed(&mut ticket.connect(), "/api/v1/purchase", "a b", "{\"qty\":1}");
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert_eq!(drain_vacancy(&vacancy), 10 - 3 - 2, "one sale each");
+}

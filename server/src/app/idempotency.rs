@@ -262,6 +262,11 @@ pub struct Keys {
     pub mail: Vec<(usize, KeyMail)>,
     /// The next id of a request waiting for its owner (from [`HOP_ID_BASE`]).
     next_hop: u64,
+    /// Ticket mode: when this table was made (ms since the Unix epoch), the high bits of the
+    /// keys the shard makes, so they differ from every earlier run's.
+    started_ms: u64,
+    /// Ticket mode: keys made so far.
+    made: u64,
     /// What the table has seen.
     pub counters: KeyCounters,
 }
@@ -277,6 +282,10 @@ impl Keys {
             orders: HashMap::default(),
             mail: Vec::new(),
             next_hop: HOP_ID_BASE,
+            started_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            made: 0,
             counters: KeyCounters::default(),
         }
     }
@@ -315,6 +324,16 @@ impl Keys {
         let id = self.next_hop;
         self.next_hop += 1;
         id
+    }
+
+    /// Ticket mode: a new key for a forwarded reserve that came without one: the start time
+    /// (48 bits of ms, good until the year 10889), the shard and a counter, so no two in any
+    /// run of any shard are equal (two runs of a shard never start within one millisecond).
+    pub fn made_key(&mut self, shard: usize) -> u128 {
+        self.made += 1;
+        (u128::from(self.started_ms & ((1 << 48) - 1)) << 80)
+            | ((shard as u128 & 0xffff) << 64)
+            | u128::from(self.made)
     }
 
     /// Drops answers older than the TTL (oldest first, so this stops at the first live one).
@@ -520,6 +539,15 @@ mod tests {
         let mut expired = table(1, 10);
         expired.restore(&[old], 1_010);
         assert!(expired.is_empty());
+    }
+
+    #[test]
+    fn made_keys_differ_by_shard_and_count() {
+        let mut t = table(60, 10);
+        let (a, b) = (t.made_key(0), t.made_key(0));
+        assert_ne!(a, b);
+        assert_ne!(t.made_key(1) & !0xffff_ffff_ffff_ffff, a & !0xffff_ffff_ffff_ffff);
+        assert_eq!(a >> 80, u128::from(t.started_ms & ((1 << 48) - 1)));
     }
 
     #[test]

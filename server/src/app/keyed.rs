@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::idempotency::{self, Fingerprint, KeyAnswer, KeyMail, Lookup, Origin};
 use super::routes::{error, App, Deferred, Exchange, Reply, Route};
 use crate::durability::journal::{keyed, Change};
+use crate::forward::upstream::{FailKind, ForwardKey};
 use crate::stock::rebalance::{OrderId, Placed};
 use crate::stock::slice::Sale;
 
@@ -75,6 +76,42 @@ impl App {
                 Reply::Deferred(Deferred::keyed(order, route, qty, key, x))
             }
         }
+    }
+
+    /// Ticket mode: the key a forwarded reserve carries: derived from the client's (400 when
+    /// it is not a key), or made here.
+    pub(super) fn forward_key(
+        &mut self,
+        value: Option<&[u8]>,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<ForwardKey, Reply> {
+        match value.map(idempotency::parse) {
+            None => Ok(ForwardKey::Made(self.keys.made_key(self.shard))),
+            Some(Ok(key)) => Ok(ForwardKey::Client(key)),
+            Some(Err(e)) => {
+                self.keys.counters.invalid += 1;
+                let status = 400;
+                Err(error(out, x, status, "idempotency_key_invalid", e.detail(), None))
+            }
+        }
+    }
+
+    /// Ticket mode: the vacancy service refused a keyed reserve for its key (409: in flight
+    /// still, after the retries; 422: the client reused its key for another quantity): the
+    /// client gets the same answer.
+    pub(super) fn forwarded_key_refused(
+        &mut self,
+        kind: FailKind,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Reply> {
+        let answer = match kind {
+            FailKind::KeyInFlight => KeyAnswer::InFlight,
+            FailKind::KeyReused => KeyAnswer::Reused,
+            _ => return None,
+        };
+        Some(self.key_reply(Route::Purchase, 0, answer, x, out))
     }
 
     /// Shard `from` asks this shard, the key's owner, to run a keyed request; the answer goes

@@ -310,7 +310,8 @@ impl App {
             );
         }
         if self.forwarding.is_some() {
-            if let Some(reply) = self.forward(route, body, x, out) {
+            let key = req.header(idempotency::HEADER);
+            if let Some(reply) = self.forward(route, key, body, x, out) {
                 return reply;
             }
         }
@@ -410,22 +411,28 @@ impl App {
 
     /// Ticket mode: purchase, a stale `/available` and `/ready` ask the vacancy service; `None`
     /// for what this shard answers itself (health, root, a fresh `/available`). A purchase's body
-    /// is checked here first, so bad input never leaves the ticket tier.
+    /// is checked here first, so bad input never leaves the ticket tier. A purchase's reserve
+    /// carries an `Idempotency-Key` (`key`, the client's, or one made here), so the forwarder may
+    /// send it again after a broken connection.
     fn forward(
         &mut self,
         route: Route,
+        key: Option<&[u8]>,
         body: &[u8],
         x: Exchange<'_>,
         out: &mut Vec<u8>,
     ) -> Option<Reply> {
-        let forwarding = self.forwarding.as_mut()?;
         let (request, qty) = match route {
             Route::Purchase => match parse_qty(body, self.max_order_qty) {
-                Ok(qty) => (Request::Reserve { qty }, qty),
+                Ok(qty) => match self.forward_key(key, x, out) {
+                    Ok(key) => (Request::KeyedReserve { qty, key }, qty),
+                    Err(reply) => return Some(reply),
+                },
                 Err(e) => return Some(self.body_error(e, x, out)),
             },
             Route::Available => {
-                if let Some(qty) = forwarding.fresh_available(Instant::now()) {
+                let fresh = self.forwarding.as_ref()?.fresh_available(Instant::now());
+                if let Some(qty) = fresh {
                     return Some(available(x, out, qty));
                 }
                 (Request::Available, 0)
@@ -435,7 +442,7 @@ impl App {
             Route::Metrics | Route::OpenApi | Route::Docs => return None,
         };
         self.counters.forwarded += 1;
-        let order = forwarding.forward(request, *x.request_id);
+        let order = self.forwarding.as_mut()?.forward(request, *x.request_id);
         Some(Reply::Deferred(Deferred::new(order, route, qty, x)))
     }
 

@@ -5,7 +5,8 @@ use crate::forward::upstream::FailKind;
 
 impl App {
     /// The vacancy service failed a forwarded request: 503 with the JSON error. A reserve that
-    /// may have been made says so; it is never retried (see README, "Ticket mode").
+    /// may have been made says so: the forwarder retried it with its `Idempotency-Key` while time
+    /// was left, and none of the attempts settled it (see README, "Ticket mode").
     pub(super) fn upstream_failed(
         &mut self,
         route: Route,
@@ -13,6 +14,9 @@ impl App {
         x: Exchange<'_>,
         out: &mut Vec<u8>,
     ) -> Reply {
+        if let Some(reply) = self.forwarded_key_refused(kind, x, out) {
+            return reply;
+        }
         self.counters.forward_failed += 1;
         let unknown = route == Route::Purchase && kind.outcome_unknown();
         if unknown {
@@ -26,8 +30,8 @@ impl App {
             (_, true, _) => (
                 "vacancy_outcome_unknown",
                 "the vacancy service took the request but its answer (or the lack of one) does \
-                 not say whether it was made: the purchase may or may not have been made, and it \
-                 was not retried",
+                 not say whether it was made: the purchase may or may not have been made, and no \
+                 retry could finish within VACANCY_TIMEOUT",
             ),
             (_, _, FailKind::Busy) => (
                 "vacancy_busy",
