@@ -11,6 +11,7 @@ pub mod body;
 pub mod cors;
 pub mod docs;
 pub mod exposition;
+mod forwarding;
 pub mod idempotency;
 mod info;
 mod keyed;

@@ -5,7 +5,7 @@
 //! holds is in [`App`].
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use proto_http::write::{write_no_content, write_response_with};
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
@@ -18,7 +18,7 @@ use crate::app::idempotency::{self, KeyAnswer, Keys};
 use crate::app::metrics::{self as counters, Counters};
 use crate::app::rate_limit::{RateLimit, Verdict};
 use crate::config::Mode;
-use crate::forward::upstream::{FailKind, Outcome, Request, RequestId};
+use crate::forward::upstream::{FailKind, Outcome};
 use crate::request_id::{self, Generator, XRequestId};
 use crate::stock::rebalance::{Node, OrderId, Outbox, Placed};
 use crate::stock::slice::Sale;
@@ -131,48 +131,7 @@ pub struct App {
     pub keys: Keys,
 }
 
-/// The ticket tier's side of a shard: what it asks the vacancy service, and its copy of the
-/// stock. Requests are queued here by `handle` and sent by the shard's forwarder
-/// ([`crate::forward`]); answers come back through [`App::finish_order`].
-#[derive(Debug)]
-pub struct Forwarding {
-    /// Requests to send, in order, each with its client request's `X-Request-Id`.
-    pub requests: Vec<(RequestId, Request, XRequestId)>,
-    /// The next request's id (also the id its connection waits on).
-    next_id: RequestId,
-    /// The vacancy service's last known stock and when it was learnt: `/available` answers from
-    /// it while it is younger than `cache_ttl`, as the original ticket service's cache did.
-    available: Option<(u64, Instant)>,
-    /// `CACHE_TTL_SECONDS`.
-    cache_ttl: Duration,
-}
-
-impl Forwarding {
-    /// Nothing queued, nothing known.
-    pub fn new(cache_ttl: Duration) -> Self {
-        Forwarding {
-            requests: Vec::new(),
-            next_id: 0,
-            available: None,
-            cache_ttl,
-        }
-    }
-
-    /// Queues `request`; returns its id.
-    fn forward(&mut self, request: Request, request_id: XRequestId) -> RequestId {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.requests.push((id, request, request_id));
-        id
-    }
-
-    /// The cached stock, if still fresh.
-    fn fresh_available(&self, now: Instant) -> Option<u64> {
-        self.available
-            .filter(|&(_, at)| now.saturating_duration_since(at) < self.cache_ttl)
-            .map(|(qty, _)| qty)
-    }
-}
+pub use crate::app::forwarding::Forwarding;
 
 /// What a deferred request waited for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,7 +181,7 @@ pub struct Deferred {
 
 impl Deferred {
     /// A request of `route` for `qty` that waits under the number `order`.
-    fn new(order: OrderId, route: Route, qty: u64, x: Exchange<'_>) -> Deferred {
+    pub(super) fn new(order: OrderId, route: Route, qty: u64, x: Exchange<'_>) -> Deferred {
         Deferred {
             order,
             route,
@@ -409,43 +368,6 @@ impl App {
         }
     }
 
-    /// Ticket mode: purchase, a stale `/available` and `/ready` ask the vacancy service; `None`
-    /// for what this shard answers itself (health, root, a fresh `/available`). A purchase's body
-    /// is checked here first, so bad input never leaves the ticket tier. A purchase's reserve
-    /// carries an `Idempotency-Key` (`key`, the client's, or one made here), so the forwarder may
-    /// send it again after a broken connection.
-    fn forward(
-        &mut self,
-        route: Route,
-        key: Option<&[u8]>,
-        body: &[u8],
-        x: Exchange<'_>,
-        out: &mut Vec<u8>,
-    ) -> Option<Reply> {
-        let (request, qty) = match route {
-            Route::Purchase => match parse_qty(body, self.max_order_qty) {
-                Ok(qty) => match self.forward_key(key, x, out) {
-                    Ok(key) => (Request::KeyedReserve { qty, key }, qty),
-                    Err(reply) => return Some(reply),
-                },
-                Err(e) => return Some(self.body_error(e, x, out)),
-            },
-            Route::Available => {
-                let fresh = self.forwarding.as_ref()?.fresh_available(Instant::now());
-                if let Some(qty) = fresh {
-                    return Some(available(x, out, qty));
-                }
-                (Request::Available, 0)
-            }
-            Route::Ready => (Request::Health, 0),
-            Route::Reserve | Route::Health | Route::Root => return None,
-            Route::Metrics | Route::OpenApi | Route::Docs => return None,
-        };
-        self.counters.forwarded += 1;
-        let order = self.forwarding.as_mut()?.forward(request, *x.request_id);
-        Some(Reply::Deferred(Deferred::new(order, route, qty, x)))
-    }
-
     /// Purchase or reserve: parse `{"qty":n}`, take from the slice, reply; or, when the slice
     /// cannot cover it, escalate it and answer later ([`App::finish_order`]).
     /// With an `Idempotency-Key` (`key`), the owner shard's table answers first
@@ -563,13 +485,6 @@ impl App {
         }
     }
 
-    /// Remembers the vacancy service's stock for `/available`.
-    fn learn_available(&mut self, qty: u64) {
-        if let Some(f) = self.forwarding.as_mut() {
-            f.available = Some((qty, Instant::now()));
-        }
-    }
-
     /// Counts an order's answer and writes it ([`App::order_body`]).
     pub(super) fn order_reply(
         &mut self,
@@ -626,7 +541,7 @@ impl App {
         })
     }
 
-    fn body_error(&mut self, e: BodyError, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+    pub(super) fn body_error(&mut self, e: BodyError, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
         self.counters.body_errors += 1;
         error(out, x, e.status(), e.code(), e.detail(), None)
     }
@@ -641,7 +556,7 @@ pub fn docs(mode: Mode, max_order_qty: u64) -> &'static Docs {
 }
 
 /// `{"qty":N}`.
-fn available(x: Exchange<'_>, out: &mut Vec<u8>, qty: u64) -> Reply {
+pub(super) fn available(x: Exchange<'_>, out: &mut Vec<u8>, qty: u64) -> Reply {
     json(out, x, 200, |o| {
         o.extend_from_slice(b"{\"qty\":");
         decimal(o, qty);

@@ -1,7 +1,11 @@
-//! The ticket tier's answer when the vacancy service failed a forwarded request.
+//! The ticket tier's side of `App`: what it forwards to the vacancy service (moved from
+//! `routes.rs`), and its answer when the vacancy service failed a forwarded request.
 
-use crate::app::routes::{error, App, Exchange, Reply, Route};
-use crate::forward::upstream::FailKind;
+use std::time::Instant;
+
+use crate::app::body::parse_qty;
+use crate::app::routes::{available, error, App, Deferred, Exchange, Reply, Route};
+use crate::forward::upstream::{FailKind, Request};
 
 impl App {
     /// The vacancy service failed a forwarded request: 503 with the JSON error. A reserve that
@@ -49,5 +53,52 @@ impl App {
             "forwarded request failed"
         );
         error(out, x, 503, code, detail, None)
+    }
+}
+
+impl App {
+    /// Ticket mode: purchase, a stale `/available` and `/ready` ask the vacancy service; `None`
+    /// for what this shard answers itself (health, root, a fresh `/available`). A purchase's body
+    /// is checked here first, so bad input never leaves the ticket tier. A purchase's reserve
+    /// carries an `Idempotency-Key` (`key`, the client's, or one made here), so the forwarder may
+    /// send it again after a broken connection.
+    pub(super) fn forward(
+        &mut self,
+        route: Route,
+        key: Option<&[u8]>,
+        body: &[u8],
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Reply> {
+        let (request, qty) = match route {
+            Route::Purchase => match parse_qty(body, self.max_order_qty) {
+                Ok(qty) => match self.forward_key(key, x, out) {
+                    Ok(key) => (Request::KeyedReserve { qty, key }, qty),
+                    Err(reply) => return Some(reply),
+                },
+                Err(e) => return Some(self.body_error(e, x, out)),
+            },
+            Route::Available => {
+                let fresh = self.forwarding.as_ref()?.fresh_available(Instant::now());
+                if let Some(qty) = fresh {
+                    return Some(available(x, out, qty));
+                }
+                (Request::Available, 0)
+            }
+            Route::Ready => (Request::Health, 0),
+            Route::Reserve | Route::Health | Route::Root => return None,
+            Route::Metrics | Route::OpenApi | Route::Docs => return None,
+        };
+        self.counters.forwarded += 1;
+        let order = self.forwarding.as_mut()?.forward(request, *x.request_id);
+        Some(Reply::Deferred(Deferred::new(order, route, qty, x)))
+    }
+
+
+    /// Remembers the vacancy service's stock for `/available`.
+    pub(super) fn learn_available(&mut self, qty: u64) {
+        if let Some(f) = self.forwarding.as_mut() {
+            f.available = Some((qty, Instant::now()));
+        }
     }
 }
