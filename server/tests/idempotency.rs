@@ -124,12 +124,24 @@ fn a_keyed_purchase_repeated_on_every_shard_sells_once() {
 #[test]
 fn a_keyed_sale_survives_kill_9_and_answers_the_same() {
     let dir = DataDir::new("kill9");
-    let args = ["--shards", "2", "--initial-stock", "10", "--data-dir", dir.arg()];
+    let args = [
+        "--shards",
+        "2",
+        "--initial-stock",
+        "10",
+        "--data-dir",
+        dir.arg(),
+    ];
     let mut server = Server::start(&args);
     let mut keys = Vec::new();
     for i in 0..6 {
         let key = format!("crash-{i}");
-        let reply = keyed(&mut server.connect(), "/api/v1/purchase", &key, "{\"qty\":1}");
+        let reply = keyed(
+            &mut server.connect(),
+            "/api/v1/purchase",
+            &key,
+            "{\"qty\":1}",
+        );
         assert_eq!(reply.json("success").as_deref(), Some("true"), "{reply:?}");
         keys.push((key, answer(&reply)));
     }
@@ -142,7 +154,11 @@ fn a_keyed_sale_survives_kill_9_and_answers_the_same() {
             assert_eq!(&answer(&reply), first, "{key} after kill -9");
         }
     }
-    assert_eq!(drain(&server), 4, "six keyed sales of one ticket, each once");
+    assert_eq!(
+        drain(&server),
+        4,
+        "six keyed sales of one ticket, each once"
+    );
 }
 
 #[test]
@@ -159,7 +175,12 @@ fn compaction_keeps_live_keys() {
         dir.arg(),
     ];
     let mut server = Server::start(&args);
-    let first = keyed(&mut server.connect(), "/api/v1/purchase", "kept", "{\"qty\":5}");
+    let first = keyed(
+        &mut server.connect(),
+        "/api/v1/purchase",
+        "kept",
+        "{\"qty\":5}",
+    );
     assert_eq!(first.json("success").as_deref(), Some("true"), "{first:?}");
     // 3,000 sale records (27 bytes each) pass the 64 KiB threshold: the file is compacted.
     let mut stream = server.connect();
@@ -185,8 +206,17 @@ fn compaction_keeps_live_keys() {
     assert!(file < 3_000 * 27, "the journal was compacted: {file} bytes");
     server.crash();
     let server = Server::start(&args);
-    let again = keyed(&mut server.connect(), "/api/v1/purchase", "kept", "{\"qty\":5}");
-    assert_eq!(answer(&again), answer(&first), "the key outlived the compaction");
+    let again = keyed(
+        &mut server.connect(),
+        "/api/v1/purchase",
+        "kept",
+        "{\"qty\":5}",
+    );
+    assert_eq!(
+        answer(&again),
+        answer(&first),
+        "the key outlived the compaction"
+    );
     assert!(!buy(&server, 10_000 - 3_000 - 5 + 1));
     assert!(buy(&server, 10_000 - 3_000 - 5));
 }
@@ -194,10 +224,20 @@ fn compaction_keeps_live_keys() {
 #[test]
 fn another_body_with_the_same_key_is_422() {
     let server = Server::start(&["--shards", "2", "--initial-stock", "100"]);
-    let first = keyed(&mut server.connect(), "/api/v1/purchase", "k-422", "{\"qty\":2}");
+    let first = keyed(
+        &mut server.connect(),
+        "/api/v1/purchase",
+        "k-422",
+        "{\"qty\":2}",
+    );
     assert_eq!(first.status, 200);
     // The same request written otherwise is the same request.
-    let same = keyed(&mut server.connect(), "/api/v1/purchase", "k-422", "{ \"qty\" : 2 }");
+    let same = keyed(
+        &mut server.connect(),
+        "/api/v1/purchase",
+        "k-422",
+        "{ \"qty\" : 2 }",
+    );
     assert_eq!(answer(&same), answer(&first));
     for (path, body) in [
         ("/api/v1/purchase", "{\"qty\":3}"),
@@ -218,7 +258,12 @@ fn bad_keys_are_400_and_sell_nothing() {
     let server = Server::start(&["--shards", "1", "--initial-stock", "5"]);
     let long = "k".repeat(256);
     for key in ["a b", long.as_str(), "caf\u{e9}"] {
-        let reply = keyed(&mut server.connect(), "/api/v1/purchase", key, "{\"qty\":1}");
+        let reply = keyed(
+            &mut server.connect(),
+            "/api/v1/purchase",
+            key,
+            "{\"qty\":1}",
+        );
         assert_eq!(reply.status, 400, "{key}: {reply:?}");
         assert_eq!(
             reply.json("code").as_deref(),
@@ -226,7 +271,12 @@ fn bad_keys_are_400_and_sell_nothing() {
         );
     }
     let max = "k".repeat(255);
-    let reply = keyed(&mut server.connect(), "/api/v1/purchase", &max, "{\"qty\":1}");
+    let reply = keyed(
+        &mut server.connect(),
+        "/api/v1/purchase",
+        &max,
+        "{\"qty\":1}",
+    );
     assert_eq!(reply.status, 200, "255 bytes is a key");
     let root = support::get(&server, "/");
     assert!(root.body.contains("\"invalid\":3"), "{}", root.body);
@@ -379,18 +429,36 @@ fn the_ticket_tier_retries_a_reserve_whose_answer_was_lost() {
     assert_eq!(reply.json("success").as_deref(), Some("true"), "{reply:?}");
     assert_eq!(reply.json("remaining").as_deref(), Some("7"), "{reply:?}");
     let attempts = proxy.dropped.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(attempts, 2, "the first attempt was cut, the retry went through");
+    assert_eq!(
+        attempts, 2,
+        "the first attempt was cut, the retry went through"
+    );
     // A client's own key reaches the vacancy service as one key, from any ticket connection.
     let mut first = None;
     for _ in 0..5 {
-        let reply = keyed(&mut ticket.connect(), "/api/v1/purchase", "client-k", "{\"qty\":2}");
+        let reply = keyed(
+            &mut ticket.connect(),
+            "/api/v1/purchase",
+            "client-k",
+            "{\"qty\":2}",
+        );
         assert_eq!(reply.status, 200, "{reply:?}");
         let answer = answer(&reply);
         assert_eq!(first.get_or_insert(answer.clone()), &answer);
     }
-    let reused = keyed(&mut ticket.connect(), "/api/v1/purchase", "client-k", "{\"qty\":1}");
+    let reused = keyed(
+        &mut ticket.connect(),
+        "/api/v1/purchase",
+        "client-k",
+        "{\"qty\":1}",
+    );
     assert_eq!(reused.status, 422, "{reused:?}");
-    let bad = keyed(&mut ticket.connect(), "/api/v1/purchase", "a b", "{\"qty\":1}");
+    let bad = keyed(
+        &mut ticket.connect(),
+        "/api/v1/purchase",
+        "a b",
+        "{\"qty\":1}",
+    );
     assert_eq!(bad.status, 400, "{bad:?}");
     assert_eq!(drain_vacancy(&vacancy), 10 - 3 - 2, "one sale each");
 }

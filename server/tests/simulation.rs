@@ -371,7 +371,7 @@ fn key_name(k: u64) -> String {
 /// The quantity key `k` always asks for (a key reused with another body would be a 422): one
 /// key in four asks for a third of the stock, so keyed orders gather and fail too.
 fn key_qty(k: u64, stock: u64) -> u64 {
-    if k % 4 == 0 {
+    if k.is_multiple_of(4) {
         1 + stock / 3
     } else {
         1 + k % 3
@@ -630,9 +630,10 @@ impl<'c> Sim<'c> {
             None => purchase(qty),
         };
         let now = self.now();
-        let step = self.shards[at]
-            .core
-            .input(key, &mut client.conn, &request, &mut client.out, now);
+        let step =
+            self.shards[at]
+                .core
+                .input(key, &mut client.conn, &request, &mut client.out, now);
         self.check_refusals(at);
         let refused = self.shards[at].core.app.node.moves().orders_refused_locally - refused_before;
         self.coverage.refused_locally += refused;

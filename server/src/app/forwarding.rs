@@ -49,5 +49,3 @@ impl Forwarding {
             .map(|(qty, _)| qty)
     }
 }
-
-

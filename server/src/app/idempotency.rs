@@ -546,7 +546,10 @@ mod tests {
         let mut t = table(60, 10);
         let (a, b) = (t.made_key(0), t.made_key(0));
         assert_ne!(a, b);
-        assert_ne!(t.made_key(1) & !0xffff_ffff_ffff_ffff, a & !0xffff_ffff_ffff_ffff);
+        assert_ne!(
+            t.made_key(1) & !0xffff_ffff_ffff_ffff,
+            a & !0xffff_ffff_ffff_ffff
+        );
         assert_eq!(a >> 80, u128::from(t.started_ms & ((1 << 48) - 1)));
     }
 

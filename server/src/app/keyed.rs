@@ -72,27 +72,25 @@ impl App {
         }
         match self.run_keyed(key, fingerprint, Origin::Local) {
             KeyStep::Answer(answer) => self.key_reply(route, qty, answer, x, out),
-            KeyStep::Waiting(order) => {
-                Reply::Deferred(Deferred::keyed(order, route, qty, key, x))
-            }
+            KeyStep::Waiting(order) => Reply::Deferred(Deferred::keyed(order, route, qty, key, x)),
         }
     }
 
-    /// Ticket mode: the key a forwarded reserve carries: derived from the client's (400 when
-    /// it is not a key), or made here.
+    /// Ticket mode: the key a forwarded reserve carries: derived from the client's, or made
+    /// here; `None` when the client's is not a key (the 400 is written: `Reply::Done(400)`).
     pub(super) fn forward_key(
         &mut self,
         value: Option<&[u8]>,
         x: Exchange<'_>,
         out: &mut Vec<u8>,
-    ) -> Result<ForwardKey, Reply> {
+    ) -> Option<ForwardKey> {
         match value.map(idempotency::parse) {
-            None => Ok(ForwardKey::Made(self.keys.made_key(self.shard))),
-            Some(Ok(key)) => Ok(ForwardKey::Client(key)),
+            None => Some(ForwardKey::Made(self.keys.made_key(self.shard))),
+            Some(Ok(key)) => Some(ForwardKey::Client(key)),
             Some(Err(e)) => {
                 self.keys.counters.invalid += 1;
-                let status = 400;
-                Err(error(out, x, status, "idempotency_key_invalid", e.detail(), None))
+                error(out, x, 400, "idempotency_key_invalid", e.detail(), None);
+                None
             }
         }
     }
@@ -117,7 +115,8 @@ impl App {
     /// Shard `from` asks this shard, the key's owner, to run a keyed request; the answer goes
     /// back in mail (now, or once the coordinator decided).
     pub fn key_ask(&mut self, from: usize, id: u64, key: u128, fingerprint: Fingerprint) {
-        if let KeyStep::Answer(answer) = self.run_keyed(key, fingerprint, Origin::Remote { from, id })
+        if let KeyStep::Answer(answer) =
+            self.run_keyed(key, fingerprint, Origin::Remote { from, id })
         {
             self.keys.mail.push((from, KeyMail::Answer { id, answer }));
         }

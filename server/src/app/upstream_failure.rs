@@ -73,8 +73,8 @@ impl App {
         let (request, qty) = match route {
             Route::Purchase => match parse_qty(body, self.max_order_qty) {
                 Ok(qty) => match self.forward_key(key, x, out) {
-                    Ok(key) => (Request::KeyedReserve { qty, key }, qty),
-                    Err(reply) => return Some(reply),
+                    Some(key) => (Request::KeyedReserve { qty, key }, qty),
+                    None => return Some(Reply::Done(400)),
                 },
                 Err(e) => return Some(self.body_error(e, x, out)),
             },
@@ -93,7 +93,6 @@ impl App {
         let order = self.forwarding.as_mut()?.forward(request, *x.request_id);
         Some(Reply::Deferred(Deferred::new(order, route, qty, x)))
     }
-
 
     /// Remembers the vacancy service's stock for `/available`.
     pub(super) fn learn_available(&mut self, qty: u64) {

@@ -273,9 +273,8 @@ impl Forwarder {
             let keyed = matches!(p.request, Request::KeyedReserve { .. });
             p.maybe_sold |= kind.outcome_unknown();
             let retry = if keyed {
-                let safe = kind.is_retryable()
-                    || kind.outcome_unknown()
-                    || kind == FailKind::KeyInFlight;
+                let safe =
+                    kind.is_retryable() || kind.outcome_unknown() || kind == FailKind::KeyInFlight;
                 safe && p.retries + 1 < KEYED_ATTEMPTS_MAX
             } else {
                 kind.is_retryable() && p.retries == 0

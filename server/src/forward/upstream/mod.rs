@@ -261,7 +261,10 @@ mod tests {
         let made = ForwardKey::Made(0x0123_4567_89ab_cdef_0000_0000_0000_00ff);
         assert_eq!(made.write(&mut buf), b"t-0123456789abcdef00000000000000ff");
         let client = ForwardKey::Client(u128::MAX);
-        assert_eq!(client.write(&mut buf), b"c-ffffffffffffffffffffffffffffffff");
+        assert_eq!(
+            client.write(&mut buf),
+            b"c-ffffffffffffffffffffffffffffffff"
+        );
     }
 
     /// The vacancy service at 127.0.0.1:8001, a 2 s timeout, default limits.

@@ -18,13 +18,15 @@ pub(super) fn outcome(request: Request, status: u16, body: &[u8]) -> Outcome {
         return Outcome::Failed(kind);
     }
     let read = match request {
-        Request::Reserve { .. } | Request::KeyedReserve { .. } => reserve_reply(body).map(|(success, remaining)| {
-            if success {
-                Outcome::Reserved { remaining }
-            } else {
-                Outcome::Insufficient { remaining }
-            }
-        }),
+        Request::Reserve { .. } | Request::KeyedReserve { .. } => {
+            reserve_reply(body).map(|(success, remaining)| {
+                if success {
+                    Outcome::Reserved { remaining }
+                } else {
+                    Outcome::Insufficient { remaining }
+                }
+            })
+        }
         Request::Available => available_reply(body).map(|qty| Outcome::Available { qty }),
         // A 200 that says `"status": "healthy"`: a stray server answering 200 to anything is
         // not our vacancy service.
