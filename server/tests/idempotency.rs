@@ -147,13 +147,17 @@ fn a_keyed_sale_survives_kill_9_and_answers_the_same() {
     }
     server.crash();
     let server = Server::start(&args);
+    let mut shards_seen = [0u32; 2];
     for (key, first) in &keys {
-        for _ in 0..4 {
+        for _ in 0..10 {
             let mut stream = server.connect();
+            shards_seen[shard_of(&mut stream) as usize] += 1;
             let reply = keyed(&mut stream, "/api/v1/purchase", key, "{\"qty\":1}");
             assert_eq!(&answer(&reply), first, "{key} after kill -9");
+            assert_eq!(reply.header("idempotent-replayed"), Some("true"));
         }
     }
+    assert!(shards_seen.iter().all(|&n| n > 0), "{shards_seen:?}");
     assert_eq!(
         drain(&server),
         4,
