@@ -74,6 +74,7 @@ fn warm_requests_allocate_nothing() {
         scraped: Vec::new(),
         request_ids: ticketd::request_id::Generator::new(0),
         rate_limit: None,
+        keys: ticketd::app::idempotency::Keys::new(ticketd::app::idempotency::Settings::DEFAULT),
     };
     let limits = ConnLimits {
         http: Limits::default(),
@@ -166,6 +167,7 @@ fn warm_requests_through_the_core_and_its_journal_allocate_nothing() {
             board: ticketd::app::board::Board::leak(1),
             docs: ticketd::app::routes::docs(Mode::Monolith, 1_000_000_000),
             rate_limit: ticketd::app::rate_limit::Settings::OFF,
+            idempotency: ticketd::app::idempotency::Settings::DEFAULT,
         },
         Some(tail),
     );
@@ -239,6 +241,7 @@ fn rate_limited_requests_from_known_addresses_allocate_nothing() {
             burst: 1,
             all_routes: false,
         }),
+        keys: ticketd::app::idempotency::Keys::new(ticketd::app::idempotency::Settings::DEFAULT),
     };
     let limits = ConnLimits {
         http: Limits::default(),

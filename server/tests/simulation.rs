@@ -233,6 +233,9 @@ struct Coverage {
     /// Restarts that found a restock whose answer had not been sent.
     restocks_in_flight_at_crash: u64,
     quiet_deliveries_max: u64,
+    /// Answers to keyed orders clients read (200), and of them replays.
+    keyed_answers: u64,
+    keyed_replays: u64,
 }
 
 impl Coverage {
@@ -246,7 +249,8 @@ impl Coverage {
              tickets in transit {} times; {} tickets acknowledged, {} refusals seen; {} orders \
              ({} refused on the spot by the bound), {:.2} protocol messages per order; settling \
              went at most {} deliveries without an answer; {} restocks ({} acknowledged, {} in \
-             flight at a crash), {} sales closed or opened, {} orders refused as closed",
+             flight at a crash), {} sales closed or opened, {} orders refused as closed; {} keyed \
+             answers, {} of them replays",
             self.steps,
             self.seeds,
             self.crashes,
@@ -277,7 +281,9 @@ impl Coverage {
             self.restocks_acked,
             self.restocks_in_flight_at_crash,
             self.sales_changes,
-            self.orders_closed
+            self.orders_closed,
+            self.keyed_answers,
+            self.keyed_replays
         )
     }
 }
@@ -302,6 +308,8 @@ struct Client {
     waiting: bool,
     /// An operator's request on the admin connection instead of an order.
     admin: Option<AdminAsk>,
+    /// The number of its `Idempotency-Key`, if it sent one.
+    key: Option<u64>,
 }
 
 /// What an operator asked on the coordinator's admin connection.
@@ -352,6 +360,7 @@ fn core_config(shard: usize, shards: usize, stock: u64) -> CoreConfig {
         board: board(),
         docs: docs(),
         rate_limit: ticketd::app::rate_limit::Settings::OFF,
+        idempotency: ticketd::app::idempotency::Settings::DEFAULT,
     }
 }
 
@@ -387,8 +396,10 @@ fn open_shards(
         let mut opened = Vec::with_capacity(shards);
         for (i, start) in recovered.shards.iter().enumerate() {
             let (writer, tail) = Writer::open(&store, start.clone(), compact_bytes).await?;
+            let mut core = ShardCore::new(core_config(i, shards, recovered.available), Some(tail));
+            core.restore_keys(&start.keys);
             opened.push(SimShard {
-                core: ShardCore::new(core_config(i, shards, recovered.available), Some(tail)),
+                core,
                 writer,
                 file: start.file.clone(),
                 staged: None,
@@ -403,6 +414,39 @@ fn purchase(qty: u64) -> Vec<u8> {
     let body = format!("{{\"qty\":{qty}}}");
     format!(
         "POST /api/v1/purchase HTTP/1.1\r\nHost: sim\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Idempotency keys a run uses: few, so keys repeat often, within a life and across crashes.
+const KEYS: u64 = 12;
+
+/// One in this many orders carries an `Idempotency-Key`.
+const KEYED_ONE_IN: u64 = 4;
+
+/// The `Idempotency-Key` value of key number `k`.
+fn key_name(k: u64) -> String {
+    format!("sim-key-{k}")
+}
+
+/// The quantity key `k` always asks for (a key reused with another body would be a 422): one
+/// key in four asks for a third of the stock, so keyed orders gather and fail too.
+fn key_qty(k: u64, stock: u64) -> u64 {
+    if k.is_multiple_of(4) {
+        1 + stock / 3
+    } else {
+        1 + k % 3
+    }
+}
+
+/// The bytes of a keyed purchase of `qty`.
+fn keyed_purchase(qty: u64, k: u64) -> Vec<u8> {
+    let body = format!("{{\"qty\":{qty}}}");
+    format!(
+        "POST /api/v1/purchase HTTP/1.1\r\nHost: sim\r\nIdempotency-Key: {}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        key_name(k),
         body.len()
     )
     .into_bytes()
@@ -427,6 +471,9 @@ struct Sim<'c> {
     // The run, across lives.
     disk: MemDisk,
     stock: u64,
+    /// The stock of the run's first life: keyed orders take their quantity from it, so a key
+    /// asks the same quantity across restocks (another would be a 422).
+    first_stock: u64,
     rng: Rng,
     steps: u64,
     /// The simulated clock's origin.
@@ -461,6 +508,13 @@ struct Sim<'c> {
     acked: u64,
     /// A journal failed in this life: the step at which the machine crashes.
     crash_due: Option<u64>,
+    /// Over every life: the body of the first answer a client was given for each key (a
+    /// replay must repeat it; no key acknowledged once is executed again).
+    keyed_acks: HashMap<u64, String>,
+    /// Keys some client was answered for before this life: none may execute again.
+    keyed_before: std::collections::HashSet<u64>,
+    /// Keys whose execution a client read in this life (an execution answers once).
+    keyed_executed: std::collections::HashSet<u64>,
 }
 
 impl<'c> Sim<'c> {
@@ -488,6 +542,7 @@ impl<'c> Sim<'c> {
         let mut sim = Sim {
             disk: MemDisk::new(),
             stock,
+            first_stock: stock,
             rng,
             steps: 0,
             origin: Instant::now(),
@@ -506,6 +561,9 @@ impl<'c> Sim<'c> {
             next_key: 0,
             acked: 0,
             crash_due: None,
+            keyed_acks: HashMap::new(),
+            keyed_before: Default::default(),
+            keyed_executed: Default::default(),
         };
         sim.restart(shards, compact_bytes, 0);
         sim
@@ -655,8 +713,13 @@ impl<'c> Sim<'c> {
 
     /// A client asks shard `at` for `qty` tickets.
     fn order(&mut self, at: usize, qty: u64) {
+        self.order_keyed(at, qty, None);
+    }
+
+    /// A client asks shard `at` for `qty` tickets, with key number `key` if any.
+    fn order_keyed(&mut self, at: usize, qty: u64, idem: Option<u64>) {
         if self.trace {
-            eprintln!("order at {at} qty {qty}");
+            eprintln!("order at {at} qty {qty} idempotency key {idem:?}");
         }
         self.next_key += 1;
         self.coverage.orders += 1;
@@ -669,12 +732,20 @@ impl<'c> Sim<'c> {
             qty,
             waiting: false,
             admin: None,
+            key: None,
+        };
+        let request = match idem {
+            Some(k) => {
+                client.key = Some(k);
+                keyed_purchase(qty, k)
+            }
+            None => purchase(qty),
         };
         let now = self.now();
         let step =
             self.shards[at]
                 .core
-                .input(key, &mut client.conn, &purchase(qty), &mut client.out, now);
+                .input(key, &mut client.conn, &request, &mut client.out, now);
         self.check_refusals(at);
         let refused = self.shards[at].core.app.node.moves().orders_refused_locally - refused_before;
         self.coverage.refused_locally += refused;
@@ -703,6 +774,7 @@ impl<'c> Sim<'c> {
             qty: 0,
             waiting: false,
             admin: Some(ask),
+            key: None,
         };
         let now = self.now();
         let step = self.shards[COORDINATOR].core.input(
@@ -760,7 +832,12 @@ impl<'c> Sim<'c> {
                 if let (Some(ask), false) = (client.admin, client.out.is_empty()) {
                     let bytes = std::mem::take(&mut client.out);
                     self.read_admin(ask, &bytes);
-                } else if !client.out.is_empty() {
+                } else if let (false, Some(k)) = (client.out.is_empty(), client.key) {
+                    let (qty, out) = (client.qty, std::mem::take(&mut client.out));
+                    self.keyed_answer(k, qty, &out);
+                }
+                let client = self.clients.get_mut(&key).expect("a live client");
+                if !client.out.is_empty() {
                     let qty = client.qty;
                     let closed = client.out.starts_with(b"HTTP/1.1 409");
                     let seen = read_response(&client.out);
@@ -786,6 +863,74 @@ impl<'c> Sim<'c> {
                     self.shards[at].core.closed(key);
                 }
             }
+        }
+    }
+
+    /// A client with key number `k` read `out` (released): a first answer counts its tickets;
+    /// a replay (`Idempotent-Replayed`) repeats the first acknowledged answer's body, and a key
+    /// acknowledged once is never executed again.
+    fn keyed_answer(&mut self, k: u64, qty: u64, out: &[u8]) {
+        let text = String::from_utf8_lossy(out).to_string();
+        match text.get(9..12).unwrap_or("") {
+            "409" | "503" => return,
+            "200" => {}
+            _ => panic!("a keyed order got an unexpected response: {text}"),
+        }
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        let replayed = text.contains("Idempotent-Replayed: true");
+        let sold = body.contains("\"success\":true");
+        self.coverage.keyed_answers += 1;
+        self.coverage.keyed_replays += u64::from(replayed);
+        if !replayed {
+            assert!(
+                !self.keyed_before.contains(&k),
+                "key {k} was executed again after a restart, though acknowledged before it"
+            );
+            assert!(
+                self.keyed_executed.insert(k),
+                "key {k} was executed twice in one life"
+            );
+        }
+        match self.keyed_acks.get(&k) {
+            Some(first) => {
+                assert_eq!(first, &body, "key {k}'s answers differ");
+            }
+            None => {
+                self.keyed_acks.insert(k, body);
+                if sold {
+                    // Its sale is durable (in this life or one a crash ended).
+                    self.acked_total += qty;
+                    self.coverage.tickets_acked += qty;
+                }
+            }
+        }
+        if sold && !replayed {
+            // A first answer comes only from its execution, in this life.
+            self.acked += qty;
+        }
+        if !sold && !replayed {
+            // A replayed refusal was counted when it was first given (maybe before a restock).
+            self.coverage.refusals_seen += 1;
+            let slack = i128::from(qty) - i128::from(self.stock_at_start);
+            self.refused_min = Some(self.refused_min.map_or(slack, |m| m.min(slack)));
+        }
+    }
+
+    /// Every key a client was answered for is in its owner shard's table, with that answer:
+    /// recovery kept it, so a retry replays it instead of selling again.
+    fn check_keys_recovered(&self) {
+        use ticketd::app::idempotency::digest;
+        use ticketd::durability::journal::keyed::owner;
+        for (&k, body) in &self.keyed_acks {
+            let key = digest(key_name(k).as_bytes());
+            let shard = &self.shards[owner(key, self.n())];
+            let record = shard.core.app.keys.get(key);
+            let record = record.unwrap_or_else(|| panic!("key {k} was lost by a restart"));
+            let remaining = format!("\"remaining\":{},", record.remaining);
+            assert!(
+                body.contains(&remaining) && body.contains("\"success\":true") == record.sold,
+                "key {k}: recovered {record:?}, answered {body}"
+            );
         }
     }
 
@@ -1147,6 +1292,9 @@ impl<'c> Sim<'c> {
         self.clients.clear();
         self.acked = 0;
         self.crash_due = None;
+        self.check_keys_recovered();
+        self.keyed_before = self.keyed_acks.keys().copied().collect();
+        self.keyed_executed.clear();
         self.check();
     }
 
@@ -1168,6 +1316,10 @@ impl<'c> Sim<'c> {
                     _ => AdminAsk::Restock(1 + self.rng.below(self.stock / 4 + 8)),
                 };
                 self.admin(ask);
+            }
+            0..=27 if self.rng.below(KEYED_ONE_IN) == 0 => {
+                let k = self.rng.below(KEYS);
+                self.order_keyed(at, key_qty(k, self.first_stock), Some(k));
             }
             0..=27 => {
                 let qty = match self.rng.below(20) {

@@ -4,7 +4,8 @@
 //! `/metrics`: the snapshots every shard publishes ([`board`]) rendered in Prometheus' text format
 //! ([`exposition`]); `info` (`/`, `/ready`, the documents) and `upstream_failure` (the ticket
 //! tier's 503s) are more of `App`'s replies, kept apart so `routes` stays short; [`admin`] is the
-//! admin listener's routes (restock, sales closed or opened, stock and journal state).
+//! admin listener's routes (restock, sales closed or opened, stock and journal state); `keyed`
+//! runs orders carrying an `Idempotency-Key` against the table of [`idempotency`].
 
 pub mod admin;
 pub mod board;
@@ -12,7 +13,10 @@ pub mod body;
 pub mod cors;
 pub mod docs;
 pub mod exposition;
+mod forwarding;
+pub mod idempotency;
 mod info;
+mod keyed;
 pub mod latency;
 pub mod metrics;
 pub mod rate_limit;

@@ -5,7 +5,7 @@
 //! holds is in [`App`].
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use proto_http::write::{write_no_content, write_response_with};
 use proto_http::{HttpDate, Method, RequestHead, Response, Version};
@@ -14,10 +14,11 @@ use crate::app::board::{Board, Published};
 use crate::app::body::{parse_qty, BodyError};
 use crate::app::cors::{self, Cors, Grant};
 use crate::app::docs::{Doc, Docs};
+use crate::app::idempotency::{self, KeyAnswer, Keys};
 use crate::app::metrics::{self as counters, Counters};
 use crate::app::rate_limit::{RateLimit, Verdict};
 use crate::config::Mode;
-use crate::forward::upstream::{FailKind, Outcome, Request, RequestId};
+use crate::forward::upstream::{FailKind, Outcome};
 use crate::request_id::{self, Generator, XRequestId};
 use crate::stock::rebalance::{Node, OrderId, Outbox, Placed};
 use crate::stock::slice::Sale;
@@ -129,50 +130,11 @@ pub struct App {
     /// Per-client-address token buckets (`--rate-limit-purchases-per-second`); `None` when off,
     /// so the limit costs one branch then.
     pub rate_limit: Option<RateLimit>,
+    /// The `Idempotency-Key`s this shard owns, and keyed requests in flight ([`idempotency`]).
+    pub keys: Keys,
 }
 
-/// The ticket tier's side of a shard: what it asks the vacancy service, and its copy of the
-/// stock. Requests are queued here by `handle` and sent by the shard's forwarder
-/// ([`crate::forward`]); answers come back through [`App::finish_order`].
-#[derive(Debug)]
-pub struct Forwarding {
-    /// Requests to send, in order, each with its client request's `X-Request-Id`.
-    pub requests: Vec<(RequestId, Request, XRequestId)>,
-    /// The next request's id (also the id its connection waits on).
-    next_id: RequestId,
-    /// The vacancy service's last known stock and when it was learnt: `/available` answers from
-    /// it while it is younger than `cache_ttl`, as the original ticket service's cache did.
-    available: Option<(u64, Instant)>,
-    /// `CACHE_TTL_SECONDS`.
-    cache_ttl: Duration,
-}
-
-impl Forwarding {
-    /// Nothing queued, nothing known.
-    pub fn new(cache_ttl: Duration) -> Self {
-        Forwarding {
-            requests: Vec::new(),
-            next_id: 0,
-            available: None,
-            cache_ttl,
-        }
-    }
-
-    /// Queues `request`; returns its id.
-    fn forward(&mut self, request: Request, request_id: XRequestId) -> RequestId {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.requests.push((id, request, request_id));
-        id
-    }
-
-    /// The cached stock, if still fresh.
-    fn fresh_available(&self, now: Instant) -> Option<u64> {
-        self.available
-            .filter(|&(_, at)| now.saturating_duration_since(at) < self.cache_ttl)
-            .map(|(qty, _)| qty)
-    }
-}
+pub use crate::app::forwarding::Forwarding;
 
 /// What a deferred request waited for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +147,8 @@ pub enum Answer {
     Halted,
     /// An operator's operation is done (`app/admin.rs`).
     Operated(crate::stock::rebalance::Operated),
+    /// The owner shard of a keyed request answered it (monolith, vacancy).
+    Keyed(KeyAnswer),
 }
 
 /// How a request was answered.
@@ -216,6 +180,8 @@ pub struct Deferred {
     pub cors: Grant,
     /// The request's `X-Request-Id`, for its response when it comes.
     pub request_id: XRequestId,
+    /// The digest of its `Idempotency-Key`, for a keyed order.
+    pub key: Option<u128>,
 }
 
 impl Deferred {
@@ -230,6 +196,21 @@ impl Deferred {
             head: x.head,
             cors: x.cors,
             request_id: *x.request_id,
+            key: None,
+        }
+    }
+
+    /// A keyed order of `route` for `qty` that waits under the number `order`.
+    pub(super) fn keyed(
+        order: OrderId,
+        route: Route,
+        qty: u64,
+        key: u128,
+        x: Exchange<'_>,
+    ) -> Deferred {
+        Deferred {
+            key: Some(key),
+            ..Deferred::new(order, route, qty, x)
         }
     }
 }
@@ -293,13 +274,17 @@ impl App {
             );
         }
         if self.forwarding.is_some() {
-            if let Some(reply) = self.forward(route, body, x, out) {
+            let key = req.header(idempotency::HEADER);
+            if let Some(reply) = self.forward(route, key, body, x, out) {
                 return reply;
             }
         }
         match route {
             Route::Available => available(x, out, self.node.total_available()),
-            Route::Purchase | Route::Reserve => self.order(route, body, x, out),
+            Route::Purchase | Route::Reserve => {
+                let key = req.header(idempotency::HEADER);
+                self.order(route, key, body, x, out)
+            }
             Route::Health => {
                 let mode = self.mode.as_str().as_bytes();
                 json(out, x, 200, |o| {
@@ -322,7 +307,11 @@ impl App {
             // What this process is, and this shard's counters (parser errors by kind).
             Route::Root => json(out, x, 200, |o| {
                 let (mode, shards, shard) = (self.mode, self.shards, self.shard);
-                counters::write_root(o, mode, shards, shard, &self.node, &self.counters)
+                counters::write_root(o, mode, shards, shard, &self.node, &self.counters);
+                // One more member in the object: `,"idempotency":{...}}`.
+                o.pop();
+                self.keys.write_root(o);
+                o.push(b'}');
             }),
             Route::Metrics => self.metrics(req, x, out),
             Route::OpenApi => self.document(Doc::OpenApi, req, x, out),
@@ -385,44 +374,25 @@ impl App {
         }
     }
 
-    /// Ticket mode: purchase, a stale `/available` and `/ready` ask the vacancy service; `None`
-    /// for what this shard answers itself (health, root, a fresh `/available`). A purchase's body
-    /// is checked here first, so bad input never leaves the ticket tier.
-    fn forward(
+    /// Purchase or reserve: parse `{"qty":n}`, take from the slice, reply; or, when the slice
+    /// cannot cover it, escalate it and answer later ([`App::finish_order`]).
+    /// With an `Idempotency-Key` (`key`), the owner shard's table answers first
+    /// ([`App::keyed_order`]).
+    fn order(
         &mut self,
         route: Route,
+        key: Option<&[u8]>,
         body: &[u8],
         x: Exchange<'_>,
         out: &mut Vec<u8>,
-    ) -> Option<Reply> {
-        let forwarding = self.forwarding.as_mut()?;
-        let (request, qty) = match route {
-            Route::Purchase => match parse_qty(body, self.max_order_qty) {
-                Ok(qty) => (Request::Reserve { qty }, qty),
-                Err(e) => return Some(self.body_error(e, x, out)),
-            },
-            Route::Available => {
-                if let Some(qty) = forwarding.fresh_available(Instant::now()) {
-                    return Some(available(x, out, qty));
-                }
-                (Request::Available, 0)
-            }
-            Route::Ready => (Request::Health, 0),
-            Route::Reserve | Route::Health | Route::Root => return None,
-            Route::Metrics | Route::OpenApi | Route::Docs | Route::Admin => return None,
-        };
-        self.counters.forwarded += 1;
-        let order = forwarding.forward(request, *x.request_id);
-        Some(Reply::Deferred(Deferred::new(order, route, qty, x)))
-    }
-
-    /// Purchase or reserve: parse `{"qty":n}`, take from the slice, reply; or, when the slice
-    /// cannot cover it, escalate it and answer later ([`App::finish_order`]).
-    fn order(&mut self, route: Route, body: &[u8], x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+    ) -> Reply {
         let qty = match parse_qty(body, self.max_order_qty) {
             Ok(qty) => qty,
             Err(e) => return self.body_error(e, x, out),
         };
+        if let Some(value) = key {
+            return self.keyed_order(route, qty, value, x, out);
+        }
         if self.halted {
             self.counters.orders_refused += 1;
             return error(
@@ -475,11 +445,15 @@ impl App {
         let outcome = match answer {
             Answer::Decided(sale) => {
                 self.node.maybe_refill(&mut self.outbox);
+                if let Some(answer) = self.decided_key(d.key) {
+                    return self.key_reply(d.route, d.qty, answer, x, out);
+                }
                 let remaining = self.node.total_available();
                 return self.order_reply(d.route, d.qty, sale, remaining, x, out);
             }
             Answer::Upstream(outcome) => outcome,
             Answer::Operated(op) => return self.operated_reply(op, x, out),
+            Answer::Keyed(answer) => return self.key_reply(d.route, d.qty, answer, x, out),
             Answer::Halted => {
                 self.counters.orders_refused += 1;
                 return error(
@@ -523,14 +497,8 @@ impl App {
         }
     }
 
-    /// Remembers the vacancy service's stock for `/available`.
-    fn learn_available(&mut self, qty: u64) {
-        if let Some(f) = self.forwarding.as_mut() {
-            f.available = Some((qty, Instant::now()));
-        }
-    }
-
-    fn order_reply(
+    /// Counts an order's answer and writes it ([`App::order_body`]).
+    pub(super) fn order_reply(
         &mut self,
         route: Route,
         qty: u64,
@@ -546,7 +514,26 @@ impl App {
             }
             Sale::Insufficient => self.counters.orders_insufficient += 1,
         }
-        json(out, x, 200, |o| {
+        self.order_body(route, qty, sale, remaining, false, x, out)
+    }
+
+    /// Writes an order's answer without counting it; a `replayed` keyed answer (not a sale) says
+    /// so in `Idempotent-Replayed: true`, as Stripe's API does; its status and body are the
+    /// first answer's.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn order_body(
+        &self,
+        route: Route,
+        qty: u64,
+        sale: Sale,
+        remaining: u64,
+        replayed: bool,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Reply {
+        let replayed_header: &[(&[u8], &[u8])] = &[(b"Idempotent-Replayed", b"true")];
+        let extra = if replayed { replayed_header } else { &[] };
+        json_with(out, x, 200, extra, |o| {
             o.extend_from_slice(match sale {
                 Sale::Sold => b"{\"success\":true,\"remaining\":",
                 Sale::Insufficient => b"{\"success\":false,\"remaining\":",
@@ -566,7 +553,7 @@ impl App {
         })
     }
 
-    fn body_error(&mut self, e: BodyError, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+    pub(super) fn body_error(&mut self, e: BodyError, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
         self.counters.body_errors += 1;
         error(out, x, e.status(), e.code(), e.detail(), None)
     }
@@ -581,7 +568,7 @@ pub fn docs(mode: Mode, max_order_qty: u64) -> &'static Docs {
 }
 
 /// `{"qty":N}`.
-fn available(x: Exchange<'_>, out: &mut Vec<u8>, qty: u64) -> Reply {
+pub(super) fn available(x: Exchange<'_>, out: &mut Vec<u8>, qty: u64) -> Reply {
     json(out, x, 200, |o| {
         o.extend_from_slice(b"{\"qty\":");
         decimal(o, qty);
@@ -633,8 +620,8 @@ pub(super) fn json(
     json_with(out, x, status, &[], write_body)
 }
 
-/// The most extra header lines a JSON reply carries besides the common ones (`Allow` or
-/// `Retry-After`).
+/// The most extra header lines a JSON reply carries besides the common ones (`Allow`,
+/// `Retry-After` or `Idempotent-Replayed`).
 const EXTRA_HEADERS_MAX: usize = 1;
 
 /// Header lines a reply carries besides the extra ones: CORS (2) and `X-Request-Id` (1).

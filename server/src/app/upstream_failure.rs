@@ -1,11 +1,16 @@
-//! The ticket tier's answer when the vacancy service failed a forwarded request.
+//! The ticket tier's side of `App`: what it forwards to the vacancy service (moved from
+//! `routes.rs`), and its answer when the vacancy service failed a forwarded request.
 
-use crate::app::routes::{error, App, Exchange, Reply, Route};
-use crate::forward::upstream::FailKind;
+use std::time::Instant;
+
+use crate::app::body::parse_qty;
+use crate::app::routes::{available, error, App, Deferred, Exchange, Reply, Route};
+use crate::forward::upstream::{FailKind, Request};
 
 impl App {
     /// The vacancy service failed a forwarded request: 503 with the JSON error. A reserve that
-    /// may have been made says so; it is never retried (see README, "Ticket mode").
+    /// may have been made says so: the forwarder retried it with its `Idempotency-Key` while time
+    /// was left, and none of the attempts settled it (see README, "Ticket mode").
     pub(super) fn upstream_failed(
         &mut self,
         route: Route,
@@ -13,6 +18,9 @@ impl App {
         x: Exchange<'_>,
         out: &mut Vec<u8>,
     ) -> Reply {
+        if let Some(reply) = self.forwarded_key_refused(kind, x, out) {
+            return reply;
+        }
         if route == Route::Purchase && matches!(kind, FailKind::Status(409)) {
             // The vacancy service's operator closed sales (its only 409): nothing was sold, and
             // the client gets the same clear answer a monolith gives.
@@ -33,8 +41,8 @@ impl App {
             (_, true, _) => (
                 "vacancy_outcome_unknown",
                 "the vacancy service took the request but its answer (or the lack of one) does \
-                 not say whether it was made: the purchase may or may not have been made, and it \
-                 was not retried",
+                 not say whether it was made: the purchase may or may not have been made, and no \
+                 retry could finish within VACANCY_TIMEOUT",
             ),
             (_, _, FailKind::Busy) => (
                 "vacancy_busy",
@@ -52,5 +60,51 @@ impl App {
             "forwarded request failed"
         );
         error(out, x, 503, code, detail, None)
+    }
+}
+
+impl App {
+    /// Ticket mode: purchase, a stale `/available` and `/ready` ask the vacancy service; `None`
+    /// for what this shard answers itself (health, root, a fresh `/available`). A purchase's body
+    /// is checked here first, so bad input never leaves the ticket tier. A purchase's reserve
+    /// carries an `Idempotency-Key` (`key`, the client's, or one made here), so the forwarder may
+    /// send it again after a broken connection.
+    pub(super) fn forward(
+        &mut self,
+        route: Route,
+        key: Option<&[u8]>,
+        body: &[u8],
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Reply> {
+        let (request, qty) = match route {
+            Route::Purchase => match parse_qty(body, self.max_order_qty) {
+                Ok(qty) => match self.forward_key(key, x, out) {
+                    Some(key) => (Request::KeyedReserve { qty, key }, qty),
+                    None => return Some(Reply::Done(400)),
+                },
+                Err(e) => return Some(self.body_error(e, x, out)),
+            },
+            Route::Available => {
+                let fresh = self.forwarding.as_ref()?.fresh_available(Instant::now());
+                if let Some(qty) = fresh {
+                    return Some(available(x, out, qty));
+                }
+                (Request::Available, 0)
+            }
+            Route::Ready => (Request::Health, 0),
+            Route::Reserve | Route::Health | Route::Root => return None,
+            Route::Metrics | Route::OpenApi | Route::Docs | Route::Admin => return None,
+        };
+        self.counters.forwarded += 1;
+        let order = self.forwarding.as_mut()?.forward(request, *x.request_id);
+        Some(Reply::Deferred(Deferred::new(order, route, qty, x)))
+    }
+
+    /// Remembers the vacancy service's stock for `/available`.
+    pub(super) fn learn_available(&mut self, qty: u64) {
+        if let Some(f) = self.forwarding.as_mut() {
+            f.available = Some((qty, Instant::now()));
+        }
     }
 }

@@ -120,6 +120,17 @@ pub const RATE_LIMIT_BURST_DEFAULT: u32 = 0;
 /// A burst beyond a million requests is no limit.
 pub const RATE_LIMIT_BURST_RANGE: RangeInclusive<u32> = 0..=1_000_000;
 
+/// `Idempotency-Key` answers are kept a day by default (`app::idempotency::TTL_DEFAULT`).
+pub const IDEMPOTENCY_TTL_SECONDS_DEFAULT: f64 = 86_400.0;
+/// From a second (tests, demos) to 30 days: keys older than a month protect no retry, and the
+/// table's bound would drop them first anyway.
+pub const IDEMPOTENCY_TTL_RANGE: RangeInclusive<f64> = 1.0..=30.0 * 86_400.0;
+/// 100,000 answers per shard by default (`app::idempotency::KEYS_PER_SHARD_DEFAULT`).
+pub const IDEMPOTENCY_KEYS_MAX_DEFAULT: usize = 100_000;
+/// 0 keeps no answer (keys then only refuse concurrent duplicates); at most ten million per
+/// shard (about 1 GB of table and journal copies), beyond which a typo is likelier than intent.
+pub const IDEMPOTENCY_KEYS_MAX_RANGE: RangeInclusive<usize> = 0..=10_000_000;
+
 /// Where the durable journal lives, relative to the working directory: a checkout keeps its data
 /// beside it, and the systemd units, which start in their state directory, also name it there.
 pub const DATA_DIR_DEFAULT: &str = "./data";
@@ -335,6 +346,18 @@ pub struct Cli {
           default_value_t = JOURNAL_COMPACT_BYTES_DEFAULT,
           value_parser = parse::whole(JOURNAL_COMPACT_BYTES_RANGE))]
     pub journal_compact_bytes: u64,
+
+    /// Seconds an Idempotency-Key's answer is kept: a repeat within it gets the same answer
+    #[arg(long, env = "IDEMPOTENCY_TTL", value_name = "SECONDS",
+          default_value_t = IDEMPOTENCY_TTL_SECONDS_DEFAULT,
+          value_parser = parse::seconds(IDEMPOTENCY_TTL_RANGE))]
+    pub idempotency_ttl: f64,
+
+    /// The most Idempotency-Key answers each shard keeps; beyond it the oldest goes first
+    #[arg(long, env = "IDEMPOTENCY_KEYS_MAX", value_name = "N",
+          default_value_t = IDEMPOTENCY_KEYS_MAX_DEFAULT,
+          value_parser = parse::whole(IDEMPOTENCY_KEYS_MAX_RANGE))]
+    pub idempotency_keys_max: usize,
 
     /// Record per-shard service-time histograms and write DIR/shard-N.hgrm and .hlog at shutdown
     /// (DIR is created if missing) [default: off]

@@ -143,6 +143,13 @@ pub struct Config {
     /// (`--journal-compact-bytes`, `JOURNAL_COMPACT_BYTES`), within
     /// [`JOURNAL_COMPACT_BYTES_RANGE`].
     pub journal_compact_bytes: u64,
+    /// How long an `Idempotency-Key`'s answer is kept (`--idempotency-ttl`, `IDEMPOTENCY_TTL`,
+    /// given in seconds).
+    #[serde(serialize_with = "seconds")]
+    pub idempotency_ttl: Duration,
+    /// The most `Idempotency-Key` answers a shard keeps (`--idempotency-keys-max`,
+    /// `IDEMPOTENCY_KEYS_MAX`).
+    pub idempotency_keys_max: usize,
     /// Where each shard writes its service-time histograms, `shard-N.hgrm` and `shard-N.hlog`
     /// (`--latency-dump`, `LATENCY_DUMP`); `None`: nothing is recorded. The directory is created
     /// at start-up; one that cannot be is a start-up failure (exit 1), not a configuration error,
@@ -280,6 +287,8 @@ impl Config {
             data_dir: cli.data_dir,
             durability: cli.durability,
             journal_compact_bytes: cli.journal_compact_bytes,
+            idempotency_ttl: Duration::from_secs_f64(cli.idempotency_ttl),
+            idempotency_keys_max: cli.idempotency_keys_max,
             latency_dump: cli.latency_dump,
             latency_dump_interval: Duration::from_secs_f64(cli.latency_dump_interval_seconds),
             cors_allow_origins: cli.cors_allow_origins,
@@ -1105,7 +1114,9 @@ mod tests {
         assert_eq!(value["data_dir"], "./data");
         assert_eq!(value["durability"], "sync");
         assert_eq!(value["journal_compact_bytes"], 67_108_864);
-        assert_eq!(value.as_object().map(|o| o.len()), Some(36));
+        assert_eq!(value["idempotency_ttl"], 86_400.0);
+        assert_eq!(value["idempotency_keys_max"], 100_000);
+        assert_eq!(value.as_object().map(|o| o.len()), Some(38));
         let auto = ok(&[], &[], None).to_json();
         let value: serde_json::Value = serde_json::from_str(&auto).expect("valid JSON");
         assert!(
@@ -1184,6 +1195,8 @@ mod tests {
             "data_dir",
             "durability",
             "journal_compact_bytes",
+            "idempotency_ttl",
+            "idempotency_keys_max",
             "latency_dump",
             "latency_dump_interval_seconds",
             "cors_allow_origins",
@@ -1282,7 +1295,8 @@ mod tests {
         assert!(
             summary.contains(
                 " shutdown_timeout_ms=5000 data_dir=./data durability=sync \
-                 journal_compact_bytes=67108864 latency_dump=- latency_dump_interval_seconds=0"
+                 journal_compact_bytes=67108864 idempotency_ttl=86400 idempotency_keys_max=100000 \
+                 latency_dump=- latency_dump_interval_seconds=0"
             ),
             "{summary}"
         );

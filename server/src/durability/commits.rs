@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::journal::{Batch, Change, JournalError, Seq, Tail};
+use super::journal::{Batch, Change, JournalError, KeyRecord, Seq, Tail};
 use crate::buckets::Buckets;
 
 /// A writer that does not run on every idle moment (the uring driver while the shard is busy)
@@ -117,6 +117,17 @@ impl Commits {
     /// The next group commit, if one may start: the writer is `idle` (it has nothing else to do
     /// this moment) or the oldest waiting change is overdue ([`COMMIT_DELAY_MAX`]).
     pub fn next_batch(&mut self, now: Instant, idle: bool) -> Option<Batch> {
+        self.next_batch_keeping(now, idle, Vec::new)
+    }
+
+    /// [`Commits::next_batch`], where a compaction keeps the idempotency keys `live` returns
+    /// ([`Tail::take_batch_keeping`]); their copies take sequence numbers of their own.
+    pub fn next_batch_keeping(
+        &mut self,
+        now: Instant,
+        idle: bool,
+        live: impl FnOnce() -> Vec<KeyRecord>,
+    ) -> Option<Batch> {
         if !self.tail.can_take() {
             return None;
         }
@@ -126,7 +137,9 @@ impl Commits {
         if !idle && !overdue {
             return None;
         }
-        let batch = self.tail.take_batch()?;
+        let batch = self.tail.take_batch_keeping(live)?;
+        // A compaction's copies of the live keys are appended by the tail itself.
+        self.appended = self.appended.max(batch.last_seq);
         // Changes beyond this batch (it is capped at 64 KiB) keep waiting since they did.
         if batch.last_seq >= self.appended {
             self.waiting_since = None;

@@ -19,7 +19,12 @@
 //!   "not sent", so it is never retried (nothing is sold twice).
 //! - A request is retried at most once, and only when no byte of it left ([`FailKind::NotSent`])
 //!   and its time is not up: a connect refused, or a connection that broke before its turn to
-//!   write. Bytes of a connection that broke are never written later: a connection that expired a
+//!   write. A keyed reserve ([`Request::KeyedReserve`], every purchase since issue 17) is tried
+//!   up to [`KEYED_ATTEMPTS_MAX`] times, also after its bytes left (a broken connection, a
+//!   malformed answer, a 5xx, a 409 of its key in flight): the vacancy service executes a
+//!   key once. A retry keeps the first attempt's deadline, so every answer still comes within
+//!   `VACANCY_TIMEOUT`; an attempt that timed out is not retried (no time is left), and only
+//!   then, or when the attempts ran out after one that may have sold, is the outcome unknown. Bytes of a connection that broke are never written later: a connection that expired a
 //!   request drops its unwritten bytes and closes ([`Forwarder::expire`]).
 //! - Every submitted request gets exactly one answer, within `VACANCY_TIMEOUT` (see
 //!   [`EXPIRY_SLACK`]): the upstream state machine's invariant, plus the keeper's timer.
@@ -46,6 +51,11 @@ const READ_BYTES: usize = 4 * 1024;
 /// (a millisecond or two under load) and writing the 503 still fit within the timeout the client
 /// was promised. Timeouts shorter than twice this use half of themselves.
 const EXPIRY_SLACK: Duration = Duration::from_millis(20);
+
+/// Attempts of a keyed reserve at most: a broken connection and a vacancy service restarting
+/// under it cost one each; beyond three, the next one is unlikely to fare better within the
+/// time left, and each adds load on a vacancy service that may be struggling.
+pub const KEYED_ATTEMPTS_MAX: u8 = 3;
 
 /// The keeper wakes at least this often while connections are open, to close idle ones beyond
 /// the keep-alive count: an idle excess connection lives at most this long.
@@ -92,7 +102,10 @@ struct Pending {
     /// The client request's `X-Request-Id`, sent along so both tiers log the same name.
     request_id: XRequestId,
     submitted: Instant,
-    retried: bool,
+    /// Attempts made after the first.
+    retries: u8,
+    /// An attempt failed in a way that may have sold (its bytes left, no answer said).
+    maybe_sold: bool,
 }
 
 /// A ticket shard's connections to the vacancy service.
@@ -173,7 +186,8 @@ impl Forwarder {
             request,
             request_id,
             submitted: Instant::now(),
-            retried: false,
+            retries: 0,
+            maybe_sold: false,
         };
         self.pending.borrow_mut().insert(id, pending);
         self.place(id, request, &pending.request_id, pending.submitted);
@@ -252,14 +266,29 @@ impl Forwarder {
         let Some(mut p) = self.pending.borrow_mut().remove(&id) else {
             return; // answered already (an outcome is reported once; this is defensive)
         };
+        let mut outcome = outcome;
         if let Outcome::Failed(kind) = outcome {
             let now = Instant::now();
             let time_left = now.saturating_duration_since(p.submitted) < self.timeout / 2;
-            if kind.is_retryable() && !p.retried && time_left {
-                p.retried = true;
+            let keyed = matches!(p.request, Request::KeyedReserve { .. });
+            p.maybe_sold |= kind.outcome_unknown();
+            let retry = if keyed {
+                let safe =
+                    kind.is_retryable() || kind.outcome_unknown() || kind == FailKind::KeyInFlight;
+                safe && p.retries + 1 < KEYED_ATTEMPTS_MAX
+            } else {
+                kind.is_retryable() && p.retries == 0
+            };
+            if retry && time_left {
+                p.retries += 1;
                 self.pending.borrow_mut().insert(id, p);
-                self.place(id, p.request, &p.request_id, now);
+                // The first attempt's deadline: the client was promised VACANCY_TIMEOUT.
+                self.place(id, p.request, &p.request_id, p.submitted);
                 return;
+            }
+            if keyed && p.maybe_sold && !kind.outcome_unknown() {
+                // An earlier attempt may have sold: what the last one says does not settle it.
+                outcome = Outcome::Failed(FailKind::Unknown);
             }
         }
         self.answers.borrow_mut().push((id, outcome));

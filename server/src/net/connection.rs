@@ -353,6 +353,7 @@ mod tests {
             scraped: Vec::new(),
             request_ids: crate::request_id::Generator::new(0),
             rate_limit: None,
+            keys: crate::app::idempotency::Keys::new(crate::app::idempotency::Settings::DEFAULT),
         }
     }
 

@@ -42,6 +42,7 @@ use proto_http::HttpDate;
 
 use crate::app::board::{Board, JournalState, Snapshot, Stock};
 use crate::app::cors::Cors;
+use crate::app::idempotency::{self, KeyMail, Keys};
 use crate::app::rate_limit::{self, RateLimit};
 use crate::app::routes::{Answer, App, Forwarding};
 use crate::config::Mode;
@@ -108,13 +109,20 @@ pub enum Message {
     /// "My journal failed": every shard stops selling, so that no order waits on a shard that
     /// can no longer record what it gives.
     Halt,
+    /// A keyed request for the key's owner shard, or the owner's answer (`Idempotency-Key`).
+    Keyed(KeyMail),
 }
 
 impl Message {
     /// Whether the receiver may act on it in a way that presumes the sender's changes so far
     /// are durable (see [`Msg::must_be_durable`]).
     pub fn must_be_durable(&self) -> bool {
-        matches!(self, Message::Stock(msg) if msg.must_be_durable())
+        match self {
+            Message::Stock(msg) => msg.must_be_durable(),
+            // An answer reports an order: the owner's journal must hold it first.
+            Message::Keyed(KeyMail::Answer { .. }) => true,
+            _ => false,
+        }
     }
 }
 
@@ -189,6 +197,8 @@ pub struct CoreConfig {
     pub docs: &'static crate::app::docs::Docs,
     /// The per-client rate limit (`Settings::OFF` for none).
     pub rate_limit: rate_limit::Settings,
+    /// How long and how many `Idempotency-Key` answers the shard keeps.
+    pub idempotency: idempotency::Settings,
 }
 
 /// One shard's decisions (see the module doc).
@@ -255,6 +265,7 @@ impl ShardCore {
                 scraped: Vec::with_capacity(config.board.shards()),
                 request_ids: crate::request_id::Generator::new(config.shard),
                 rate_limit: RateLimit::new(config.rate_limit),
+                keys: Keys::new(config.idempotency),
             },
             journal: tail.map(Commits::new),
             limits: config.limits,
@@ -359,7 +370,9 @@ impl ShardCore {
     /// is the difference.
     fn progress(&self) -> (u64, u64) {
         let c = &self.app.counters;
-        (c.requests, c.orders_sold + c.orders_insufficient)
+        // A replayed keyed answer reports an order too: it waits for the journal like one.
+        let replays = self.app.keys.counters.replays;
+        (c.requests, c.orders_sold + c.orders_insufficient + replays)
     }
 
     /// Holds `key`'s output until `seq` is durable (or longer, if it already waits for more).
@@ -419,6 +432,7 @@ impl ShardCore {
     /// Journals what the last step changed, moves its messages to the mail and its decided
     /// orders to their connections. Returns the sequence number of the step's last change.
     fn after_step(&mut self, now: Instant) -> Option<Seq> {
+        self.app.keyed_outcomes();
         let outbox = &mut self.app.outbox;
         let seq = match &mut self.journal {
             // After a failure what this step answers is never released (`release` drops it).
@@ -441,6 +455,13 @@ impl ShardCore {
             for (order, op) in std::mem::take(&mut self.app.outbox.operated) {
                 self.answer(order, Answer::Operated(op), appended);
             }
+        }
+        if !self.app.keys.mail.is_empty() {
+            let mut mail = std::mem::take(&mut self.app.keys.mail);
+            for (to, m) in mail.drain(..) {
+                self.post(to, Message::Keyed(m));
+            }
+            self.app.keys.mail = mail;
         }
         if !self.app.outbox.outcomes.is_empty() {
             let outcomes = std::mem::take(&mut self.app.outbox.outcomes);
@@ -566,6 +587,17 @@ impl ShardCore {
             Message::Stock(msg) => self.app.node.on_message(from, msg, &mut self.app.outbox),
             Message::Done => self.peers_done += 1,
             Message::Exit => self.life = Life::Left,
+            Message::Keyed(KeyMail::Ask {
+                id,
+                key,
+                fingerprint,
+            }) => self.app.key_ask(from, id, key, fingerprint),
+            Message::Keyed(KeyMail::Answer { id, answer }) => {
+                if let Some(conn) = self.waiting.remove(&id) {
+                    let answer = ConnEvent::Answer(Answer::Keyed(answer));
+                    self.conn_events.push_back((conn, answer));
+                }
+            }
             Message::Halt => {
                 if !self.app.halted {
                     tracing::error!(
@@ -619,7 +651,19 @@ impl ShardCore {
     /// The next journal batch to write: when one may start and the writer is `idle` (it has
     /// nothing else to do now) or the oldest change waited too long.
     pub fn next_batch(&mut self, now: Instant, idle: bool) -> Option<Batch> {
-        self.journal.as_mut()?.next_batch(now, idle)
+        // A compaction keeps the live idempotency keys behind its snapshot.
+        let keys = &self.app.keys;
+        self.journal
+            .as_mut()?
+            .next_batch_keeping(now, idle, || keys.live())
+    }
+
+    /// Takes back the idempotency keys this shard's journal kept (oldest first), at start-up.
+    pub fn restore_keys(&mut self, keys: &[crate::durability::journal::KeyRecord]) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.app.keys.restore(keys, now_ms);
     }
 
     /// A batch could be handed out now (the writer may want waking).

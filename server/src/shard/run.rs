@@ -55,6 +55,12 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
     // Last of the checks: the cheap ones fail a doomed start before anything touches the disk.
     let journaled = recover(&config, shards)?;
     let admin = admin_state(&config, journaled.as_ref())?;
+    // Bound here, before any shard runs, like the public port: it accepts (into its backlog)
+    // from the moment the first shard answers, and a taken port fails the start in one line.
+    let mut admin_listener = match (admin, config.admin_listen) {
+        (Some(_), Some(addr)) => Some(bind_admin(addr)?),
+        _ => None,
+    };
     let mesh = MeshBuilder::full(shards, MESH_CHANNEL_CAPACITY);
     let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
     let config = Arc::new(config);
@@ -87,6 +93,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
             start: j.recovered.shards[index].clone(),
             compact_bytes: config.journal_compact_bytes,
         });
+        let admin_listener = admin_listener.take().filter(|_| index == COORDINATOR);
         let handle = LocalExecutorBuilder::new(place)
             .name(&format!("shard-{index}"))
             .spawn(move || async move {
@@ -96,6 +103,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
                 }
                 let prepared = Prepared {
                     addr,
+                    admin_listener,
                     transport,
                     latency_origin,
                     vacancy,
@@ -182,12 +190,20 @@ fn recover(config: &Config, shards: usize) -> Result<Option<Journaled>, StartErr
     let (lock, dir) = crate::process::startup::lock_data_dir(&config.data_dir)?;
     let stock = config.initial_stock;
     let store_dir = dir.clone();
+    let settings = idempotency_settings(config);
+    let keep = journal::KeepKeys {
+        now_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        ttl_ms: settings.ttl_ms(),
+        per_shard_max: settings.max_keys,
+    };
     let recovered = LocalExecutorBuilder::new(Placement::Unbound)
         .name("recovery")
         .spawn(move || async move {
             let store = Store::Disk(store_dir);
             store.probe_device(LOCK_FILE).await;
-            journal::open(&store, shards, stock).await
+            journal::open_keeping(&store, shards, stock, keep).await
         })
         .map_err(|e| executor_error(&e.to_string()))?
         .join()
@@ -228,6 +244,16 @@ fn executor_error(text: &str) -> StartError {
     StartError::Executor(text.to_string())
 }
 
+/// The admin listener's socket: no SO_REUSEPORT, so a port another process holds fails the
+/// start instead of sharing its connections.
+fn bind_admin(addr: SocketAddr) -> Result<OwnedFd, StartError> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(listener) => Ok(listener.into()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(StartError::PortInUse(addr)),
+        Err(e) => Err(StartError::Bind(addr, e)),
+    }
+}
+
 /// A listening socket with SO_REUSEPORT and our backlog.
 ///
 /// TCP_NODELAY is set here too: Linux copies it to accepted sockets, which saves the uring
@@ -264,6 +290,8 @@ struct JournalStart {
 struct Prepared {
     /// Where to listen.
     addr: SocketAddr,
+    /// The admin listener's socket, bound by start-up (the coordinator's only).
+    admin_listener: Option<OwnedFd>,
     /// How sockets are driven.
     transport: Transport,
     /// The latency histograms' common start, with `--latency-dump`.
@@ -337,8 +365,9 @@ async fn shard_main(
         Ok(journal) => journal,
         Err(e) => return fail(format!("shard {me} cannot open its journal: {e}")),
     };
+    let (journal, keys) = journal;
     let (writer, tail) = journal.unzip();
-    let core = ShardCore::new(
+    let mut core = ShardCore::new(
         core_config(
             &config,
             me,
@@ -349,6 +378,7 @@ async fn shard_main(
         ),
         tail,
     );
+    core.restore_keys(&keys);
     let (shard, journal_kicked, mail_kicked) = new_shard(&config, &prepared, core, writer.as_ref());
     let dump = match (&config.latency_dump, prepared.latency_origin) {
         (Some(dir), Some(origin)) => match latency::Dump::open(dir, me, origin) {
@@ -363,11 +393,12 @@ async fn shard_main(
         Ok(serving) => serving,
         Err(e) => return fail(format!("shard {me} cannot set up its io_uring: {e}")),
     };
-    let admin = match (prepared.shared.admin, config.admin_listen) {
-        (Some(admin), Some(addr)) if me == COORDINATOR => match TcpListener::bind(addr) {
-            Ok(listener) => Some((listener, admin)),
-            Err(e) => return fail(format!("the admin listener cannot listen on {addr}: {e}")),
-        },
+    let admin = match (prepared.shared.admin, prepared.admin_listener.take()) {
+        // SAFETY: the descriptor is a listening TCP socket that start-up bound and handed to
+        // this shard alone.
+        (Some(admin), Some(fd)) => {
+            Some((unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) }, admin))
+        }
         _ => None,
     };
     let _ = bound_tx.send(Ok(me));
@@ -552,6 +583,15 @@ fn core_config(
             burst: config.rate_limit_burst,
             all_routes: config.rate_limit_all_routes,
         },
+        idempotency: idempotency_settings(config),
+    }
+}
+
+/// The `Idempotency-Key` table's limits, from the configuration.
+fn idempotency_settings(config: &Config) -> crate::app::idempotency::Settings {
+    crate::app::idempotency::Settings {
+        ttl: config.idempotency_ttl,
+        max_keys: config.idempotency_keys_max,
     }
 }
 
@@ -561,10 +601,11 @@ async fn open_journal(
     me: usize,
     shards: usize,
     stock: u64,
-) -> Result<Option<(Writer, Tail)>, journal::JournalError> {
+) -> Result<(Option<(Writer, Tail)>, Vec<journal::KeyRecord>), journal::JournalError> {
     let Some(j) = journal else {
-        return Ok(None);
+        return Ok((None, Vec::new()));
     };
+    let keys = j.start.keys.clone();
     let slice = j.start.ledger.available();
     let store = Store::Disk(j.dir);
     store.probe_device(LOCK_FILE).await;
@@ -574,7 +615,7 @@ async fn open_journal(
         crate::stock::slice::allotment(stock, shards, me),
         "the journal's slice is this shard's allotment of the stock"
     );
-    Ok(Some((writer, tail)))
+    Ok((Some((writer, tail)), keys))
 }
 
 /// Starts the shard's tasks besides the transport (see [`tasks`]).

@@ -238,6 +238,7 @@ mod tests {
                     board: crate::app::board::Board::leak(1),
                     docs: crate::app::routes::docs(Mode::Monolith, 10),
                     rate_limit: crate::app::rate_limit::Settings::OFF,
+                    idempotency: crate::app::idempotency::Settings::DEFAULT,
                 };
                 let shard = Rc::new(Shard::new(ShardParts {
                     core: ShardCore::new(config, Some(tail)),

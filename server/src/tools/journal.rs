@@ -209,8 +209,8 @@ fn text(r: &Report) -> String {
         let c = s.records;
         let _ = write!(
             o,
-            "  {:>4}  {}  records: {} snapshot, {} sale, {} give, {} receive, {} restock, {} sales",
-            s.shard, s.file, c.snapshot, c.sale, c.give, c.receive, c.restock, c.sales
+            "  {:>4}  {}  records: {} snapshot, {} sale, {} give, {} receive, {} restock, {} sales, {} keyed",
+            s.shard, s.file, c.snapshot, c.sale, c.give, c.receive, c.restock, c.sales, c.keyed
         );
         if let (Some(first), Some(last)) = (s.first_seq, s.last_seq) {
             let _ = write!(o, "; seq {first}..{last}, valid to byte {}", s.end);

@@ -102,6 +102,9 @@ pub struct RecordCounts {
     pub restock: u64,
     /// Sales closed or opened by an operator (at the coordinator).
     pub sales: u64,
+    /// Idempotency keys with their answers (a keyed sale, or a key kept by a compaction or a new
+    /// epoch).
+    pub keyed: u64,
 }
 
 /// One shard file of the manifest's epoch, replayed.
@@ -371,6 +374,7 @@ fn count_records(valid: &[u8], view: &mut ShardView) {
             Record::Receive { .. } => counts.receive += 1,
             Record::Restock { .. } => counts.restock += 1,
             Record::Sales { .. } => counts.sales += 1,
+            Record::Keyed { .. } => counts.keyed += 1,
         }
         view.first_seq.get_or_insert(frame.seq);
         view.last_seq = Some(frame.seq);
@@ -448,6 +452,7 @@ mod tests {
             receive: 0,
             restock: 0,
             sales: 0,
+            keyed: 0,
         };
         assert_eq!(
             (s0.records, s0.first_seq, s0.last_seq),

@@ -67,6 +67,7 @@
 
 pub mod file;
 pub mod inspect;
+pub mod keyed;
 pub mod ledger;
 pub mod record;
 pub mod recover;
@@ -80,9 +81,10 @@ use std::sync::Arc;
 
 pub use file::{Crash, Fault, JournalFile, MemDisk, Store};
 pub use inspect::{inspect, Damage, DamageKind, Inspection};
+pub use keyed::{KeepKeys, KeyRecord};
 pub use ledger::{Ledger, LedgerError, Moved};
 pub use record::{Corruption, Seq, BLOCK_BYTES};
-pub use recover::{commit, continue_write, open, Recovered, ShardStart, Writer};
+pub use recover::{commit, continue_write, open, open_keeping, Recovered, ShardStart, Writer};
 pub use reset::reset;
 pub use tail::{Batch, BatchKind, Tail, BATCH_BYTES_MAX, COMPACT_BYTES_DEFAULT};
 
@@ -117,6 +119,13 @@ pub enum Change {
     Sales {
         /// Sales are closed from now on.
         closed: bool,
+    },
+    /// An idempotency key's answer, with the tickets it sold from the slice (0: none here).
+    Keyed {
+        /// Tickets sold from the slice by this change.
+        sale: u64,
+        /// The key and its answer.
+        entry: KeyRecord,
     },
 }
 

@@ -8,8 +8,8 @@
 //!      8    8 seq    per shard, contiguous; a file's first record (a snapshot) holds the last seq
 //!                    it covers, the next record has seq + 1
 //!     16    2 shard  the writing shard
-//!     18    1 kind   1 sale, 2 give, 3 receive, 4 snapshot, 6 restock, 7 sales (0 is never a
-//!                    kind: zeros are no record)
+//!     18    1 kind   1 sale, 2 give, 3 receive, 4 snapshot, 6 restock, 7 sales, 8 keyed (0 is
+//!                    never a kind: zeros are no record; 5 was never used)
 //!     19  len payload
 //!   sale:     qty u64
 //!   give:     to u16, move u64, qty u64
@@ -21,6 +21,7 @@
 //!             received[p].tickets u64; then, only when added > 0 or sales are closed (files
 //!             without either are byte for byte what earlier versions wrote):
 //!             added u64, closed u8
+//!   keyed:    an idempotency key and its answer, with the tickets it sold here (`keyed.rs`)
 //! ```
 //! The snapshot's two forms differ in length by 9 bytes, never a multiple of the 32 bytes per
 //! shard, so the length tells them apart.
@@ -29,6 +30,7 @@
 
 use std::fmt;
 
+use super::keyed::{KeyRecord, KEYED_PAYLOAD_BYTES};
 use super::ledger::{Ledger, LedgerError, Moved};
 use crate::config::SHARDS_MAX;
 
@@ -63,15 +65,22 @@ const KIND_SALE: u8 = 1;
 const KIND_GIVE: u8 = 2;
 const KIND_RECEIVE: u8 = 3;
 const KIND_SNAPSHOT: u8 = 4;
-// 5 is left for the idempotency keys of issue 17 (another branch).
 const KIND_RESTOCK: u8 = 6;
 const KIND_SALES: u8 = 7;
+/// 8: 5 was left unused while restock (6, 7) and the keys were built side by side.
+const KIND_KEYED: u8 = 8;
 
 /// Whether `kind` names a record kind (for the scan that looks for a record past damage).
 pub fn is_kind(kind: u8) -> bool {
     matches!(
         kind,
-        KIND_SALE | KIND_GIVE | KIND_RECEIVE | KIND_SNAPSHOT | KIND_RESTOCK | KIND_SALES
+        KIND_SALE
+            | KIND_GIVE
+            | KIND_RECEIVE
+            | KIND_SNAPSHOT
+            | KIND_RESTOCK
+            | KIND_SALES
+            | KIND_KEYED
     )
 }
 
@@ -113,6 +122,14 @@ pub enum Record {
         /// Sales are closed from now on.
         closed: bool,
     },
+    /// An idempotency key's answer; sells `sale` tickets from the slice (0: sold elsewhere, or
+    /// a copy kept by a compaction or a new epoch).
+    Keyed {
+        /// Tickets this record sells here.
+        sale: u64,
+        /// The key and its answer.
+        entry: KeyRecord,
+    },
 }
 
 impl Record {
@@ -121,6 +138,8 @@ impl Record {
     pub(crate) fn apply_to(&self, ledger: &mut Ledger) -> Result<(), LedgerError> {
         match *self {
             Record::Sale { qty } => ledger.sell(qty),
+            Record::Keyed { sale: 0, .. } => Ok(()),
+            Record::Keyed { sale, .. } => ledger.sell(sale),
             Record::Give { to, move_id, qty } => ledger.give(to, move_id, qty),
             Record::Receive { from, move_id, qty } => ledger.receive(from, move_id, qty),
             Record::Restock { qty } => ledger.restock(qty),
@@ -259,6 +278,10 @@ pub fn encode(out: &mut Vec<u8>, seq: Seq, shard: usize, record: &Record) {
             out.push(KIND_RECEIVE);
             put_move(out, *from, *move_id, *qty);
         }
+        Record::Keyed { sale, entry } => {
+            out.push(KIND_KEYED);
+            entry.encode(*sale, out);
+        }
         Record::Snapshot(ledger) => {
             out.push(KIND_SNAPSHOT);
             out.extend_from_slice(&ledger.epoch().to_le_bytes());
@@ -303,6 +326,7 @@ pub fn encoded_bytes(record: &Record) -> usize {
         }
         Record::Restock { .. } => HEADER_BYTES + 8,
         Record::Sales { .. } => HEADER_BYTES + 1,
+        Record::Keyed { .. } => HEADER_BYTES + KEYED_PAYLOAD_BYTES,
     }
 }
 
@@ -441,6 +465,13 @@ pub fn decode(bytes: &[u8]) -> Result<Option<Frame>, Corruption> {
                 1 => Record::Sales { closed: true },
                 _ => return Err(Corruption::Payload { kind, len }),
             }
+        }
+        KIND_KEYED => {
+            fits(KEYED_PAYLOAD_BYTES)?;
+            let payload = p.take::<KEYED_PAYLOAD_BYTES>();
+            let (sale, entry) =
+                KeyRecord::decode(&payload).ok_or(Corruption::Payload { kind, len })?;
+            Record::Keyed { sale, entry }
         }
         kind => return Err(Corruption::Kind { kind }),
     };

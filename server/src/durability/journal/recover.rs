@@ -5,10 +5,11 @@
 use std::cell::RefCell;
 
 use super::file::{JournalFile, Store};
+use super::keyed::{KeepKeys, KeyRecord};
 use super::ledger::Ledger;
 use super::record::PAYLOAD_BYTES_MAX;
-use super::record::{decode, encode, Corruption, Record, Seq, BLOCK_BYTES, HEADER_BYTES};
-use super::tail::{Batch, BatchKind, Tail, BATCH_BYTES_MAX};
+use super::record::{decode, Corruption, Record, Seq, BLOCK_BYTES, HEADER_BYTES};
+use super::tail::{encode_file_start, Batch, BatchKind, Tail, BATCH_BYTES_MAX};
 use super::JournalError;
 use crate::config::SHARDS_MAX;
 use crate::stock::slice::allotment;
@@ -105,8 +106,11 @@ pub struct ShardStart {
     pub file: String,
     /// The shard's ledger at the start of the epoch (its slice holds `ledger.available()`).
     pub ledger: Ledger,
-    /// The sequence number of the file's snapshot; the first change gets `seq + 1`.
+    /// The sequence number of the file's snapshot; its idempotency keys follow it, and the
+    /// first change gets `seq + keys.len() + 1`.
     pub seq: Seq,
+    /// The idempotency keys this shard owns, oldest first, written behind the snapshot.
+    pub keys: Vec<KeyRecord>,
 }
 
 /// What start-up found and did.
@@ -134,6 +138,8 @@ pub struct Recovered {
 pub(super) struct Replayed {
     /// The ledger after the last valid record.
     pub(super) ledger: Ledger,
+    /// The idempotency keys of its keyed records.
+    pub(super) keys: Vec<KeyRecord>,
     /// Where the last valid record ends.
     pub(super) end: u64,
 }
@@ -153,6 +159,17 @@ pub async fn open(
     shards: usize,
     configured_stock: u64,
 ) -> Result<Recovered, JournalError> {
+    open_keeping(store, shards, configured_stock, KeepKeys::ALL).await
+}
+
+/// [`open`], carrying the idempotency keys `keep` keeps into the new epoch, each in the file of
+/// the shard that owns it under the new shard count.
+pub async fn open_keeping(
+    store: &Store,
+    shards: usize,
+    configured_stock: u64,
+    keep: KeepKeys,
+) -> Result<Recovered, JournalError> {
     assert!((1..=SHARDS_MAX).contains(&shards), "{shards} shards");
     let mut warnings = Vec::new();
     let names = store.list()?;
@@ -162,6 +179,7 @@ pub async fn open(
         // replaced is complete, this one is not needed.
         store.remove(name).await?;
     }
+    let mut keys = Vec::new();
     let (old, stock, sold, available, sales_closed) = match read_manifest(store).await? {
         None => {
             // Nothing was acknowledged before the first manifest existed (open writes it before
@@ -172,7 +190,7 @@ pub async fn open(
             (None, configured_stock, 0, configured_stock, false)
         }
         Some(m) => {
-            let end = replay_epoch(store, &m, &mut warnings).await?;
+            let end = replay_epoch(store, &m, &mut warnings, &mut keys).await?;
             if end.stock != configured_stock {
                 warnings.push(format!(
                     "configured stock {configured_stock} differs from the journal's stock {}; \
@@ -204,7 +222,16 @@ pub async fn open(
         stock,
         sold,
     };
-    let starts = begin_epoch(store, &manifest, available, sales_closed, &mut warnings).await?;
+    let owned = keep.sort(keys, shards);
+    let starts = begin_epoch(
+        store,
+        &manifest,
+        available,
+        sales_closed,
+        owned,
+        &mut warnings,
+    )
+    .await?;
     let epoch = manifest.epoch;
     Ok(Recovered {
         epoch,
@@ -240,10 +267,16 @@ pub(super) async fn begin_epoch(
     m: &Manifest,
     available: u64,
     sales_closed: bool,
+    keys: Vec<Vec<KeyRecord>>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<ShardStart>, JournalError> {
+    assert_eq!(
+        keys.len(),
+        m.shards,
+        "one list of idempotency keys per shard"
+    );
     let mut starts = Vec::with_capacity(m.shards);
-    for shard in 0..m.shards {
+    for (shard, keys) in keys.into_iter().enumerate() {
         let ledger = Ledger::new(
             shard,
             m.shards,
@@ -255,14 +288,10 @@ pub(super) async fn begin_epoch(
             file: shard_file(shard, m.epoch),
             ledger,
             seq: 0,
+            keys,
         };
         let mut bytes = Vec::new();
-        encode(
-            &mut bytes,
-            start.seq,
-            shard,
-            &Record::Snapshot(start.ledger.clone()),
-        );
+        encode_file_start(&mut bytes, &start.ledger, start.seq, &start.keys);
         write_file(store, &start.file, bytes).await?;
         starts.push(start);
     }
@@ -362,6 +391,7 @@ async fn replay_epoch(
     store: &Store,
     m: &Manifest,
     warnings: &mut Vec<String>,
+    keys: &mut Vec<KeyRecord>,
 ) -> Result<EpochEnd, JournalError> {
     let mut ledgers = Vec::with_capacity(m.shards);
     for shard in 0..m.shards {
@@ -374,6 +404,7 @@ async fn replay_epoch(
             ));
         }
         ledgers.push(replayed.ledger);
+        keys.extend(replayed.keys);
     }
     balance(m, &ledgers, warnings)
 }
@@ -383,6 +414,8 @@ async fn replay_epoch(
 pub(super) struct ShardReplay {
     /// The ledger after the last valid record.
     pub(super) ledger: Ledger,
+    /// The idempotency keys of its keyed records, in file order.
+    pub(super) keys: Vec<KeyRecord>,
     /// Where the last valid record ends.
     pub(super) end: u64,
     /// Whether bytes other than the zero padding follow `end`: a torn last batch, cut off.
@@ -409,6 +442,7 @@ pub(super) async fn replay_shard(
     Ok(ShardReplay {
         torn: torn_after(&bytes, replayed.end),
         ledger: replayed.ledger,
+        keys: replayed.keys,
         end: replayed.end,
     })
 }
@@ -486,10 +520,11 @@ pub(super) fn replay(
     m: &Manifest,
 ) -> Result<Replayed, (u64, Corruption)> {
     let mut ledger: Option<Ledger> = None;
+    let mut keys = Vec::new();
     let mut seq = 0;
     let mut at = 0usize;
     loop {
-        let failure = match next_record(&bytes[at..], shard, m, &mut ledger, seq) {
+        let failure = match next_record(&bytes[at..], shard, m, &mut ledger, &mut keys, seq) {
             Ok(Some((record_seq, len))) => {
                 seq = record_seq;
                 at += len;
@@ -519,6 +554,7 @@ pub(super) fn replay(
         }
         return Ok(Replayed {
             ledger,
+            keys,
             end: at as u64,
         });
     }
@@ -531,6 +567,7 @@ fn next_record(
     shard: usize,
     m: &Manifest,
     ledger: &mut Option<Ledger>,
+    keys: &mut Vec<KeyRecord>,
     seq: Seq,
 ) -> Result<Option<(Seq, usize)>, Corruption> {
     let Some(frame) = decode(bytes)? else {
@@ -558,6 +595,9 @@ fn next_record(
                 });
             }
             record.apply_to(l).map_err(Corruption::Ledger)?;
+            if let Record::Keyed { entry, .. } = record {
+                keys.push(entry);
+            }
         }
     }
     Ok(Some((frame.seq, frame.bytes)))
@@ -606,7 +646,8 @@ impl Writer {
             file_name: start.file,
             file,
         };
-        Ok((writer, Tail::new(start.ledger, start.seq, compact_bytes)))
+        let tail = Tail::with_keys(start.ledger, start.seq, &start.keys, compact_bytes);
+        Ok((writer, tail))
     }
 
     /// The shard file's descriptor, for a transport that writes append batches through its own

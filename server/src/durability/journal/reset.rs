@@ -47,7 +47,9 @@ pub async fn reset(store: &Store, shards: usize, stock: u64) -> Result<Reset, Jo
     };
     let mut warnings = Vec::new();
     // A new sale opens: a close belonged to the old one.
-    begin_epoch(store, &manifest, stock, false, &mut warnings).await?;
+    // Its idempotency keys too: a key names a request of the old sale.
+    let keys = vec![Vec::new(); manifest.shards];
+    begin_epoch(store, &manifest, stock, false, keys, &mut warnings).await?;
     Ok(Reset { epoch, warnings })
 }
 

@@ -8,6 +8,7 @@
 //! - At most one batch is in flight; records appended meanwhile wait for the next one.
 //! - After a failure nothing more is handed out, and every append returns the failure.
 
+use super::keyed::KeyRecord;
 use super::ledger::Ledger;
 use super::record::{encode, snapshot_bytes, Record, Seq, BLOCK_BYTES, HEADER_BYTES};
 use super::{Change, JournalError};
@@ -78,6 +79,9 @@ pub struct Tail {
     compact_bytes: u64,
     /// The first write or sync error; permanent.
     failed: Option<JournalError>,
+    /// Bytes the file held right after its last rewrite (its snapshot and the idempotency keys
+    /// copied behind it): compaction waits for twice this, so live keys cannot make it loop.
+    base_bytes: u64,
 }
 
 fn block_floor(offset: u64) -> u64 {
@@ -88,24 +92,27 @@ impl Tail {
     /// The tail of a file that holds exactly the snapshot of `ledger` at `seq`, durably (as
     /// [`super::open`] leaves every shard file).
     pub fn new(ledger: Ledger, seq: Seq, compact_bytes: u64) -> Self {
+        Tail::with_keys(ledger, seq, &[], compact_bytes)
+    }
+
+    /// The tail of a file that holds the snapshot of `ledger` at `seq` followed by `keys` as
+    /// keyed records (selling nothing) at `seq + 1 ..`, durably (as [`super::open`] writes a
+    /// new epoch's files).
+    pub fn with_keys(ledger: Ledger, seq: Seq, keys: &[KeyRecord], compact_bytes: u64) -> Self {
         let mut buf = Vec::with_capacity(BATCH_BYTES_MAX);
-        encode(
-            &mut buf,
-            seq,
-            ledger.shard(),
-            &Record::Snapshot(ledger.clone()),
-        );
+        let last = encode_file_start(&mut buf, &ledger, seq, keys);
         let end = buf.len() as u64;
         Tail {
             ledger,
-            next_seq: seq + 1,
-            durable: seq,
+            next_seq: last + 1,
+            durable: last,
             buf,
             buf_start: 0,
             flushed: end,
             in_flight: None,
             compact_bytes,
             failed: None,
+            base_bytes: end,
         }
     }
 
@@ -155,6 +162,7 @@ impl Tail {
         }
         let record = match change {
             Change::Sale { qty } => Record::Sale { qty },
+            Change::Keyed { sale, entry } => Record::Keyed { sale, entry },
             Change::Give { to, qty } => Record::Give {
                 to,
                 move_id: self.ledger.sent(to).last_move + 1,
@@ -181,7 +189,7 @@ impl Tail {
         // Twice the snapshot's size at least, so a tiny threshold cannot make every batch a
         // compaction of a file that holds little more than its snapshot.
         let snapshot = snapshot_bytes(self.ledger.shards()) as u64;
-        self.flushed >= self.compact_bytes.max(2 * snapshot)
+        self.flushed >= self.compact_bytes.max(2 * snapshot.max(self.base_bytes))
     }
 
     /// The next batch to write, or `None` when nothing is to be written, a batch is in flight or
@@ -194,11 +202,18 @@ impl Tail {
     /// sector as old or new content, never a third thing). Only the records after `flushed`,
     /// not yet acknowledged, can be damaged, and replay cuts them off as a torn tail.
     pub fn take_batch(&mut self) -> Option<Batch> {
+        self.take_batch_keeping(Vec::new)
+    }
+
+    /// [`Tail::take_batch`], where a compaction copies the keys `live` returns behind its
+    /// snapshot (the idempotency keys still in their window: dropping them would let a retry
+    /// sell again after a restart). `live` is called only for a compaction.
+    pub fn take_batch_keeping(&mut self, live: impl FnOnce() -> Vec<KeyRecord>) -> Option<Batch> {
         if self.failed.is_some() || self.in_flight.is_some() {
             return None;
         }
         if self.wants_compaction() {
-            return Some(self.compaction());
+            return Some(self.compaction(&live()));
         }
         if self.end() == self.flushed {
             return None;
@@ -237,18 +252,16 @@ impl Tail {
 
     /// Replaces the buffer by a snapshot of everything appended so far: records not yet durable
     /// are folded into it, and later ones follow it in the new file.
-    fn compaction(&mut self) -> Batch {
-        let last_seq = self.next_seq - 1;
+    /// The live idempotency keys follow the snapshot as keyed records that sell nothing, each
+    /// with a new sequence number.
+    fn compaction(&mut self, keys: &[KeyRecord]) -> Batch {
         self.buf.clear();
-        encode(
-            &mut self.buf,
-            last_seq,
-            self.ledger.shard(),
-            &Record::Snapshot(self.ledger.clone()),
-        );
+        let last_seq = encode_file_start(&mut self.buf, &self.ledger, self.next_seq - 1, keys);
+        self.next_seq = last_seq + 1;
         self.buf_start = 0;
         self.flushed = 0;
         let end = self.buf.len() as u64;
+        self.base_bytes = end;
         let mut bytes = self.buf.clone();
         bytes.resize(bytes.len().div_ceil(BLOCK_BYTES) * BLOCK_BYTES, 0);
         self.in_flight = Some(InFlight { end, last_seq });
@@ -288,6 +301,23 @@ impl Tail {
             self.failed = Some(error);
         }
     }
+}
+
+/// Encodes a file's first records: the snapshot of `ledger` at `seq`, then `keys` as keyed
+/// records selling nothing. Returns the last sequence number written.
+pub(crate) fn encode_file_start(
+    out: &mut Vec<u8>,
+    ledger: &Ledger,
+    seq: Seq,
+    keys: &[KeyRecord],
+) -> Seq {
+    encode(out, seq, ledger.shard(), &Record::Snapshot(ledger.clone()));
+    let mut last = seq;
+    for &entry in keys {
+        last += 1;
+        encode(out, last, ledger.shard(), &Record::Keyed { sale: 0, entry });
+    }
+    last
 }
 
 /// Records whose headers start in `[from, to)` of the tail's buffer.

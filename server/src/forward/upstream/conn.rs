@@ -128,13 +128,28 @@ impl UpstreamConn {
     ) {
         assert!(!self.broken, "enqueue on a broken upstream connection");
         let before = out.len();
-        let headers: [(&[u8], &[u8]); 2] = [
+        let mut key_text = [0u8; super::FORWARD_KEY_BYTES];
+        let (qty, key) = match request {
+            Request::Reserve { qty } => (qty, None),
+            Request::KeyedReserve { qty, key } => (qty, Some(key.write(&mut key_text))),
+            Request::Available | Request::Health => (0, None),
+        };
+        let mut headers: [(&[u8], &[u8]); 3] = [
             (b"Content-Type", b"application/json"),
             (crate::request_id::HEADER, request_id),
+            (b"Idempotency-Key", b""),
         ];
+        let mut count = 1;
+        if !request_id.is_empty() {
+            count += 1;
+        }
+        if let Some(key) = key {
+            headers[count] = (b"Idempotency-Key", key);
+            count += 1;
+        }
         let with_id = usize::from(!request_id.is_empty());
         match request {
-            Request::Reserve { qty } => {
+            Request::Reserve { .. } | Request::KeyedReserve { .. } => {
                 let mut digits = itoa::Buffer::new();
                 let digits = digits.format(qty).as_bytes();
                 // `{"qty":` + at most 20 digits + `}`.
@@ -147,7 +162,7 @@ impl UpstreamConn {
                     b"POST",
                     RESERVE_TARGET,
                     &self.config.host_header,
-                    &headers[..1 + with_id],
+                    &headers[..count],
                     &body[..8 + digits.len()],
                 );
             }

@@ -23,9 +23,10 @@
 //! - Every enqueued id gets exactly one [`Outcome`], from `on_input`, `expire`, `on_closed` or
 //!   `on_error`; `in_flight()` counts the ids still waiting.
 //! - A request whose bytes may have reached the vacancy service and whose answer we did not read
-//!   ends as [`FailKind::Unknown`] or [`FailKind::Timeout`]: it may have sold tickets, so it is never
-//!   retried. Only [`FailKind::NotSent`] (no byte of it was reported written) may be retried
-//!   elsewhere. A partly written request is counted as sent: the rule stays "no byte left us".
+//!   ends as [`FailKind::Unknown`] or [`FailKind::Timeout`]: it may have sold tickets, so it is
+//!   never retried unless it carries an `Idempotency-Key` ([`Request::KeyedReserve`]), which the
+//!   vacancy service executes once. Otherwise only [`FailKind::NotSent`] (no byte of it was
+//!   reported written) may be retried elsewhere. A partly written request is counted as sent.
 //! - A connection that timed out, saw a malformed or unsolicited response, or was told
 //!   `Connection: close` is broken: it takes no new request, and the transport closes it once
 //!   `in_flight()` is 0. After a timeout its stream is still read, so the late answer of the expired
@@ -59,10 +60,50 @@ pub enum Request {
         /// Tickets asked for.
         qty: u64,
     },
+    /// `POST /api/v1/reserve` with `{"qty":qty}` and an `Idempotency-Key`: a purchase that may
+    /// be sent again after its bytes left (a broken connection, a 5xx), since the vacancy service
+    /// executes a key once and answers its repeats the same.
+    KeyedReserve {
+        /// Tickets asked for.
+        qty: u64,
+        /// The key sent along.
+        key: ForwardKey,
+    },
     /// `GET /api/v1/available`: the stock, for `/available` once the ticket tier's copy is stale.
     Available,
     /// `GET /api/v1/health`: the readiness probe behind the ticket tier's `/ready`.
     Health,
+}
+
+/// The `Idempotency-Key` of a forwarded reserve: fixed-size, so a request stays `Copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardKey {
+    /// Derived from the client's own key (its 128-bit digest): `c-` and 32 hex digits, so the
+    /// client's retries through any ticket node reach the vacancy service as one key.
+    Client(u128),
+    /// Made by the ticket tier for a purchase without a key: `t-` and 32 hex digits of (the
+    /// shard's start time in ms, the shard, a counter), unique across restarts.
+    Made(u128),
+}
+
+/// Bytes of a [`ForwardKey`] on the wire: a prefix of two and 32 hex digits.
+pub const FORWARD_KEY_BYTES: usize = 34;
+
+impl ForwardKey {
+    /// The header value, written into `buf`.
+    pub fn write(self, buf: &mut [u8; FORWARD_KEY_BYTES]) -> &[u8] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let (prefix, value) = match self {
+            ForwardKey::Client(v) => (b'c', v),
+            ForwardKey::Made(v) => (b't', v),
+        };
+        buf[0] = prefix;
+        buf[1] = b'-';
+        for i in 0..32 {
+            buf[2 + i] = HEX[((value >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        &buf[..]
+    }
 }
 
 /// The caller's name for a forwarded request: it maps the outcome back to the waiting purchase.
@@ -115,6 +156,12 @@ pub enum FailKind {
     /// Not sent at all: every connection of the shard's pool was at its pipelining limit and the
     /// pool at `HTTP_MAX_CONNECTIONS`.
     Busy,
+    /// A keyed reserve answered 409 `idempotency_key_in_flight`: its key's first request is
+    /// still being executed (by an earlier attempt, or the client's own duplicate).
+    KeyInFlight,
+    /// A keyed reserve answered 422 `idempotency_key_reused`: the client's key was used for
+    /// another quantity; nothing was done.
+    KeyReused,
 }
 
 impl FailKind {
@@ -137,6 +184,8 @@ impl FailKind {
             FailKind::Unknown | FailKind::Timeout | FailKind::Malformed | FailKind::BadBody => true,
             FailKind::Status(status) => !(300..500).contains(&status),
             FailKind::NotSent | FailKind::Busy => false,
+            // Refusals of the key: this attempt did nothing.
+            FailKind::KeyInFlight | FailKind::KeyReused => false,
         }
     }
 
@@ -150,6 +199,8 @@ impl FailKind {
             FailKind::Malformed => "malformed_response",
             FailKind::BadBody => "unexpected_body",
             FailKind::Busy => "pool_full",
+            FailKind::KeyInFlight => "idempotency_key_in_flight",
+            FailKind::KeyReused => "idempotency_key_reused",
         }
     }
 }
@@ -203,6 +254,19 @@ mod tests {
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 63\r\n\r\n\
           {\"success\":true,\"remaining\":5,\"message\":\"Purchase successful!\"}";
 
+    /// A forwarded key is its prefix and 32 hex digits, most significant first.
+    #[test]
+    fn forward_keys_are_written_in_hex() {
+        let mut buf = [0u8; FORWARD_KEY_BYTES];
+        let made = ForwardKey::Made(0x0123_4567_89ab_cdef_0000_0000_0000_00ff);
+        assert_eq!(made.write(&mut buf), b"t-0123456789abcdef00000000000000ff");
+        let client = ForwardKey::Client(u128::MAX);
+        assert_eq!(
+            client.write(&mut buf),
+            b"c-ffffffffffffffffffffffffffffffff"
+        );
+    }
+
     /// The vacancy service at 127.0.0.1:8001, a 2 s timeout, default limits.
     pub(super) fn config() -> UpstreamConfig {
         UpstreamConfig::new("127.0.0.1", 8001, Duration::from_secs(2), Limits::default())
@@ -234,6 +298,8 @@ mod tests {
             (Status(503), true, false),
             (Status(504), true, false),
             (Status(599), true, false),
+            (KeyInFlight, false, false),
+            (KeyReused, false, false),
         ];
         for &(kind, unknown, retryable) in table {
             assert_eq!(kind.outcome_unknown(), unknown, "{kind:?}");

@@ -8,16 +8,25 @@ use crate::json::Cursor;
 /// Maps a final response to `request` to an outcome.
 pub(super) fn outcome(request: Request, status: u16, body: &[u8]) -> Outcome {
     if status != 200 {
-        return Outcome::Failed(FailKind::Status(status));
+        let keyed = matches!(request, Request::KeyedReserve { .. });
+        let code = |code: &[u8]| body.windows(code.len()).any(|w| w == code);
+        let kind = match status {
+            409 if keyed && code(b"\"idempotency_key_in_flight\"") => FailKind::KeyInFlight,
+            422 if keyed && code(b"\"idempotency_key_reused\"") => FailKind::KeyReused,
+            _ => FailKind::Status(status),
+        };
+        return Outcome::Failed(kind);
     }
     let read = match request {
-        Request::Reserve { .. } => reserve_reply(body).map(|(success, remaining)| {
-            if success {
-                Outcome::Reserved { remaining }
-            } else {
-                Outcome::Insufficient { remaining }
-            }
-        }),
+        Request::Reserve { .. } | Request::KeyedReserve { .. } => {
+            reserve_reply(body).map(|(success, remaining)| {
+                if success {
+                    Outcome::Reserved { remaining }
+                } else {
+                    Outcome::Insufficient { remaining }
+                }
+            })
+        }
         Request::Available => available_reply(body).map(|qty| Outcome::Available { qty }),
         // A 200 that says `"status": "healthy"`: a stray server answering 200 to anything is
         // not our vacancy service.

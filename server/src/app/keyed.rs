@@ -1,0 +1,285 @@
+//! Keyed orders (`Idempotency-Key`, issue 17): the part of [`App`] that runs a purchase or a
+//! reserve carrying a key, on the shard that owns the key, and writes its answers. The table
+//! and the rules are in [`super::idempotency`]; the core carries the mail between shards.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::idempotency::{self, Fingerprint, KeyAnswer, KeyMail, Lookup, Origin};
+use super::routes::{error, App, Deferred, Exchange, Reply, Route};
+use crate::durability::journal::{keyed, Change};
+use crate::forward::upstream::{FailKind, ForwardKey};
+use crate::stock::rebalance::{OrderId, Placed};
+use crate::stock::slice::Sale;
+
+/// What running a keyed request on its owner gave.
+enum KeyStep {
+    /// Its answer, now.
+    Answer(KeyAnswer),
+    /// It waits for the coordinator under this order id.
+    Waiting(OrderId),
+}
+
+/// Now, in milliseconds since the Unix epoch: keys' ages survive restarts, so they run on the
+/// wall clock.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The route's number in the journal.
+fn route_code(route: Route) -> u8 {
+    match route {
+        Route::Reserve => 2,
+        _ => 1,
+    }
+}
+
+impl App {
+    /// A purchase or reserve for `qty` carrying the header value `value`: 400 for a bad key;
+    /// on the key's owner shard, the table's answer or the order; elsewhere, one hop to the
+    /// owner (the connection waits for its answer).
+    pub(super) fn keyed_order(
+        &mut self,
+        route: Route,
+        qty: u64,
+        value: &[u8],
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Reply {
+        let key = match idempotency::parse(value) {
+            Ok(key) => key,
+            Err(e) => {
+                self.keys.counters.invalid += 1;
+                return error(out, x, 400, "idempotency_key_invalid", e.detail(), None);
+            }
+        };
+        let fingerprint = Fingerprint {
+            route: route_code(route),
+            qty,
+        };
+        let owner = keyed::owner(key, self.shards);
+        if owner != self.shard {
+            self.keys.counters.hops += 1;
+            let id = self.keys.hop_id();
+            let ask = KeyMail::Ask {
+                id,
+                key,
+                fingerprint,
+            };
+            self.keys.mail.push((owner, ask));
+            return Reply::Deferred(Deferred::keyed(id, route, qty, key, x));
+        }
+        match self.run_keyed(key, fingerprint, Origin::Local) {
+            KeyStep::Answer(answer) => self.key_reply(route, qty, answer, x, out),
+            KeyStep::Waiting(order) => Reply::Deferred(Deferred::keyed(order, route, qty, key, x)),
+        }
+    }
+
+    /// Ticket mode: the key a forwarded reserve carries: derived from the client's, or made
+    /// here; `None` when the client's is not a key (the 400 is written: `Reply::Done(400)`).
+    pub(super) fn forward_key(
+        &mut self,
+        value: Option<&[u8]>,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<ForwardKey> {
+        match value.map(idempotency::parse) {
+            None => Some(ForwardKey::Made(self.keys.made_key(self.shard))),
+            Some(Ok(key)) => Some(ForwardKey::Client(key)),
+            Some(Err(e)) => {
+                self.keys.counters.invalid += 1;
+                error(out, x, 400, "idempotency_key_invalid", e.detail(), None);
+                None
+            }
+        }
+    }
+
+    /// Ticket mode: the vacancy service refused a keyed reserve for its key (409: in flight
+    /// still, after the retries; 422: the client reused its key for another quantity): the
+    /// client gets the same answer.
+    pub(super) fn forwarded_key_refused(
+        &mut self,
+        kind: FailKind,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Reply> {
+        let answer = match kind {
+            FailKind::KeyInFlight => KeyAnswer::InFlight,
+            FailKind::KeyReused => KeyAnswer::Reused,
+            _ => return None,
+        };
+        Some(self.key_reply(Route::Purchase, 0, answer, x, out))
+    }
+
+    /// Shard `from` asks this shard, the key's owner, to run a keyed request; the answer goes
+    /// back in mail (now, or once the coordinator decided).
+    pub fn key_ask(&mut self, from: usize, id: u64, key: u128, fingerprint: Fingerprint) {
+        if let KeyStep::Answer(answer) =
+            self.run_keyed(key, fingerprint, Origin::Remote { from, id })
+        {
+            self.keys.mail.push((from, KeyMail::Answer { id, answer }));
+        }
+    }
+
+    /// Runs a keyed request on its owner: the table's answer, or the order itself, whose answer
+    /// is journaled with its sale (one record when the slice sold it).
+    fn run_keyed(&mut self, key: u128, fingerprint: Fingerprint, origin: Origin) -> KeyStep {
+        if self.halted {
+            return KeyStep::Answer(KeyAnswer::Halted);
+        }
+        let now = now_ms();
+        let step = match self.keys.lookup(key, fingerprint, now) {
+            Lookup::Replay(record) => {
+                self.keys.counters.replays += 1;
+                KeyAnswer::Done {
+                    record,
+                    first: false,
+                }
+            }
+            Lookup::InFlight => {
+                self.keys.counters.in_flight += 1;
+                KeyAnswer::InFlight
+            }
+            Lookup::Reused => {
+                self.keys.counters.reused += 1;
+                KeyAnswer::Reused
+            }
+            // Closed sales refuse a new request but still replay answers given before the close.
+            Lookup::New if self.node.sales_closed() => KeyAnswer::Closed,
+            Lookup::New => {
+                let placed = self.node.order(fingerprint.qty, &mut self.outbox);
+                let (sold, sale) = match placed {
+                    Placed::Waiting(order) => {
+                        self.keys.begin(key, fingerprint);
+                        self.keys.orders.insert(order, (key, fingerprint, origin));
+                        self.node.maybe_refill(&mut self.outbox);
+                        return KeyStep::Waiting(order);
+                    }
+                    Placed::Refused => (false, 0),
+                    Placed::Sold => {
+                        // The sale becomes the key's record: no batch can split them.
+                        let qty = fingerprint.qty;
+                        match self.outbox.changes.pop() {
+                            Some(Change::Sale { qty: sold }) if sold == qty => (true, qty),
+                            other => {
+                                self.outbox.changes.extend(other);
+                                (true, 0)
+                            }
+                        }
+                    }
+                };
+                let remaining = self.node.total_available();
+                let record = self.keys.finish(key, fingerprint, sold, remaining, now);
+                self.outbox.changes.push(Change::Keyed {
+                    sale,
+                    entry: record,
+                });
+                self.node.maybe_refill(&mut self.outbox);
+                KeyAnswer::Done {
+                    record,
+                    first: true,
+                }
+            }
+        };
+        KeyStep::Answer(step)
+    }
+
+    /// Records the answers of keyed orders the coordinator decided in this step (call before
+    /// the step's changes are journaled): each goes into the table and the journal, and to the
+    /// asking shard when the request came from another. One branch when no keyed order waits.
+    pub fn keyed_outcomes(&mut self) {
+        if self.keys.orders.is_empty() {
+            return;
+        }
+        for i in 0..self.outbox.outcomes.len() {
+            let (order, sale) = self.outbox.outcomes[i];
+            let Some((key, fingerprint, origin)) = self.keys.orders.remove(&order) else {
+                continue;
+            };
+            let remaining = self.node.total_available();
+            let sold = sale == Sale::Sold;
+            let record = self
+                .keys
+                .finish(key, fingerprint, sold, remaining, now_ms());
+            let entry = record;
+            self.outbox.changes.push(Change::Keyed { sale: 0, entry });
+            if let Origin::Remote { from, id } = origin {
+                let answer = KeyAnswer::Done {
+                    record,
+                    first: true,
+                };
+                self.keys.mail.push((from, KeyMail::Answer { id, answer }));
+            }
+        }
+    }
+
+    /// The answer of a keyed order the coordinator decided, for the connection that waited on
+    /// this shard (the owner): what the table kept, so replays answer the same bytes.
+    pub(super) fn decided_key(&self, key: Option<u128>) -> Option<KeyAnswer> {
+        let record = self.keys.get(key?)?;
+        Some(KeyAnswer::Done {
+            record,
+            first: true,
+        })
+    }
+
+    /// Writes a keyed request's answer: the order's (counted when this request made it; a
+    /// replay is the same status and body), 409, 422 or 503.
+    pub(super) fn key_reply(
+        &mut self,
+        route: Route,
+        qty: u64,
+        answer: KeyAnswer,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Reply {
+        match answer {
+            KeyAnswer::Done { record, first } => {
+                let sale = if record.sold {
+                    Sale::Sold
+                } else {
+                    Sale::Insufficient
+                };
+                if first {
+                    self.order_reply(route, qty, sale, record.remaining, x, out)
+                } else {
+                    self.order_body(route, qty, sale, record.remaining, true, x, out)
+                }
+            }
+            KeyAnswer::InFlight => error(
+                out,
+                x,
+                409,
+                "idempotency_key_in_flight",
+                "a request with this Idempotency-Key is still being processed: retry it shortly",
+                None,
+            ),
+            KeyAnswer::Reused => error(
+                out,
+                x,
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for another request (a different route or qty)",
+                None,
+            ),
+            KeyAnswer::Closed => {
+                self.counters.orders_refused += 1;
+                let detail = "sales are closed by the operator: nothing was sold; try again later";
+                error(out, x, 409, "sales_closed", detail, None)
+            }
+            KeyAnswer::Halted => {
+                self.counters.orders_refused += 1;
+                error(
+                    out,
+                    x,
+                    503,
+                    "journal_failed",
+                    "the journal cannot record sales: nothing was recorded for this key; the \
+                     server must be restarted",
+                    None,
+                )
+            }
+        }
+    }
+}

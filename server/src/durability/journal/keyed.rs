@@ -1,0 +1,181 @@
+//! An idempotency key's journal record (issue 17): the key's digest, when it was recorded, the
+//! request it answered (its fingerprint) and the answer. The key record travels in the same
+//! group commit as the sale it answers: a local sale *is* the key record (its `sale` field), so no
+//! batch boundary can fall between them.
+//!
+//! ```text
+//! keyed (kind 8): sale u64, key u128, at_ms u64, route u8, qty u64, sold u8, remaining u64
+//! ```
+//! `sale` is the tickets this record sells from the shard's slice (0 when the sale was made
+//! elsewhere, by the coordinator, or when the record is a copy a compaction or a new epoch
+//! keeps). The journal knows nothing of what the fields mean beyond their shape.
+
+/// The payload's size: sale (8) + key (16) + at_ms (8) + route (1) + qty (8) + sold (1) +
+/// remaining (8).
+pub const KEYED_PAYLOAD_BYTES: usize = 50;
+
+/// What a key answered, as journaled and as a shard's key table keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KeyRecord {
+    /// The 128-bit digest of the `Idempotency-Key` value (see `app::idempotency`).
+    pub key: u128,
+    /// When the answer was made, in milliseconds since the Unix epoch (wall clock, so the TTL
+    /// runs on across restarts).
+    pub at_ms: u64,
+    /// The route of the request: 1 purchase, 2 reserve.
+    pub route: u8,
+    /// Tickets the request asked for.
+    pub qty: u64,
+    /// Whether it sold (else: insufficient stock).
+    pub sold: bool,
+    /// The `remaining` its answer reported.
+    pub remaining: u64,
+}
+
+impl KeyRecord {
+    /// Appends the payload (with the tickets `sale` this record sells here).
+    pub(crate) fn encode(&self, sale: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(&sale.to_le_bytes());
+        out.extend_from_slice(&self.key.to_le_bytes());
+        out.extend_from_slice(&self.at_ms.to_le_bytes());
+        out.push(self.route);
+        out.extend_from_slice(&self.qty.to_le_bytes());
+        out.push(u8::from(self.sold));
+        out.extend_from_slice(&self.remaining.to_le_bytes());
+    }
+
+    /// Reads a payload of exactly [`KEYED_PAYLOAD_BYTES`]: `(sale, record)`, or `None` when a
+    /// byte that has few legal values (route, sold) holds another.
+    pub(crate) fn decode(p: &[u8; KEYED_PAYLOAD_BYTES]) -> Option<(u64, KeyRecord)> {
+        let u64_at = |i: usize| u64::from_le_bytes(p[i..i + 8].try_into().expect("8 bytes"));
+        let route = p[32];
+        let sold = match p[41] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        if !(1..=2).contains(&route) {
+            return None;
+        }
+        let record = KeyRecord {
+            key: u128::from_le_bytes(p[8..24].try_into().expect("16 bytes")),
+            at_ms: u64_at(24),
+            route,
+            qty: u64_at(33),
+            sold,
+            remaining: u64_at(42),
+        };
+        Some((u64_at(0), record))
+    }
+}
+
+/// The shard that owns a key: the high half of its digest modulo the shard count. The digest
+/// is the same in every run (FNV-1a, not a seeded hasher), so a key finds its shard after a
+/// restart; when the shard count changes, start-up moves each key to its new owner.
+pub fn owner(key: u128, shards: usize) -> usize {
+    ((key >> 64) as u64 % shards as u64) as usize
+}
+
+/// Which keys start-up carries into the new epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepKeys {
+    /// Now, in milliseconds since the Unix epoch.
+    pub now_ms: u64,
+    /// Keys recorded longer ago than this are dropped (`IDEMPOTENCY_TTL`).
+    pub ttl_ms: u64,
+    /// The most keys one shard keeps: the newest of each owner's.
+    pub per_shard_max: usize,
+}
+
+impl KeepKeys {
+    /// Keeps every key (tests of the journal that do not care).
+    pub const ALL: KeepKeys = KeepKeys {
+        now_ms: 0,
+        ttl_ms: u64::MAX,
+        per_shard_max: usize::MAX,
+    };
+
+    /// `found` (the keyed records of every shard file, in any order), without duplicates (the
+    /// latest answer of a key wins), expired keys and each owner's oldest beyond the bound, cut
+    /// by owner among `shards`, each shard's oldest first.
+    pub fn sort(&self, found: Vec<KeyRecord>, shards: usize) -> Vec<Vec<KeyRecord>> {
+        let mut latest: std::collections::HashMap<u128, KeyRecord> = Default::default();
+        for r in found {
+            if self.now_ms.saturating_sub(r.at_ms) >= self.ttl_ms {
+                continue;
+            }
+            let slot = latest.entry(r.key).or_insert(r);
+            if r.at_ms >= slot.at_ms {
+                *slot = r;
+            }
+        }
+        let mut by_owner = vec![Vec::new(); shards];
+        for (_, r) in latest {
+            by_owner[owner(r.key, shards)].push(r);
+        }
+        for keys in &mut by_owner {
+            keys.sort_by_key(|r| (r.at_ms, r.key));
+            let excess = keys.len().saturating_sub(self.per_shard_max);
+            keys.drain(..excess);
+        }
+        by_owner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips_and_rejects_bad_bytes() {
+        let r = KeyRecord {
+            key: 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+            at_ms: 1_700_000_000_000,
+            route: 2,
+            qty: 7,
+            sold: true,
+            remaining: 93,
+        };
+        let mut out = Vec::new();
+        r.encode(5, &mut out);
+        assert_eq!(out.len(), KEYED_PAYLOAD_BYTES);
+        let bytes: [u8; KEYED_PAYLOAD_BYTES] = out.clone().try_into().unwrap();
+        assert_eq!(KeyRecord::decode(&bytes), Some((5, r)));
+        let mut bad = bytes;
+        bad[32] = 3;
+        assert_eq!(KeyRecord::decode(&bad), None);
+        let mut bad = bytes;
+        bad[41] = 2;
+        assert_eq!(KeyRecord::decode(&bad), None);
+    }
+
+    #[test]
+    fn start_up_keeps_the_latest_live_keys_by_owner() {
+        let rec = |key: u128, at_ms: u64| KeyRecord {
+            key,
+            at_ms,
+            route: 1,
+            qty: 1,
+            sold: true,
+            remaining: 0,
+        };
+        let keep = KeepKeys {
+            now_ms: 1_000,
+            ttl_ms: 500,
+            per_shard_max: 2,
+        };
+        let (a, b, c, d) = (0u128, 1u128 << 64, 2u128 << 64, 4u128 << 64);
+        let found = vec![
+            rec(a, 100),
+            rec(b, 600),
+            rec(b, 700),
+            rec(c, 800),
+            rec(d, 900),
+        ];
+        let sorted = keep.sort(found, 2);
+        // a expired; b's later answer wins; shard 0 (a, c, d) keeps its newest two.
+        assert_eq!(sorted[0], vec![rec(c, 800), rec(d, 900)]);
+        assert_eq!(sorted[1], vec![rec(b, 700)]);
+        assert_eq!(owner(b, 2), 1);
+    }
+}
