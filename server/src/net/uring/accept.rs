@@ -99,6 +99,7 @@ impl State {
         slot.conn = Connection::new(peer);
         slot.phase = Phase::Open;
         slot.peer_closed = false;
+        slot.recv_ended = false;
         slot.read_shut = false;
         slot.in_request = false;
         slot.deadline = now + self.shard.idle_timeout;
