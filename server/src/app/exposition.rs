@@ -169,7 +169,7 @@ const FAMILIES: &[Family] = &[
     ),
     counter!(
         "ticketd_uring_late_wakes_total",
-        "io_uring transport: parks ended by the sweep timer while completions waited (expected 0).",
+        "io_uring transport: parks ended by the sweep timer while completions waited (expected near 0).",
         |s| s.counters.transport.late_wakes
     ),
     counter!(
