@@ -143,6 +143,51 @@ const FAMILIES: &[Family] = &[
         |s| s.counters.forward_outcome_unknown
     ),
     counter!(
+        "ticketd_uring_recv_enobufs_total",
+        "io_uring transport: multishot receives ended by ENOBUFS (the provided-buffer ring was empty).",
+        |s| s.counters.transport.recv_enobufs
+    ),
+    counter!(
+        "ticketd_uring_recv_rearms_total",
+        "io_uring transport: multishot receives armed again on an open connection.",
+        |s| s.counters.transport.recv_rearms
+    ),
+    counter!(
+        "ticketd_uring_parks_total",
+        "io_uring transport: times the driver parked with nothing to do.",
+        |s| s.counters.transport.parks
+    ),
+    counter!(
+        "ticketd_uring_park_wakes_total",
+        "io_uring transport: parks woken by the driver's eventfd.",
+        |s| s.counters.transport.park_wakes
+    ),
+    counter!(
+        "ticketd_uring_park_timeouts_total",
+        "io_uring transport: parks ended by the sweep timer.",
+        |s| s.counters.transport.park_timeouts
+    ),
+    counter!(
+        "ticketd_uring_late_wakes_total",
+        "io_uring transport: parks ended by the sweep timer while completions waited (expected near 0).",
+        |s| s.counters.transport.late_wakes
+    ),
+    counter!(
+        "ticketd_uring_yields_total",
+        "io_uring transport: times the busy driver gave way to glommio.",
+        |s| s.counters.transport.yields
+    ),
+    counter!(
+        "ticketd_uring_slow_yields_total",
+        "io_uring transport: times the driver got the CPU back more than 1 ms after giving way.",
+        |s| s.counters.transport.slow_yields
+    ),
+    counter!(
+        "ticketd_uring_sends_behind_total",
+        "io_uring transport: responses made while the connection's previous send was in flight.",
+        |s| s.counters.transport.sends_behind
+    ),
+    counter!(
         "ticketd_moves_orders_local_total",
         "Orders sold from the shard's own slice without any message.",
         |s| s.moves.orders_local

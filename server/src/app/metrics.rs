@@ -10,6 +10,7 @@ use std::io::Write as _;
 
 use proto_http::Error;
 
+use crate::app::transport_counters::TransportCounters;
 use crate::config::Mode;
 use crate::stock::rebalance::Node;
 
@@ -53,6 +54,8 @@ pub struct Counters {
     pub forward_outcome_unknown: u64,
     /// Admin-listener requests refused for a missing or wrong token.
     pub admin_unauthorized: u64,
+    /// The io_uring transport's own moves (buffer ring, re-arms, parks, wakes, yields).
+    pub transport: TransportCounters,
 }
 
 impl Counters {
@@ -125,5 +128,7 @@ pub fn write_root(
         let comma = if i == 0 { "" } else { "," };
         let _ = write!(o, "{comma}\"{kind}\":{n}");
     }
-    o.extend_from_slice(b"}}}");
+    o.extend_from_slice(b"},");
+    c.transport.write_json(o);
+    o.extend_from_slice(b"}}");
 }

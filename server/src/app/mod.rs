@@ -21,4 +21,5 @@ pub mod latency;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
+pub mod transport_counters;
 mod upstream_failure;

@@ -30,7 +30,7 @@ impl State {
             }
         } else if res != -libc::ECANCELED {
             tracing::debug!(error = %io::Error::from_raw_os_error(-res), "accept failed");
-            if !cqueue::more(flags) {
+            if !cqueue::more(flags) && !retry_at_once(-res) {
                 self.accept_paused_until = now + ACCEPT_PAUSE;
             }
         }
@@ -99,6 +99,7 @@ impl State {
         slot.conn = Connection::new(peer);
         slot.phase = Phase::Open;
         slot.peer_closed = false;
+        slot.recv_ended = false;
         slot.read_shut = false;
         slot.in_request = false;
         slot.deadline = now + self.shard.idle_timeout;
@@ -142,6 +143,30 @@ impl State {
     }
 }
 
+/// Whether an accept error concerns only the connection it would have returned, so the accept
+/// is armed again at the end of the turn instead of after `ACCEPT_PAUSE`: accept(2) says to
+/// treat the network errors of a pending connection like EAGAIN, and a client that reset before
+/// it was accepted (ECONNABORTED) says nothing of the next. A pause there made every connection
+/// that came meanwhile wait up to a sweep period for its first byte to be read.
+fn retry_at_once(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ECONNABORTED
+            | libc::EINTR
+            | libc::EAGAIN
+            | libc::EPERM
+            | libc::ETIMEDOUT
+            | libc::EPROTO
+            | libc::ENOPROTOOPT
+            | libc::ENETDOWN
+            | libc::ENETUNREACH
+            | libc::EHOSTDOWN
+            | libc::EHOSTUNREACH
+            | libc::ENONET
+            | libc::EOPNOTSUPP
+    )
+}
+
 /// The address of the peer of socket `fd` (getpeername), if it is an IP socket.
 fn peer_ip(fd: RawFd) -> Option<IpAddr> {
     // SAFETY: sockaddr_storage is plain data, valid when zeroed; getpeername writes at most
@@ -176,5 +201,27 @@ fn peer_ip(fd: RawFd) -> Option<IpAddr> {
             Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_shortage_of_resources_pauses_the_accept() {
+        // A full descriptor table or no memory: accepting again at once would spin the shard.
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS] {
+            assert!(!retry_at_once(errno), "errno {errno}");
+        }
+        // One connection's trouble: the next connection must not wait for the sweep.
+        for errno in [
+            libc::ECONNABORTED,
+            libc::EPROTO,
+            libc::EPERM,
+            libc::ENETUNREACH,
+        ] {
+            assert!(retry_at_once(errno), "errno {errno}");
+        }
     }
 }

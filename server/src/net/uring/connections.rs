@@ -14,6 +14,7 @@ use io_uring::{cqueue, opcode, squeue, types};
 use super::buffers::{RecvBuffers, BUFFER_GROUP};
 use super::slots::{close, with_output, Phase, Slot};
 use super::{token, untoken, Op, GENERATION_MASK, STOP_RETRY};
+use crate::app::transport_counters::TransportCounters;
 use crate::durability::aligned::AlignedBuf;
 use crate::durability::journal::Batch;
 use crate::net::connection::{Connection, Next};
@@ -120,6 +121,7 @@ impl State {
         assert!(slot.recv_armed);
         if !cqueue::more(flags) {
             slot.recv_armed = false;
+            slot.recv_ended = true;
         }
         // The kernel may name a buffer on an end of stream or an error too; it is ours again.
         let buffer = cqueue::buffer_select(flags);
@@ -128,9 +130,12 @@ impl State {
             self.on_data(index, id, res as usize, now);
         } else if res == 0 {
             slot.peer_closed = true;
-        } else if res == -libc::ENOBUFS || res == -libc::ECANCELED {
-            // ENOBUFS: the data waits in the socket; `advance` re-arms after the buffers are back.
-            // ECANCELED: we asked (backpressure or close).
+        } else if res == -libc::ENOBUFS {
+            // The buffer ring ran dry: the data waits in the socket; `advance` re-arms after the
+            // buffers are back (published at the end of this turn).
+            self.counters().recv_enobufs += 1;
+        } else if res == -libc::ECANCELED {
+            // We asked (backpressure or close).
         } else {
             self.stop(index); // ECONNRESET and the like: the connection is gone
         }
@@ -147,9 +152,11 @@ impl State {
             Phase::Open => {
                 let shard = &self.shard;
                 let key = slot.key(index);
-                let step = with_output(slot, &mut self.pool, |conn, out| {
+                let mut behind = 0;
+                let step = with_output(slot, &mut self.pool, &mut behind, |conn, out| {
                     shard.core.borrow_mut().input(key, conn, data, out, now)
                 });
+                self.counters().sends_behind += behind;
                 self.after_step(index, step, now, Some(now));
             }
             Phase::Lingering => {
@@ -193,9 +200,11 @@ impl State {
                         continue;
                     }
                     let shard = &self.shard;
-                    let step = with_output(slot, &mut self.pool, |conn, out| {
+                    let mut behind = 0;
+                    let step = with_output(slot, &mut self.pool, &mut behind, |conn, out| {
                         shard.core.borrow_mut().resume(key, conn, answer, out, now)
                     });
+                    self.counters().sends_behind += behind;
                     self.after_step(index, step, now, None);
                 }
             }
@@ -295,6 +304,13 @@ impl State {
         }
     }
 
+    /// The shard's transport counters (`GET /`, `/metrics`).
+    pub(super) fn counters(&self) -> std::cell::RefMut<'_, TransportCounters> {
+        std::cell::RefMut::map(self.shard.core.borrow_mut(), |core| {
+            &mut core.app.counters.transport
+        })
+    }
+
     pub(super) fn touch(&mut self, index: u32) {
         let slot = &mut self.slots[index as usize];
         if !slot.touched {
@@ -386,6 +402,15 @@ impl State {
             };
         let recv = token(Op::Recv, index, slot.generation);
         if want_recv && !slot.recv_armed {
+            if slot.recv_ended {
+                self.shard
+                    .core
+                    .borrow_mut()
+                    .app
+                    .counters
+                    .transport
+                    .recv_rearms += 1;
+            }
             let arm = opcode::RecvMulti::new(types::Fd(slot.fd), BUFFER_GROUP)
                 .build()
                 .user_data(recv);

@@ -27,6 +27,11 @@ use crate::shard::Shard;
 /// `write` and one glommio ring entry per period.
 const YIELD_PERIOD: Duration = Duration::from_millis(2);
 
+/// A give-way that lasts longer than this is counted as slow (`TransportCounters::slow_yields`):
+/// every connection of the shard waited that long. A millisecond is ten times what glommio's
+/// reactor and the shard's small tasks take.
+const SLOW_YIELD: Duration = Duration::from_millis(1);
+
 /// After the shutdown grace, connections are cut; their requests get this long to come back from
 /// the kernel before the shard exits anyway (leaking them, as the process is ending).
 const TEARDOWN_WAIT: Duration = Duration::from_millis(200);
@@ -159,11 +164,21 @@ impl Driver {
                 // the driver handed them back) wait for glommio's reactor: give way at once, or
                 // group commits would complete once per `YIELD_PERIOD` under load.
                 if now >= next_yield || (self.state.held > 0 && self.state.commits_via_glommio()) {
+                    // What this turn staged (its responses, re-arms) goes to the kernel first:
+                    // it does not wait for glommio's reactor and other tasks.
+                    if let Err(e) = self.submit() {
+                        break Err(format!("io_uring: {e}"));
+                    }
+                    self.state.counters().yields += 1;
                     // The READ completes as glommio submits it, after glommio ran its reactor
                     // and every other runnable task: our task is not runnable meanwhile.
                     ring_bell(&self.eventfd);
+                    let gave_way = Instant::now();
                     let ok = wake_read(&self.eventfd, &mut wake).await;
                     wake = None;
+                    if gave_way.elapsed() > SLOW_YIELD {
+                        self.state.counters().slow_yields += 1;
+                    }
                     if !ok {
                         tracing::warn!("reading the io_uring eventfd failed");
                     }
@@ -217,6 +232,18 @@ impl Driver {
         .await;
         self.state.shard.driver.park(false);
         self.ring.completion().disable_eventfd();
+        let mut counters = self.state.counters();
+        counters.parks += 1;
+        if woke.is_some() {
+            counters.park_wakes += 1;
+        } else {
+            counters.park_timeouts += 1;
+            // The timer won although completions wait: their wake did not come in time.
+            if !self.ring.completion().is_empty() {
+                counters.late_wakes += 1;
+            }
+        }
+        drop(counters);
         if let Some(ok) = woke {
             *wake = None;
             if !ok {

@@ -48,6 +48,9 @@ pub(super) struct Slot {
     pub(super) recv_armed: bool,
     /// A cancel of the armed recv was staged.
     pub(super) recv_cancelled: bool,
+    /// A recv of this connection has ended since it was admitted: the next arm is a re-arm
+    /// (counted in `TransportCounters::recv_rearms`).
+    pub(super) recv_ended: bool,
     /// The peer ended its side (recv returned 0): nothing more to read.
     pub(super) peer_closed: bool,
     /// The drain shut our read side (`SHUT_RD`) so that the recv ends once the peer is quiet.
@@ -81,6 +84,7 @@ impl Slot {
             sending: false,
             recv_armed: false,
             recv_cancelled: false,
+            recv_ended: false,
             peer_closed: false,
             read_shut: false,
             in_request: false,
@@ -106,9 +110,12 @@ impl Slot {
 /// Runs `step` (new input, or a decided order) on a connection with the output buffer its bytes
 /// must go to: bytes leave in the order `out[sent..]`, then `next`, so `out` may grow only when
 /// no send holds it and nothing waits in `next`.
+///
+/// Output that goes to `next` while a send is in flight adds one to `behind`.
 pub(super) fn with_output(
     slot: &mut Slot,
     pool: &mut Vec<Vec<u8>>,
+    behind: &mut u64,
     step: impl FnOnce(&mut Connection, &mut Vec<u8>) -> Step,
 ) -> Step {
     let out = if slot.sending || !slot.next.is_empty() {
@@ -119,7 +126,12 @@ pub(super) fn with_output(
     if out.capacity() == 0 {
         *out = pool.pop().unwrap_or_default();
     }
-    step(&mut slot.conn, out)
+    let before = out.len();
+    let step = step(&mut slot.conn, out);
+    if slot.sending && slot.next.len() > before {
+        *behind += 1;
+    }
+    step
 }
 
 pub(super) fn close(fd: RawFd) {
