@@ -94,6 +94,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
             compact_bytes: config.journal_compact_bytes,
         });
         let admin_listener = admin_listener.take().filter(|_| index == COORDINATOR);
+        // Unpinned shards share the process's CPUs (more shards than CPUs).
+        let shares_cpu = cpu.is_none() && shards > 1;
         let handle = LocalExecutorBuilder::new(place)
             .name(&format!("shard-{index}"))
             .spawn(move || async move {
@@ -103,6 +105,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
                 }
                 let prepared = Prepared {
                     addr,
+                    shares_cpu,
                     admin_listener,
                     transport,
                     latency_origin,
@@ -290,6 +293,8 @@ struct JournalStart {
 struct Prepared {
     /// Where to listen.
     addr: SocketAddr,
+    /// Whether this shard shares its CPU with other shards (more shards than CPUs).
+    shares_cpu: bool,
     /// The admin listener's socket, bound by start-up (the coordinator's only).
     admin_listener: Option<OwnedFd>,
     /// How sockets are driven.
@@ -389,7 +394,13 @@ async fn shard_main(
     };
     // The transport is ready before the shard reports itself bound, so a ring that cannot be
     // set up fails the start instead of a shard later.
-    let serving = match transport(&shard, &config, prepared.transport, listener) {
+    let serving = match transport(
+        &shard,
+        &config,
+        prepared.transport,
+        listener,
+        prepared.shares_cpu,
+    ) {
         Ok(serving) => serving,
         Err(e) => return fail(format!("shard {me} cannot set up its io_uring: {e}")),
     };
@@ -503,6 +514,7 @@ fn transport(
     config: &Config,
     transport: Transport,
     listener: OwnedFd,
+    shares_cpu: bool,
 ) -> std::io::Result<Serving> {
     Ok(match transport {
         // SAFETY: the fd is a bound, listening TCP socket we own; glommio takes ownership of it.
@@ -514,6 +526,7 @@ fn transport(
             listener,
             config.connections_max,
             config.shutdown_timeout,
+            shares_cpu,
         )?)),
     })
 }

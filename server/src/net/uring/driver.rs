@@ -32,6 +32,16 @@ const YIELD_PERIOD: Duration = Duration::from_millis(2);
 /// reactor and the shard's small tasks take.
 const SLOW_YIELD: Duration = Duration::from_millis(1);
 
+/// While it has work and shares its CPU with other shards, the driver hands the CPU to the
+/// kernel (`sched_yield`) at least this often. Linux checks whether a running thread used up its
+/// turn only at a scheduler tick (4 ms at the common HZ=250) and, with the default
+/// `PREEMPT_NONE`, a woken shard does not displace a busy one before that: two busy shards on
+/// one CPU made the other shard's requests wait 4 or 8 ms (p99 after a sell-out 5-9 ms with two
+/// shards on one CPU, 1.2-2.3 ms with one, on a quiet 16-core machine; EEVDF's shorter custom
+/// slices did not change it). 250 µs is about one full turn of 64 requests; a yield with no
+/// other thread runnable costs one syscall (~1 µs).
+const SHARED_CPU_TURN: Duration = Duration::from_micros(250);
+
 /// After the shutdown grace, connections are cut; their requests get this long to come back from
 /// the kernel before the shard exits anyway (leaking them, as the process is ending).
 const TEARDOWN_WAIT: Duration = Duration::from_millis(200);
@@ -52,6 +62,9 @@ pub(crate) struct Driver {
     state: State,
     /// The eventfd registered with `ring`, owned by glommio, which READs it to wake us.
     eventfd: Rc<BufferedFile>,
+    /// Whether this shard shares its CPU with other shards (more shards than CPUs): then it
+    /// yields the CPU every [`SHARED_CPU_TURN`] while busy.
+    shares_cpu: bool,
 }
 
 /// A pending READ of the eventfd; `true` if it completed without error.
@@ -79,6 +92,7 @@ impl Driver {
         listener: OwnedFd,
         connections_max: usize,
         shutdown_timeout: Duration,
+        shares_cpu: bool,
     ) -> io::Result<Driver> {
         assert!(connections_max >= 1 && u32::try_from(connections_max).is_ok());
         let mut ring = builder().build(SQ_ENTRIES)?;
@@ -124,6 +138,7 @@ impl Driver {
                 spare: None,
             },
             eventfd,
+            shares_cpu,
         })
     }
 
@@ -133,6 +148,7 @@ impl Driver {
         self.state.control_accept(Instant::now());
         let mut next_sweep = Instant::now() + SWEEP_PERIOD;
         let mut next_yield = Instant::now() + YIELD_PERIOD;
+        let mut next_turn = Instant::now() + SHARED_CPU_TURN;
         let mut wake: Option<Wake> = None;
         let result = loop {
             let now = Instant::now();
@@ -160,6 +176,15 @@ impl Driver {
                 break Ok(());
             }
             if reaped > 0 || !self.state.staged.is_empty() {
+                if self.shares_cpu && now >= next_turn {
+                    // What this turn staged leaves first, then a shard waiting for the CPU runs.
+                    if let Err(e) = self.submit() {
+                        break Err(format!("io_uring: {e}"));
+                    }
+                    // SAFETY: sched_yield takes no arguments and cannot fail on Linux.
+                    unsafe { libc::sched_yield() };
+                    next_turn = Instant::now() + SHARED_CPU_TURN;
+                }
                 // Responses held for a write of the journal task (a compaction, or every write once
                 // the driver handed them back) wait for glommio's reactor: give way at once, or
                 // group commits would complete once per `YIELD_PERIOD` under load.
