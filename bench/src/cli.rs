@@ -151,6 +151,11 @@ pub struct RunArgs {
     /// An extra request header, "Name: value"; repeatable.
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
+    /// Purchase, reserve and flash: every request carries an `Idempotency-Key` of its own
+    /// (`tb-<run>-<n>`, unique across the run's connections and threads and across runs), so
+    /// each is a keyed order the server executes once, on the key's owner shard
+    #[arg(long)]
+    pub idempotency_keys: bool,
     /// A request with no response after this long counts as a timeout error and its connection
     /// is reopened; also the most the run waits for in-flight responses at the end.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]

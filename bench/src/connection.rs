@@ -211,9 +211,19 @@ impl Connection {
         self.body_buf.clear();
     }
 
-    /// Queues one request for writing.
-    pub fn queue(&mut self, request: &[u8], intended: Instant, sent: Instant) {
+    /// Queues one request for writing; with `key_at`, the copy gets the next key number there.
+    pub fn queue(
+        &mut self,
+        request: &[u8],
+        key_at: Option<usize>,
+        intended: Instant,
+        sent: Instant,
+    ) {
+        let start = self.write_buf.len();
         self.write_buf.extend_from_slice(request);
+        if let Some(at) = key_at {
+            crate::scenario::write_next_key(&mut self.write_buf[start..], at);
+        }
         self.inflight.push_back(Inflight { intended, sent });
         self.requests_on_socket += 1;
     }
@@ -431,7 +441,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         for _ in 0..inflight {
-            c.queue(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now, now);
+            c.queue(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", None, now, now);
         }
         c.flush().unwrap();
         (c, server, poll)

@@ -50,6 +50,29 @@ pub struct Stream {
     pub check: Check,
     /// Tickets one successful response takes (0 for requests that sell nothing).
     pub qty: u64,
+    /// With `--idempotency-keys`: where in `request` the [`KEY_DIGITS`] hex digits of its key's
+    /// number are, rewritten for every request sent.
+    pub key_at: Option<usize>,
+}
+
+/// Hex digits of the per-request part of an `Idempotency-Key` (a `u64`).
+pub const KEY_DIGITS: usize = 16;
+
+/// Numbers the keyed requests of this process: one add per request, shared by the threads.
+static KEY_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Writes the next key number into `request` at `at` (the [`KEY_DIGITS`] placeholder).
+pub fn write_next_key(request: &mut [u8], at: usize) {
+    let n = KEY_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    write_hex(&mut request[at..at + KEY_DIGITS], n);
+}
+
+/// `n` as [`KEY_DIGITS`] lowercase hex digits into `out`.
+fn write_hex(out: &mut [u8], n: u64) {
+    for (i, b) in out.iter_mut().enumerate() {
+        let shift = 4 * (KEY_DIGITS - 1 - i);
+        *b = b"0123456789abcdef"[((n >> shift) & 0xf) as usize];
+    }
 }
 
 /// The streams of a run.
@@ -72,6 +95,18 @@ impl Plan {
             .map(|h| header_pair(h).ok_or_else(|| Error::Usage(format!("bad --header {h:?}"))))
             .collect::<Result<_, _>>()?;
         let available = || stream(target, &extra, "available", "GET", "/api/v1/available", "");
+        // The run's tag keeps keys apart from earlier runs' (a server keeps keys for a day).
+        let run_tag = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut tag = [0u8; KEY_DIGITS];
+        write_hex(&mut tag, run_tag);
+        let key_value = format!(
+            "tb-{}-{}",
+            std::str::from_utf8(&tag).expect("hex"),
+            "0".repeat(KEY_DIGITS)
+        );
+        let keyed = args.idempotency_keys;
         // One stream per distinct quantity, named after it when there are several; the lanes
         // repeat the mix as given.
         let mut quantities = args.quantities();
@@ -88,10 +123,22 @@ impl Plan {
                         _ => format!("{endpoint}-q{qty}"),
                     };
                     let order = format!("{{\"qty\":{qty}}}");
+                    let mut headers = extra.clone();
+                    if keyed {
+                        headers.push(("Idempotency-Key", key_value.as_str()));
+                    }
+                    let s = stream(target, &headers, &name, "POST", &path, &order);
+                    // The placeholder is the last KEY_DIGITS of the key's value.
+                    let key_at = keyed.then(|| {
+                        find(&s.request, key_value.as_bytes()).expect("the key is in the request")
+                            + key_value.len()
+                            - KEY_DIGITS
+                    });
                     Stream {
                         check,
                         qty,
-                        ..stream(target, &extra, &name, "POST", &path, &order)
+                        key_at,
+                        ..s
                     }
                 })
                 .collect();
@@ -178,6 +225,7 @@ fn stream(
         request,
         check: Check::Status200,
         qty: 0,
+        key_at: None,
     }
 }
 
@@ -320,6 +368,39 @@ mod tests {
             unreachable!()
         };
         Plan::new(&args, &Target::parse(&args.url).unwrap()).unwrap()
+    }
+
+    /// Every keyed request sent carries a key of its own, visible ASCII within the server's
+    /// 255 bytes, in the place the plan named; unkeyed plans name none.
+    #[test]
+    fn each_keyed_request_gets_a_key_of_its_own() {
+        assert!(plan(&["--scenario", "purchase"]).streams[0]
+            .key_at
+            .is_none());
+        let p = plan(&[
+            "--scenario",
+            "flash",
+            "--qty-mix",
+            "1,2",
+            "--idempotency-keys",
+        ]);
+        let mut keys = std::collections::HashSet::new();
+        for s in &p.streams {
+            let at = s.key_at.expect("a keyed stream");
+            for _ in 0..100 {
+                let mut request = s.request.clone();
+                write_next_key(&mut request, at);
+                let text = String::from_utf8(request).unwrap();
+                let line = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Idempotency-Key: "))
+                    .expect("the header");
+                assert!(line.len() <= 255 && line.bytes().all(|b| b.is_ascii_graphic()));
+                assert!(line.starts_with("tb-"), "{line}");
+                assert!(keys.insert(line.to_string()), "{line} twice");
+            }
+        }
+        assert_eq!(keys.len(), 200);
     }
 
     #[test]

@@ -508,6 +508,7 @@ impl<'p> Worker<'p> {
             return;
         }
         let request = &self.config.streams[conn.stream].request;
+        let key_at = self.config.streams[conn.stream].key_at;
         let c = &mut self.counters;
         let per_socket = self.config.reconnect_after.unwrap_or(u64::MAX);
         match self.period {
@@ -516,7 +517,7 @@ impl<'p> Worker<'p> {
                     && conn.requests_on_socket < per_socket
                     && c.admit(&s, now)
                 {
-                    conn.queue(request, now, now);
+                    conn.queue(request, key_at, now, now);
                     c.inflight += 1;
                 }
             }
@@ -526,7 +527,7 @@ impl<'p> Worker<'p> {
                     && conn.next_intended <= now
                     && c.admit(&s, conn.next_intended)
                 {
-                    conn.queue(request, conn.next_intended, now);
+                    conn.queue(request, key_at, conn.next_intended, now);
                     conn.next_intended += period;
                     c.inflight += 1;
                 }
