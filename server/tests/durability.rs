@@ -11,11 +11,11 @@ mod support;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use support::{free_port, get, post, run_failing, try_read_reply, Server, READ_TIMEOUT};
+use support::{free_port, get, post, run_failing, try_read_reply, DataDir, Server, READ_TIMEOUT};
 
 /// Tickets in the crash tests' data directory: far more than a cycle's load can sell, so that
 /// purchases keep succeeding (and keep the journal busy) until the kill.
@@ -84,38 +84,6 @@ fn seed() -> u64 {
                 .unwrap()
                 .as_nanos() as u64
         })
-}
-
-/// A data directory of its own under the temp dir, unique per test and process; removed when
-/// dropped, unless the test failed (then its path is printed, to look at the journal).
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(name: &str) -> DataDir {
-        let path =
-            std::env::temp_dir().join(format!("ticketd-durability-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        DataDir(path)
-    }
-
-    /// The path as an argument.
-    fn arg(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temp dir")
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("data directory kept: {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 /// What recovery found at start, from the "journal recovered" log line: (sold, available).
@@ -369,7 +337,7 @@ fn crash_cycles(name: &str, shards: &[&str], final_shards: &str) {
     let seed = seed();
     eprintln!("{name}: seed {seed} (DURABILITY_SEED={seed} replays the kill moments)");
     let mut rng = Rng::new(seed);
-    let dir = DataDir::new(name);
+    let dir = DataDir::new("durability", name);
     let mut books = Books {
         initial: CRASH_STOCK,
         acknowledged: 0,
@@ -480,7 +448,7 @@ fn shard_count_changes_between_crashes_conserve_the_stock() {
 /// the journal's stock.
 #[test]
 fn the_journal_stock_wins_over_the_configured_stock() {
-    let dir = DataDir::new("stock");
+    let dir = DataDir::new("durability", "stock");
     let server = Server::start(&["--initial-stock", "100", "--data-dir", dir.arg()]);
     for _ in 0..10 {
         assert!(buy(&server, 1));
@@ -507,7 +475,7 @@ fn the_journal_stock_wins_over_the_configured_stock() {
 /// With the default `--durability sync`, a clean SIGTERM restart keeps the 10 sold of 100.
 #[test]
 fn sync_keeps_sales_across_a_clean_restart() {
-    let dir = DataDir::new("sync");
+    let dir = DataDir::new("durability", "sync");
     let args = [
         "--initial-stock",
         "100",
@@ -527,7 +495,7 @@ fn sync_keeps_sales_across_a_clean_restart() {
 /// restart on the same data directory has the whole stock again.
 #[test]
 fn durability_none_forgets_across_a_restart_and_warns() {
-    let dir = DataDir::new("none");
+    let dir = DataDir::new("durability", "none");
     let args = [
         "--durability",
         "none",
@@ -562,7 +530,7 @@ fn durability_none_forgets_across_a_restart_and_warns() {
 /// disk changed.
 #[test]
 fn a_corrupt_journal_stops_start_up_naming_file_and_offset() {
-    let dir = DataDir::new("corrupt");
+    let dir = DataDir::new("durability", "corrupt");
     let args = [
         "--shards",
         "1",
@@ -650,7 +618,7 @@ fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// ticketd uses it; the first one keeps selling, and once it stops the directory can be used.
 #[test]
 fn two_processes_cannot_share_a_data_dir() {
-    let dir = DataDir::new("shared");
+    let dir = DataDir::new("durability", "shared");
     let args = ["--initial-stock", "100", "--data-dir", dir.arg()];
     let first = Server::start(&args);
     assert!(buy(&first, 1));
@@ -694,7 +662,7 @@ const COMPACT_STOCK: u64 = 12_000;
 #[test]
 fn compaction_bounds_the_journal_and_keeps_every_sale() {
     for transport in TRANSPORTS {
-        let dir = DataDir::new(&format!("compact-{transport}"));
+        let dir = DataDir::new("durability", &format!("compact-{transport}"));
         let stock = COMPACT_STOCK.to_string();
         let compact = COMPACT_BYTES.to_string();
         let args = [

@@ -9,37 +9,9 @@ mod support;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 
-use support::{read_reply, Reply, Server};
-
-/// A data directory that outlives one server (for restarts); removed when dropped.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(name: &str) -> DataDir {
-        let path = std::env::temp_dir().join(format!("ticketd-idem-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        DataDir(path)
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temp dir")
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+use support::{read_reply, DataDir, Reply, Server};
 
 /// A keyed POST on `stream` (keep-alive).
 fn keyed(stream: &mut TcpStream, path: &str, key: &str, body: &str) -> Reply {
@@ -123,7 +95,7 @@ fn a_keyed_purchase_repeated_on_every_shard_sells_once() {
 
 #[test]
 fn a_keyed_sale_survives_kill_9_and_answers_the_same() {
-    let dir = DataDir::new("kill9");
+    let dir = DataDir::new("idem", "kill9");
     let args = [
         "--shards",
         "2",
@@ -167,7 +139,7 @@ fn a_keyed_sale_survives_kill_9_and_answers_the_same() {
 
 #[test]
 fn compaction_keeps_live_keys() {
-    let dir = DataDir::new("compact");
+    let dir = DataDir::new("idem", "compact");
     let args = [
         "--shards",
         "1",

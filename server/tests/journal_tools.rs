@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{get, post, try_read_reply, Server};
+use support::{get, post, try_read_reply, DataDir, Server};
 
 /// How long a tool may take: it reads a few small files.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -34,48 +34,19 @@ const EXIT_FAILED: i32 = 1;
 const EXIT_TORN_TAIL: i32 = 3;
 const EXIT_DAMAGED: i32 = 4;
 
-/// A data directory of its own under the temp dir; removed when dropped, unless the test failed
-/// (then its path is printed, to look at the journal).
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(name: &str) -> DataDir {
-        let path = std::env::temp_dir().join(format!(
-            "ticketd-journal-tools-{}-{name}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        DataDir(path)
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temp dir")
-    }
-
-    /// The one shard file of the current epoch for `shard`.
-    fn shard_file(&self, shard: usize) -> PathBuf {
-        let prefix = format!("shard-{shard}.e");
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                let name = p.file_name().unwrap().to_string_lossy();
-                name.starts_with(&prefix) && name.ends_with(".log")
-            })
-            .collect();
-        assert_eq!(found.len(), 1, "{found:?}");
-        found.pop().unwrap()
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("data directory kept: {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// The one shard file of the current epoch for `shard` in `dir`.
+fn shard_file(dir: &DataDir, shard: usize) -> PathBuf {
+    let prefix = format!("shard-{shard}.e");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(".log")
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.pop().unwrap()
 }
 
 /// What a tool run gave: exit status, stdout, stderr.
@@ -230,7 +201,7 @@ fn field(v: &Value, key: &str) -> u64 {
 /// text form says the same to a person, and changes no file.
 #[test]
 fn inspect_shows_sold_and_available_per_shard() {
-    let dir = DataDir::new("inspect");
+    let dir = DataDir::new("journal-tools", "inspect");
     let args = [
         "--shards",
         "2",
@@ -247,7 +218,7 @@ fn inspect_shows_sold_and_available_per_shard() {
     let (sold, available) = metrics_once_settled(&server, 2, 21);
     drop(server);
 
-    let before = listing(&dir.0);
+    let before = listing(dir.path());
     let v = inspect(&dir, EXIT_CLEAN);
     assert_eq!(v["status"], "clean", "{v}");
     assert_eq!(v["in_use"], false, "{v}");
@@ -274,7 +245,7 @@ fn inspect_shows_sold_and_available_per_shard() {
     );
     assert!(text.stdout.contains("status: clean"), "{}", text.stdout);
     assert_eq!(
-        listing(&dir.0),
+        listing(dir.path()),
         before,
         "inspect changed the data directory"
     );
@@ -284,7 +255,7 @@ fn inspect_shows_sold_and_available_per_shard() {
 /// the offset where the record began (exit status 3); the next start cuts it and keeps the rest.
 #[test]
 fn a_torn_tail_is_named_with_file_and_offset() {
-    let dir = DataDir::new("torn");
+    let dir = DataDir::new("journal-tools", "torn");
     let args = [
         "--shards",
         "1",
@@ -300,7 +271,7 @@ fn a_torn_tail_is_named_with_file_and_offset() {
         buy(&server, 1);
     }
     drop(server);
-    let file = dir.shard_file(0);
+    let file = shard_file(&dir, 0);
     let torn_at = SNAPSHOT_1 + 4 * SALE;
     let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
     f.set_len(torn_at + 10).unwrap();
@@ -328,7 +299,7 @@ fn a_torn_tail_is_named_with_file_and_offset() {
 /// torn tail: named with the file and the record's offset, exit status 4.
 #[test]
 fn corruption_in_the_middle_is_named_with_file_and_offset() {
-    let dir = DataDir::new("corrupt");
+    let dir = DataDir::new("journal-tools", "corrupt");
     let args = [
         "--shards",
         "1",
@@ -341,7 +312,7 @@ fn corruption_in_the_middle_is_named_with_file_and_offset() {
     // 2,600 sales of 27 bytes: past the 64 KiB a torn last batch can reach.
     buy_pipelined(&server, 2600, 64);
     drop(server);
-    let file = dir.shard_file(0);
+    let file = shard_file(&dir, 0);
     let mut bytes = std::fs::read(&file).unwrap();
     let bad = SNAPSHOT_1 + 10 * SALE;
     bytes[(bad + 9) as usize] ^= 0x01; // inside the record's sequence number
@@ -366,7 +337,7 @@ fn corruption_in_the_middle_is_named_with_file_and_offset() {
 /// the server sells on from the same stock, and a later inspect finds every sale.
 #[test]
 fn reset_refuses_while_a_server_runs() {
-    let dir = DataDir::new("busy");
+    let dir = DataDir::new("journal-tools", "busy");
     let args = [
         "--shards",
         "2",
@@ -379,7 +350,7 @@ fn reset_refuses_while_a_server_runs() {
     ];
     let server = Server::start(&args);
     buy(&server, 3);
-    let before = listing(&dir.0);
+    let before = listing(dir.path());
     let run = journal(&["reset", "--initial-stock", "5", "--data-dir", dir.arg()]);
     assert_eq!(run.code, EXIT_FAILED, "{}\n{}", run.stdout, run.stderr);
     assert!(
@@ -389,7 +360,7 @@ fn reset_refuses_while_a_server_runs() {
     );
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert_eq!(
-        listing(&dir.0),
+        listing(dir.path()),
         before,
         "a refused reset changed the data directory"
     );
@@ -407,7 +378,7 @@ fn reset_refuses_while_a_server_runs() {
 /// warning, and inspect shows the new sale.
 #[test]
 fn after_a_reset_the_server_starts_the_new_sale_without_a_warning() {
-    let dir = DataDir::new("reset");
+    let dir = DataDir::new("journal-tools", "reset");
     let with_stock = |stock: &'static str| {
         vec![
             "--shards",
@@ -474,13 +445,13 @@ fn after_a_reset_the_server_starts_the_new_sale_without_a_warning() {
 /// empty one, says there is no journal yet and exits 0. A reset of an empty one starts a sale.
 #[test]
 fn inspect_of_a_missing_or_empty_directory() {
-    let dir = DataDir::new("missing");
+    let dir = DataDir::new("journal-tools", "missing");
     let run = journal(&["inspect", "--data-dir", dir.arg()]);
     assert_eq!(run.code, EXIT_FAILED, "{}", run.stdout);
     assert!(run.stderr.contains("is not a directory"), "{}", run.stderr);
-    assert!(!dir.0.exists(), "inspect created the directory");
+    assert!(!dir.path().exists(), "inspect created the directory");
 
-    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
     let v = inspect(&dir, EXIT_CLEAN);
     assert!(v["manifest"].is_null() && v["sold"].is_null(), "{v}");
     let text = journal(&["inspect", "--data-dir", dir.arg()]);

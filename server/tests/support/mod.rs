@@ -186,6 +186,39 @@ impl Drop for Server {
     }
 }
 
+/// A data directory of its own under the temp dir, named after the test binary (`prefix`), the
+/// process and the test; emptied when made, removed when dropped unless the test failed (then
+/// its path is printed, to look at the journal).
+pub struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    pub fn new(prefix: &str, name: &str) -> DataDir {
+        let path =
+            std::env::temp_dir().join(format!("ticketd-{prefix}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        DataDir(path)
+    }
+
+    /// The path as an argument.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp dir")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("data directory kept: {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// Makes `dir` an empty directory. Its name holds the process id, which the kernel reuses: a
 /// folder left by an earlier run of another test binary with the same id would hand this server
 /// that run's journal (`./data`), and with it a stock already sold (seen: 98 of 2,000 tickets).
