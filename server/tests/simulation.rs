@@ -236,6 +236,8 @@ struct Coverage {
     /// Answers to keyed orders clients read (200), and of them replays.
     keyed_answers: u64,
     keyed_replays: u64,
+    /// Seeds that ran with a key on every order.
+    all_keyed_seeds: u64,
 }
 
 impl Coverage {
@@ -250,7 +252,7 @@ impl Coverage {
              ({} refused on the spot by the bound), {:.2} protocol messages per order; settling \
              went at most {} deliveries without an answer; {} restocks ({} acknowledged, {} in \
              flight at a crash), {} sales closed or opened, {} orders refused as closed; {} keyed \
-             answers, {} of them replays",
+             answers, {} of them replays; {} seeds with a key on every order",
             self.steps,
             self.seeds,
             self.crashes,
@@ -283,7 +285,8 @@ impl Coverage {
             self.sales_changes,
             self.orders_closed,
             self.keyed_answers,
-            self.keyed_replays
+            self.keyed_replays,
+            self.all_keyed_seeds
         )
     }
 }
@@ -425,6 +428,9 @@ const KEYS: u64 = 12;
 /// One in this many orders carries an `Idempotency-Key`.
 const KEYED_ONE_IN: u64 = 4;
 
+/// One seed in this many runs with a key on every order (`Sim::all_keyed`).
+const ALL_KEYED_ONE_IN: u64 = 5;
+
 /// The `Idempotency-Key` value of key number `k`.
 fn key_name(k: u64) -> String {
     format!("sim-key-{k}")
@@ -515,6 +521,12 @@ struct Sim<'c> {
     keyed_before: std::collections::HashSet<u64>,
     /// Keys whose execution a client read in this life (an execution answers once).
     keyed_executed: std::collections::HashSet<u64>,
+    /// Every order carries a key (fresh ones, besides the few that repeat): then every sale is
+    /// journaled with its key, and each restart checks that the recovered keys account for every
+    /// ticket sold, none twice (a sale kept while its key was lost lets a retry sell again).
+    all_keyed: bool,
+    /// The next fresh key number (above [`KEYS`]) of an all-keyed run.
+    next_fresh_key: u64,
 }
 
 impl<'c> Sim<'c> {
@@ -527,7 +539,10 @@ impl<'c> Sim<'c> {
             _ => rng.below(3_000),
         };
         let compact_bytes = rng.pick(&COMPACT_BYTES);
-        Sim::start(rng, shards, stock, compact_bytes, coverage)
+        let mut sim = Sim::start(rng, shards, stock, compact_bytes, coverage);
+        sim.all_keyed = seed % ALL_KEYED_ONE_IN == 1;
+        sim.coverage.all_keyed_seeds += u64::from(sim.all_keyed);
+        sim
     }
 
     /// A run whose first life has `shards` shards, on an empty disk.
@@ -564,6 +579,8 @@ impl<'c> Sim<'c> {
             keyed_acks: HashMap::new(),
             keyed_before: Default::default(),
             keyed_executed: Default::default(),
+            all_keyed: false,
+            next_fresh_key: KEYS,
         };
         sim.restart(shards, compact_bytes, 0);
         sim
@@ -714,6 +731,17 @@ impl<'c> Sim<'c> {
     /// A client asks shard `at` for `qty` tickets.
     fn order(&mut self, at: usize, qty: u64) {
         self.order_keyed(at, qty, None);
+    }
+
+    /// A client asks shard `at` for `qty` tickets: with a fresh key in an all-keyed run.
+    fn order_any(&mut self, at: usize, qty: u64) {
+        if self.all_keyed {
+            let k = self.next_fresh_key;
+            self.next_fresh_key += 1;
+            self.order_keyed(at, qty, Some(k));
+        } else {
+            self.order(at, qty);
+        }
     }
 
     /// A client asks shard `at` for `qty` tickets, with key number `key` if any.
@@ -1277,6 +1305,19 @@ impl<'c> Sim<'c> {
                 r.stock
             );
         }
+        if self.all_keyed {
+            let keyed: u64 = r
+                .shards
+                .iter()
+                .flat_map(|s| &s.keys)
+                .filter(|k| k.sold)
+                .map(|k| k.qty)
+                .sum();
+            assert_eq!(
+                keyed, r.sold,
+                "every order carried a key: the recovered keys' sales must be every ticket sold"
+            );
+        }
         let warned = |what: &str| r.warnings.iter().any(|w| w.contains(what));
         self.coverage.torn_tails_cut += u64::from(warned("torn tail"));
         self.coverage.transit_restored += u64::from(warned("in transit"));
@@ -1327,7 +1368,7 @@ impl<'c> Sim<'c> {
                     1..=3 => 1 + self.rng.below(self.stock / 4 + 2), // medium
                     _ => 1 + self.rng.below(3),
                 };
-                self.order(at, qty);
+                self.order_any(at, qty);
             }
             30..=39 => {
                 self.turn(at);
@@ -1496,7 +1537,7 @@ impl<'c> Sim<'c> {
         loop {
             let at = self.rng.below(self.n() as u64) as usize;
             let before = self.acked;
-            self.order(at, 1);
+            self.order_any(at, 1);
             self.quiesce();
             self.check();
             if self.acked == before {
@@ -1978,4 +2019,35 @@ fn a_restock_racing_the_bound_it_lifts_leaves_no_shard_refusing_by_it() {
     assert_eq!(sim.acked, 10, "two orders of 5 sold from the 13 tickets");
     sim.reboot(Crash::default(), 3);
     assert_eq!((sim.stock, sim.sold_before), (13, 10));
+}
+
+/// Issue 17, the crash gap of an escalated keyed order: the key's owner (shard 1 of 3, stock 9,
+/// 3 each) escalates a keyed order for 4; the coordinator sells it and its journal commits the
+/// sale; the power goes before the owner's journal commits the key, so the client has heard
+/// nothing. The retry after the restart must find the key with its sale (one record on the
+/// coordinator holds both) and replay it, not sell 4 more.
+#[test]
+fn an_escalated_keyed_sale_and_its_key_survive_a_crash_together() {
+    use ticketd::app::idempotency::digest;
+    use ticketd::durability::journal::keyed::owner;
+    let mut coverage = Coverage::default();
+    let mut sim = Sim::start(Rng(1), 3, 9, COMPACT_BYTES_DEFAULT, &mut coverage);
+    let k = (0..)
+        .find(|&k| owner(digest(key_name(k).as_bytes()), 3) == 1)
+        .expect("some key belongs to shard 1");
+    sim.order_keyed(1, 4, Some(k));
+    // Shard 1 commits the `Give` of its slice, so its `Escalate` leaves; then nothing more of
+    // its journal is committed.
+    sim.progress(None);
+    sim.settle(Some(1));
+    assert_eq!(sim.sold_in_life(), 4, "the coordinator sold 4");
+    assert_eq!(sim.acked, 0, "the owner's answer waits for its journal");
+    sim.reboot(Crash::default(), 3);
+    assert_eq!(sim.sold_before, 4, "the coordinator's sale is durable");
+    sim.order_keyed(2, 4, Some(k));
+    sim.quiesce();
+    assert_eq!(sim.coverage.keyed_replays, 1, "the retry is a replay");
+    assert_eq!(sim.sold_in_life(), 0, "nothing sold again");
+    sim.reboot(Crash::default(), 2);
+    assert_eq!(sim.sold_before, 4, "sold once");
 }

@@ -164,6 +164,26 @@ pub enum KeyMail {
         /// The answer.
         answer: KeyAnswer,
     },
+    /// The owner to the coordinator, posted just ahead of the order's `Escalate`: escalated
+    /// order `order` carries this key. When the coordinator sells it, it journals the key with
+    /// the sale in one record.
+    Escalated {
+        /// The owner's order number.
+        order: OrderId,
+        /// The key's digest.
+        key: u128,
+        /// The request.
+        fingerprint: Fingerprint,
+    },
+    /// The coordinator to the owner, posted just ahead of the order's `Decided`: the answer
+    /// it journaled (or, for a refusal, made) for escalated keyed order `order`. The owner keeps
+    /// and answers exactly this record, so the two journals' copies are equal.
+    Decided {
+        /// The owner's order number.
+        order: OrderId,
+        /// The answer.
+        record: KeyRecord,
+    },
 }
 
 /// Where a keyed order that waits for the coordinator came from.
@@ -243,6 +263,10 @@ impl Hasher for FoldHasher {
     fn write_u128(&mut self, n: u128) {
         self.write_u64(n as u64 ^ (n >> 64) as u64);
     }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
 }
 
 /// A map keyed by digests.
@@ -261,6 +285,10 @@ pub struct Keys {
     in_flight: DigestMap<Fingerprint>,
     /// Keyed orders of this shard waiting for the coordinator: their key, request and origin.
     pub orders: HashMap<OrderId, (u128, Fingerprint, Origin), BuildHasherDefault<FoldHasher>>,
+    /// The coordinator: keyed orders other shards escalated, by `(shard, order)`, until decided.
+    pub escalated: HashMap<(usize, OrderId), (u128, Fingerprint), BuildHasherDefault<FoldHasher>>,
+    /// The coordinator's answers to this shard's escalated keyed orders, until their `Decided`.
+    pub decided: HashMap<OrderId, KeyRecord, BuildHasherDefault<FoldHasher>>,
     /// Mail to post after this step's journal append: `(shard, mail)`.
     pub mail: Vec<(usize, KeyMail)>,
     /// The next id of a request waiting for its owner (from [`HOP_ID_BASE`]).
@@ -283,6 +311,8 @@ impl Keys {
             order: VecDeque::new(),
             in_flight: DigestMap::default(),
             orders: HashMap::default(),
+            escalated: HashMap::default(),
+            decided: HashMap::default(),
             mail: Vec::new(),
             next_hop: HOP_ID_BASE,
             started_ms: std::time::SystemTime::now()
@@ -315,10 +345,14 @@ impl Keys {
         let entry = size_of::<(u128, KeyRecord)>() + 1;
         let flight = size_of::<(u128, Fingerprint)>() + 1;
         let order = size_of::<(OrderId, (u128, Fingerprint, Origin))>() + 1;
+        let escalated = size_of::<((usize, OrderId), (u128, Fingerprint))>() + 1;
+        let decided = size_of::<(OrderId, KeyRecord)>() + 1;
         self.done.capacity() * entry
             + self.order.capacity() * size_of::<u128>()
             + self.in_flight.capacity() * flight
             + self.orders.capacity() * order
+            + self.escalated.capacity() * escalated
+            + self.decided.capacity() * decided
             + self.mail.capacity() * size_of::<(usize, KeyMail)>()
     }
 
@@ -397,8 +431,17 @@ impl Keys {
         record
     }
 
-    /// Keeps `record` as the newest answer.
-    fn keep(&mut self, record: KeyRecord) {
+    /// The request with `key` was answered with `record`, made elsewhere (the coordinator's
+    /// answer to an escalated order): keeps it as it is.
+    pub fn finish_with(&mut self, record: KeyRecord) {
+        self.in_flight.remove(&record.key);
+        self.keep(record);
+    }
+
+    /// Keeps `record` as the newest answer. The coordinator also keeps, this way, the answers it
+    /// journaled for other shards' keys, so that its compactions copy them until they expire
+    /// (a lookup never comes here for them: it goes to the key's owner).
+    pub fn keep(&mut self, record: KeyRecord) {
         if self.settings.max_keys == 0 {
             return;
         }

@@ -6,9 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::idempotency::{self, Fingerprint, KeyAnswer, KeyMail, Lookup, Origin};
 use super::routes::{error, App, Deferred, Exchange, Reply, Route};
-use crate::durability::journal::{keyed, Change};
+use crate::durability::journal::{keyed, Change, KeyRecord};
 use crate::forward::upstream::{FailKind, ForwardKey};
-use crate::stock::rebalance::{OrderId, Placed};
+use crate::stock::rebalance::{Decision, OrderId, Placed, COORDINATOR};
 use crate::stock::slice::Sale;
 
 /// What running a keyed request on its owner gave.
@@ -153,6 +153,16 @@ impl App {
                     Placed::Waiting(order) => {
                         self.keys.begin(key, fingerprint);
                         self.keys.orders.insert(order, (key, fingerprint, origin));
+                        if self.shard != COORDINATOR {
+                            // Ahead of the `Escalate` (the core posts key mail first): the
+                            // coordinator journals the key with the sale it decides.
+                            let mail = KeyMail::Escalated {
+                                order,
+                                key,
+                                fingerprint,
+                            };
+                            self.keys.mail.push((COORDINATOR, mail));
+                        }
                         self.node.maybe_refill(&mut self.outbox);
                         return KeyStep::Waiting(order);
                     }
@@ -185,32 +195,140 @@ impl App {
         KeyStep::Answer(step)
     }
 
-    /// Records the answers of keyed orders the coordinator decided in this step (call before
-    /// the step's changes are journaled): each goes into the table and the journal, and to the
-    /// asking shard when the request came from another. One branch when no keyed order waits.
+    /// The coordinator learns that another shard's escalated order `order` carries a key.
+    pub fn key_escalated(&mut self, from: usize, order: OrderId, key: u128, fp: Fingerprint) {
+        self.keys.escalated.insert((from, order), (key, fp));
+    }
+
+    /// The coordinator's answer to this shard's escalated keyed order `order`; kept until its
+    /// `Decided` comes (next in the mail).
+    pub fn key_decided(&mut self, order: OrderId, record: KeyRecord) {
+        self.keys.decided.insert(order, record);
+    }
+
+    /// Records the answers of keyed orders decided in this step (call before the step's
+    /// changes are journaled). On the coordinator, a keyed order it sold is journaled as one
+    /// record, the key with the sale, in place of the plain sale: a crash cannot keep the sale
+    /// and lose the key (a retry would sell again). Other shards' keyed orders get their answer
+    /// in mail ahead of their `Decided`; on the owner each answer goes into the table and its
+    /// journal, and to the asking shard when the request came from another. One branch when no
+    /// keyed order waits.
     pub fn keyed_outcomes(&mut self) {
-        if self.keys.orders.is_empty() {
+        if self.keys.orders.is_empty() && self.keys.escalated.is_empty() {
+            self.outbox.decisions.clear();
             return;
         }
+        let decisions = std::mem::take(&mut self.outbox.decisions);
+        for d in &decisions {
+            self.keyed_decision(d);
+        }
+        self.outbox.decisions = decisions;
+        self.outbox.decisions.clear();
         for i in 0..self.outbox.outcomes.len() {
             let (order, sale) = self.outbox.outcomes[i];
             let Some((key, fingerprint, origin)) = self.keys.orders.remove(&order) else {
                 continue;
             };
-            let remaining = self.node.total_available();
-            let sold = sale == Sale::Sold;
-            let record = self
-                .keys
-                .finish(key, fingerprint, sold, remaining, now_ms());
-            let entry = record;
-            self.outbox.changes.push(Change::Keyed { sale: 0, entry });
-            if let Origin::Remote { from, id } = origin {
-                let answer = KeyAnswer::Done {
-                    record,
-                    first: true,
-                };
-                self.keys.mail.push((from, KeyMail::Answer { id, answer }));
+            let record = match self.keys.decided.remove(&order) {
+                Some(record) => {
+                    self.keys.finish_with(record);
+                    record
+                }
+                None => {
+                    debug_assert!(false, "the coordinator's answer precedes its Decided");
+                    let remaining = self.node.total_available();
+                    let sold = sale == Sale::Sold;
+                    self.keys
+                        .finish(key, fingerprint, sold, remaining, now_ms())
+                }
+            };
+            // A copy: the coordinator's journal holds the sale with the key already (a refusal
+            // sold nothing), and this one outlives the coordinator's compactions and evictions.
+            self.outbox.changes.push(Change::Keyed {
+                sale: 0,
+                entry: record,
+            });
+            self.answer_keyed(origin, record);
+        }
+    }
+
+    /// The coordinator decided escalated order `d`: when it carries a key, its answer is made
+    /// here, and a sale journaled with its key.
+    fn keyed_decision(&mut self, d: &Decision) {
+        let (key, fingerprint, origin) = if d.from == self.shard {
+            match self.keys.orders.remove(&d.order) {
+                Some((key, fingerprint, origin)) => (key, fingerprint, Some(origin)),
+                None => return,
             }
+        } else {
+            match self.keys.escalated.remove(&(d.from, d.order)) {
+                Some((key, fingerprint)) => (key, fingerprint, None),
+                None => return,
+            }
+        };
+        let sold = d.sale == Sale::Sold;
+        let remaining = self.node.total_available();
+        let record = match origin {
+            Some(_) => self
+                .keys
+                .finish(key, fingerprint, sold, remaining, now_ms()),
+            None => KeyRecord {
+                key,
+                at_ms: now_ms(),
+                route: fingerprint.route,
+                qty: fingerprint.qty,
+                sold,
+                remaining,
+            },
+        };
+        if sold {
+            let slot = d.change.and_then(|i| self.outbox.changes.get_mut(i));
+            match slot {
+                Some(c @ Change::Sale { .. }) if *c == (Change::Sale { qty: record.qty }) => {
+                    *c = Change::Keyed {
+                        sale: record.qty,
+                        entry: record,
+                    };
+                }
+                _ => {
+                    // Never: the index is this step's. The key still reaches the journal.
+                    debug_assert!(false, "a sold decision points at its sale: {d:?}");
+                    self.outbox.changes.push(Change::Keyed {
+                        sale: 0,
+                        entry: record,
+                    });
+                }
+            }
+            if origin.is_none() {
+                // Kept so this journal's compactions copy it until it expires.
+                self.keys.keep(record);
+            }
+        } else if origin.is_some() {
+            self.outbox.changes.push(Change::Keyed {
+                sale: 0,
+                entry: record,
+            });
+        }
+        match origin {
+            Some(origin) => self.answer_keyed(origin, record),
+            None => {
+                let mail = KeyMail::Decided {
+                    order: d.order,
+                    record,
+                };
+                self.keys.mail.push((d.from, mail));
+            }
+        }
+    }
+
+    /// A keyed order's answer for the shard that holds its connection, when that is another.
+    fn answer_keyed(&mut self, origin: Origin, record: KeyRecord) {
+        if let Origin::Remote { from, id } = origin {
+            let answer = KeyAnswer::Done {
+                record,
+                first: true,
+            };
+            self.keys.mail.push((from, KeyMail::Answer { id, answer }));
         }
     }
 

@@ -442,8 +442,17 @@ impl ShardCore {
                 None
             }
         };
-        if !outbox.messages.is_empty() {
-            let messages = std::mem::take(&mut outbox.messages);
+        // Key mail first: a keyed order's key goes ahead of its `Escalate`, and the
+        // coordinator's answer ahead of its `Decided` (one queue, in posting order).
+        if !self.app.keys.mail.is_empty() {
+            let mut mail = std::mem::take(&mut self.app.keys.mail);
+            for (to, m) in mail.drain(..) {
+                self.post(to, Message::Keyed(m));
+            }
+            self.app.keys.mail = mail;
+        }
+        if !self.app.outbox.messages.is_empty() {
+            let messages = std::mem::take(&mut self.app.outbox.messages);
             for &(to, msg) in &messages {
                 self.post(to, Message::Stock(msg));
             }
@@ -455,13 +464,6 @@ impl ShardCore {
             for (order, op) in std::mem::take(&mut self.app.outbox.operated) {
                 self.answer(order, Answer::Operated(op), appended);
             }
-        }
-        if !self.app.keys.mail.is_empty() {
-            let mut mail = std::mem::take(&mut self.app.keys.mail);
-            for (to, m) in mail.drain(..) {
-                self.post(to, Message::Keyed(m));
-            }
-            self.app.keys.mail = mail;
         }
         if !self.app.outbox.outcomes.is_empty() {
             let outcomes = std::mem::take(&mut self.app.outbox.outcomes);
@@ -592,6 +594,14 @@ impl ShardCore {
                 key,
                 fingerprint,
             }) => self.app.key_ask(from, id, key, fingerprint),
+            Message::Keyed(KeyMail::Escalated {
+                order,
+                key,
+                fingerprint,
+            }) => self.app.key_escalated(from, order, key, fingerprint),
+            Message::Keyed(KeyMail::Decided { order, record }) => {
+                self.app.key_decided(order, record);
+            }
             Message::Keyed(KeyMail::Answer { id, answer }) => {
                 if let Some(conn) = self.waiting.remove(&id) {
                     let answer = ConnEvent::Answer(Answer::Keyed(answer));

@@ -244,6 +244,24 @@ pub struct Outbox {
     /// Operator operations of this shard (the coordinator) that are now done: restocks, sales
     /// closed or opened.
     pub operated: Vec<(OrderId, Operated)>,
+    /// Escalated orders the coordinator decided in this call, its own and other shards', in
+    /// order. The caller clears it.
+    pub decisions: Vec<Decision>,
+}
+
+/// An escalated order the coordinator decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The shard the order came from.
+    pub from: usize,
+    /// Its number there.
+    pub order: OrderId,
+    /// Its outcome.
+    pub sale: Sale,
+    /// When it sold: where its [`Change::Sale`] is in [`Outbox::changes`], so that the record
+    /// of an order carrying an idempotency key can take its place (the key and the sale are then
+    /// one journal record, which no crash can split).
+    pub change: Option<usize>,
 }
 
 /// How an order was answered by the shard that received it.
@@ -806,7 +824,9 @@ impl Node {
                         continue;
                     }
                     let sale = self.slice.take(qty);
+                    let mut change = None;
                     if sale == Sale::Sold {
+                        change = Some(out.changes.len());
                         out.changes.push(Change::Sale { qty });
                     } else {
                         self.moves.gathers_failed += 1;
@@ -814,6 +834,12 @@ impl Node {
                         refused = true;
                     }
                     decided.push((from, order, sale));
+                    out.decisions.push(Decision {
+                        from,
+                        order,
+                        sale,
+                        change,
+                    });
                 }
                 Op::Refill { .. } => self.finish_refill(op, gathered, out),
                 Op::Operator { order, op } => self.finish_operator(order, op, out),

@@ -6,8 +6,9 @@
 //! ```text
 //! keyed (kind 8): sale u64, key u128, at_ms u64, route u8, qty u64, sold u8, remaining u64
 //! ```
-//! `sale` is the tickets this record sells from the shard's slice (0 when the sale was made
-//! elsewhere, by the coordinator, or when the record is a copy a compaction or a new epoch
+//! `sale` is the tickets this record sells from the shard's slice: the order's `qty` on the shard
+//! that sold it (the key's owner, or the coordinator for an escalated order), 0 in a copy (the
+//! owner's copy of the coordinator's answer, a refusal, or what a compaction or a new epoch
 //! keeps). The journal knows nothing of what the fields mean beyond their shape.
 
 /// The payload's size: sale (8) + key (16) + at_ms (8) + route (1) + qty (8) + sold (1) +
