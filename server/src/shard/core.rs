@@ -563,6 +563,18 @@ impl ShardCore {
         !self.mail.is_empty()
     }
 
+    /// Mail may leave now: its first message waits for nothing the journal does not hold yet
+    /// (or the journal failed, and [`ShardCore::next_mail`] drops what it cannot send).
+    pub fn mail_ready(&self) -> bool {
+        match (self.mail.front(), &self.journal) {
+            (None, _) => false,
+            (Some(&(_, _, Some(seq))), Some(journal)) => {
+                journal.failed().is_some() || journal.durable() >= seq
+            }
+            (Some(_), _) => true,
+        }
+    }
+
     /// Tickets in mail not yet let out.
     pub fn tickets_in_mail(&self) -> u64 {
         self.mail

@@ -17,7 +17,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use proto_http::Limits;
 
 use super::core::{CoreConfig, ShardCore};
-use super::{tasks, JournalFile, Message, Shard, ShardParts, LISTEN_BACKLOG};
+use super::{tasks, JournalFile, MailCounts, Mailbox, Message, Shard, ShardParts, LISTEN_BACKLOG};
 use crate::app::admin::Admin;
 use crate::app::board::Board;
 use crate::app::cors::Cors;
@@ -70,6 +70,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
     // What every shard reads and none writes on the request path, made once for the process.
     let shared = Shared {
         board: Board::leak(shards),
+        mail: MailCounts::leak(shards),
         cors: Cors::leak(&config.cors_allow_origins),
         docs: crate::app::routes::docs(config.mode, config.max_order_qty),
         admin,
@@ -316,6 +317,8 @@ struct Prepared {
 struct Shared {
     /// Where shards publish their numbers for `/metrics` (each writes only its own slot).
     board: &'static Board,
+    /// Messages sent to each shard (see [`MailCounts`]).
+    mail: &'static MailCounts,
     /// The CORS policy.
     cors: &'static Cors,
     /// `/openapi.json` and `/docs`, built and compressed once.
@@ -384,7 +387,8 @@ async fn shard_main(
         tail,
     );
     core.restore_keys(&keys);
-    let (shard, journal_kicked, mail_kicked) = new_shard(&config, &prepared, core, writer.as_ref());
+    let (shard, journal_kicked, mail_kicked) =
+        new_shard(&config, &prepared, me, core, writer.as_ref());
     let dump = match (&config.latency_dump, prepared.latency_origin) {
         (Some(dir), Some(origin)) => match latency::Dump::open(dir, me, origin) {
             Ok(dump) => Some(dump),
@@ -445,6 +449,7 @@ async fn shard_main(
 fn new_shard(
     config: &Config,
     prepared: &Prepared,
+    me: usize,
     core: ShardCore,
     writer: Option<&Writer>,
 ) -> (Rc<Shard>, LocalReceiver<()>, LocalReceiver<()>) {
@@ -459,6 +464,7 @@ fn new_shard(
             path: RefCell::new(w.path()),
         }),
         forwarder: None,
+        mailbox: Mailbox::new(prepared.shared.mail, me),
         head_timeout: config.head_timeout,
         idle_timeout: config.idle_timeout,
         latency: prepared

@@ -59,6 +59,7 @@ pub(crate) async fn reporter(shard: Rc<Shard>, senders: Rc<Senders<Message>>, pe
                     .try_send_to(peer, Message::Report { available })
                     .is_ok()
                 {
+                    shard.mailbox.sent(peer);
                     core.report_sent(peer, available);
                 }
             }
@@ -99,7 +100,9 @@ pub(crate) async fn flusher(
             let Some((to, message)) = next else {
                 break;
             };
-            if senders.send_to(to, message).await.is_err() {
+            if senders.send_to(to, message).await.is_ok() {
+                shard.mailbox.sent(to);
+            } else {
                 tracing::error!(
                     to,
                     ?message,
@@ -120,6 +123,7 @@ pub(crate) fn spawn_receivers(shard: &Rc<Shard>, receivers: &mut Receivers<Messa
         let shard = shard.clone();
         glommio::spawn_local(async move {
             while let Some(message) = stream.recv().await {
+                shard.mailbox.applied();
                 shard
                     .core
                     .borrow_mut()
@@ -246,6 +250,7 @@ mod tests {
                     journal_bell,
                     journal_file: None,
                     forwarder: None,
+                    mailbox: crate::shard::Mailbox::new(crate::shard::MailCounts::leak(1), 0),
                     head_timeout: Duration::from_secs(1),
                     idle_timeout: Duration::from_secs(1),
                     latency: None,

@@ -188,7 +188,12 @@ impl Driver {
                 // Responses held for a write of the journal task (a compaction, or every write once
                 // the driver handed them back) wait for glommio's reactor: give way at once, or
                 // group commits would complete once per `YIELD_PERIOD` under load.
-                if now >= next_yield || (self.state.held > 0 && self.state.commits_via_glommio()) {
+                // Mail for or from a peer also waits for glommio (its mesh tasks): give way
+                // at once, or each hop of a keyed request or a gather waits for `YIELD_PERIOD`.
+                if now >= next_yield
+                    || (self.state.held > 0 && self.state.commits_via_glommio())
+                    || self.mail_waiting()
+                {
                     // What this turn staged (its responses, re-arms) goes to the kernel first:
                     // it does not wait for glommio's reactor and other tasks.
                     if let Err(e) = self.submit() {
@@ -234,6 +239,13 @@ impl Driver {
             std::mem::forget(self);
         }
         result
+    }
+
+    /// Mail waits for glommio's mesh tasks: a peer's not yet applied here, or this shard's
+    /// ready to leave (see [`crate::shard::MailCounts`]).
+    fn mail_waiting(&self) -> bool {
+        let shard = &self.state.shard;
+        shard.mailbox.waiting() || shard.core.borrow().mail_ready()
     }
 
     /// Nothing to do: arm the eventfd, then submit, which posts completions queued since the last

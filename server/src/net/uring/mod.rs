@@ -18,7 +18,9 @@
 //!   idle connections hold no output buffer either (output buffers come from a per-shard pool).
 //! - While busy, the driver gives way to glommio every [`YIELD_PERIOD`](driver::YIELD_PERIOD): it writes the eventfd
 //!   itself and awaits the READ, so glommio runs its reactor and other tasks before resuming it;
-//!   timers and mesh receivers keep running under load.
+//!   timers and mesh receivers keep running under load. It also gives way at once while mesh
+//!   mail waits ([`crate::shard::MailCounts`]: a peer's message not yet applied here, or this
+//!   shard's ready to leave), so a cross-shard hop does not wait for the period.
 //!   With nothing to do it parks inside glommio on a READ of an eventfd registered with our ring:
 //!   enable the eventfd, submit (which posts pending completions), re-check the CQ, then await the
 //!   READ or the next sweep, whichever comes first.
