@@ -334,9 +334,10 @@ fn corruption_in_the_middle_is_named_with_file_and_offset() {
 }
 
 /// While a server holds the data directory, reset refuses with one line and changes nothing:
-/// the server sells on from the same stock, and a later inspect finds every sale.
+/// the server sells on from the same stock, and a later inspect finds every sale. Without
+/// `--initial-stock` (or `INITIAL_STOCK`) it refuses too.
 #[test]
-fn reset_refuses_while_a_server_runs() {
+fn reset_refuses_while_a_server_runs_and_without_a_stock() {
     let dir = DataDir::new("journal-tools", "busy");
     let args = [
         "--shards",
@@ -371,6 +372,18 @@ fn reset_refuses_while_a_server_runs() {
     drop(server);
     let v = inspect(&dir, EXIT_CLEAN);
     assert_eq!((field(&v, "sold"), field(&v, "available")), (5, 95), "{v}");
+
+    // Without a stock of its own a reset refuses (a usage error, 2), with the server stopped
+    // too: it never starts a new sale of the default 1000 by accident.
+    let before = listing(dir.path());
+    let run = journal(&["reset", "--data-dir", dir.arg()]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("--initial-stock N"), "{}", run.stderr);
+    assert_eq!(
+        listing(dir.path()),
+        before,
+        "a refused reset changed nothing"
+    );
 }
 
 /// A server started with another INITIAL_STOCK keeps the journal's and its warning names the

@@ -408,8 +408,9 @@ pub enum JournalTool {
         #[arg(long)]
         json: bool,
     },
-    /// Start a new sale of --initial-stock tickets over --shards shards, nothing sold,
-    /// crash-safely; refused while a server holds the data directory
+    /// Start a new sale of --initial-stock tickets (required: the flag or INITIAL_STOCK) over
+    /// --shards shards, nothing sold, crash-safely; refused while a server holds the data
+    /// directory
     Reset,
 }
 
@@ -432,11 +433,26 @@ where
 {
     // clap reads the environment when the command is built, which is here.
     let mut command = Cli::command();
-    let parsed = command
-        .try_get_matches_from_mut(args)
-        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let parsed = command.try_get_matches_from_mut(args).and_then(|matches| {
+        let cli = Cli::from_arg_matches(&matches)?;
+        Ok((cli, matches))
+    });
     match parsed {
-        Ok(cli) => Ok((cli, command)),
+        Ok((cli, matches)) => {
+            // A reset throws a sale away: its new stock is said, never the default.
+            let stock = matches.value_source("initial_stock");
+            if cli.tool == Some(Tool::Journal(JournalTool::Reset))
+                && stock == Some(clap::parser::ValueSource::DefaultValue)
+            {
+                let error = command.error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "journal reset starts a new sale: say its stock with --initial-stock N \
+                     (or INITIAL_STOCK); nothing was changed",
+                );
+                return Err(ConfigError::Clap(error));
+            }
+            Ok((cli, command))
+        }
         Err(error) => Err(ConfigError::from_clap(error, &command)),
     }
 }

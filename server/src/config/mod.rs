@@ -562,6 +562,11 @@ mod tests {
             (9, Some(2), "/e".into())
         );
         assert_eq!(ok(&[], &[], None).tool, None);
+        // A reset never takes the default stock: the flag, or the environment (.env included).
+        let missing = err(&["journal", "reset"], &[("DATA_DIR", "/e")], None);
+        assert!(missing.contains("--initial-stock N"), "{missing}");
+        let c = ok(&["journal", "reset"], &[], Some("INITIAL_STOCK=5\n"));
+        assert_eq!(c.initial_stock, 5);
         assert!(err(&["journal", "reset", "--json"], &[], None).contains("--json"));
         assert!(
             err(&["journal", "inspect", "--initial-stock", "x"], &[], None)
