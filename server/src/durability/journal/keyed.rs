@@ -70,11 +70,22 @@ impl KeyRecord {
     }
 }
 
-/// The shard that owns a key: the high half of its digest modulo the shard count. The digest
-/// is the same in every run (FNV-1a, not a seeded hasher), so a key finds its shard after a
-/// restart; when the shard count changes, start-up moves each key to its new owner.
+/// The shard that owns a key: both halves of its digest folded and mixed, then mapped onto the
+/// shard count by a multiply-shift (Lemire's "fast range"). The mix is needed: FNV-1a spreads
+/// input bytes slowly upwards, so the low bits of the digest's high half hardly vary across
+/// keys of one shape (taken modulo 2, every `tb-<hex>-<hex>` key of ticket-bench went to shard
+/// 1). The finalizer is MurmurHash3's `fmix64` (Austin Appleby's published constants), a
+/// bijection whose output bits each depend on every input bit. The result is the same in every
+/// run, so a key finds its shard after a restart; every start (a new epoch) moves each key to its
+/// owner under this function and the new shard count.
 pub fn owner(key: u128, shards: usize) -> usize {
-    ((key >> 64) as u64 % shards as u64) as usize
+    let mut x = (key as u64) ^ ((key >> 64) as u64);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    ((u128::from(x) * shards as u128) >> 64) as usize
 }
 
 /// Which keys start-up carries into the new epoch.
@@ -165,7 +176,16 @@ mod tests {
             ttl_ms: 500,
             per_shard_max: 2,
         };
-        let (a, b, c, d) = (0u128, 1u128 << 64, 2u128 << 64, 4u128 << 64);
+        // Keys a, c, d owned by shard 0, b by shard 1.
+        let of = |shard: usize, after: u128| {
+            (after + 1..)
+                .find(|&k| owner(k, 2) == shard)
+                .expect("some key")
+        };
+        let a = of(0, 0);
+        let c = of(0, a);
+        let d = of(0, c);
+        let b = of(1, 0);
         let found = vec![
             rec(a, 100),
             rec(b, 600),
@@ -177,6 +197,33 @@ mod tests {
         // a expired; b's later answer wins; shard 0 (a, c, d) keeps its newest two.
         assert_eq!(sorted[0], vec![rec(c, 800), rec(d, 900)]);
         assert_eq!(sorted[1], vec![rec(b, 700)]);
-        assert_eq!(owner(b, 2), 1);
+    }
+
+    /// Keys spread evenly over the shards, whatever their shape: ticket-bench's fixed-width
+    /// `tb-<hex>-<hex>`, short counters, UUID-like values. (The high half of the FNV-1a digest,
+    /// taken modulo the shard count, sent every such key to one shard.)
+    #[test]
+    fn owners_spread_keys_evenly() {
+        use crate::app::idempotency::digest;
+        const KEYS: usize = 20_000;
+        let shapes: [&dyn Fn(usize) -> String; 3] = [
+            &|i| format!("tb-{:016x}-{i:016x}", 0x1234_5678_9abc_u64),
+            &|i| format!("key-{i}"),
+            &|i| format!("{:08x}-0000-4000-8000-{i:012x}", i * 7919),
+        ];
+        for shards in [2, 3, 4, 8, 16] {
+            for (n, shape) in shapes.iter().enumerate() {
+                let mut per = vec![0usize; shards];
+                for i in 0..KEYS {
+                    per[owner(digest(shape(i).as_bytes()), shards)] += 1;
+                }
+                let fair = KEYS / shards;
+                assert!(
+                    per.iter()
+                        .all(|&c| c * 10 >= fair * 9 && c * 10 <= fair * 11),
+                    "shape {n}, {shards} shards: {per:?}"
+                );
+            }
+        }
     }
 }
