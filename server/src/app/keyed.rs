@@ -145,8 +145,6 @@ impl App {
                 self.keys.counters.reused += 1;
                 KeyAnswer::Reused
             }
-            // Closed sales refuse a new request but still replay answers given before the close.
-            Lookup::New if self.node.sales_closed() => KeyAnswer::Closed,
             Lookup::New => {
                 let placed = self.node.order(fingerprint.qty, &mut self.outbox);
                 let (sold, sale) = match placed {
@@ -167,6 +165,9 @@ impl App {
                         return KeyStep::Waiting(order);
                     }
                     Placed::Refused => (false, 0),
+                    // Closed sales refuse a new request (nothing is recorded, so the key runs
+                    // once they open), and still replay answers given before the close.
+                    Placed::Closed => return KeyStep::Answer(KeyAnswer::Closed),
                     Placed::Sold => {
                         // The sale becomes the key's record: no batch can split them.
                         let qty = fingerprint.qty;
@@ -381,11 +382,7 @@ impl App {
                 "this Idempotency-Key was used for another request (a different route or qty)",
                 None,
             ),
-            KeyAnswer::Closed => {
-                self.counters.orders_refused += 1;
-                let detail = "sales are closed by the operator: nothing was sold; try again later";
-                error(out, x, 409, "sales_closed", detail, None)
-            }
+            KeyAnswer::Closed => self.closed_reply(x, out),
             KeyAnswer::Halted => {
                 self.counters.orders_refused += 1;
                 error(

@@ -404,11 +404,6 @@ impl App {
                 None,
             );
         }
-        if self.node.sales_closed() {
-            self.counters.orders_refused += 1;
-            let detail = "sales are closed by the operator: nothing was sold; try again later";
-            return error(out, x, 409, "sales_closed", detail, None);
-        }
         let placed = self.node.order(qty, &mut self.outbox);
         self.node.maybe_refill(&mut self.outbox);
         match placed {
@@ -421,7 +416,15 @@ impl App {
                 let remaining = self.node.total_available();
                 self.order_reply(route, qty, Sale::Insufficient, remaining, x, out)
             }
+            Placed::Closed => self.closed_reply(x, out),
         }
+    }
+
+    /// 409 `sales_closed`: the operator closed sales; nothing was sold.
+    pub(super) fn closed_reply(&mut self, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
+        self.counters.orders_refused += 1;
+        let detail = "sales are closed by the operator: nothing was sold; try again later";
+        error(out, x, 409, "sales_closed", detail, None)
     }
 
     /// Writes the response of a request that waited, now that its answer came: an escalated

@@ -274,6 +274,8 @@ pub enum Placed {
     /// Refused by this shard with no message: more than the known bound of tickets left anywhere
     /// was asked for.
     Refused,
+    /// Refused because an operator closed sales (`Msg::Sales`): nothing sold, no message.
+    Closed,
 }
 
 /// Per-shard counters of the protocol.
@@ -484,6 +486,9 @@ impl Node {
     /// Places an order for `qty` tickets.
     pub fn order(&mut self, qty: u64, out: &mut Outbox) -> Placed {
         assert!(qty > 0, "orders are validated before they reach the stock");
+        if self.sales_closed {
+            return Placed::Closed;
+        }
         if self.slice.take(qty) == Sale::Sold {
             out.changes.push(Change::Sale { qty });
             self.moves.orders_local += 1;
