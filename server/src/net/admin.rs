@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::connection::{Connection, Next};
+use super::sockets::{self, Carried};
 use crate::app::admin::Admin;
 use crate::shard::core::ADMIN_KEYS;
-use crate::shard::{ConnKey, Release, Shard, Step};
+use crate::shard::{ConnEvent, ConnKey, Shard, Step};
 
 /// Bytes read from a socket at once: admin requests are small.
 const READ_BYTES: usize = 4 * 1024;
@@ -103,45 +104,27 @@ async fn serve_conn(shard: &Rc<Shard>, key: ConnKey, mut stream: TcpStream, admi
 }
 
 /// Writes a step's output once released, and while a request waits, resumes the connection with
-/// its answer. `None`: close at once (output dropped, a write failed, the wait ran too long).
+/// its answer (the loop of [`sockets::carry_out_with`], asking the core every [`ADMIN_POLL`]).
+/// `None`: close at once (output dropped, a write failed, the wait ran too long).
 async fn carry_out(
     shard: &Rc<Shard>,
     key: ConnKey,
     conn: &mut Connection,
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
-    mut step: Step,
+    step: Step,
 ) -> Option<Next> {
     let deadline = Instant::now() + ADMIN_WAIT_MAX;
-    let mut release = step.release;
-    loop {
-        match release {
-            Release::Drop => return None,
-            Release::Now if !out.is_empty() => {
-                stream.write_all(out).await.ok()?;
-                out.clear();
-            }
-            Release::Now | Release::Held => {}
-        }
-        let waiting = matches!(step.next, Next::Wait(_));
-        if release == Release::Now && !waiting {
-            return Some(step.next);
-        }
-        if Instant::now() >= deadline {
+    let next_event = |wait: Duration| async move {
+        if wait.is_zero() {
             return None;
         }
-        glommio::timer::sleep(ADMIN_POLL).await;
+        glommio::timer::sleep(ADMIN_POLL.min(wait)).await;
         let answer = shard.core.borrow_mut().take_admin_answer(key);
-        match answer {
-            Some(answer) => {
-                step = shard
-                    .core
-                    .borrow_mut()
-                    .resume(key, conn, answer, out, Instant::now());
-                shard.after();
-                release = step.release;
-            }
-            None => release = shard.core.borrow_mut().release(key),
-        }
+        Some(answer.map_or(ConnEvent::Recheck, ConnEvent::Answer))
+    };
+    match sockets::carry_out_with(shard, key, conn, stream, out, step, deadline, next_event).await {
+        Carried::Next(next, _) => Some(next),
+        Carried::TimedOut | Carried::Close => None,
     }
 }

@@ -222,35 +222,75 @@ async fn carry_out(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     news: &LocalReceiver<ConnEvent>,
-    mut step: Step,
+    step: Step,
 ) -> Option<(Next, bool)> {
+    let deadline = Instant::now() + shard.head_timeout;
+    let next_event = |wait: Duration| async move {
+        futures_lite::future::or(async { news.recv().await }, async {
+            glommio::timer::sleep(wait).await;
+            None
+        })
+        .await
+    };
+    match carry_out_with(shard, key, conn, stream, out, step, deadline, next_event).await {
+        Carried::Next(next, resumed) => Some((next, resumed)),
+        Carried::TimedOut => {
+            timed_out(shard);
+            None
+        }
+        Carried::Close => None,
+    }
+}
+
+/// How [`carry_out_with`] ended.
+pub(super) enum Carried {
+    /// Everything is out: what the connection does next, and whether it was resumed.
+    Next(Next, bool),
+    /// The wait outlived its deadline: close.
+    TimedOut,
+    /// Close at once (output dropped, a write failed).
+    Close,
+}
+
+/// The loop every glommio-socket connection runs after a step (the public port's and the admin
+/// listener's): writes the output once released, and while a request waits, takes the core's
+/// news from `next_event` (given the time left until `deadline`; `None` when that ran out):
+/// [`ConnEvent::Recheck`] asks the core again, [`ConnEvent::Answer`] resumes the connection.
+#[allow(clippy::too_many_arguments)] // a connection's parts, each borrowed separately
+pub(super) async fn carry_out_with<F, Fut>(
+    shard: &Rc<Shard>,
+    key: ConnKey,
+    conn: &mut Connection,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    mut step: Step,
+    deadline: Instant,
+    mut next_event: F,
+) -> Carried
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Option<ConnEvent>>,
+{
     let mut release = step.release;
     let mut resumed = false;
-    let deadline = Instant::now() + shard.head_timeout;
     loop {
         match release {
-            Release::Drop => return None,
+            Release::Drop => return Carried::Close,
             Release::Now if !out.is_empty() => {
-                stream.write_all(out).await.ok()?;
+                if stream.write_all(out).await.is_err() {
+                    return Carried::Close;
+                }
                 out.clear();
             }
             Release::Now | Release::Held => {}
         }
         let waiting = matches!(step.next, Next::Wait(_));
         if release == Release::Now && !waiting {
-            return Some((step.next, resumed));
+            return Carried::Next(step.next, resumed);
         }
         let wait = deadline.saturating_duration_since(Instant::now());
-        let event = futures_lite::future::or(async { news.recv().await }, async {
-            glommio::timer::sleep(wait).await;
-            None
-        })
-        .await;
-        match event {
-            None => {
-                timed_out(shard);
-                return None;
-            }
+        match next_event(wait).await {
+            None => return Carried::TimedOut,
             Some(ConnEvent::Recheck) => release = shard.core.borrow_mut().release(key),
             Some(ConnEvent::Answer(answer)) => {
                 step = shard
