@@ -269,16 +269,22 @@ impl Driver {
         .await;
         self.state.shard.driver.park(false);
         self.ring.completion().disable_eventfd();
+        // The timer won although completions wait: their wake did not come in time. With
+        // COOP_TASKRUN a completion may still be queued as task work, posted only when this
+        // thread enters the kernel: enter it (a submit) before looking.
+        let late = if woke.is_none() {
+            self.submit()?;
+            !self.ring.completion().is_empty()
+        } else {
+            false
+        };
         let mut counters = self.state.counters();
         counters.parks += 1;
         if woke.is_some() {
             counters.park_wakes += 1;
         } else {
             counters.park_timeouts += 1;
-            // The timer won although completions wait: their wake did not come in time.
-            if !self.ring.completion().is_empty() {
-                counters.late_wakes += 1;
-            }
+            counters.late_wakes += u64::from(late);
         }
         drop(counters);
         if let Some(ok) = woke {
