@@ -180,8 +180,15 @@ fn the_whole_contract_through_the_ticket_tier() {
         assert_eq!(reply.json("success").as_deref(), Some("true"));
         remaining.push(reply.json("remaining").unwrap().parse::<u64>().unwrap());
     }
-    // One connection's purchases are forwarded one after another: strictly decreasing.
-    assert!(remaining.windows(2).all(|w| w[0] > w[1]), "{remaining:?}");
+    // Each answer's `remaining` is the view of the vacancy shard that owns the reserve's key
+    // (the ticket tier gives every forwarded reserve one, and keys spread over the shards): its
+    // own slice exactly, its peers' as last reported, which the contract lets lag (freshness).
+    // So the five are not strictly decreasing across shards, but each counts at least its own
+    // sale and never one that was not made: between 100-3-2-5 and 100-3-2-1.
+    assert!(
+        remaining.iter().all(|r| (90..=94).contains(r)),
+        "{remaining:?}"
+    );
     settle();
     assert_eq!(available(&vacancy), 100 - 3 - 2 - 5);
     assert_eq!(available(&ticket), 100 - 3 - 2 - 5);
