@@ -23,8 +23,9 @@ pub struct TransportCounters {
     /// Parks ended by the sweep timer instead of a wake.
     pub park_timeouts: u64,
     /// Parks ended by the sweep timer while completions were already waiting in the ring: a wake
-    /// that did not come, and requests that waited for the timer. Expected to stay near 0 (a
-    /// completion can land as the timer fires: 2 in a 20,000-request run of one connection).
+    /// that did not come, and requests that waited for the timer. Counted only for parks of a
+    /// millisecond or more (a completion landing as a sweep falls due is a race, not a stall),
+    /// and after the completions still queued as task work are posted. Expected to stay 0.
     pub late_wakes: u64,
     /// Times the busy driver gave way to glommio's reactor and other tasks.
     pub yields: u64,
