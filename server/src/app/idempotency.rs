@@ -289,6 +289,11 @@ pub struct Keys {
     pub escalated: HashMap<(usize, OrderId), (u128, Fingerprint), BuildHasherDefault<FoldHasher>>,
     /// The coordinator's answers to this shard's escalated keyed orders, until their `Decided`.
     pub decided: HashMap<OrderId, KeyRecord, BuildHasherDefault<FoldHasher>>,
+    /// The coordinator: the answers it journaled for other shards' keys (with their sales),
+    /// oldest first, so that its compactions carry them: never looked up (a lookup goes to the
+    /// key's owner, which keeps its own copy), bounded like the table, and apart from it, so
+    /// they never evict a key this shard owns.
+    copies: VecDeque<KeyRecord>,
     /// Mail to post after this step's journal append: `(shard, mail)`.
     pub mail: Vec<(usize, KeyMail)>,
     /// The next id of a request waiting for its owner (from [`HOP_ID_BASE`]).
@@ -313,6 +318,7 @@ impl Keys {
             orders: HashMap::default(),
             escalated: HashMap::default(),
             decided: HashMap::default(),
+            copies: VecDeque::new(),
             mail: Vec::new(),
             next_hop: HOP_ID_BASE,
             started_ms: std::time::SystemTime::now()
@@ -348,6 +354,7 @@ impl Keys {
         let escalated = size_of::<((usize, OrderId), (u128, Fingerprint))>() + 1;
         let decided = size_of::<(OrderId, KeyRecord)>() + 1;
         self.done.capacity() * entry
+            + self.copies.capacity() * size_of::<KeyRecord>()
             + self.order.capacity() * size_of::<u128>()
             + self.in_flight.capacity() * flight
             + self.orders.capacity() * order
@@ -376,6 +383,13 @@ impl Keys {
     /// Drops answers older than the TTL (oldest first, so this stops at the first live one).
     fn expire(&mut self, now_ms: u64) {
         let ttl = self.settings.ttl_ms();
+        while self
+            .copies
+            .front()
+            .is_some_and(|r| now_ms.saturating_sub(r.at_ms) >= ttl)
+        {
+            self.copies.pop_front();
+        }
         while let Some(&key) = self.order.front() {
             let at = self.done.get(&key).map_or(0, |r| r.at_ms);
             if now_ms.saturating_sub(at) < ttl {
@@ -438,10 +452,21 @@ impl Keys {
         self.keep(record);
     }
 
-    /// Keeps `record` as the newest answer. The coordinator also keeps, this way, the answers it
-    /// journaled for other shards' keys, so that its compactions copy them until they expire
-    /// (a lookup never comes here for them: it goes to the key's owner).
-    pub fn keep(&mut self, record: KeyRecord) {
+    /// The coordinator journaled `record`, the answer to another shard's key, with its sale:
+    /// kept (apart from the table) so that its compactions copy it until it expires or
+    /// [`Settings::max_keys`] newer copies push it out.
+    pub fn keep_copy(&mut self, record: KeyRecord) {
+        if self.settings.max_keys == 0 {
+            return;
+        }
+        self.copies.push_back(record);
+        if self.copies.len() > self.settings.max_keys {
+            self.copies.pop_front();
+        }
+    }
+
+    /// Keeps `record` as the newest answer.
+    fn keep(&mut self, record: KeyRecord) {
         if self.settings.max_keys == 0 {
             return;
         }
@@ -468,12 +493,29 @@ impl Keys {
         self.done.get(&key).copied()
     }
 
-    /// Every answer kept, oldest first: what a compaction copies behind its snapshot.
+    /// Every answer kept, oldest first, and the copies of other shards' answers: what a
+    /// compaction copies behind its snapshot.
     pub fn live(&self) -> Vec<KeyRecord> {
         self.order
             .iter()
             .filter_map(|k| self.done.get(k).copied())
+            .chain(self.copies.iter().copied())
             .collect()
+    }
+
+    /// Copies of other shards' answers kept (the coordinator's; see [`Keys::keep_copy`]).
+    pub fn copies(&self) -> usize {
+        self.copies.len()
+    }
+
+    /// The journal failed and the shard stopped selling: the keyed orders it waited on will not
+    /// be answered (their connections were told 503), so nothing of them is kept.
+    pub fn halted(&mut self) {
+        for (_, (key, _, _)) in self.orders.drain() {
+            self.in_flight.remove(&key);
+        }
+        self.escalated.clear();
+        self.decided.clear();
     }
 
     /// Takes back the answers the journal kept (oldest first), at start-up.
@@ -490,9 +532,11 @@ impl Keys {
         let c = &self.counters;
         let _ = write!(
             o,
-            ",\"idempotency\":{{\"keys\":{},\"in_flight\":{},\"bytes\":{},\"invalid\":{},\
-             \"replays\":{},\"reused\":{},\"in_flight_refused\":{},\"hops\":{},\"evicted\":{}}}",
+            ",\"idempotency\":{{\"keys\":{},\"copies\":{},\"in_flight\":{},\"bytes\":{},\
+             \"invalid\":{},\"replays\":{},\"reused\":{},\"in_flight_refused\":{},\"hops\":{},\
+             \"evicted\":{}}}",
             self.len(),
+            self.copies(),
             self.in_flight(),
             self.bytes(),
             c.invalid,
@@ -546,6 +590,43 @@ mod tests {
         assert_eq!(t.lookup(7, BUY_3, 3), Lookup::Reused);
         assert_eq!(t.in_flight(), 0);
         assert_eq!(t.live(), vec![r]);
+    }
+
+    /// The coordinator's copies of other shards' answers never evict a key it owns, are carried
+    /// by compactions (`live`), never answer a lookup, and are bounded and expire like answers.
+    #[test]
+    fn copies_of_other_shards_answers_are_kept_apart() {
+        let mut t = table(1, 2);
+        let own = t.finish(1, BUY_2, true, 5, 1_000);
+        let copy = |key: u128, at_ms: u64| KeyRecord {
+            key,
+            at_ms,
+            route: 1,
+            qty: 3,
+            sold: true,
+            remaining: 4,
+        };
+        for key in 10..15 {
+            t.keep_copy(copy(key, 1_000));
+        }
+        assert_eq!((t.len(), t.copies(), t.counters.evicted), (1, 2, 0));
+        assert_eq!(t.live(), vec![own, copy(13, 1_000), copy(14, 1_000)]);
+        assert_eq!(
+            t.lookup(14, BUY_3, 1_100),
+            Lookup::New,
+            "never looked up here"
+        );
+        t.keep_copy(copy(20, 1_900));
+        assert_eq!(
+            t.lookup(1, BUY_2, 2_000),
+            Lookup::New,
+            "the own answer expired"
+        );
+        assert_eq!(
+            t.live(),
+            vec![copy(20, 1_900)],
+            "and the old copies with it"
+        );
     }
 
     #[test]

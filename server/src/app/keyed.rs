@@ -302,7 +302,7 @@ impl App {
             }
             if origin.is_none() {
                 // Kept so this journal's compactions copy it until it expires.
-                self.keys.keep(record);
+                self.keys.keep_copy(record);
             }
         } else if origin.is_some() {
             self.outbox.changes.push(Change::Keyed {
@@ -390,8 +390,9 @@ impl App {
                     x,
                     503,
                     "journal_failed",
-                    "the journal cannot record sales: nothing was recorded for this key; the \
-                     server must be restarted",
+                    "the journal cannot record sales: this key's outcome is not known here; \
+                     retry with the same Idempotency-Key once the server is restarted (a key \
+                     never sells twice)",
                     None,
                 )
             }

@@ -405,6 +405,9 @@ impl App {
             );
         }
         let placed = self.node.order(qty, &mut self.outbox);
+        if placed == Placed::Closed {
+            return self.closed_reply(x, out);
+        }
         self.node.maybe_refill(&mut self.outbox);
         match placed {
             Placed::Sold => {
@@ -416,7 +419,7 @@ impl App {
                 let remaining = self.node.total_available();
                 self.order_reply(route, qty, Sale::Insufficient, remaining, x, out)
             }
-            Placed::Closed => self.closed_reply(x, out),
+            Placed::Closed => unreachable!("answered above"),
         }
     }
 

@@ -664,6 +664,7 @@ impl ShardCore {
     /// failed shard may never finish.
     fn stop_selling(&mut self) {
         self.app.halted = true;
+        self.app.keys.halted();
         let waiting: Vec<_> = self.waiting.drain().collect();
         for (_, key) in waiting {
             self.tell(key, Answer::Halted);

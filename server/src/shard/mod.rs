@@ -65,12 +65,13 @@ impl MailCounts {
 
     /// A message to shard `to` is in its queue.
     pub fn sent(&self, to: usize) {
-        self.0[to].0.fetch_add(1, Ordering::Release);
+        // Relaxed: the count publishes no data (the channel does); it only says "look".
+        self.0[to].0.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Messages sent to shard `shard` so far.
     fn to(&self, shard: usize) -> u64 {
-        self.0[shard].0.load(Ordering::Acquire)
+        self.0[shard].0.load(Ordering::Relaxed)
     }
 }
 
@@ -84,6 +85,8 @@ pub struct Mailbox {
     me: usize,
     /// Messages its receivers applied.
     applied: Cell<u64>,
+    /// The flusher is suspended in `send_to` (a full peer queue).
+    sending: Cell<bool>,
 }
 
 impl Mailbox {
@@ -93,6 +96,7 @@ impl Mailbox {
             counts,
             me,
             applied: Cell::new(0),
+            sending: Cell::new(false),
         }
     }
 
@@ -106,9 +110,21 @@ impl Mailbox {
         self.applied.set(self.applied.get() + 1);
     }
 
-    /// Mail was sent to this shard that its receivers have not applied.
+    /// Mail was sent to this shard that its receivers have not applied. (`>`, not `!=`: a
+    /// sender counts after the message is in the queue, so a receiver may apply it first.)
     pub fn waiting(&self) -> bool {
-        self.counts.to(self.me) != self.applied.get()
+        self.counts.to(self.me) > self.applied.get()
+    }
+
+    /// The flusher waits in `send_to` for room in a full peer queue (`true`), or not: giving
+    /// way to it then does not help.
+    pub fn set_sending(&self, sending: bool) {
+        self.sending.set(sending);
+    }
+
+    /// Whether the flusher waits for room in a peer's queue.
+    pub fn sending(&self) -> bool {
+        self.sending.get()
     }
 }
 

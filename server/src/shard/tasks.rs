@@ -100,7 +100,10 @@ pub(crate) async fn flusher(
             let Some((to, message)) = next else {
                 break;
             };
-            if senders.send_to(to, message).await.is_ok() {
+            shard.mailbox.set_sending(true);
+            let sent = senders.send_to(to, message).await;
+            shard.mailbox.set_sending(false);
+            if sent.is_ok() {
                 shard.mailbox.sent(to);
             } else {
                 tracing::error!(

@@ -250,7 +250,7 @@ impl Driver {
     /// ready to leave (see [`crate::shard::MailCounts`]).
     fn mail_waiting(&self) -> bool {
         let shard = &self.state.shard;
-        shard.mailbox.waiting() || shard.core.borrow().mail_ready()
+        shard.mailbox.waiting() || (!shard.mailbox.sending() && shard.core.borrow().mail_ready())
     }
 
     /// Nothing to do: arm the eventfd, then submit, which posts completions queued since the last
