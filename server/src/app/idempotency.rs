@@ -473,7 +473,16 @@ impl Keys {
         if self.done.insert(record.key, record).is_some() {
             self.order.retain(|&k| k != record.key);
         }
-        self.order.push_back(record.key);
+        // In time order, so that expiry may stop at the first live answer: an answer made
+        // elsewhere (the coordinator's, kept by `finish_with`) can be a little older than the
+        // newest here, so it goes in behind the newer ones (a few steps from the back).
+        let newer = self
+            .order
+            .iter()
+            .rev()
+            .take_while(|k| self.done.get(k).is_some_and(|r| r.at_ms > record.at_ms))
+            .count();
+        self.order.insert(self.order.len() - newer, record.key);
         while self.done.len() > self.settings.max_keys {
             let Some(oldest) = self.order.pop_front() else {
                 break;
@@ -627,6 +636,26 @@ mod tests {
             vec![copy(20, 1_900)],
             "and the old copies with it"
         );
+    }
+
+    /// An answer made elsewhere a little earlier than the newest here still expires in time.
+    #[test]
+    fn an_older_answer_from_elsewhere_expires_in_order() {
+        let mut t = table(1, 10);
+        t.finish(1, BUY_2, true, 0, 1_500);
+        t.begin(2, BUY_2);
+        let coordinators = KeyRecord {
+            key: 2,
+            at_ms: 1_000,
+            route: 1,
+            qty: 2,
+            sold: true,
+            remaining: 0,
+        };
+        t.finish_with(coordinators);
+        assert_eq!(t.lookup(2, BUY_2, 2_100), Lookup::New, "expired at 2,000");
+        let own = t.get(1).expect("kept");
+        assert_eq!(t.lookup(1, BUY_2, 2_100), Lookup::Replay(own));
     }
 
     #[test]
