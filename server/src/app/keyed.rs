@@ -147,7 +147,7 @@ impl App {
             }
             Lookup::New => {
                 let placed = self.node.order(fingerprint.qty, &mut self.outbox);
-                let (sold, sale) = match placed {
+                let (sold, change) = match placed {
                     Placed::Waiting(order) => {
                         self.keys.begin(key, fingerprint);
                         self.keys.orders.insert(order, (key, fingerprint, origin));
@@ -164,28 +164,16 @@ impl App {
                         self.node.maybe_refill(&mut self.outbox);
                         return KeyStep::Waiting(order);
                     }
-                    Placed::Refused => (false, 0),
+                    Placed::Refused => (false, None),
                     // Closed sales refuse a new request (nothing is recorded, so the key runs
                     // once they open), and still replay answers given before the close.
                     Placed::Closed => return KeyStep::Answer(KeyAnswer::Closed),
-                    Placed::Sold => {
-                        // The sale becomes the key's record: no batch can split them.
-                        let qty = fingerprint.qty;
-                        match self.outbox.changes.pop() {
-                            Some(Change::Sale { qty: sold }) if sold == qty => (true, qty),
-                            other => {
-                                self.outbox.changes.extend(other);
-                                (true, 0)
-                            }
-                        }
-                    }
+                    Placed::Sold { change } => (true, Some(change)),
                 };
                 let remaining = self.node.total_available();
                 let record = self.keys.finish(key, fingerprint, sold, remaining, now);
-                self.outbox.changes.push(Change::Keyed {
-                    sale,
-                    entry: record,
-                });
+                // The sale becomes the key's record: no batch can split them.
+                self.journal_keyed(change, record);
                 self.node.maybe_refill(&mut self.outbox);
                 KeyAnswer::Done {
                     record,
@@ -283,32 +271,13 @@ impl App {
             },
         };
         if sold {
-            let slot = d.change.and_then(|i| self.outbox.changes.get_mut(i));
-            match slot {
-                Some(c @ Change::Sale { .. }) if *c == (Change::Sale { qty: record.qty }) => {
-                    *c = Change::Keyed {
-                        sale: record.qty,
-                        entry: record,
-                    };
-                }
-                _ => {
-                    // Never: the index is this step's. The key still reaches the journal.
-                    debug_assert!(false, "a sold decision points at its sale: {d:?}");
-                    self.outbox.changes.push(Change::Keyed {
-                        sale: 0,
-                        entry: record,
-                    });
-                }
-            }
+            self.journal_keyed(d.change, record);
             if origin.is_none() {
                 // Kept so this journal's compactions copy it until it expires.
                 self.keys.keep_copy(record);
             }
         } else if origin.is_some() {
-            self.outbox.changes.push(Change::Keyed {
-                sale: 0,
-                entry: record,
-            });
+            self.journal_keyed(None, record);
         }
         match origin {
             Some(origin) => self.answer_keyed(origin, record),
@@ -318,6 +287,27 @@ impl App {
                     record,
                 };
                 self.keys.mail.push((d.from, mail));
+            }
+        }
+    }
+
+    /// Journals a keyed answer: in place of its sale (`Some`: the index of this step's
+    /// `Change::Sale` for it), so that one record holds both, or as a record selling nothing.
+    fn journal_keyed(&mut self, sale: Option<usize>, record: KeyRecord) {
+        let keyed = |sale| Change::Keyed {
+            sale,
+            entry: record,
+        };
+        let Some(index) = sale else {
+            self.outbox.changes.push(keyed(0));
+            return;
+        };
+        match self.outbox.changes.get_mut(index) {
+            Some(c) if *c == (Change::Sale { qty: record.qty }) => *c = keyed(record.qty),
+            _ => {
+                // Never: the index is this step's. The key still reaches the journal.
+                debug_assert!(false, "change {index} is not the sale of {record:?}");
+                self.outbox.changes.push(keyed(0));
             }
         }
     }

@@ -410,7 +410,7 @@ impl App {
         }
         self.node.maybe_refill(&mut self.outbox);
         match placed {
-            Placed::Sold => {
+            Placed::Sold { .. } => {
                 let remaining = self.node.total_available();
                 self.order_reply(route, qty, Sale::Sold, remaining, x, out)
             }

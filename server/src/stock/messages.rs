@@ -190,8 +190,12 @@ pub struct Decision {
 /// How an order was answered by the shard that received it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placed {
-    /// Sold from the local slice: answer now.
-    Sold,
+    /// Sold from the local slice: answer now. `change` is where its [`Change::Sale`] is in
+    /// [`Outbox::changes`] (a keyed order's record takes its place).
+    Sold {
+        /// The sale's index in the outbox's changes.
+        change: usize,
+    },
     /// Escalated: the answer comes later as an outcome with this id.
     Waiting(OrderId),
     /// Refused by this shard with no message: more than the known bound of tickets left anywhere

@@ -276,9 +276,10 @@ impl Node {
             return Placed::Closed;
         }
         if self.slice.take(qty) == Sale::Sold {
+            let change = out.changes.len();
             out.changes.push(Change::Sale { qty });
             self.moves.orders_local += 1;
-            return Placed::Sold;
+            return Placed::Sold { change };
         }
         if self.bound.is_some_and(|bound| qty > bound) {
             // Fewer than `qty` exist anywhere: no gather could find them.
