@@ -311,6 +311,8 @@ struct Client {
     waiting: bool,
     /// An operator's request on the admin connection instead of an order.
     admin: Option<AdminAsk>,
+    /// For an operator's sales close or open: its number among them (0 otherwise).
+    sales_ask: u64,
     /// The number of its `Idempotency-Key`, if it sent one.
     key: Option<u64>,
 }
@@ -496,6 +498,11 @@ struct Sim<'c> {
     /// Tickets of restocks asked for and not yet acknowledged (they may or may not survive a
     /// crash).
     restocks_in_flight: u64,
+    /// Tickets sold in all when the operator's last close was acknowledged, until an open is
+    /// asked for: no sale may be decided after a close's answer (every shard refuses with 409).
+    closed_at_sold: Option<u64>,
+    /// Sales closes and opens asked so far.
+    sales_asks: u64,
     trace: bool,
     coverage: &'c mut Coverage,
 
@@ -565,6 +572,8 @@ impl<'c> Sim<'c> {
             refused_min: None,
             stock_acked: stock,
             restocks_in_flight: 0,
+            closed_at_sold: None,
+            sales_asks: 0,
             stock_at_start: stock,
             trace: std::env::var("SIM_TRACE").is_ok(),
             coverage,
@@ -644,6 +653,15 @@ impl<'c> Sim<'c> {
 
     fn check(&self) {
         let sold = self.sold_in_life();
+        if let Some(at_close) = self.closed_at_sold {
+            assert!(
+                self.sold_before + sold <= at_close,
+                "a sale was decided after the operator's close was acknowledged: {} sold then, {} \
+                 now",
+                at_close,
+                self.sold_before + sold
+            );
+        }
         if self.trace {
             let slices: Vec<(u64, u64)> = self
                 .shards
@@ -760,6 +778,7 @@ impl<'c> Sim<'c> {
             qty,
             waiting: false,
             admin: None,
+            sales_ask: 0,
             key: None,
         };
         let request = match idem {
@@ -788,12 +807,21 @@ impl<'c> Sim<'c> {
         }
         self.next_key += 1;
         let key = ADMIN_KEYS + self.next_key;
+        let mut sales_ask = 0;
         match ask {
             AdminAsk::Restock(add) => {
                 self.coverage.restocks += 1;
                 self.restocks_in_flight += add;
             }
-            AdminAsk::Sales { .. } => self.coverage.sales_changes += 1,
+            AdminAsk::Sales { closed } => {
+                self.coverage.sales_changes += 1;
+                self.sales_asks += 1;
+                sales_ask = self.sales_asks;
+                if !closed {
+                    // Opening takes effect on each shard as it hears of it.
+                    self.closed_at_sold = None;
+                }
+            }
         }
         let mut client = Client {
             shard: COORDINATOR,
@@ -802,6 +830,7 @@ impl<'c> Sim<'c> {
             qty: 0,
             waiting: false,
             admin: Some(ask),
+            sales_ask,
             key: None,
         };
         let now = self.now();
@@ -818,10 +847,16 @@ impl<'c> Sim<'c> {
     }
 
     /// What an operator read: a restock acknowledged counts in the stock from now on.
-    fn read_admin(&mut self, ask: AdminAsk, bytes: &[u8]) {
+    fn read_admin(&mut self, ask: AdminAsk, sales_ask: u64, bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes);
         match text.get(9..12).unwrap_or("") {
             "200" => {
+                // Operations run in the order asked: a close is in force if none was asked
+                // after it.
+                if ask == (AdminAsk::Sales { closed: true }) && sales_ask == self.sales_asks {
+                    let sold = self.sold_before + self.sold_in_life();
+                    self.closed_at_sold.get_or_insert(sold);
+                }
                 if let AdminAsk::Restock(add) = ask {
                     assert!(text.contains(&format!("\"added\":{add}")), "{text}");
                     self.coverage.restocks_acked += 1;
@@ -858,8 +893,8 @@ impl<'c> Sim<'c> {
             }
             Release::Now => {
                 if let (Some(ask), false) = (client.admin, client.out.is_empty()) {
-                    let bytes = std::mem::take(&mut client.out);
-                    self.read_admin(ask, &bytes);
+                    let (sales_ask, bytes) = (client.sales_ask, std::mem::take(&mut client.out));
+                    self.read_admin(ask, sales_ask, &bytes);
                 } else if let (false, Some(k)) = (client.out.is_empty(), client.key) {
                     let (qty, out) = (client.qty, std::mem::take(&mut client.out));
                     self.keyed_answer(k, qty, &out);
@@ -2050,4 +2085,22 @@ fn an_escalated_keyed_sale_and_its_key_survive_a_crash_together() {
     assert_eq!(sim.sold_in_life(), 0, "nothing sold again");
     sim.reboot(Crash::default(), 2);
     assert_eq!(sim.sold_before, 4, "sold once");
+}
+
+/// An order escalated just before its shard heard of the operator's close: the coordinator
+/// queues it behind the close, and decides it only after the close was acknowledged. Stock 4 on
+/// 2 shards: the close starts; shard 1, not yet closed, escalates an order for 3; once the close
+/// is answered, the order must get 409 `sales_closed`, not a sale.
+#[test]
+fn an_order_queued_behind_a_close_is_refused_as_closed() {
+    let mut coverage = Coverage::default();
+    let mut sim = Sim::start(Rng(5), 2, 4, COMPACT_BYTES_DEFAULT, &mut coverage);
+    sim.admin(AdminAsk::Sales { closed: true });
+    sim.order(1, 3);
+    sim.quiesce();
+    assert!(sim.closed_at_sold.is_some(), "the close was acknowledged");
+    assert_eq!((sim.acked, sim.coverage.orders_closed), (0, 1));
+    assert_eq!(sim.sold_in_life(), 0);
+    sim.reboot(Crash::default(), 2);
+    assert_eq!(sim.sold_before, 0);
 }

@@ -218,6 +218,12 @@ impl App {
             let Some((key, fingerprint, origin)) = self.keys.orders.remove(&order) else {
                 continue;
             };
+            if sale == Sale::Closed {
+                // Nothing was done or recorded: the key runs once sales open again.
+                self.keys.abandon(key);
+                self.answer_keyed_closed(origin);
+                continue;
+            }
             let record = match self.keys.decided.remove(&order) {
                 Some(record) => {
                     self.keys.finish_with(record);
@@ -255,6 +261,14 @@ impl App {
                 None => return,
             }
         };
+        if d.sale == Sale::Closed {
+            // Nothing was done or recorded. Another shard's order: its shard hears `Decided`.
+            if let Some(origin) = origin {
+                self.keys.abandon(key);
+                self.answer_keyed_closed(origin);
+            }
+            return;
+        }
         let sold = d.sale == Sale::Sold;
         let remaining = self.node.total_available();
         let record = match origin {
@@ -312,6 +326,15 @@ impl App {
         }
     }
 
+    /// 409 `sales_closed` for a keyed order's connection on another shard (one of this shard
+    /// is told by its order's outcome).
+    fn answer_keyed_closed(&mut self, origin: Origin) {
+        if let Origin::Remote { from, id } = origin {
+            let answer = KeyAnswer::Closed;
+            self.keys.mail.push((from, KeyMail::Answer { id, answer }));
+        }
+    }
+
     /// A keyed order's answer for the shard that holds its connection, when that is another.
     fn answer_keyed(&mut self, origin: Origin, record: KeyRecord) {
         if let Origin::Remote { from, id } = origin {
@@ -353,7 +376,7 @@ impl App {
                 if first {
                     self.order_reply(route, qty, sale, record.remaining, x, out)
                 } else {
-                    self.order_body(route, qty, sale, record.remaining, true, x, out)
+                    self.order_body(route, qty, record.sold, record.remaining, true, x, out)
                 }
             }
             KeyAnswer::InFlight => error(

@@ -519,19 +519,20 @@ impl App {
                 self.counters.tickets_sold += qty;
             }
             Sale::Insufficient => self.counters.orders_insufficient += 1,
+            Sale::Closed => return self.closed_reply(x, out),
         }
-        self.order_body(route, qty, sale, remaining, false, x, out)
+        self.order_body(route, qty, sale == Sale::Sold, remaining, false, x, out)
     }
 
-    /// Writes an order's answer without counting it; a `replayed` keyed answer (not a sale) says
-    /// so in `Idempotent-Replayed: true`, as Stripe's API does; its status and body are the
-    /// first answer's.
+    /// Writes an order's 200 answer (`sold`, or insufficient stock) without counting it; a
+    /// `replayed` keyed answer (not a sale) says so in `Idempotent-Replayed: true`, as Stripe's
+    /// API does; its status and body are the first answer's.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn order_body(
         &self,
         route: Route,
         qty: u64,
-        sale: Sale,
+        sold: bool,
         remaining: u64,
         replayed: bool,
         x: Exchange<'_>,
@@ -540,21 +541,20 @@ impl App {
         let replayed_header: &[(&[u8], &[u8])] = &[(b"Idempotent-Replayed", b"true")];
         let extra = if replayed { replayed_header } else { &[] };
         json_with(out, x, 200, extra, |o| {
-            o.extend_from_slice(match sale {
-                Sale::Sold => b"{\"success\":true,\"remaining\":",
-                Sale::Insufficient => b"{\"success\":false,\"remaining\":",
+            o.extend_from_slice(if sold {
+                b"{\"success\":true,\"remaining\":"
+            } else {
+                b"{\"success\":false,\"remaining\":"
             });
             decimal(o, remaining);
-            match (sale, route) {
-                (Sale::Sold, Route::Reserve) => {
+            match (sold, route) {
+                (true, Route::Reserve) => {
                     o.extend_from_slice(b",\"message\":\"Reserved ");
                     decimal(o, qty);
                     o.extend_from_slice(b" tickets\"}");
                 }
-                (Sale::Sold, _) => o.extend_from_slice(b",\"message\":\"Purchase successful!\"}"),
-                (Sale::Insufficient, _) => {
-                    o.extend_from_slice(b",\"message\":\"Insufficient inventory\"}")
-                }
+                (true, _) => o.extend_from_slice(b",\"message\":\"Purchase successful!\"}"),
+                (false, _) => o.extend_from_slice(b",\"message\":\"Insufficient inventory\"}"),
             }
         })
     }

@@ -58,8 +58,8 @@ pub enum Msg {
     Decided {
         /// The order, as numbered by its shard.
         order: OrderId,
-        /// Whether it was sold.
-        sold: bool,
+        /// Its outcome: sold, insufficient, or closed (sales closed before it was decided).
+        sale: Sale,
         /// Tickets carried for the receiver's slice.
         tickets: u64,
     },

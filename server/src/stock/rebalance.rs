@@ -13,7 +13,7 @@
 //! | `RefillAsk { want }` | shard → coordinator: my slice fell below its low-water mark | no |
 //! | `Take { op, want, kind }` | coordinator → shard: give me up to `want` | no |
 //! | `Taken { op, tickets }` | shard → coordinator: the answer to `Take` | yes |
-//! | `Decided { order, sold, tickets }` | coordinator → shard: the escalated order's outcome, and tickets for the slice | yes |
+//! | `Decided { order, sale, tickets }` | coordinator → shard: the escalated order's outcome (sold, insufficient, or closed), and tickets for the slice | yes |
 //! | `Refill { tickets }` | coordinator → shard: the answer to `RefillAsk` (maybe 0) | yes |
 //! | `Bound { at_most, epoch }` | coordinator → every shard: at most this many tickets are left anywhere | no |
 //! | `Epoch { op, epoch, add }` | coordinator → every shard: a restock starts stock epoch `epoch`; forget any bound | no |
@@ -360,10 +360,7 @@ impl Node {
                 out.messages.push((from, Msg::Taken { op, tickets: give }));
             }
             Msg::Taken { op, tickets } => self.on_taken(op, tickets, out),
-            Msg::Decided { order, sold, .. } => {
-                out.outcomes
-                    .push((order, if sold { Sale::Sold } else { Sale::Insufficient }));
-            }
+            Msg::Decided { order, sale, .. } => out.outcomes.push((order, sale)),
             Msg::Refill { tickets } => {
                 self.refill_outstanding = false;
                 self.refill_futile = tickets == 0;
@@ -608,6 +605,18 @@ impl Node {
         for &op in &batch {
             match op {
                 Op::Order { from, order, qty } => {
+                    if self.sales_closed {
+                        // Escalated before its shard heard of the operator's close, decided
+                        // after it: refused as closed, whatever stock there is.
+                        decided.push((from, order, Sale::Closed));
+                        out.decisions.push(Decision {
+                            from,
+                            order,
+                            sale: Sale::Closed,
+                            change: None,
+                        });
+                        continue;
+                    }
                     if !scarce && self.slice.available() < qty {
                         // In arrival order, ahead of what queued meanwhile.
                         let queue = &mut self.coordinator.as_mut().expect("coordinator").queue;
@@ -651,12 +660,11 @@ impl Node {
             // again.
             let share = (self.slice.available() / 2).min(self.batch);
             self.send_tickets(from, share, out);
-            let sold = sale == Sale::Sold;
             out.messages.push((
                 from,
                 Msg::Decided {
                     order,
-                    sold,
+                    sale,
                     tickets: share,
                 },
             ));

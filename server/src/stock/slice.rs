@@ -20,6 +20,9 @@ pub enum Sale {
     Sold,
     /// The slice holds fewer than asked; nothing was taken.
     Insufficient,
+    /// Not tried: an operator had closed sales when the coordinator came to decide the order
+    /// (it was escalated before its shard heard of the close); answered 409 `sales_closed`.
+    Closed,
 }
 
 /// A shard's tickets.
