@@ -269,6 +269,19 @@ impl Hasher for FoldHasher {
     }
 }
 
+/// 64 random bits from the kernel (getrandom(2)); if that fails, from std's per-process
+/// random hash keys (which std draws from the same source).
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most `bytes.len()` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n == 8 {
+        return u64::from_le_bytes(bytes);
+    }
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+}
+
 /// A map keyed by digests.
 type DigestMap<V> = HashMap<u128, V, BuildHasherDefault<FoldHasher>>;
 
@@ -298,9 +311,9 @@ pub struct Keys {
     pub mail: Vec<(usize, KeyMail)>,
     /// The next id of a request waiting for its owner (from [`HOP_ID_BASE`]).
     next_hop: u64,
-    /// Ticket mode: when this table was made (ms since the Unix epoch), the high bits of the
-    /// keys the shard makes, so they differ from every earlier run's.
-    started_ms: u64,
+    /// Ticket mode: 64 random bits drawn when this table was made, the high half of the keys
+    /// the shard makes, so they differ from every other shard's, run's and ticket node's.
+    made_prefix: u64,
     /// Ticket mode: keys made so far.
     made: u64,
     /// What the table has seen.
@@ -321,9 +334,7 @@ impl Keys {
             copies: VecDeque::new(),
             mail: Vec::new(),
             next_hop: HOP_ID_BASE,
-            started_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            made_prefix: random_u64(),
             made: 0,
             counters: KeyCounters::default(),
         }
@@ -370,14 +381,15 @@ impl Keys {
         id
     }
 
-    /// Ticket mode: a new key for a forwarded reserve that came without one: the start time
-    /// (48 bits of ms, good until the year 10889), the shard and a counter, so no two in any
-    /// run of any shard are equal (two runs of a shard never start within one millisecond).
-    pub fn made_key(&mut self, shard: usize) -> u128 {
+    /// Ticket mode: a new key for a forwarded reserve that came without one: the table's random
+    /// prefix and a counter. Keys of one table never repeat; two tables (shards, runs, ticket
+    /// nodes started in the same millisecond) share a prefix with probability 2^-64. (It was
+    /// the start time, the shard and the counter: two ticket nodes started within one
+    /// millisecond made the same keys, and the second node's first reserve replayed the
+    /// first's sale: 200 with nothing sold.)
+    pub fn made_key(&mut self) -> u128 {
         self.made += 1;
-        (u128::from(self.started_ms & ((1 << 48) - 1)) << 80)
-            | ((shard as u128 & 0xffff) << 64)
-            | u128::from(self.made)
+        (u128::from(self.made_prefix) << 64) | u128::from(self.made)
     }
 
     /// Drops answers older than the TTL (oldest first, so this stops at the first live one).
@@ -697,16 +709,15 @@ mod tests {
         assert!(expired.is_empty());
     }
 
+    /// Keys made by one table never repeat, and two tables made at once (two ticket nodes
+    /// started in the same millisecond) make different keys.
     #[test]
-    fn made_keys_differ_by_shard_and_count() {
-        let mut t = table(60, 10);
-        let (a, b) = (t.made_key(0), t.made_key(0));
+    fn made_keys_differ_by_table_and_count() {
+        let (mut t, mut u) = (table(60, 10), table(60, 10));
+        let (a, b) = (t.made_key(), t.made_key());
         assert_ne!(a, b);
-        assert_ne!(
-            t.made_key(1) & !0xffff_ffff_ffff_ffff,
-            a & !0xffff_ffff_ffff_ffff
-        );
-        assert_eq!(a >> 80, u128::from(t.started_ms & ((1 << 48) - 1)));
+        assert_eq!(a >> 64, b >> 64);
+        assert_ne!(u.made_key() >> 64, a >> 64);
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl App {
         out: &mut Vec<u8>,
     ) -> Option<ForwardKey> {
         match value.map(idempotency::parse) {
-            None => Some(ForwardKey::Made(self.keys.made_key(self.shard))),
+            None => Some(ForwardKey::Made(self.keys.made_key())),
             Some(Ok(key)) => Some(ForwardKey::Client(key)),
             Some(Err(e)) => {
                 self.keys.counters.invalid += 1;
