@@ -53,6 +53,8 @@ pub enum KeyError {
     TooLong,
     /// A byte outside visible ASCII (0x21 to 0x7e): spaces, controls, UTF-8.
     NotVisibleAscii,
+    /// The header came more than once, with different values.
+    Repeated,
 }
 
 impl KeyError {
@@ -64,8 +66,27 @@ impl KeyError {
             KeyError::NotVisibleAscii => {
                 "Idempotency-Key may hold visible ASCII characters only (no spaces)"
             }
+            KeyError::Repeated => "Idempotency-Key was sent more than once, with different values",
         }
     }
+}
+
+/// The request's `Idempotency-Key` value, if any: one field, or several with the same value
+/// (as a proxy may repeat it). Several with different values are refused: which one the client
+/// meant cannot be known, and a proxy that joins them with a comma would send an invalid key.
+pub fn header_value<'b>(headers: &[proto_http::Header<'b>]) -> Result<Option<&'b [u8]>, KeyError> {
+    let mut found = None;
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(HEADER))
+    {
+        match found {
+            None => found = Some(h.value),
+            Some(v) if v == h.value => {}
+            Some(_) => return Err(KeyError::Repeated),
+        }
+    }
+    Ok(found)
 }
 
 /// The digest of a valid header value, or why it is not one.
@@ -239,8 +260,9 @@ pub struct KeyCounters {
     pub evicted: u64,
 }
 
-/// Hashes digests and order ids with one multiplication: digests are uniform already, and order
-/// ids are the shard's own numbers, so SipHash's flooding resistance buys nothing here.
+/// Hashes the shard's own numbers (order ids) with one multiplication: nobody outside chooses
+/// them, so SipHash's flooding resistance buys nothing there. Digests, which clients choose,
+/// go through [`DigestHashing`] instead.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FoldHasher(u64);
 
@@ -256,12 +278,9 @@ impl Hasher for FoldHasher {
     }
 
     fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: the high bits, which hashbrown uses, depend on every input bit.
+        // Fibonacci hashing: hashbrown's tag (the top 7 bits) depends on every input bit; the
+        // bucket (the low bits) on the low bits, which differ between consecutive numbers.
         self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn write_u128(&mut self, n: u128) {
-        self.write_u64(n as u64 ^ (n >> 64) as u64);
     }
 
     fn write_usize(&mut self, n: usize) {
@@ -282,8 +301,57 @@ fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(std::process::id())
 }
 
+/// Hashes key digests with a seed drawn once per process: a client chooses its keys, and could
+/// otherwise search for many whose digests share hashbrown's bucket bits (the low bits: a fold
+/// and a multiplication keep low bits with low bits) and make every lookup of the shard's table
+/// walk one long probe sequence. Seeded and mixed by `fmix64`, every bucket bit depends on every
+/// digest bit and on a seed nobody outside knows.
+#[derive(Clone, Copy, Debug)]
+pub struct DigestHashing(u64);
+
+impl Default for DigestHashing {
+    fn default() -> DigestHashing {
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        DigestHashing(*SEED.get_or_init(random_u64))
+    }
+}
+
+impl std::hash::BuildHasher for DigestHashing {
+    type Hasher = DigestHasher;
+
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(self.0)
+    }
+}
+
+/// See [`DigestHashing`].
+#[derive(Clone, Copy, Debug)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = crate::durability::journal::keyed::fmix64(self.0 ^ n);
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64 ^ (n >> 64) as u64);
+    }
+}
+
 /// A map keyed by digests.
-type DigestMap<V> = HashMap<u128, V, BuildHasherDefault<FoldHasher>>;
+type DigestMap<V> = HashMap<u128, V, DigestHashing>;
 
 /// One shard's keys (see the module doc).
 #[derive(Debug)]

@@ -49,16 +49,17 @@ impl App {
     ) -> Reply {
         let key = match idempotency::parse(value) {
             Ok(key) => key,
-            Err(e) => {
-                self.keys.counters.invalid += 1;
-                return error(out, x, 400, "idempotency_key_invalid", e.detail(), None);
-            }
+            Err(e) => return self.key_invalid(e, x, out),
         };
         let fingerprint = Fingerprint {
             route: route_code(route),
             qty,
         };
         let owner = keyed::owner(key, self.shards);
+        if self.halted {
+            // No hop: the owner's answer could not leave a halted shard's mail.
+            return self.key_reply(route, qty, KeyAnswer::Halted, x, out);
+        }
         if owner != self.shard {
             self.keys.counters.hops += 1;
             let id = self.keys.hop_id();
@@ -88,8 +89,7 @@ impl App {
             None => Some(ForwardKey::Made(self.keys.made_key())),
             Some(Ok(key)) => Some(ForwardKey::Client(key)),
             Some(Err(e)) => {
-                self.keys.counters.invalid += 1;
-                error(out, x, 400, "idempotency_key_invalid", e.detail(), None);
+                self.key_invalid(e, x, out);
                 None
             }
         }

@@ -274,17 +274,20 @@ impl App {
             );
         }
         if self.forwarding.is_some() {
-            let key = req.header(idempotency::HEADER);
+            let key = match idempotency::header_value(req.headers) {
+                Ok(key) => key,
+                Err(e) => return self.key_invalid(e, x, out),
+            };
             if let Some(reply) = self.forward(route, key, body, x, out) {
                 return reply;
             }
         }
         match route {
             Route::Available => available(x, out, self.node.total_available()),
-            Route::Purchase | Route::Reserve => {
-                let key = req.header(idempotency::HEADER);
-                self.order(route, key, body, x, out)
-            }
+            Route::Purchase | Route::Reserve => match idempotency::header_value(req.headers) {
+                Ok(key) => self.order(route, key, body, x, out),
+                Err(e) => self.key_invalid(e, x, out),
+            },
             Route::Health => {
                 let mode = self.mode.as_str().as_bytes();
                 json(out, x, 200, |o| {
@@ -421,6 +424,17 @@ impl App {
             }
             Placed::Closed => unreachable!("answered above"),
         }
+    }
+
+    /// 400 `idempotency_key_invalid`: the header is not a key; counted, nothing sold.
+    pub(super) fn key_invalid(
+        &mut self,
+        e: idempotency::KeyError,
+        x: Exchange<'_>,
+        out: &mut Vec<u8>,
+    ) -> Reply {
+        self.keys.counters.invalid += 1;
+        error(out, x, 400, "idempotency_key_invalid", e.detail(), None)
     }
 
     /// 409 `sales_closed`: the operator closed sales; nothing was sold.

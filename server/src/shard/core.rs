@@ -42,7 +42,7 @@ use proto_http::HttpDate;
 
 use crate::app::board::{Board, JournalState, Snapshot, Stock};
 use crate::app::cors::Cors;
-use crate::app::idempotency::{self, KeyMail, Keys};
+use crate::app::idempotency::{self, KeyAnswer, KeyMail, Keys};
 use crate::app::rate_limit::{self, RateLimit};
 use crate::app::routes::{Answer, App, Forwarding};
 use crate::config::Mode;
@@ -119,8 +119,12 @@ impl Message {
     pub fn must_be_durable(&self) -> bool {
         match self {
             Message::Stock(msg) => msg.must_be_durable(),
-            // An answer reports an order: the owner's journal must hold it first.
-            Message::Keyed(KeyMail::Answer { .. }) => true,
+            // An order's answer (first or replayed): the owner's journal must hold it first.
+            // A 409, 422 or 503 reports nothing journaled, and must leave a halted shard too.
+            Message::Keyed(KeyMail::Answer {
+                answer: KeyAnswer::Done { .. },
+                ..
+            }) => true,
             _ => false,
         }
     }

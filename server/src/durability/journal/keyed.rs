@@ -79,13 +79,17 @@ impl KeyRecord {
 /// run, so a key finds its shard after a restart; every start (a new epoch) moves each key to its
 /// owner under this function and the new shard count.
 pub fn owner(key: u128, shards: usize) -> usize {
-    let mut x = (key as u64) ^ ((key >> 64) as u64);
+    let x = fmix64((key as u64) ^ ((key >> 64) as u64));
+    ((u128::from(x) * shards as u128) >> 64) as usize
+}
+
+/// MurmurHash3's 64-bit finalizer: a bijection whose output bits each depend on every input bit.
+pub(crate) fn fmix64(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;
     x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^= x >> 33;
-    ((u128::from(x) * shards as u128) >> 64) as usize
+    x ^ (x >> 33)
 }
 
 /// Which keys start-up carries into the new epoch.
