@@ -22,8 +22,9 @@
 //!   write. A keyed reserve ([`Request::KeyedReserve`], every purchase since issue 17) is tried
 //!   up to [`KEYED_ATTEMPTS_MAX`] times, also after its bytes left (a broken connection, a
 //!   malformed answer, a 5xx, a 409 of its key in flight): the vacancy service executes a
-//!   key once. A retry keeps the first attempt's deadline, so every answer still comes within
-//!   `VACANCY_TIMEOUT`; an attempt that timed out is not retried (no time is left), and only
+//!   key once; after its bytes left it waits first ([`KEYED_RETRY_BACKOFF`]: the first attempt
+//!   may still be running there). A retry keeps the first attempt's deadline, so every answer
+//!   still comes within `VACANCY_TIMEOUT`; an attempt that timed out is not retried (no time is left), and only
 //!   then, or when the attempts ran out after one that may have sold, is the outcome unknown. Bytes of a connection that broke are never written later: a connection that expired a
 //!   request drops its unwritten bytes and closes ([`Forwarder::expire`]).
 //! - Every submitted request gets exactly one answer, within `VACANCY_TIMEOUT` (see
@@ -56,6 +57,13 @@ const EXPIRY_SLACK: Duration = Duration::from_millis(20);
 /// under it cost one each; beyond three, the next one is unlikely to fare better within the
 /// time left, and each adds load on a vacancy service that may be struggling.
 pub const KEYED_ATTEMPTS_MAX: u8 = 3;
+
+/// How long a keyed reserve waits before its second and third attempt when the last one's
+/// outcome was unknown or its key still in flight at the vacancy service: the first attempt
+/// may still be running there (waiting for stock from other shards, or for its group commit,
+/// 0.1-2 ms), and an immediate retry would only meet 409 `idempotency_key_in_flight`. A retry
+/// still starts only while half of `VACANCY_TIMEOUT` remains.
+const KEYED_RETRY_BACKOFF: [Duration; 2] = [Duration::from_millis(2), Duration::from_millis(10)];
 
 /// The keeper wakes at least this often while connections are open, to close idle ones beyond
 /// the keep-alive count: an idle excess connection lives at most this long.
@@ -282,8 +290,22 @@ impl Forwarder {
             if retry && time_left {
                 p.retries += 1;
                 self.pending.borrow_mut().insert(id, p);
+                let wait = if keyed && kind != FailKind::NotSent {
+                    KEYED_RETRY_BACKOFF[usize::from(p.retries - 1).min(1)]
+                } else {
+                    Duration::ZERO
+                };
                 // The first attempt's deadline: the client was promised VACANCY_TIMEOUT.
-                self.place(id, p.request, &p.request_id, p.submitted);
+                if wait.is_zero() {
+                    self.place(id, p.request, &p.request_id, p.submitted);
+                } else {
+                    let this = self.clone();
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(wait).await;
+                        this.place(id, p.request, &p.request_id, p.submitted);
+                    })
+                    .detach();
+                }
                 return;
             }
             if keyed && p.maybe_sold && !kind.outcome_unknown() {
