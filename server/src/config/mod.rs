@@ -248,6 +248,19 @@ impl Config {
                 let expected = format!("{expected} (at most {flag}, {env})");
                 ConfigError::invalid(command, "http_keepalive_connections", keepalive, expected)
             })?;
+        if mode == Mode::Vacancy && cli.idempotency_keys_max == 0 {
+            // The ticket tier retries a reserve whose outcome it lost with the same key: a
+            // vacancy service that kept no answer would sell it again.
+            let expected = "at least 1 in vacancy mode: the ticket tier retries reserves with \
+                            the same Idempotency-Key and needs their answers kept"
+                .to_string();
+            return Err(ConfigError::invalid(
+                command,
+                "idempotency_keys_max",
+                "0",
+                expected,
+            ));
+        }
         if cli.admin_listen.is_some() && cli.admin_token_file.is_none() {
             let (flag, env) = error::names_of(command, "admin_listen");
             let expected = format!("a token file, required with {flag} ({env})");
@@ -562,6 +575,17 @@ mod tests {
             (9, Some(2), "/e".into())
         );
         assert_eq!(ok(&[], &[], None).tool, None);
+        // A vacancy service must keep keyed answers: the ticket tier's retries rest on them.
+        let none_kept = err(
+            &["--mode", "vacancy", "--idempotency-keys-max", "0"],
+            &[],
+            None,
+        );
+        assert!(none_kept.contains("vacancy mode"), "{none_kept}");
+        assert_eq!(
+            ok(&["--idempotency-keys-max", "0"], &[], None).idempotency_keys_max,
+            0
+        );
         // A reset never takes the default stock: the flag, or the environment (.env included).
         let missing = err(&["journal", "reset"], &[("DATA_DIR", "/e")], None);
         assert!(missing.contains("--initial-stock N"), "{missing}");
