@@ -177,7 +177,9 @@ impl App {
             AdminRoute::Stock => return self.admin_stock(admin, x, out),
             AdminRoute::Journal => return self.admin_journal(admin, x, out),
             AdminRoute::Restock => {
-                let capacity = admin.stock_at_start + self.node.slice().added();
+                let node = &self.node;
+                let capacity =
+                    admin.stock_at_start + node.slice().added() + node.restocks_pending();
                 match parse_add(body, capacity) {
                     Ok(add) => Operated::Restocked { add, epoch: 0 },
                     Err(e) => {

@@ -419,6 +419,26 @@ impl Node {
         order
     }
 
+    /// Tickets of restocks queued or in progress at the coordinator, not yet in its slice: the
+    /// operator's bound on the total stock (`STOCK_MAX`) counts them, or restocks queued
+    /// together could pass it.
+    pub fn restocks_pending(&self) -> u64 {
+        let Some(c) = &self.coordinator else {
+            return 0;
+        };
+        c.queue
+            .iter()
+            .chain(&c.batch)
+            .map(|op| match op {
+                Op::Operator {
+                    op: Operated::Restocked { add, .. },
+                    ..
+                } => *add,
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// A shard applied the operation in progress.
     fn on_ack(&mut self, id: u64, out: &mut Outbox) {
         let coordinator = self

@@ -224,6 +224,14 @@ mod tests {
             Err(AddError::Invalid)
         );
         assert_eq!(parse_add(b"{\"add\":1}", STOCK_MAX - 1), Ok(1));
+        // Restocks queued together count against the bound before they are done.
+        let mut node = Node::new(0, 2, 10);
+        let mut out = Outbox::default();
+        for add in [RESTOCK_ADD_MAX, 7] {
+            node.operate(Operated::Restocked { add, epoch: 0 }, &mut out);
+        }
+        assert_eq!(node.restocks_pending(), RESTOCK_ADD_MAX + 7);
+        assert_eq!(Node::new(1, 2, 10).restocks_pending(), 0);
         // The detail names the limits as they are.
         let detail = AddError::Invalid.detail();
         assert!(detail.contains(&RESTOCK_ADD_MAX.to_string()), "{detail}");
