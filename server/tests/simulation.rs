@@ -2104,3 +2104,28 @@ fn an_order_queued_behind_a_close_is_refused_as_closed() {
     sim.reboot(Crash::default(), 2);
     assert_eq!(sim.sold_before, 0);
 }
+
+/// Opening sales takes effect nowhere before its record is durable: the coordinator journals it
+/// first, and peers hear of it only then. Stock 4 on 2 shards, sales closed; the operator opens
+/// them and the coordinator's journal does not commit: shard 1 still refuses as closed, and a
+/// crash then finds sales closed with nothing sold (before, shard 1 opened and sold at once, and
+/// the restart found sales closed after a sale made while they were open).
+#[test]
+fn opening_sales_waits_for_its_record() {
+    let mut coverage = Coverage::default();
+    let mut sim = Sim::start(Rng(6), 2, 4, COMPACT_BYTES_DEFAULT, &mut coverage);
+    sim.admin(AdminAsk::Sales { closed: true });
+    sim.quiesce();
+    sim.admin(AdminAsk::Sales { closed: false });
+    sim.settle(Some(COORDINATOR));
+    sim.order(1, 1);
+    sim.settle(Some(COORDINATOR));
+    assert_eq!(
+        (sim.sold_in_life(), sim.coverage.orders_closed),
+        (0, 1),
+        "shard 1 still closed"
+    );
+    sim.reboot(Crash::default(), 2);
+    assert!(sim.shards[COORDINATOR].core.app.node.sales_closed());
+    assert_eq!(sim.sold_before, 0);
+}

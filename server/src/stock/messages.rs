@@ -108,12 +108,16 @@ impl Msg {
     /// the sender's `Give`), or it states a fact the receiver may tell a client: `Decided` (its
     /// client hears "success" or "sold out") and `Taken` (a donor that gave less than asked is
     /// empty, and the coordinator may answer "sold out" on it). A "sold out" that rested on sales
-    /// not yet durable could be contradicted after a crash, with no restock in between.
+    /// not yet durable could be contradicted after a crash, with no restock in between. And
+    /// `Sales` to open: sales made once it is applied must not outlive a crash that forgets it.
     pub fn must_be_durable(&self) -> bool {
         self.tickets() > 0
             || matches!(
                 self,
-                Msg::Decided { .. } | Msg::Taken { .. } | Msg::Bound { .. }
+                Msg::Decided { .. }
+                    | Msg::Taken { .. }
+                    | Msg::Bound { .. }
+                    | Msg::Sales { closed: false, .. }
             )
     }
 

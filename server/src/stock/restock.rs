@@ -163,7 +163,15 @@ impl Node {
         }
         match op {
             Operated::Restocked { add, .. } => self.start_epoch(self.epoch + 1, add),
-            Operated::Sales { closed } => self.sales_closed = closed,
+            Operated::Sales { closed: false } => {
+                // Opening lets sales happen: its record goes first, and `Msg::Sales` to open
+                // leaves only once it is durable (`must_be_durable`), so no sale made while open
+                // can outlive a crash that forgets the opening.
+                out.changes.push(Change::Sales { closed: false });
+                self.sales_closed = false;
+            }
+            // Closing stops sales at once; its record comes once every shard applied it.
+            Operated::Sales { closed: true } => self.sales_closed = true,
         }
         (self.shards - 1, 0)
     }
@@ -183,7 +191,9 @@ impl Node {
                 }
             }
             Operated::Sales { closed } => {
-                out.changes.push(Change::Sales { closed });
+                if closed {
+                    out.changes.push(Change::Sales { closed });
+                }
                 op
             }
         };
