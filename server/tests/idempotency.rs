@@ -421,6 +421,9 @@ fn the_ticket_tier_retries_a_reserve_whose_answer_was_lost() {
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.json("success").as_deref(), Some("true"), "{reply:?}");
     assert_eq!(reply.json("remaining").as_deref(), Some("7"), "{reply:?}");
+    // The vacancy service replayed the first attempt's answer to the retry: for the client it
+    // is the first answer, not marked as a replay.
+    assert_eq!(reply.header("idempotent-replayed"), None, "{reply:?}");
     let attempts = proxy.dropped.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(
         attempts, 2,
@@ -428,7 +431,7 @@ fn the_ticket_tier_retries_a_reserve_whose_answer_was_lost() {
     );
     // A client's own key reaches the vacancy service as one key, from any ticket connection.
     let mut first = None;
-    for _ in 0..5 {
+    for i in 0..5 {
         let reply = keyed(
             &mut ticket.connect(),
             "/api/v1/purchase",
@@ -438,7 +441,13 @@ fn the_ticket_tier_retries_a_reserve_whose_answer_was_lost() {
         assert_eq!(reply.status, 200, "{reply:?}");
         let answer = answer(&reply);
         assert_eq!(first.get_or_insert(answer.clone()), &answer);
+        // The client's repeats are replays, marked as the vacancy service marks them.
+        let replayed = (i > 0).then_some("true");
+        assert_eq!(reply.header("idempotent-replayed"), replayed, "{reply:?}");
     }
+    // The ticket tier counts the sale once, not once per replay.
+    let root = support::get(&ticket, "/");
+    assert!(root.body.contains("\"orders_sold\":2,"), "{}", root.body);
     let reused = keyed(
         &mut ticket.connect(),
         "/api/v1/purchase",

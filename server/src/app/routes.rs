@@ -496,6 +496,10 @@ impl App {
                 self.learn_available(remaining);
                 self.order_reply(d.route, d.qty, Sale::Insufficient, remaining, x, out)
             }
+            // The client's key was answered before: the same answer, marked, not counted again.
+            (Route::Purchase, Outcome::Replayed { sold, remaining }) => {
+                self.order_body(d.route, d.qty, sold, remaining, true, x, out)
+            }
             (Route::Available, Outcome::Available { qty }) => {
                 self.learn_available(qty);
                 available(x, out, qty)

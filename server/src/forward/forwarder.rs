@@ -313,6 +313,10 @@ impl Forwarder {
                 outcome = Outcome::Failed(FailKind::Unknown);
             }
         }
+        if p.retries > 0 {
+            // A replay that answers our own retry is the answer the client has not heard yet.
+            outcome = outcome.first();
+        }
         self.answers.borrow_mut().push((id, outcome));
         (self.wake)();
     }

@@ -313,6 +313,10 @@ impl UpstreamConn {
                 Err(_) => return self.malformed(buf, done),
             };
             let (status, keep_alive, head_len) = (head.status, head.keep_alive, head.head_len);
+            let replayed = head
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case(b"idempotent-replayed") && h.value == b"true");
             let request = self.front_request();
             if (100..200).contains(&status) {
                 // An interim response (we never send Expect, but RFC 9110 §15.2 lets a server send
@@ -358,6 +362,11 @@ impl UpstreamConn {
                     self.broken = true;
                     return start;
                 }
+            };
+            let outcome = if replayed {
+                outcome.replayed()
+            } else {
+                outcome
             };
             self.complete_front(outcome, done);
             start += consumed;

@@ -129,8 +129,48 @@ pub enum Outcome {
     },
     /// `200` to [`Request::Health`].
     Healthy,
+    /// A reserve answered with `Idempotent-Replayed: true`: the answer its key got before.
+    Replayed {
+        /// Whether that answer sold.
+        sold: bool,
+        /// The `remaining` it reported.
+        remaining: u64,
+    },
     /// No answer we can act on; the request answers 503.
     Failed(FailKind),
+}
+
+impl Outcome {
+    /// A reserve's answer marked `Idempotent-Replayed: true`: the answer its key got before.
+    pub(crate) fn replayed(self) -> Outcome {
+        match self {
+            Outcome::Reserved { remaining } => Outcome::Replayed {
+                sold: true,
+                remaining,
+            },
+            Outcome::Insufficient { remaining } => Outcome::Replayed {
+                sold: false,
+                remaining,
+            },
+            other => other,
+        }
+    }
+
+    /// The answer as a first one: a replay that answers the ticket tier's own retry (of an
+    /// attempt whose answer was lost) is the first answer the client hears.
+    pub(crate) fn first(self) -> Outcome {
+        match self {
+            Outcome::Replayed {
+                sold: true,
+                remaining,
+            } => Outcome::Reserved { remaining },
+            Outcome::Replayed {
+                sold: false,
+                remaining,
+            } => Outcome::Insufficient { remaining },
+            other => other,
+        }
+    }
 }
 
 /// Why a forwarded reserve has no usable answer. Only [`FailKind::NotSent`] is known not to have
