@@ -11,11 +11,13 @@ mod support;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{free_port, get, post, run_failing, try_read_reply, DataDir, Server, READ_TIMEOUT};
+use support::{
+    available_once_settled, buy, free_port, listing, run_failing, try_read_reply, DataDir, Server,
+    READ_TIMEOUT,
+};
 
 /// Tickets in the crash tests' data directory: far more than a cycle's load can sell, so that
 /// purchases keep succeeding (and keep the journal busy) until the kill.
@@ -46,9 +48,6 @@ const TRANSPORTS: [&str; 2] = ["uring", "glommio"];
 
 /// Freshness of `/available`, so that it becomes exact quickly once a run starts.
 const CACHE_TTL: &str = "0.05";
-
-/// How long `/available` may take to agree with what recovery found.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A small deterministic generator (xorshift64), so that no randomness crate is needed.
 struct Rng(u64);
@@ -108,32 +107,6 @@ fn recovered(server: &Server) -> (u64, u64) {
             .unwrap_or_else(|_| panic!("{name} in {line}"))
     };
     (field("sold"), field("available"))
-}
-
-/// `/available` once it reads `expected` (every shard's report has arrived), or the last value
-/// read after [`SETTLE_TIMEOUT`].
-fn available_once_settled(server: &Server, expected: u64) -> u64 {
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        let qty = available(server);
-        if qty == expected || Instant::now() > deadline {
-            return qty;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn available(server: &Server) -> u64 {
-    let reply = get(server, "/api/v1/available");
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json("qty").unwrap().parse().unwrap()
-}
-
-/// Buys `qty` on a new connection; whether it succeeded.
-fn buy(server: &Server, qty: u64) -> bool {
-    let reply = post(server, "/api/v1/purchase", &format!("{{\"qty\":{qty}}}"));
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json("success").as_deref() == Some("true")
 }
 
 /// What one client saw until its connection broke (or the stock ran out, for a drain).
@@ -598,20 +571,6 @@ fn a_corrupt_journal_stops_start_up_naming_file_and_offset() {
         before,
         "a failed start changed the data directory"
     );
-}
-
-/// Every file of a directory with its bytes, sorted by name.
-fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 /// A second ticketd on a data directory in use fails with exit 1 and a line saying another

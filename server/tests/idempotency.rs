@@ -11,7 +11,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 
-use support::{read_reply, DataDir, Reply, Server};
+use support::{buy, read_reply, DataDir, Reply, Server};
 
 /// A keyed POST on `stream` (keep-alive).
 fn keyed(stream: &mut TcpStream, path: &str, key: &str, body: &str) -> Reply {
@@ -31,13 +31,6 @@ fn shard_of(stream: &mut TcpStream) -> u64 {
         .unwrap();
     let reply = read_reply(stream, &mut Vec::new());
     reply.json("shard").unwrap().parse().unwrap()
-}
-
-/// A purchase without a key; whether it sold.
-fn buy(server: &Server, qty: u64) -> bool {
-    let reply = support::post(server, "/api/v1/purchase", &format!("{{\"qty\":{qty}}}"));
-    assert_eq!(reply.status, 200, "{reply:?}");
-    reply.json("success").as_deref() == Some("true")
 }
 
 /// Buys the rest one ticket at a time until refused; returns how many sold.

@@ -7,18 +7,17 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{get, post, try_read_reply, DataDir, Server};
+use support::{
+    available_once_settled, buy, get, listing, try_read_reply, DataDir, Server, SETTLE_TIMEOUT,
+};
 
 /// How long a tool may take: it reads a few small files.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// How long `/available` and `/metrics` may take to show what the shards know.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Freshness of `/available`, so that it becomes exact quickly.
 const CACHE_TTL: &str = "0.05";
@@ -109,17 +108,6 @@ fn inspect(dir: &DataDir, code: i32) -> Value {
     run.json()
 }
 
-fn buy(server: &Server, qty: u64) {
-    let reply = post(server, "/api/v1/purchase", &format!("{{\"qty\":{qty}}}"));
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(
-        reply.json("success").as_deref(),
-        Some("true"),
-        "{}",
-        reply.body
-    );
-}
-
 /// Buys `n` tickets one at a time on one connection, `depth` orders in flight, so that the
 /// journal's records are many and small.
 fn buy_pipelined(server: &Server, n: usize, depth: usize) {
@@ -145,20 +133,6 @@ fn buy_pipelined(server: &Server, n: usize, depth: usize) {
             );
         }
         sent += burst;
-    }
-}
-
-/// `/available` once it reads `expected`, or the last value read after [`SETTLE_TIMEOUT`].
-fn available_once_settled(server: &Server, expected: u64) -> u64 {
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        let reply = get(server, "/api/v1/available");
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        let qty: u64 = reply.json("qty").unwrap().parse().unwrap();
-        if qty == expected || Instant::now() > deadline {
-            return qty;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -213,7 +187,7 @@ fn inspect_shows_sold_and_available_per_shard() {
     let server = Server::start(&args);
     // One connection per order: SO_REUSEPORT spreads them over both shards.
     for qty in [1, 2, 3, 4, 5, 6] {
-        buy(&server, qty);
+        assert!(buy(&server, qty), "sold");
     }
     let (sold, available) = metrics_once_settled(&server, 2, 21);
     drop(server);
@@ -268,7 +242,7 @@ fn a_torn_tail_is_named_with_file_and_offset() {
     ];
     let server = Server::start(&args);
     for _ in 0..5 {
-        buy(&server, 1);
+        assert!(buy(&server, 1), "sold");
     }
     drop(server);
     let file = shard_file(&dir, 0);
@@ -350,7 +324,7 @@ fn reset_refuses_while_a_server_runs_and_without_a_stock() {
         CACHE_TTL,
     ];
     let server = Server::start(&args);
-    buy(&server, 3);
+    assert!(buy(&server, 3), "sold");
     let before = listing(dir.path());
     let run = journal(&["reset", "--initial-stock", "5", "--data-dir", dir.arg()]);
     assert_eq!(run.code, EXIT_FAILED, "{}\n{}", run.stdout, run.stderr);
@@ -368,7 +342,7 @@ fn reset_refuses_while_a_server_runs_and_without_a_stock() {
     let v = inspect(&dir, EXIT_CLEAN);
     assert_eq!(v["in_use"], true, "{v}");
     assert_eq!(available_once_settled(&server, 97), 97);
-    buy(&server, 2);
+    assert!(buy(&server, 2), "sold");
     drop(server);
     let v = inspect(&dir, EXIT_CLEAN);
     assert_eq!((field(&v, "sold"), field(&v, "available")), (5, 95), "{v}");
@@ -405,7 +379,7 @@ fn after_a_reset_the_server_starts_the_new_sale_without_a_warning() {
         ]
     };
     let server = Server::start(&with_stock("100"));
-    buy(&server, 7);
+    assert!(buy(&server, 7), "sold");
     drop(server);
     let server = Server::start(&with_stock("40"));
     assert_eq!(available_once_settled(&server, 93), 93);
@@ -445,7 +419,7 @@ fn after_a_reset_the_server_starts_the_new_sale_without_a_warning() {
 
     let server = Server::start(&with_stock("40"));
     assert_eq!(available_once_settled(&server, 40), 40);
-    buy(&server, 40);
+    assert!(buy(&server, 40), "sold");
     let log = server.log_once("ticketd listening", SETTLE_TIMEOUT);
     let warnings: Vec<&str> = log
         .lines()
@@ -487,18 +461,4 @@ fn inspect_of_a_missing_or_empty_directory() {
     );
     let v = inspect(&dir, EXIT_CLEAN);
     assert_eq!((field(&v, "sold"), field(&v, "available")), (0, 9), "{v}");
-}
-
-/// Every file of a directory with its bytes, sorted by name.
-fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    files.sort();
-    files
 }

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::{get, read_reply, Server};
+use support::{available, read_reply, Server};
 
 /// Freshness used by these tests, so that `/available` becomes exact quickly once writes stop.
 const CACHE_TTL: &str = "0.2";
@@ -96,14 +96,6 @@ fn no_refusal_before_the_last_success(orders: &[Order], what: &str) {
             last_success_sent - refusal.answered
         );
     }
-}
-
-fn available(server: &Server) -> u64 {
-    get(server, "/api/v1/available")
-        .json("qty")
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// With 2, 4 and 8 shards, 16 clients on connections spread over all shards, buying one ticket at

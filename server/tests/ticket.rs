@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{get, post, read_reply, Server};
+use support::{available, get, post, read_reply, Server};
 
 /// Freshness of `/available` on both tiers in these tests, so it is exact soon after writes stop.
 const CACHE_TTL: &str = "0.05";
@@ -56,12 +56,6 @@ fn ticket(vacancy_port: u16, shards: usize, timeout: &str, extra: &[&str]) -> Se
     ];
     args.extend_from_slice(extra);
     Server::start(&args)
-}
-
-fn available(server: &Server) -> u64 {
-    let reply = get(server, "/api/v1/available");
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json("qty").unwrap().parse().unwrap()
 }
 
 fn purchase_request(qty: u64) -> String {

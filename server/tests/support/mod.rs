@@ -482,3 +482,46 @@ pub fn wait_read(stream: &TcpStream) {
         std::thread::sleep(Duration::from_micros(200));
     }
 }
+
+/// How long `/available` may take to show what the shards know (and recovery found).
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `/api/v1/available` on a new connection.
+pub fn available(server: &Server) -> u64 {
+    let reply = get(server, "/api/v1/available");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json("qty").unwrap().parse().unwrap()
+}
+
+/// `/available` once it reads `expected`, or the last value read after [`SETTLE_TIMEOUT`].
+pub fn available_once_settled(server: &Server, expected: u64) -> u64 {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let qty = available(server);
+        if qty == expected || Instant::now() > deadline {
+            return qty;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Buys `qty` on a new connection (a 200 is asserted); whether it sold.
+pub fn buy(server: &Server, qty: u64) -> bool {
+    let reply = post(server, "/api/v1/purchase", &format!("{{\"qty\":{qty}}}"));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json("success").as_deref() == Some("true")
+}
+
+/// Every file of a directory with its bytes, sorted by name.
+pub fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
