@@ -221,7 +221,7 @@ impl App {
             if sale == Sale::Closed {
                 // Nothing was done or recorded: the key runs once sales open again.
                 self.keys.abandon(key);
-                self.answer_keyed_closed(origin);
+                self.answer_remote(origin, KeyAnswer::Closed);
                 continue;
             }
             let record = match self.keys.decided.remove(&order) {
@@ -243,7 +243,13 @@ impl App {
                 sale: 0,
                 entry: record,
             });
-            self.answer_keyed(origin, record);
+            self.answer_remote(
+                origin,
+                KeyAnswer::Done {
+                    record,
+                    first: true,
+                },
+            );
         }
     }
 
@@ -265,7 +271,7 @@ impl App {
             // Nothing was done or recorded. Another shard's order: its shard hears `Decided`.
             if let Some(origin) = origin {
                 self.keys.abandon(key);
-                self.answer_keyed_closed(origin);
+                self.answer_remote(origin, KeyAnswer::Closed);
             }
             return;
         }
@@ -294,7 +300,13 @@ impl App {
             self.journal_keyed(None, record);
         }
         match origin {
-            Some(origin) => self.answer_keyed(origin, record),
+            Some(origin) => self.answer_remote(
+                origin,
+                KeyAnswer::Done {
+                    record,
+                    first: true,
+                },
+            ),
             None => {
                 let mail = KeyMail::Decided {
                     order: d.order,
@@ -326,22 +338,10 @@ impl App {
         }
     }
 
-    /// 409 `sales_closed` for a keyed order's connection on another shard (one of this shard
-    /// is told by its order's outcome).
-    fn answer_keyed_closed(&mut self, origin: Origin) {
+    /// A keyed order's answer for the shard that holds its connection, when that is another
+    /// (one of this shard is told by its order's outcome).
+    fn answer_remote(&mut self, origin: Origin, answer: KeyAnswer) {
         if let Origin::Remote { from, id } = origin {
-            let answer = KeyAnswer::Closed;
-            self.keys.mail.push((from, KeyMail::Answer { id, answer }));
-        }
-    }
-
-    /// A keyed order's answer for the shard that holds its connection, when that is another.
-    fn answer_keyed(&mut self, origin: Origin, record: KeyRecord) {
-        if let Origin::Remote { from, id } = origin {
-            let answer = KeyAnswer::Done {
-                record,
-                first: true,
-            };
             self.keys.mail.push((from, KeyMail::Answer { id, answer }));
         }
     }
