@@ -407,23 +407,19 @@ impl App {
                 None,
             );
         }
-        let placed = self.node.order(qty, &mut self.outbox);
-        if placed == Placed::Closed {
-            return self.closed_reply(x, out);
-        }
+        let sale = match self.node.order(qty, &mut self.outbox) {
+            // Closed sales move nothing: no refill either.
+            Placed::Closed => return self.closed_reply(x, out),
+            Placed::Waiting(order) => {
+                self.node.maybe_refill(&mut self.outbox);
+                return Reply::Deferred(Deferred::new(order, route, qty, x));
+            }
+            Placed::Sold { .. } => Sale::Sold,
+            Placed::Refused => Sale::Insufficient,
+        };
         self.node.maybe_refill(&mut self.outbox);
-        match placed {
-            Placed::Sold { .. } => {
-                let remaining = self.node.total_available();
-                self.order_reply(route, qty, Sale::Sold, remaining, x, out)
-            }
-            Placed::Waiting(order) => Reply::Deferred(Deferred::new(order, route, qty, x)),
-            Placed::Refused => {
-                let remaining = self.node.total_available();
-                self.order_reply(route, qty, Sale::Insufficient, remaining, x, out)
-            }
-            Placed::Closed => unreachable!("answered above"),
-        }
+        let remaining = self.node.total_available();
+        self.order_reply(route, qty, sale, remaining, x, out)
     }
 
     /// 400 `idempotency_key_invalid`: the header is not a key; counted, nothing sold.
