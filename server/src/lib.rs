@@ -10,6 +10,7 @@
 //! - [`stock`]: a shard's slice of the stock and the pure protocol that moves tickets.
 //! - [`durability`]: the journal (group commit, replay, snapshots) and its pure run-time side.
 //! - [`forward`]: the ticket tier's pooled connections to the vacancy service.
+//! - [`cluster`]: past one machine: the escrow ledger nodes keep in etcd (issue 18).
 //! - [`buckets`]: a histogram with fixed Prometheus buckets (journal commit and service times
 //!   on `/metrics`; a leaf: it imports nothing).
 //! - [`request_id`]: `X-Request-Id`, kept from the client or made per shard without coordination
@@ -20,6 +21,7 @@
 
 pub mod app;
 pub mod buckets;
+pub mod cluster;
 pub mod config;
 pub mod durability;
 pub mod forward;

@@ -1,0 +1,11 @@
+//! Past one machine (issue 18): ticketd nodes lease stock from an etcd cluster, an escrow in
+//! the manner of the demarcation protocol. This folder is its ledger:
+//! - [`ledger`]: the keys, the records and every transaction on the pool, without I/O;
+//! - [`memory`]: an in-memory stand-in for etcd's store, on which the deterministic tests run
+//!   the ledger's transactions with replies lost at will.
+//!
+//! Invariant: every change of the pool is one transaction that [`ledger`] planned, guarded by
+//! the mod revisions it read, and keeps `pool + Σ (granted + in_doubt + sold) == capacity`.
+
+pub mod ledger;
+pub mod memory;
