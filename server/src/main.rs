@@ -16,7 +16,7 @@ fn main() {
         println!("{}", config.to_json());
         return;
     }
-    if let Some(tool) = config.tool {
+    if let Some(tool) = &config.tool {
         std::process::exit(ticketd::tools::run(&config, tool));
     }
     ticketd::process::logging::init(&config);

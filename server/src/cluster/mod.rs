@@ -2,10 +2,14 @@
 //! the manner of the demarcation protocol. This folder is its ledger:
 //! - [`ledger`]: the keys, the records and every transaction on the pool, without I/O;
 //! - [`memory`]: an in-memory stand-in for etcd's store, on which the deterministic tests run
-//!   the ledger's transactions with replies lost at will.
+//!   the ledger's transactions with replies lost at will;
+//! - `etcd` (with `--features cluster`): the same transactions on a real etcd cluster, through
+//!   the `etcd-client` crate on a tokio runtime, with the retry loop around them.
 //!
 //! Invariant: every change of the pool is one transaction that [`ledger`] planned, guarded by
 //! the mod revisions it read, and keeps `pool + Σ (granted + in_doubt + sold) == capacity`.
 
+#[cfg(feature = "cluster")]
+pub mod etcd;
 pub mod ledger;
 pub mod memory;

@@ -390,11 +390,48 @@ pub struct Cli {
 
 /// The tools `ticketd` runs instead of serving. They read the same options and environment
 /// (`--data-dir`, `--initial-stock`, `--shards`, `--cpus` may also follow the tool's name).
-#[derive(clap::Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::Subcommand, Clone, Debug, PartialEq, Eq)]
 pub enum Tool {
     /// Look at or reset the data directory's journal, offline
     #[command(subcommand)]
     Journal(JournalTool),
+    /// Set up or look at a sale's escrow ledger in etcd, for ticketd nodes past one machine
+    /// (built with `--features cluster`)
+    Cluster(ClusterArgs),
+}
+
+/// `ticketd cluster ...`: which etcd cluster and which sale, then what to do.
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+pub struct ClusterArgs {
+    /// etcd client URLs, comma-separated (http://HOST:PORT)
+    #[arg(long, env = "CLUSTER_ETCD", value_name = "URL[,URL...]", value_delimiter = ',',
+          required = true, value_parser = parse::etcd_url)]
+    pub cluster_etcd: Vec<String>,
+
+    /// The sale's name: its ledger's etcd key prefix (/ticketd/NAME/), one sale per name
+    #[arg(long, env = "CLUSTER_NAME", value_name = "NAME", required = true,
+          value_parser = parse::cluster_name)]
+    pub cluster_name: String,
+
+    /// What to do
+    #[command(subcommand)]
+    pub action: ClusterTool,
+}
+
+/// `ticketd cluster init|status`.
+#[derive(clap::Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterTool {
+    /// Create the sale's ledger with --initial-stock tickets in the pool (required on the
+    /// command line: a node's INITIAL_STOCK never sets a cluster's capacity); once: exit 0 if it
+    /// exists with that capacity already, 1 if with another
+    Init,
+    /// Print the ledger (capacity, pool, each node's lease, doubt and sales) and check
+    /// `pool + leases + doubt + sold == capacity`: exit 0 when it holds, 4 when not
+    Status {
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `ticketd journal ...`.
@@ -441,13 +478,24 @@ where
         Ok((cli, matches)) => {
             // A reset throws a sale away: its new stock is said, never the default.
             let stock = matches.value_source("initial_stock");
-            if cli.tool == Some(Tool::Journal(JournalTool::Reset))
+            if matches!(cli.tool, Some(Tool::Journal(JournalTool::Reset)))
                 && stock == Some(clap::parser::ValueSource::DefaultValue)
             {
                 let error = command.error(
                     clap::error::ErrorKind::MissingRequiredArgument,
                     "journal reset starts a new sale: say its stock with --initial-stock N \
                      (or INITIAL_STOCK); nothing was changed",
+                );
+                return Err(ConfigError::Clap(error));
+            }
+            let init = |tool: &Tool| matches!(tool, Tool::Cluster(args) if args.action == ClusterTool::Init);
+            if cli.tool.as_ref().is_some_and(init)
+                && stock != Some(clap::parser::ValueSource::CommandLine)
+            {
+                let error = command.error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "cluster init sets the sale's capacity once: say it with --initial-stock N \
+                     on the command line (a node's INITIAL_STOCK never sets it); nothing was changed",
                 );
                 return Err(ConfigError::Clap(error));
             }

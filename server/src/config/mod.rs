@@ -48,7 +48,7 @@ pub use cli::{
     SHUTDOWN_TIMEOUT_MS_DEFAULT, SHUTDOWN_TIMEOUT_MS_RANGE, TARGET_BYTES_MAX_DEFAULT,
     TARGET_BYTES_MAX_RANGE, TIMEOUT_MS_RANGE, VACANCY_TIMEOUT_SECONDS_DEFAULT, VACANCY_URL_DEFAULT,
 };
-pub use cli::{JournalTool, Tool};
+pub use cli::{ClusterArgs, ClusterTool, JournalTool, Tool};
 pub use dotenv::{DOTENV_BYTES_MAX, DOTENV_FILE};
 pub use error::ConfigError;
 pub use mode::{Durability, Mode};
@@ -546,6 +546,50 @@ mod tests {
             Ok(config) => panic!("{args:?} {env:?} {dotenv:?} accepted: {config:?}"),
             Err(error) => error.to_string(),
         }
+    }
+
+    /// `ticketd cluster`: the etcd URLs (each with its port) and the sale's name, from flags or
+    /// the environment; `init` takes its capacity only from `--initial-stock` on the command
+    /// line, never from a node's INITIAL_STOCK.
+    #[test]
+    fn cluster_tools_name_their_etcd_and_sale() {
+        let urls = "http://127.0.0.1:2379,http://[::1]:2380";
+        let c = ok(
+            &[
+                "cluster",
+                "--cluster-etcd",
+                urls,
+                "--cluster-name",
+                "s",
+                "status",
+            ],
+            &[],
+            None,
+        );
+        let expected = ClusterArgs {
+            cluster_etcd: vec!["http://127.0.0.1:2379".into(), "http://[::1]:2380".into()],
+            cluster_name: "s".into(),
+            action: ClusterTool::Status { json: false },
+        };
+        assert_eq!(c.tool, Some(Tool::Cluster(expected.clone())));
+        let env = [("CLUSTER_ETCD", urls), ("CLUSTER_NAME", "s")];
+        let c = ok(&["--initial-stock", "5", "cluster", "init"], &env, None);
+        let init = ClusterArgs {
+            action: ClusterTool::Init,
+            ..expected
+        };
+        assert_eq!((c.tool, c.initial_stock), (Some(Tool::Cluster(init)), 5));
+        let stock = [("INITIAL_STOCK", "5"), env[0], env[1]];
+        assert!(err(&["cluster", "init"], &stock, None).contains("--initial-stock N"));
+        let missing = err(&["cluster", "status"], &[env[1]], None);
+        assert!(
+            missing.contains("required arguments were not provided"),
+            "{missing}"
+        );
+        let bad_url = [("CLUSTER_ETCD", "http://127.0.0.1"), env[1]];
+        assert!(err(&["cluster", "status"], &bad_url, None).contains("http://host:port"));
+        let bad_name = [env[0], ("CLUSTER_NAME", "a/b")];
+        assert!(err(&["cluster", "status"], &bad_name, None).contains("cluster name"));
     }
 
     /// The journal tools read the server's own options, given before or after the tool's name,

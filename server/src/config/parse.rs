@@ -295,6 +295,29 @@ pub struct VacancyUrl {
     pub url: String,
 }
 
+/// Parses an etcd client URL, `http://host:port` (the port said: etcd's 2379 is a convention,
+/// not HTTP's 80), with the host rules of [`vacancy_url`]. TLS is refused: the etcd client is
+/// built without it, and a cluster on a private network is the deployment this serves.
+pub fn etcd_url(raw: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected http://host:port such as http://127.0.0.1:2379";
+    let parsed = vacancy_url(raw).map_err(|_| EXPECTED.to_string())?;
+    let authority = raw.trim().split_once("://").map_or("", |(_, rest)| rest);
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    let port_said = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    if !port_said {
+        return Err(EXPECTED.into());
+    }
+    Ok(parsed.url)
+}
+
+/// Parses a cluster name: an etcd key segment (`cluster::ledger::check_name`).
+pub fn cluster_name(raw: &str) -> Result<String, String> {
+    crate::cluster::ledger::check_name(raw).map_err(|why| format!("a cluster name {why}"))?;
+    Ok(raw.into())
+}
+
 /// Parses `http://host[:port][/]`. The host is a name (letters, digits, `.`, `-`, `_`: container
 /// names have underscores), an IPv4 address, or an IPv6 address in brackets; the port defaults to
 /// 80 and must not be 0. HTTPS is refused, and so are user info, paths, queries and fragments:
@@ -351,6 +374,33 @@ pub fn vacancy_url(raw: &str) -> Result<VacancyUrl, String> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn etcd_urls_say_their_port() {
+        assert_eq!(
+            etcd_url("http://127.0.0.1:2379").as_deref(),
+            Ok("http://127.0.0.1:2379")
+        );
+        assert_eq!(
+            etcd_url("http://[::1]:2379/").as_deref(),
+            Ok("http://[::1]:2379")
+        );
+        assert_eq!(
+            etcd_url("http://etcd-1:12379").as_deref(),
+            Ok("http://etcd-1:12379")
+        );
+        for bad in [
+            "http://127.0.0.1",
+            "http://[::1]",
+            "https://h:2379",
+            "h:2379",
+            "http://h:0",
+        ] {
+            assert!(etcd_url(bad).is_err(), "{bad}");
+        }
+        assert!(cluster_name("sale-1").is_ok());
+        assert!(cluster_name("a/b").is_err());
+    }
 
     #[test]
     fn whole_numbers() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use glommio::{LocalExecutorBuilder, Placement};
 use serde::Serialize;
 
-use crate::config::{Config, JournalTool, Tool};
+use crate::config::{Config, JournalTool};
 use crate::durability::journal::{self, Damage, DamageKind, Inspection, Store};
 use crate::process::startup::{self, LOCK_FILE};
 
@@ -30,8 +30,7 @@ pub const EXIT_DAMAGED: i32 = 4;
 
 /// Runs `tool` with the configuration's data directory, initial stock and shard count; returns
 /// the process's exit status.
-pub fn run(config: &Config, tool: Tool) -> i32 {
-    let Tool::Journal(tool) = tool;
+pub fn run(config: &Config, tool: JournalTool) -> i32 {
     let outcome = match tool {
         JournalTool::Inspect { json } => inspect(&config.data_dir, json),
         JournalTool::Reset => reset(config),

@@ -1,0 +1,341 @@
+//! The ledger's transactions carried out on a real etcd cluster (`--features cluster`): reads at
+//! one revision, the plans of [`ledger`] as etcd transactions, and the retry loop around them.
+//! Every decision (what to write, under which guard, what a read means) is [`ledger`]'s; this
+//! module only moves bytes and retries.
+//!
+//! A transaction whose guard failed is planned again from a fresh read (another node moved the
+//! pool in between); one whose reply was lost (a timeout, a member killed mid-call) is planned
+//! again the same way, and [`ledger::plan`] recognises it by its sequence number if etcd had
+//! applied it. Reads are etcd's default, linearizable: an empty pool read here is empty at a
+//! point after the request began.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{KeyValue, TxnOpResponse};
+
+use super::ledger::{self, Corrupt, FenceStep, Fenced, Keys, Ledger, Outcome, Plan, Request, Step};
+
+/// How long one call to etcd may take before it counts as lost: a leader election in a healthy
+/// cluster takes about one election timeout (etcd's default 1 s), and a lost call is retried.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long connecting to an endpoint may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The first wait after a failed call; doubled after each failure in a row, up to
+/// [`RETRY_BACKOFF_MAX`]: a cluster that lost its quorum is not hammered.
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
+
+/// The longest wait between retries.
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// The runtime the etcd client runs on (re-exported so that callers need no tokio of their own).
+pub use tokio::runtime::Runtime;
+
+/// A current-thread runtime for the etcd client, on the calling thread (never a shard's: a
+/// shard runs glommio).
+pub fn runtime() -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// What went wrong talking to etcd.
+#[derive(Debug)]
+pub enum EtcdError {
+    /// No answer in time, after retries until the caller's deadline; the last error.
+    Unavailable(String),
+    /// A key holds something the ledger did not write.
+    Corrupt(Corrupt),
+}
+
+impl std::fmt::Display for EtcdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EtcdError::Unavailable(why) => write!(f, "etcd did not answer in time: {why}"),
+            EtcdError::Corrupt(corrupt) => corrupt.fmt(f),
+        }
+    }
+}
+
+/// What `ticketd cluster init` found or did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// The ledger was created with this capacity.
+    Created(u64),
+    /// A ledger exists already, with this capacity.
+    Exists(u64),
+}
+
+/// A connection to an etcd cluster, for one sale's ledger.
+pub struct Etcd {
+    /// The client (it balances over the endpoints and reconnects by itself).
+    client: Client,
+    /// The sale's keys.
+    keys: Keys,
+    /// What happened to the calls so far.
+    counts: Counts,
+}
+
+/// What the adapter counts of its calls, for tests and, later, a node's `GET /`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Calls that failed or timed out (applied or not: the next read tells).
+    pub calls_lost: u64,
+    /// Transactions etcd refused because a key read had changed since.
+    pub guards_failed: u64,
+}
+
+/// Waits between retries: doubles from [`RETRY_BACKOFF_MIN`] to [`RETRY_BACKOFF_MAX`].
+struct Backoff {
+    /// The next wait.
+    next: Duration,
+    /// When to give up.
+    deadline: Instant,
+    /// The last failure, for the error.
+    last: String,
+}
+
+impl Backoff {
+    fn new(deadline: Instant) -> Backoff {
+        Backoff {
+            next: RETRY_BACKOFF_MIN,
+            deadline,
+            last: "no call made".into(),
+        }
+    }
+
+    /// Records a failure and waits, or gives up at the deadline.
+    async fn failed(&mut self, why: impl std::fmt::Display) -> Result<(), EtcdError> {
+        self.last = why.to_string();
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(EtcdError::Unavailable(std::mem::take(&mut self.last)));
+        }
+        let wait = self.next.min(self.deadline - now);
+        tokio::time::sleep(wait).await;
+        self.next = (self.next * 2).min(RETRY_BACKOFF_MAX);
+        Ok(())
+    }
+}
+
+/// A plan as an etcd transaction: every compare an equal mod revision (0: the key must not
+/// exist, said as version 0, which etcd documents for absence), every put in its success branch.
+fn txn(plan: &Plan) -> Txn {
+    let compares = plan.compares.iter().map(|(key, revision)| match *revision {
+        0 => Compare::version(key.as_str(), CompareOp::Equal, 0),
+        revision => Compare::mod_revision(key.as_str(), CompareOp::Equal, revision),
+    });
+    let puts = plan
+        .puts
+        .iter()
+        .map(|(key, value)| TxnOp::put(key.as_str(), value.as_str(), None));
+    Txn::new()
+        .when(compares.collect::<Vec<_>>())
+        .and_then(puts.collect::<Vec<_>>())
+}
+
+/// A key's value and mod revision, as the ledger decodes them.
+fn raw(kv: &KeyValue) -> (&[u8], i64) {
+    (kv.value(), kv.mod_revision())
+}
+
+/// The value and mod revision of the one key a get in a transaction read, if it exists.
+fn first(response: Option<&TxnOpResponse>) -> Option<&KeyValue> {
+    match response {
+        Some(TxnOpResponse::Get(get)) => get.kvs().first(),
+        _ => None,
+    }
+}
+
+impl Etcd {
+    /// Connects to `endpoints` for the sale `keys` (the client connects lazily per call; this
+    /// fails only on a malformed endpoint or when none answers at all).
+    pub async fn connect(endpoints: &[String], keys: Keys) -> Result<Etcd, EtcdError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(CALL_TIMEOUT);
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|error| EtcdError::Unavailable(error.to_string()))?;
+        Ok(Etcd {
+            client,
+            keys,
+            counts: Counts::default(),
+        })
+    }
+
+    /// The sale's keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// What happened to the calls so far.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Creates the ledger with `capacity` tickets in the pool, once.
+    pub async fn init(&mut self, capacity: u64, deadline: Instant) -> Result<Init, EtcdError> {
+        let plan = ledger::init(&self.keys, capacity);
+        let mut backoff = Backoff::new(deadline);
+        loop {
+            match self.client.txn(txn(&plan)).await {
+                Ok(response) if response.succeeded() => return Ok(Init::Created(capacity)),
+                Ok(_) => break,
+                // Applied or not: the read below tells (a lost reply that created it reads as
+                // Exists with our capacity, which is the same answer to the operator).
+                Err(error) => {
+                    self.counts.calls_lost += 1;
+                    backoff.failed(error).await?
+                }
+            }
+        }
+        let (ledger, _) = self.ledger(None, deadline).await?;
+        match ledger.capacity {
+            Some(capacity) => Ok(Init::Exists(capacity)),
+            None => Err(EtcdError::Corrupt(Corrupt {
+                key: self.keys.capacity(),
+            })),
+        }
+    }
+
+    /// The whole ledger at one revision (the latest, or `revision`), and that revision.
+    pub async fn ledger(
+        &mut self,
+        revision: Option<i64>,
+        deadline: Instant,
+    ) -> Result<(Ledger, i64), EtcdError> {
+        let prefix = self.keys.capacity();
+        let prefix = prefix
+            .strip_suffix("capacity")
+            .expect("the capacity key ends so");
+        let mut options = GetOptions::new().with_prefix();
+        if let Some(revision) = revision {
+            options = options.with_revision(revision);
+        }
+        let mut backoff = Backoff::new(deadline);
+        let response = loop {
+            match self.client.get(prefix, Some(options.clone())).await {
+                Ok(response) => break response,
+                Err(error) => {
+                    self.counts.calls_lost += 1;
+                    backoff.failed(error).await?
+                }
+            }
+        };
+        let at = response.header().map_or(0, |header| header.revision());
+        let find = |key: String| {
+            let kv = response.kvs().iter().find(|kv| kv.key() == key.as_bytes());
+            kv.map(KeyValue::value)
+        };
+        let nodes_prefix = self.keys.nodes();
+        let nodes = response.kvs().iter().filter_map(|kv| {
+            let key = std::str::from_utf8(kv.key()).ok()?;
+            key.starts_with(&nodes_prefix).then_some((key, kv.value()))
+        });
+        let capacity = find(self.keys.capacity());
+        let pool = find(self.keys.pool());
+        let ledger =
+            ledger::decode_ledger(&self.keys, capacity, pool, nodes).map_err(EtcdError::Corrupt)?;
+        Ok((ledger, at))
+    }
+
+    /// Node `id`'s view: the pool and its record, read together at one revision.
+    async fn view(&mut self, id: &str, backoff: &mut Backoff) -> Result<ledger::View, EtcdError> {
+        let read = Txn::new().and_then([
+            TxnOp::get(self.keys.pool(), None),
+            TxnOp::get(self.keys.node(id), None),
+        ]);
+        let response = loop {
+            match self.client.txn(read.clone()).await {
+                Ok(response) => break response,
+                Err(error) => {
+                    self.counts.calls_lost += 1;
+                    backoff.failed(error).await?
+                }
+            }
+        };
+        let reads = response.op_responses();
+        let pool = first(reads.first()).map(raw);
+        let node = first(reads.get(1)).map(raw);
+        ledger::decode_view(&self.keys, id, pool, node).map_err(EtcdError::Corrupt)
+    }
+
+    /// Carries out node `id`'s `request` until etcd applied it (now or by an earlier try) or
+    /// the ledger answered without a write; retries lost calls and failed guards until
+    /// `deadline`.
+    pub async fn transact(
+        &mut self,
+        id: &str,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<Outcome, EtcdError> {
+        let mut backoff = Backoff::new(deadline);
+        loop {
+            let view = self.view(id, &mut backoff).await?;
+            let (plan, last) = match ledger::plan(&self.keys, id, request, &view) {
+                Step::Done(outcome) => return Ok(outcome),
+                Step::Commit { plan, last } => (plan, last),
+            };
+            match self.client.txn(txn(&plan)).await {
+                Ok(response) if response.succeeded() => return Ok(Outcome::Applied(last)),
+                // Another writer came between: read again at once.
+                Ok(_) => self.counts.guards_failed += 1,
+                Err(error) => {
+                    self.counts.calls_lost += 1;
+                    backoff.failed(error).await?
+                }
+            }
+        }
+    }
+
+    /// Fences node `id`, seen silent in `seen_epoch`, keeping `window` tickets in doubt
+    /// ([`ledger::fence`]); retries until `deadline`.
+    pub async fn fence(
+        &mut self,
+        id: &str,
+        seen_epoch: u64,
+        window: u64,
+        deadline: Instant,
+    ) -> Result<Fenced, EtcdError> {
+        let mut backoff = Backoff::new(deadline);
+        loop {
+            let view = self.view(id, &mut backoff).await?;
+            let (plan, fenced) = match ledger::fence(&self.keys, id, seen_epoch, window, &view) {
+                FenceStep::Done(fenced) => return Ok(fenced),
+                FenceStep::Commit { plan, fenced } => (plan, fenced),
+            };
+            match self.client.txn(txn(&plan)).await {
+                Ok(response) if response.succeeded() => return Ok(fenced),
+                Ok(_) => self.counts.guards_failed += 1,
+                Err(error) => {
+                    self.counts.calls_lost += 1;
+                    backoff.failed(error).await?
+                }
+            }
+        }
+    }
+
+    /// Runs `plan` once, as it is, with no retry: for tests that play a node whose reply was
+    /// lost (the plan applied, the node not told). Returns whether etcd applied it.
+    pub async fn send_once(&mut self, plan: &Plan) -> Result<bool, EtcdError> {
+        let response = self.client.txn(txn(plan)).await;
+        let response = response.map_err(|error| EtcdError::Unavailable(error.to_string()))?;
+        Ok(response.succeeded())
+    }
+
+    /// Node `id`'s plan for `request` from a fresh read, without sending it (see
+    /// [`Etcd::send_once`]).
+    pub async fn plan_once(
+        &mut self,
+        id: &str,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<Step, EtcdError> {
+        let mut backoff = Backoff::new(deadline);
+        let view = self.view(id, &mut backoff).await?;
+        Ok(ledger::plan(&self.keys, id, request, &view))
+    }
+}
