@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -179,8 +181,20 @@ fn mix_splits_connections_between_available_and_purchase() {
     let names: Vec<&str> = s.series.iter().map(|x| x.name.as_str()).collect();
     assert_eq!(names, ["mix", "mix-available", "mix-purchase"]);
     assert_eq!(s.series[1].requests + s.series[2].requests, 2000);
+    // Half the connections on each stream, as the server saw them (how many requests each
+    // stream makes in a shared budget depends on scheduling: once, on a loaded CI machine, a
+    // stream made fewer than a quarter).
+    let opened = server
+        .opened_by
+        .each_ref()
+        .map(|n| n.load(Ordering::Relaxed));
+    assert_eq!(
+        opened,
+        [2, 2],
+        "load connections opened by a GET, by a POST"
+    );
     assert!(
-        s.series[1].requests > 500 && s.series[2].requests > 500,
+        s.series[1].requests > 0 && s.series[2].requests > 0,
         "{names:?}"
     );
     for file in [

@@ -25,6 +25,9 @@ pub struct TicketServer {
     pub requests: Arc<AtomicU64>,
     /// Orders still to refuse falsely.
     pub lies: Arc<AtomicU64>,
+    /// Connections that made more than one request (not a one-off stock reading), by the method
+    /// of their first: GET, POST.
+    pub opened_by: Arc<[AtomicU64; 2]>,
 }
 
 impl TicketServer {
@@ -43,14 +46,15 @@ impl TicketServer {
             stock: Arc::new(AtomicI64::new(stock)),
             requests: Arc::new(AtomicU64::new(0)),
             lies: Arc::new(AtomicU64::new(lies)),
+            opened_by: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
         };
         let (stock, requests) = (server.stock.clone(), server.requests.clone());
-        let lies = server.lies.clone();
+        let (lies, opened_by) = (server.lies.clone(), server.opened_by.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let (stock, requests) = (stock.clone(), requests.clone());
-                let lies = lies.clone();
-                std::thread::spawn(move || serve(conn, &stock, &requests, &lies));
+                let (lies, opened_by) = (lies.clone(), opened_by.clone());
+                std::thread::spawn(move || serve(conn, &stock, &requests, &lies, &opened_by));
             }
         });
         server
@@ -62,8 +66,16 @@ impl TicketServer {
     }
 }
 
-fn serve(mut conn: TcpStream, stock: &AtomicI64, requests: &AtomicU64, lies: &AtomicU64) {
+fn serve(
+    mut conn: TcpStream,
+    stock: &AtomicI64,
+    requests: &AtomicU64,
+    lies: &AtomicU64,
+    opened_by: &[AtomicU64; 2],
+) {
     let mut buf = Vec::new();
+    let mut served = 0u64;
+    let mut first_was_get = false;
     let mut chunk = [0u8; 16 * 1024];
     loop {
         let n = match conn.read(&mut chunk) {
@@ -76,6 +88,12 @@ fn serve(mut conn: TcpStream, stock: &AtomicI64, requests: &AtomicU64, lies: &At
         while let Some((head_len, body_len)) = frame(&buf) {
             let head = String::from_utf8_lossy(&buf[..head_len]).to_ascii_lowercase();
             let body = String::from_utf8_lossy(&buf[head_len..head_len + body_len]).to_string();
+            served += 1;
+            match served {
+                1 => first_was_get = head.starts_with("get "),
+                2 => _ = opened_by[usize::from(!first_was_get)].fetch_add(1, Ordering::Relaxed),
+                _ => {}
+            }
             let (status, reply) = route(&head, &body, stock, lies);
             requests.fetch_add(1, Ordering::Relaxed);
             close = head.contains("\r\nconnection: close");
