@@ -347,6 +347,7 @@ fn a_lost_reply_is_recognised_not_applied_twice() {
         op: Op::Acquire { want: 15 },
         seq: 1,
         epoch: 0,
+        window: WINDOW,
     };
     let Step::Commit { plan, .. } = rt
         .block_on(etcd.plan_once("n1", &request, deadline))
@@ -385,7 +386,12 @@ fn a_fenced_node_learns_it_and_rejoins() {
     let deadline = Instant::now() + CALL_DEADLINE;
     rt.block_on(etcd.init(100, deadline)).unwrap();
     let mut call = |op, seq, epoch| {
-        let request = Request { op, seq, epoch };
+        let request = Request {
+            op,
+            seq,
+            epoch,
+            window: WINDOW,
+        };
         rt.block_on(etcd.transact("n1", &request, deadline))
             .unwrap()
     };
@@ -395,14 +401,14 @@ fn a_fenced_node_learns_it_and_rejoins() {
     );
     // The node sells 3 it has not reported; a peer fences it.
     let mut peer = connect(&rt, &cluster, "sale");
-    let fenced = rt.block_on(peer.fence("n1", 0, WINDOW, deadline)).unwrap();
+    let fenced = rt.block_on(peer.fence("n1", 0, deadline)).unwrap();
     let applied = ledger::Fenced::Applied {
         epoch: 1,
         in_doubt: WINDOW,
         returned: 45,
     };
     assert_eq!(fenced, applied);
-    let again = rt.block_on(peer.fence("n1", 0, WINDOW, deadline)).unwrap();
+    let again = rt.block_on(peer.fence("n1", 0, deadline)).unwrap();
     assert_eq!(again, ledger::Fenced::Already { epoch: 1 });
     assert_eq!(
         call(Op::Report { sold: 3 }, 2, 0),
@@ -451,6 +457,7 @@ fn node_load(urls: Vec<String>, id: String, paced: Arc<AtomicBool>) -> NodeState
             op,
             seq: state.seq + 1,
             epoch: 0,
+            window: WINDOW,
         };
         let deadline = Instant::now() + CALL_DEADLINE;
         let outcome = rt.block_on(etcd.transact(&id, &request, deadline));

@@ -5,7 +5,8 @@
 //! and lets peers fence nodes at any moment, the live ones too.
 //!
 //! The nodes here are a model of what a ticketd node must do (sell only from its lease, with at
-//! most [`WINDOW`] sales unreported; journal a request before sending it and its outcome before
+//! most its window of sales unreported, a window that may change at each restart but counts
+//! only once a transaction declared it; journal a request before sending it and its outcome before
 //! the next; after a crash, send the journaled request again; after a fence, sell nothing until
 //! it has rejoined with what its journal shows sold): the rules of the ledger it runs are the
 //! real ones.
@@ -22,8 +23,9 @@
 use ticketd::cluster::ledger::{self, FenceStep, Fenced, Keys, Last, Op, Outcome, Request, Step};
 use ticketd::cluster::memory::MemoryKv;
 
-/// Sales a node may hold unreported: the most a fence keeps in doubt.
-const WINDOW: u64 = 5;
+/// The largest window a node is configured with (each restart picks one in 1..=WINDOW_MAX, so
+/// windows grow and shrink across restarts).
+const WINDOW_MAX: u64 = 8;
 
 /// Steps per seed.
 const STEPS_PER_SEED: u64 = 2_000;
@@ -45,6 +47,9 @@ struct Journal {
     intent: Option<Request>,
     /// It learnt it was fenced and has not rejoined yet.
     fenced: bool,
+    /// The window its last applied transaction declared, as the ledger keeps it (it grows, but
+    /// at a rejoin): a larger configured one counts only from then on.
+    window: u64,
 }
 
 /// A node: its journal, and what it holds in memory.
@@ -60,6 +65,8 @@ struct Node {
     planned: Option<ledger::Plan>,
     /// The outcome that plan has if applied.
     planned_last: Option<Last>,
+    /// The window it is configured with in this life.
+    configured: u64,
 }
 
 struct Rng(u64);
@@ -86,6 +93,21 @@ struct Sim {
     nodes: Vec<Node>,
     /// A peer's fence read and planned, not sent yet: (node index, plan).
     fencing: Option<(usize, ledger::Plan)>,
+    /// How often the runs reached what they are for.
+    reach: Reach,
+}
+
+/// Counts of the moments the simulation exists to reach; each must happen over the seeds.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reach {
+    /// A retry told by its read that it had been applied (a lost reply, or a crash).
+    recognised: u64,
+    /// A node told it was fenced.
+    fenced: u64,
+    /// A rejoin that reported sales made in the doubt window.
+    rejoined_with_sales: u64,
+    /// An acquire answered "empty".
+    empty: u64,
 }
 
 impl Sim {
@@ -104,6 +126,7 @@ impl Sim {
                 up: true,
                 planned: None,
                 planned_last: None,
+                configured: WINDOW_MAX,
             })
             .collect();
         Sim {
@@ -113,6 +136,7 @@ impl Sim {
             capacity,
             nodes,
             fencing: None,
+            reach: Reach::default(),
         }
     }
 
@@ -163,6 +187,7 @@ impl Sim {
             op,
             seq: journal.seq + 1,
             epoch: journal.epoch,
+            window: node.configured,
         });
         node.planned = None;
     }
@@ -175,7 +200,12 @@ impl Sim {
         };
         let view = self.view(i);
         match ledger::plan(&self.keys, &node.id, &request, &view) {
-            Step::Done(outcome) => self.learn(i, outcome),
+            Step::Done(outcome) => {
+                if let Outcome::Applied(_) = outcome {
+                    self.reach.recognised += 1;
+                }
+                self.learn(i, outcome)
+            }
             Step::Commit { plan, last } => {
                 self.nodes[i].planned = Some(plan);
                 self.nodes[i].planned_last = Some(last);
@@ -207,6 +237,14 @@ impl Sim {
 
     /// The node journals its request's outcome.
     fn learn(&mut self, i: usize, outcome: Outcome) {
+        match outcome {
+            Outcome::Empty => self.reach.empty += 1,
+            Outcome::Fenced { .. } => self.reach.fenced += 1,
+            Outcome::Applied(Last::Rejoined { sold, .. }) if sold > 0 => {
+                self.reach.rejoined_with_sales += 1
+            }
+            _ => {}
+        }
         let node = &mut self.nodes[i];
         let journal = &mut node.journal;
         let request = journal.intent.take().expect("an outcome answers an intent");
@@ -224,6 +262,10 @@ impl Sim {
                     }
                     Last::None => panic!("an applied request has a result"),
                 }
+                journal.window = match last {
+                    Last::Rejoined { .. } => request.window,
+                    _ => journal.window.max(request.window),
+                };
                 journal.seq = request.seq;
             }
             Outcome::Empty => {}
@@ -243,7 +285,8 @@ impl Sim {
     fn sell(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let journal = &mut node.journal;
-        if node.up && !journal.fenced && journal.lease > 0 && journal.unreported < WINDOW {
+        let window = node.configured.min(journal.window);
+        if node.up && !journal.fenced && journal.lease > 0 && journal.unreported < window {
             journal.lease -= 1;
             journal.unreported += 1;
             journal.sold += 1;
@@ -254,8 +297,8 @@ impl Sim {
     fn plan_fence(&mut self, i: usize) {
         let view = self.view(i);
         let seen = view.node.value.unwrap_or_default().epoch;
-        match ledger::fence(&self.keys, &self.nodes[i].id, seen, WINDOW, &view) {
-            FenceStep::Done(Fenced::Already { .. }) => self.fencing = None,
+        match ledger::fence(&self.keys, &self.nodes[i].id, seen, &view) {
+            FenceStep::Done(Fenced::Already { .. } | Fenced::Nothing) => self.fencing = None,
             FenceStep::Done(applied) => panic!("a fence is applied only by a commit: {applied:?}"),
             FenceStep::Commit { plan, .. } => self.fencing = Some((i, plan)),
         }
@@ -269,7 +312,11 @@ impl Sim {
     }
 
     fn restart(&mut self, i: usize) {
-        // The journaled intent, if any, is sent again under its sequence number.
+        // The journaled intent, if any, is sent again under its sequence number (with the
+        // window it was written with); the new life may be configured with another window.
+        if !self.nodes[i].up {
+            self.nodes[i].configured = 1 + self.rng.below(WINDOW_MAX);
+        }
         self.nodes[i].up = true;
     }
 
@@ -342,6 +389,7 @@ impl Sim {
                         op,
                         seq: journal.seq + 1,
                         epoch: journal.epoch,
+                        window: self.nodes[i].configured,
                     });
                 }
                 quiet = false;
@@ -404,28 +452,40 @@ fn the_escrow_keeps_every_ticket_through_lost_replies_crashes_and_fences() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(400_000);
-    let mut fences = 0;
+    let mut reach = Reach::default();
     for seed in 0..(steps / STEPS_PER_SEED).max(1) {
         let outcome = std::panic::catch_unwind(|| {
             let mut sim = Sim::new(seed);
             for _ in 0..STEPS_PER_SEED {
                 sim.step();
             }
-            let fenced = sim.ledger().nodes.iter().map(|(_, r)| r.epoch).sum::<u64>();
             sim.heal();
             sim.check_healed();
-            fenced
+            sim.reach
         });
         match outcome {
-            Ok(fenced) => fences += fenced,
+            Ok(seen) => {
+                reach.recognised += seen.recognised;
+                reach.fenced += seen.fenced;
+                reach.rejoined_with_sales += seen.rejoined_with_sales;
+                reach.empty += seen.empty;
+            }
             Err(panic) => {
                 eprintln!("escrow simulation failed at seed {seed} (replay: ESCROW_SEED={seed})");
                 std::panic::resume_unwind(panic);
             }
         }
     }
+    eprintln!("escrow simulation reach: {reach:?}");
+    let Reach {
+        recognised,
+        fenced,
+        rejoined_with_sales,
+        empty,
+    } = reach;
+    let all = [recognised, fenced, rejoined_with_sales, empty];
     assert!(
-        fences > 0,
-        "the seeds fenced no node: the simulation lost its reach"
+        all.iter().all(|&n| n > 0),
+        "the simulation lost its reach: {reach:?}"
     );
 }

@@ -106,6 +106,15 @@ impl Backoff {
         }
     }
 
+    /// Gives up at the deadline (after a failed guard, which is retried at once).
+    fn check(&self) -> Result<(), EtcdError> {
+        if Instant::now() >= self.deadline {
+            let why = "the guard failed on every try (other writers)".to_string();
+            return Err(EtcdError::Unavailable(why));
+        }
+        Ok(())
+    }
+
     /// Records a failure and waits, or gives up at the deadline.
     async fn failed(&mut self, why: impl std::fmt::Display) -> Result<(), EtcdError> {
         self.last = why.to_string();
@@ -225,16 +234,23 @@ impl Etcd {
                 }
             }
         };
-        let at = response.header().map_or(0, |header| header.revision());
+        // A read at an older revision carries the store's current revision in its header.
+        let at = revision.unwrap_or_else(|| response.header().map_or(0, |h| h.revision()));
         let find = |key: String| {
             let kv = response.kvs().iter().find(|kv| kv.key() == key.as_bytes());
             kv.map(KeyValue::value)
         };
         let nodes_prefix = self.keys.nodes();
-        let nodes = response.kvs().iter().filter_map(|kv| {
-            let key = std::str::from_utf8(kv.key()).ok()?;
-            key.starts_with(&nodes_prefix).then_some((key, kv.value()))
-        });
+        let mut nodes = Vec::new();
+        for kv in response.kvs() {
+            let key = std::str::from_utf8(kv.key()).map_err(|_| {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                EtcdError::Corrupt(Corrupt { key })
+            })?;
+            if key.starts_with(&nodes_prefix) {
+                nodes.push((key, kv.value()));
+            }
+        }
         let capacity = find(self.keys.capacity());
         let pool = find(self.keys.pool());
         let ledger =
@@ -265,7 +281,9 @@ impl Etcd {
 
     /// Carries out node `id`'s `request` until etcd applied it (now or by an earlier try) or
     /// the ledger answered without a write; retries lost calls and failed guards until
-    /// `deadline`.
+    /// `deadline`. An error leaves the outcome unknown (a lost call may still be applied): the
+    /// caller keeps the request and tries it again later under the same sequence number, never
+    /// a new one.
     pub async fn transact(
         &mut self,
         id: &str,
@@ -282,7 +300,10 @@ impl Etcd {
             match self.client.txn(txn(&plan)).await {
                 Ok(response) if response.succeeded() => return Ok(Outcome::Applied(last)),
                 // Another writer came between: read again at once.
-                Ok(_) => self.counts.guards_failed += 1,
+                Ok(_) => {
+                    self.counts.guards_failed += 1;
+                    backoff.check()?;
+                }
                 Err(error) => {
                     self.counts.calls_lost += 1;
                     backoff.failed(error).await?
@@ -291,25 +312,27 @@ impl Etcd {
         }
     }
 
-    /// Fences node `id`, seen silent in `seen_epoch`, keeping `window` tickets in doubt
+    /// Fences node `id`, seen silent in `seen_epoch`, keeping its window in doubt
     /// ([`ledger::fence`]); retries until `deadline`.
     pub async fn fence(
         &mut self,
         id: &str,
         seen_epoch: u64,
-        window: u64,
         deadline: Instant,
     ) -> Result<Fenced, EtcdError> {
         let mut backoff = Backoff::new(deadline);
         loop {
             let view = self.view(id, &mut backoff).await?;
-            let (plan, fenced) = match ledger::fence(&self.keys, id, seen_epoch, window, &view) {
+            let (plan, fenced) = match ledger::fence(&self.keys, id, seen_epoch, &view) {
                 FenceStep::Done(fenced) => return Ok(fenced),
                 FenceStep::Commit { plan, fenced } => (plan, fenced),
             };
             match self.client.txn(txn(&plan)).await {
                 Ok(response) if response.succeeded() => return Ok(fenced),
-                Ok(_) => self.counts.guards_failed += 1,
+                Ok(_) => {
+                    self.counts.guards_failed += 1;
+                    backoff.check()?;
+                }
                 Err(error) => {
                     self.counts.calls_lost += 1;
                     backoff.failed(error).await?

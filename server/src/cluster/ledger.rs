@@ -23,7 +23,7 @@
 //! crashed between etcd's commit and its own journal learns the result from the same place. A
 //! peer fences a node ([`fence`]) in one transaction: its epoch goes up (every transaction the
 //! node planned in the old epoch then fails its guard), its lease goes back to the pool but for
-//! at most `window` tickets (what it may have sold without reporting) kept in doubt until it
+//! at most its window of tickets (what it may have sold without reporting) kept in doubt until it
 //! rejoins and reports what it did sell ([`Op::Rejoin`]).
 //!
 //! What this module does not know: etcd's client (`cluster::etcd`), time, heartbeats, or when a
@@ -134,6 +134,10 @@ pub struct NodeRecord {
     pub seq: u64,
     /// What that transaction did.
     pub last: Last,
+    /// The most sales the node may hold unreported, as its transactions declared it: what a
+    /// fence keeps in doubt. It only grows, but at a rejoin (nothing is unreported then), so a
+    /// node may use a larger window only once a transaction declaring it was applied.
+    pub window: u64,
 }
 
 /// The result of a node's last applied transaction, kept in its record so that a retry after a
@@ -189,10 +193,15 @@ pub enum Op {
 pub struct Request {
     /// The operation.
     pub op: Op,
-    /// The record's `seq` + 1 when the node read it; the same for every retry.
+    /// The node's journaled sequence number + 1, written into its journal with the request
+    /// before the first send and the same for every retry, never taken from a read: a node that
+    /// planned a request anew under a number etcd had applied would be refused
+    /// ([`Refusal::Mismatch`]) at best.
     pub seq: u64,
     /// The epoch the node believes it holds.
     pub epoch: u64,
+    /// The node's window (see [`NodeRecord::window`]).
+    pub window: u64,
 }
 
 /// What etcd held under one key at a read: the value, and its mod revision (0: no such key).
@@ -261,6 +270,15 @@ pub enum Refusal {
     },
     /// The pool would overflow (a ledger that breaks the invariant).
     Overflow,
+    /// The request carries the sequence number of the last applied transaction, but that one
+    /// did something else: the node's journal and the ledger disagree (a request planned
+    /// anew under a used number, or two processes with one node id).
+    Mismatch {
+        /// What the applied transaction did.
+        applied: Last,
+    },
+    /// An acquire of nothing (a block-size policy that rounded to 0 must not read as empty).
+    Zero,
 }
 
 /// The next move of a node's transaction, given what was read.
@@ -282,8 +300,21 @@ pub enum Step {
 pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
     let record = view.node.value.unwrap_or_default();
     if request.seq == record.seq && record.seq != 0 {
-        // Applied before (the reply was lost, or the node crashed before journaling it).
-        return Step::Done(Outcome::Applied(record.last));
+        // Applied before (the reply was lost, or the node crashed before journaling it), if it
+        // was this request: the number alone would let a different request be told it was done.
+        let applied = record.last;
+        let same = match (request.op, applied) {
+            (Op::Acquire { want }, Last::Acquired(got)) => got <= want,
+            (Op::Report { sold }, Last::Reported(done)) => sold == done,
+            (Op::Return { tickets }, Last::Returned(done)) => tickets == done,
+            (Op::Rejoin { sold }, Last::Rejoined { sold: done, .. }) => sold == done,
+            _ => false,
+        };
+        let outcome = match same {
+            true => Outcome::Applied(applied),
+            false => Outcome::Refused(Refusal::Mismatch { applied }),
+        };
+        return Step::Done(outcome);
     }
     if Some(request.seq) != record.seq.checked_add(1) {
         let applied = record.seq;
@@ -298,17 +329,25 @@ pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
     };
     let mut next = NodeRecord {
         seq: request.seq,
+        window: match request.op {
+            Op::Rejoin { .. } => request.window,
+            _ => record.window.max(request.window),
+        },
         ..record
     };
     let mut new_pool = None;
     let refuse = |refusal| Step::Done(Outcome::Refused(refusal));
     next.last = match request.op {
+        Op::Acquire { want: 0 } => return refuse(Refusal::Zero),
         Op::Acquire { want } => {
             let tickets = want.min(pool);
             if tickets == 0 {
                 return Step::Done(Outcome::Empty);
             }
-            next.granted = record.granted + tickets;
+            let Some(granted) = record.granted.checked_add(tickets) else {
+                return refuse(Refusal::Overflow);
+            };
+            next.granted = granted;
             new_pool = Some(pool - tickets);
             Last::Acquired(tickets)
         }
@@ -317,8 +356,11 @@ pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
                 let granted = record.granted;
                 return refuse(Refusal::MoreThanGranted { granted });
             }
+            let Some(total) = record.sold.checked_add(sold) else {
+                return refuse(Refusal::Overflow);
+            };
             next.granted = record.granted - sold;
-            next.sold = record.sold + sold;
+            next.sold = total;
             Last::Reported(sold)
         }
         Op::Return { tickets } => {
@@ -342,8 +384,11 @@ pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
             let Some(sum) = pool.checked_add(returned) else {
                 return refuse(Refusal::Overflow);
             };
+            let Some(total) = record.sold.checked_add(sold) else {
+                return refuse(Refusal::Overflow);
+            };
             next.in_doubt = 0;
-            next.sold = record.sold + sold;
+            next.sold = total;
             new_pool = Some(sum);
             Last::Rejoined { sold, returned }
         }
@@ -364,6 +409,9 @@ pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
 /// The result of a fence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fenced {
+    /// Nothing to fence: the node has no record (it never held a lease), the cluster has no
+    /// pool, the fencer names an epoch the record never reached, or the ledger would overflow.
+    Nothing,
     /// The node is in a later epoch than the one the fencer saw (fenced already, or rejoined):
     /// nothing was done.
     Already {
@@ -398,37 +446,43 @@ pub enum FenceStep {
 }
 
 /// A peer fences node `id`, which it saw (silent) in epoch `seen_epoch`: the node's lease goes
-/// back to the pool but for `min(window, granted)` tickets kept in doubt, since the node may
-/// have sold up to `window` tickets it has not reported (a node never holds more unreported
-/// sales than that); and its epoch goes up, so that every transaction it planned before fails.
+/// back to the pool but for `min(window, granted)` tickets kept in doubt, the window being the
+/// node's own as its record holds it (a node never holds more unreported sales than that, and
+/// never uses a larger one before its record says so; a fencer's window would be wrong for a
+/// node configured otherwise); and its epoch goes up, so that every transaction it planned
+/// before fails.
 /// Safety depends on no clock: a fence of a live node costs it a rejoin, never a ticket.
-pub fn fence(keys: &Keys, id: &str, seen_epoch: u64, window: u64, view: &View) -> FenceStep {
-    let record = view.node.value.unwrap_or_default();
-    if record.epoch != seen_epoch {
+pub fn fence(keys: &Keys, id: &str, seen_epoch: u64, view: &View) -> FenceStep {
+    let Some(record) = view.node.value else {
+        // A node that never transacted holds nothing: nothing to fence.
+        return FenceStep::Done(Fenced::Nothing);
+    };
+    if record.epoch > seen_epoch {
         let epoch = record.epoch;
         return FenceStep::Done(Fenced::Already { epoch });
     }
-    let Some(pool) = view.pool.value else {
-        // No pool, so no lease either: nothing to take back, and no epoch worth raising.
-        let epoch = record.epoch;
-        return FenceStep::Done(Fenced::Already { epoch });
+    let (Some(pool), true) = (view.pool.value, record.epoch == seen_epoch) else {
+        // No pool, or an epoch the record never had: the fencer read something else.
+        return FenceStep::Done(Fenced::Nothing);
     };
-    let in_doubt = window.min(record.granted);
+    let in_doubt = record.window.min(record.granted);
     let returned = record.granted - in_doubt;
+    let (Some(doubt), Some(new_pool)) = (
+        record.in_doubt.checked_add(in_doubt),
+        pool.checked_add(returned),
+    ) else {
+        return FenceStep::Done(Fenced::Nothing);
+    };
     let next = NodeRecord {
         epoch: record.epoch + 1,
         granted: 0,
-        in_doubt: record.in_doubt + in_doubt,
+        in_doubt: doubt,
         ..record
     };
     let fenced = Fenced::Applied {
         epoch: next.epoch,
         in_doubt,
         returned,
-    };
-    let Some(new_pool) = pool.checked_add(returned) else {
-        let epoch = record.epoch;
-        return FenceStep::Done(Fenced::Already { epoch });
     };
     let plan = Plan {
         compares: vec![
@@ -607,7 +661,12 @@ mod tests {
     }
 
     fn request(op: Op, seq: u64) -> Request {
-        Request { op, seq, epoch: 0 }
+        Request {
+            op,
+            seq,
+            epoch: 0,
+            window: 4,
+        }
     }
 
     fn committed(step: Step) -> (Plan, Last) {
@@ -682,6 +741,11 @@ mod tests {
         assert_eq!(plan.compares.len(), 1, "a report does not touch the pool");
         let record = decode_record("k", plan.puts[0].1.as_bytes()).unwrap();
         assert_eq!((record.granted, record.sold), (7, 3));
+        assert_eq!(record.window, 4, "the request declared its window");
+        let wide = NodeRecord { window: 9, ..held };
+        let (plan, _) = committed(plan_for(Op::Report { sold: 3 }, 2, view(90, Some(wide))));
+        let record = decode_record("k", plan.puts[0].1.as_bytes()).unwrap();
+        assert_eq!(record.window, 9, "only a rejoin lowers a window");
         let (plan, last) = committed(plan_for(Op::Return { tickets: 4 }, 2, view(90, Some(held))));
         assert_eq!(last, Last::Returned(4));
         assert_eq!(plan.puts[1], (keys().pool(), "94".into()));
@@ -696,9 +760,10 @@ mod tests {
         let held = NodeRecord {
             granted: 10,
             seq: 3,
+            window: 4,
             ..NodeRecord::default()
         };
-        let step = fence(&keys(), "n1", 0, 4, &view(90, Some(held)));
+        let step = fence(&keys(), "n1", 0, &view(90, Some(held)));
         let FenceStep::Commit {
             plan: fencing,
             fenced,
@@ -718,13 +783,14 @@ mod tests {
         // The node, still in epoch 0, learns it was fenced; a second fence does nothing.
         let step = plan_for(Op::Report { sold: 1 }, 4, view(96, Some(after)));
         assert_eq!(step, Step::Done(Outcome::Fenced { epoch: 1 }));
-        let again = fence(&keys(), "n1", 0, 4, &view(96, Some(after)));
+        let again = fence(&keys(), "n1", 0, &view(96, Some(after)));
         assert_eq!(again, FenceStep::Done(Fenced::Already { epoch: 1 }));
         // It rejoins in epoch 1 with what its journal shows sold in the window.
         let rejoin = Request {
             op: Op::Rejoin { sold: 3 },
             seq: 4,
             epoch: 1,
+            window: 2,
         };
         let (rejoined, last) = committed(plan(&keys(), "n1", &rejoin, &view(96, Some(after))));
         assert_eq!(
@@ -742,6 +808,35 @@ mod tests {
         let refused = Outcome::Refused(Refusal::MoreThanInDoubt { in_doubt: 4 });
         let step = plan(&keys(), "n1", &over, &view(96, Some(after)));
         assert_eq!(step, Step::Done(refused));
+    }
+
+    #[test]
+    fn a_used_sequence_number_with_another_request_is_refused_not_recognised() {
+        let after = NodeRecord {
+            granted: 10,
+            seq: 1,
+            last: Last::Acquired(10),
+            ..NodeRecord::default()
+        };
+        let mismatch = Outcome::Refused(Refusal::Mismatch {
+            applied: Last::Acquired(10),
+        });
+        for op in [Op::Report { sold: 3 }, Op::Acquire { want: 9 }] {
+            assert_eq!(plan_for(op, 1, view(90, Some(after))), Step::Done(mismatch));
+        }
+        let zero = Outcome::Refused(Refusal::Zero);
+        assert_eq!(
+            plan_for(Op::Acquire { want: 0 }, 2, view(90, Some(after))),
+            Step::Done(zero)
+        );
+        assert_eq!(
+            fence(&keys(), "n9", 0, &view(90, None)),
+            FenceStep::Done(Fenced::Nothing)
+        );
+        assert_eq!(
+            fence(&keys(), "n1", 3, &view(90, Some(after))),
+            FenceStep::Done(Fenced::Nothing)
+        );
     }
 
     #[test]

@@ -152,7 +152,11 @@ mod with_etcd {
 
     fn print_text(ledger: &Ledger, revision: i64, holds: bool) {
         let (Some(capacity), Some(pool)) = (ledger.capacity, ledger.pool) else {
-            println!("no ledger at revision {revision}: run `ticketd cluster init` first");
+            if ledger.capacity.is_none() && ledger.pool.is_none() && ledger.nodes.is_empty() {
+                println!("no ledger at revision {revision}: run `ticketd cluster init` first");
+            } else {
+                println!("BROKEN ledger at revision {revision}: {ledger:?}");
+            }
             return;
         };
         println!("revision {revision}: capacity {capacity}, pool {pool}");
