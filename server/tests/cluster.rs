@@ -365,10 +365,24 @@ fn a_lost_reply_is_recognised_not_applied_twice() {
     assert_eq!(outcome, Outcome::Applied(Last::Acquired(15)));
     // The stale plan, sent again as a careless client would, fails its guard.
     assert!(!rt.block_on(etcd.send_once(&plan)).unwrap());
-    let (ledger, _) = read_ledger(&rt, &mut etcd, None);
+    let (ledger, now) = read_ledger(&rt, &mut etcd, None);
     assert_eq!(ledger.pool, Some(25));
     assert_eq!(ledger.nodes[0].1.granted, 15);
     assert_eq!(ledger::check(&ledger), Ok(()));
+    // A call no retry can help (a read at a revision that does not exist yet) fails at once,
+    // not at the deadline.
+    let start = Instant::now();
+    let future = rt.block_on(etcd.ledger(Some(now + 1_000), deadline));
+    assert!(
+        matches!(future, Err(etcd::EtcdError::Refused(_))),
+        "{:?}",
+        future.err()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 /// A peer fences a node that still holds a lease: all but the window goes back to the pool at

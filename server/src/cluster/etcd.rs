@@ -48,6 +48,9 @@ pub enum EtcdError {
     Unavailable(String),
     /// A key holds something the ledger did not write.
     Corrupt(Corrupt),
+    /// etcd refused the call for a reason a retry does not change (a bad argument, a compacted
+    /// revision, permissions): said at once, not after the deadline.
+    Refused(String),
 }
 
 impl std::fmt::Display for EtcdError {
@@ -55,6 +58,7 @@ impl std::fmt::Display for EtcdError {
         match self {
             EtcdError::Unavailable(why) => write!(f, "etcd did not answer in time: {why}"),
             EtcdError::Corrupt(corrupt) => corrupt.fmt(f),
+            EtcdError::Refused(why) => write!(f, "etcd refused the call: {why}"),
         }
     }
 }
@@ -115,9 +119,14 @@ impl Backoff {
         Ok(())
     }
 
-    /// Records a failure and waits, or gives up at the deadline.
-    async fn failed(&mut self, why: impl std::fmt::Display) -> Result<(), EtcdError> {
-        self.last = why.to_string();
+    /// Records a failure and waits, or gives up at the deadline, or at once when a retry cannot
+    /// help ([`lasting`]). A call in flight at the deadline may overrun it by up to
+    /// [`CALL_TIMEOUT`].
+    async fn failed(&mut self, error: etcd_client::Error) -> Result<(), EtcdError> {
+        if lasting(&error) {
+            return Err(EtcdError::Refused(error.to_string()));
+        }
+        self.last = error.to_string();
         let now = Instant::now();
         if now >= self.deadline {
             return Err(EtcdError::Unavailable(std::mem::take(&mut self.last)));
@@ -126,6 +135,27 @@ impl Backoff {
         tokio::time::sleep(wait).await;
         self.next = (self.next * 2).min(RETRY_BACKOFF_MAX);
         Ok(())
+    }
+}
+
+/// Whether `error` is one a retry does not change: the gRPC codes for a bad request or a
+/// refusal (InvalidArgument 3, NotFound 5, AlreadyExists 6, PermissionDenied 7,
+/// FailedPrecondition 9, OutOfRange 11 (a compacted revision), Unimplemented 12,
+/// Unauthenticated 16), and the client's own argument errors. Everything else (Unavailable and
+/// DeadlineExceeded, as etcd says "leader changed" or "request timed out", transport and I/O
+/// errors) may pass.
+fn lasting(error: &etcd_client::Error) -> bool {
+    use etcd_client::Error;
+    match error {
+        Error::GRpcStatus(status) => {
+            matches!(i32::from(status.code()), 3 | 5 | 6 | 7 | 9 | 11 | 12 | 16)
+        }
+        Error::InvalidArgs(_)
+        | Error::InvalidUri(_)
+        | Error::Utf8Error(_)
+        | Error::InvalidMetadataValue(_)
+        | Error::EndpointsNotManaged => true,
+        _ => false,
     }
 }
 

@@ -70,7 +70,7 @@ mod with_etcd {
             outcome.unwrap_or_else(|error| {
                 eprintln!("ticketd cluster: {error}");
                 match error {
-                    EtcdError::Unavailable(_) => EXIT_FAILED,
+                    EtcdError::Unavailable(_) | EtcdError::Refused(_) => EXIT_FAILED,
                     EtcdError::Corrupt(_) => EXIT_BROKEN,
                 }
             })
