@@ -1,6 +1,8 @@
 //! Past one machine (issue 18): ticketd nodes lease stock from an etcd cluster, an escrow in
 //! the manner of the demarcation protocol. This folder is its ledger:
 //! - [`ledger`]: the keys, the records and every transaction on the pool, without I/O;
+//! - [`lease`]: a node's side, without I/O: what it may sell and which transaction it sends
+//!   next, with the journal discipline the ledger's safety rests on;
 //! - [`memory`]: an in-memory stand-in for etcd's store, on which the deterministic tests run
 //!   the ledger's transactions with replies lost at will;
 //! - `etcd` (with `--features cluster`): the same transactions on a real etcd cluster, through
@@ -11,5 +13,6 @@
 
 #[cfg(feature = "cluster")]
 pub mod etcd;
+pub mod lease;
 pub mod ledger;
 pub mod memory;
