@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use support::{free_port, DataDir};
 use ticketd::cluster::etcd::{self, Etcd, Runtime};
+use ticketd::cluster::gather;
 use ticketd::cluster::ledger::{self, Keys, Last, Ledger, Op, Outcome, Request, Step};
 
 /// How long a test waits for its etcd cluster to elect a leader and answer.
@@ -595,4 +596,73 @@ fn nodes_sell_out_through_leader_kills_and_pauses() {
         "nemesis: {CAPACITY} tickets, {transactions} node calls ({lost} calls lost, {guards} \
          guards failed), revisions {first}..{last}"
     );
+}
+
+/// The cluster-wide sold out on a real etcd: a node that finds the pool empty opens a round; the
+/// ledger then refuses acquires; the node holding tickets answers with its whole lease; the
+/// round closes once every node answered, with every unsold ticket in the pool, and records the
+/// bound; a node joining the open round waits for the same close.
+#[test]
+fn a_gather_round_brings_every_lease_back_before_sold_out() {
+    if !have_etcd() {
+        return;
+    }
+    let cluster = EtcdCluster::start("gather");
+    cluster.wait_leader();
+    let rt = etcd::runtime().unwrap();
+    let mut a = connect(&rt, &cluster, "sale");
+    let mut b = connect(&rt, &cluster, "sale");
+    let deadline = Instant::now() + CALL_DEADLINE;
+    rt.block_on(a.init(30, deadline)).unwrap();
+    let request = |op, seq| Request {
+        op,
+        seq,
+        epoch: 0,
+        window: WINDOW,
+    };
+    let acquired = rt.block_on(a.transact("a", &request(Op::Acquire { want: 30 }, 1), deadline));
+    assert_eq!(acquired.unwrap(), Outcome::Applied(Last::Acquired(30)));
+    // a sells 2 (unreported); b finds the pool empty and opens round 1.
+    let empty = rt.block_on(b.transact("b", &request(Op::Acquire { want: 5 }, 1), deadline));
+    assert_eq!(empty.unwrap(), Outcome::Empty);
+    let opened = rt.block_on(b.open_gather(deadline)).unwrap();
+    assert_eq!(opened, gather::Opened::Started { round: 1 });
+    assert_eq!(
+        rt.block_on(a.open_gather(deadline)).unwrap(),
+        gather::Opened::Joined { round: 1 }
+    );
+    let refused = rt.block_on(b.transact("b", &request(Op::Acquire { want: 5 }, 1), deadline));
+    assert_eq!(refused.unwrap(), Outcome::Gathering { round: 1 });
+    // a has not answered: the round stays open.
+    let waiting = rt.block_on(b.close_gather(1, deadline)).unwrap();
+    assert_eq!(
+        waiting,
+        gather::Closed::Waiting {
+            silent: vec!["a".into()]
+        }
+    );
+    let answer = Op::Answer {
+        round: 1,
+        tickets: 28,
+    };
+    let answered = rt
+        .block_on(a.transact("a", &request(answer, 2), deadline))
+        .unwrap();
+    assert_eq!(
+        answered,
+        Outcome::Applied(Last::Answered {
+            round: 1,
+            tickets: 28
+        })
+    );
+    let gather::Closed::Done(closed) = rt.block_on(b.close_gather(1, deadline)).unwrap() else {
+        panic!("every node answered")
+    };
+    assert_eq!((closed.round, closed.open), (1, false));
+    assert_eq!((closed.pool_at_close, closed.at_most), (28, Some(28)));
+    // a, closing after b, is told the same close.
+    let again = rt.block_on(a.close_gather(1, deadline)).unwrap();
+    assert_eq!(again, gather::Closed::Done(closed));
+    let (ledger, _) = read_ledger(&rt, &mut a, None);
+    assert_eq!(ledger::check(&ledger), Ok(()), "{ledger:?}");
 }

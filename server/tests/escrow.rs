@@ -20,13 +20,20 @@
 
 use std::time::Duration;
 
-use ticketd::cluster::lease::{self, Lease};
-use ticketd::cluster::ledger::{self, FenceStep, Fenced, Keys, Last, Outcome, Step};
+use ticketd::cluster::gather::{self, CloseStep, Closed, GatherView, OpenStep, Opened};
+use ticketd::cluster::lease::{self, Call, Lease, OrderAnswer};
+use ticketd::cluster::ledger::{self, FenceStep, Fenced, Keys, Last, Outcome, Read, Step};
 use ticketd::cluster::memory::MemoryKv;
 
-/// The largest window a node is configured with (each restart picks one in 1..=WINDOW_MAX, so
-/// windows grow and shrink across restarts).
+/// The largest window a node is configured with (each restart picks one in
+/// WINDOW_MIN..=WINDOW_MAX, so windows grow and shrink across restarts).
 const WINDOW_MAX: u64 = 8;
+
+/// The smallest window: a node's window must hold its largest order ([`QTY_MAX`]).
+const WINDOW_MIN: u64 = QTY_MAX;
+
+/// The largest order.
+const QTY_MAX: u64 = 3;
 
 /// Steps per seed.
 const STEPS_PER_SEED: u64 = 2_000;
@@ -47,8 +54,28 @@ struct Node {
     sold: u64,
     /// Running (false: crashed, not restarted yet).
     up: bool,
-    /// The plan it read for its request, not sent yet, and its result if applied.
-    planned: Option<(ledger::Plan, Last)>,
+    /// The plan it read for its call, not sent yet, and its result if applied.
+    planned: Option<Planned>,
+    /// The order it serves, if the lease could not answer it at once.
+    order: Option<Order>,
+}
+
+/// A call read and planned, not sent yet, with what it does if applied.
+#[derive(Clone, Debug)]
+enum Planned {
+    Node(ledger::Plan, Last),
+    Open(ledger::Plan, Opened),
+    Close(ledger::Plan, u64, Closed),
+}
+
+/// An order waiting for the lease.
+#[derive(Clone, Copy, Debug)]
+struct Order {
+    /// Tickets asked for.
+    qty: u64,
+    /// The fewest unsold tickets outside doubt at any step since it arrived (a "sold out" must
+    /// have been true at some such point).
+    fewest: u64,
 }
 
 struct Rng(u64);
@@ -94,12 +121,24 @@ struct Reach {
     empty: u64,
     /// Tickets given back by an applied return.
     returned: u64,
+    /// Gather rounds closed.
+    closed: u64,
+    /// Orders answered "sold out" after waiting on a round.
+    sold_out_by_round: u64,
+    /// Orders refused at once by a close's bound.
+    sold_out_by_bound: u64,
+    /// Orders sold after waiting (an acquire or a round).
+    sold_after_wait: u64,
 }
 
 impl Sim {
     fn new(seed: u64) -> Sim {
         let mut rng = Rng(seed);
-        let capacity = 20 + rng.below(2_000);
+        // Half the seeds sell out early (the rounds and the bound at work), half rarely do.
+        let capacity = match rng.below(2) {
+            0 => 5 + rng.below(100),
+            _ => 100 + rng.below(2_000),
+        };
         let count = 2 + rng.below(3) as usize;
         let keys = Keys::new("sim").unwrap();
         let mut kv = MemoryKv::new();
@@ -107,7 +146,8 @@ impl Sim {
         assert!(!kv.txn(&ledger::init(&keys, capacity)), "init applies once");
         let nodes = (0..count)
             .map(|i| {
-                let lease = Lease::new(1 + rng.below(WINDOW_MAX), Duration::ZERO);
+                let window = WINDOW_MIN + rng.below(WINDOW_MAX - WINDOW_MIN + 1);
+                let lease = Lease::new(window, Duration::ZERO);
                 Node {
                     id: format!("n{i}"),
                     journal: lease.journal(),
@@ -115,6 +155,7 @@ impl Sim {
                     sold: 0,
                     up: true,
                     planned: None,
+                    order: None,
                 }
             })
             .collect();
@@ -134,7 +175,8 @@ impl Sim {
         let id = &self.nodes[i].id;
         let pool = self.kv.get(&self.keys.pool());
         let node = self.kv.get(&self.keys.node(id));
-        ledger::decode_view(&self.keys, id, pool, node).unwrap()
+        let gather = self.kv.get(&self.keys.gather());
+        ledger::decode_view(&self.keys, id, pool, node, gather).unwrap()
     }
 
     fn ledger(&self) -> ledger::Ledger {
@@ -142,7 +184,8 @@ impl Sim {
         let pool = self.kv.get(&self.keys.pool()).map(|(v, _)| v);
         let nodes_prefix = self.keys.nodes();
         let nodes = self.kv.range(&nodes_prefix);
-        ledger::decode_ledger(&self.keys, capacity, pool, nodes).unwrap()
+        let gather = self.kv.get(&self.keys.gather()).map(|(v, _)| v);
+        ledger::decode_ledger(&self.keys, capacity, pool, gather, nodes).unwrap()
     }
 
     /// Persists node `i`'s lease journal (the node does so before acting on any change).
@@ -162,46 +205,196 @@ impl Sim {
         }
     }
 
-    /// The node reads the ledger and plans the request its lease wants sent (or learns its
-    /// outcome from the read).
+    /// What a round's open or close reads.
+    fn gather_view(&self) -> GatherView {
+        let read = |key: String| self.kv.get(&key);
+        let mut view = GatherView::default();
+        if let Some((bytes, mod_revision)) = read(self.keys.pool()) {
+            let value = Some(ledger::decode_count("pool", bytes).unwrap());
+            view.pool = Read {
+                value,
+                mod_revision,
+            };
+        }
+        if let Some((bytes, mod_revision)) = read(self.keys.gather()) {
+            let value = Some(ledger::decode_gather("gather", bytes).unwrap());
+            view.gather = Read {
+                value,
+                mod_revision,
+            };
+        }
+        for node in &self.nodes {
+            if let Some((bytes, mod_revision)) = read(self.keys.node(&node.id)) {
+                let value = Some(ledger::decode_record("node", bytes).unwrap());
+                view.nodes.push((
+                    node.id.clone(),
+                    Read {
+                        value,
+                        mod_revision,
+                    },
+                ));
+            }
+        }
+        view
+    }
+
+    /// The node reads the ledger and plans the call its lease wants made (or learns its result
+    /// from the read).
     fn read(&mut self, i: usize) {
         if !self.nodes[i].up {
             return;
         }
-        let Some(request) = self.nodes[i].lease.next(self.now) else {
+        let Some(call) = self.nodes[i].lease.next(self.now) else {
             return;
         };
         self.persist(i);
-        let view = self.view(i);
-        match ledger::plan(&self.keys, &self.nodes[i].id, &request, &view) {
-            Step::Done(outcome) => {
-                if let Outcome::Applied(_) = outcome {
-                    self.reach.recognised += 1;
+        match call {
+            Call::Node(request) => {
+                let view = self.view(i);
+                match ledger::plan(&self.keys, &self.nodes[i].id, &request, &view) {
+                    Step::Done(outcome) => {
+                        if let Outcome::Applied(_) = outcome {
+                            self.reach.recognised += 1;
+                        }
+                        self.learn(i, outcome)
+                    }
+                    Step::Commit { plan, last } => {
+                        self.nodes[i].planned = Some(Planned::Node(plan, last))
+                    }
                 }
-                self.learn(i, outcome)
             }
-            Step::Commit { plan, last } => self.nodes[i].planned = Some((plan, last)),
+            Call::Open => match gather::open(&self.keys, &self.gather_view()) {
+                OpenStep::Done(opened) => self.opened(i, opened),
+                OpenStep::Commit { plan, opened } => {
+                    self.nodes[i].planned = Some(Planned::Open(plan, opened))
+                }
+            },
+            Call::Close { round } => match gather::close(&self.keys, round, &self.gather_view()) {
+                CloseStep::Done(closed) => self.closed(i, round, closed),
+                CloseStep::Commit { plan, closed } => {
+                    self.nodes[i].planned = Some(Planned::Close(plan, round, closed))
+                }
+            },
         }
     }
 
-    /// The node sends its planned transaction; the request or the reply may be lost.
+    fn opened(&mut self, i: usize, opened: Opened) {
+        self.nodes[i].planned = None;
+        self.nodes[i].lease.opened(opened);
+        self.poll_order(i);
+    }
+
+    fn closed(&mut self, i: usize, round: u64, closed: Closed) {
+        self.nodes[i].planned = None;
+        self.nodes[i].lease.closed(round, closed);
+        self.poll_order(i);
+    }
+
+    /// The node's watch on the gather key delivers the round as it is now.
+    fn watch(&mut self, i: usize) {
+        if !self.nodes[i].up {
+            return;
+        }
+        if let Some((bytes, _)) = self.kv.get(&self.keys.gather()) {
+            let gather = ledger::decode_gather("gather", bytes).unwrap();
+            self.nodes[i].lease.observe(gather);
+            self.poll_order(i);
+        }
+    }
+
+    /// Unsold tickets outside doubt, as the ledger and the nodes' journals hold them: the pool,
+    /// and each node's lease not yet sold (its grant less its unreported sales; a fenced node's
+    /// grant went to the pool and its doubt).
+    fn unsold(&self) -> u64 {
+        let ledger = self.ledger();
+        let held: u64 = ledger
+            .nodes
+            .iter()
+            .map(|(id, record)| {
+                let node = self.nodes.iter().find(|n| &n.id == id).unwrap();
+                record.granted.saturating_sub(node.sold - record.sold)
+            })
+            .sum();
+        ledger.pool.unwrap() + held
+    }
+
+    /// A client's order of 1-3 tickets reaches node `i` (if it serves none already).
+    fn order(&mut self, i: usize) {
+        let qty = 1 + self.rng.below(QTY_MAX);
+        if !self.nodes[i].up || self.nodes[i].order.is_some() {
+            return;
+        }
+        let fewest = self.unsold();
+        self.nodes[i].order = Some(Order { qty, fewest });
+        self.poll_order(i);
+        if self.nodes[i].order.is_none() {
+            return;
+        }
+        // It waits: count what it waited for only if it is served later.
+        self.nodes[i].order.as_mut().unwrap().fewest = fewest;
+    }
+
+    /// Asks the lease about node `i`'s order again; sells it, or checks its "sold out".
+    fn poll_order(&mut self, i: usize) {
+        let Some(order) = self.nodes[i].order else {
+            return;
+        };
+        let before = self.nodes[i].lease.gather();
+        match self.nodes[i].lease.order(order.qty) {
+            OrderAnswer::Wait => {}
+            OrderAnswer::Sell => {
+                self.nodes[i].lease.sold(order.qty, self.now);
+                self.nodes[i].sold += order.qty;
+                self.nodes[i].order = None;
+                self.reach.sold_after_wait += 1;
+                self.persist(i);
+            }
+            OrderAnswer::SoldOut => {
+                assert!(
+                    order.fewest < order.qty,
+                    "{}: a false sold out for {} (never fewer than {} unsold since it arrived)",
+                    self.nodes[i].id,
+                    order.qty,
+                    order.fewest
+                );
+                if before.at_most.is_some_and(|m| order.qty > m) {
+                    self.reach.sold_out_by_bound += 1;
+                } else {
+                    self.reach.sold_out_by_round += 1;
+                }
+                self.nodes[i].order = None;
+            }
+        }
+    }
+
+    /// The node sends its planned call; the request or the reply may be lost.
     fn commit(&mut self, i: usize) {
         if !self.nodes[i].up {
             return;
         }
-        let Some((plan, last)) = self.nodes[i].planned.take() else {
+        let Some(planned) = self.nodes[i].planned.take() else {
             return;
         };
         let fate = self.rng.below(10);
         if fate == 0 {
             return; // The request was lost: nothing applied; the node will read again.
         }
-        let applied = self.kv.txn(&plan);
-        if fate == 1 {
-            return; // The reply was lost: the next read recognises it if it was applied.
-        }
+        let plan = match &planned {
+            Planned::Node(plan, _) | Planned::Open(plan, _) | Planned::Close(plan, _, _) => plan,
+        };
+        let applied = self.kv.txn(plan);
         if applied {
-            self.learn(i, Outcome::Applied(last));
+            if let Planned::Close(..) = planned {
+                self.reach.closed += 1;
+            }
+        }
+        if fate == 1 || !applied {
+            return; // The reply was lost, or the guard failed: the next read tells.
+        }
+        match planned {
+            Planned::Node(_, last) => self.learn(i, Outcome::Applied(last)),
+            Planned::Open(_, opened) => self.opened(i, opened),
+            Planned::Close(_, round, closed) => self.closed(i, round, closed),
         }
     }
 
@@ -219,6 +412,7 @@ impl Sim {
         self.nodes[i].planned = None;
         self.nodes[i].lease.outcome(outcome, self.now);
         self.persist(i);
+        self.poll_order(i);
     }
 
     /// A peer reads node `i`'s record and plans a fence of the epoch it saw.
@@ -236,6 +430,8 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.up = false;
         node.planned = None;
+        // Its client's connection went with it: the order is unanswered, never answered wrong.
+        node.order = None;
     }
 
     /// A crashed node starts again from its journal, configured with a window picked anew; its
@@ -244,7 +440,7 @@ impl Sim {
         if self.nodes[i].up {
             return;
         }
-        let window = 1 + self.rng.below(WINDOW_MAX);
+        let window = WINDOW_MIN + self.rng.below(WINDOW_MAX - WINDOW_MIN + 1);
         let node = &mut self.nodes[i];
         node.lease = Lease::recover(node.journal, window, self.now);
         node.up = true;
@@ -254,9 +450,11 @@ impl Sim {
         self.now += TICK;
         let i = self.rng.below(self.nodes.len() as u64) as usize;
         match self.rng.below(100) {
-            0..=34 => self.sell(i),
-            35..=59 => self.read(i),
-            60..=84 => self.commit(i),
+            0..=19 => self.sell(i),
+            20..=29 => self.order(i),
+            30..=54 => self.read(i),
+            55..=79 => self.commit(i),
+            80..=84 => self.watch(i),
             85..=87 => self.crash(i),
             88..=93 => self.restart(i),
             94 => self.nodes[i].lease.drain(),
@@ -270,7 +468,13 @@ impl Sim {
         self.check();
     }
 
-    fn check(&self) {
+    fn check(&mut self) {
+        let unsold = self.unsold();
+        for node in &mut self.nodes {
+            if let Some(order) = &mut node.order {
+                order.fewest = order.fewest.min(unsold);
+            }
+        }
         let ledger = self.ledger();
         ledger::check(&ledger).unwrap_or_else(|broken| panic!("{broken:?} in {ledger:?}"));
         let sold: u64 = self.nodes.iter().map(|n| n.sold).sum();
@@ -297,16 +501,23 @@ impl Sim {
         self.fencing = None;
         for i in 0..self.nodes.len() {
             self.restart(i);
+            self.nodes[i].order = None;
+            self.nodes[i].planned = None;
             self.nodes[i].lease.drain();
+            self.watch(i);
         }
         for _round in 0..100 {
             let mut quiet = true;
             for i in 0..self.nodes.len() {
                 self.now += TICK;
                 self.read(i);
-                if let Some((plan, last)) = self.nodes[i].planned.take() {
-                    assert!(self.kv.txn(&plan), "no one else writes while healing");
-                    self.learn(i, Outcome::Applied(last));
+                match self.nodes[i].planned.take() {
+                    Some(Planned::Node(plan, last)) => {
+                        assert!(self.kv.txn(&plan), "no one else writes while healing");
+                        self.learn(i, Outcome::Applied(last));
+                    }
+                    Some(other) => panic!("a drained node with no order makes {other:?}"),
+                    None => {}
                 }
                 quiet &= self.nodes[i].lease.settled();
                 self.check();
@@ -381,6 +592,10 @@ fn the_escrow_keeps_every_ticket_through_lost_replies_crashes_and_fences() {
                 reach.rejoined_with_sales += seen.rejoined_with_sales;
                 reach.empty += seen.empty;
                 reach.returned += seen.returned;
+                reach.closed += seen.closed;
+                reach.sold_out_by_round += seen.sold_out_by_round;
+                reach.sold_out_by_bound += seen.sold_out_by_bound;
+                reach.sold_after_wait += seen.sold_after_wait;
             }
             Err(panic) => {
                 eprintln!("escrow simulation failed at seed {seed} (replay: ESCROW_SEED={seed})");
@@ -395,8 +610,22 @@ fn the_escrow_keeps_every_ticket_through_lost_replies_crashes_and_fences() {
         rejoined_with_sales,
         empty,
         returned,
+        closed,
+        sold_out_by_round,
+        sold_out_by_bound,
+        sold_after_wait,
     } = reach;
-    let all = [recognised, fenced, rejoined_with_sales, empty, returned];
+    let all = [
+        recognised,
+        fenced,
+        rejoined_with_sales,
+        empty,
+        returned,
+        closed,
+        sold_out_by_round,
+        sold_out_by_bound,
+        sold_after_wait,
+    ];
     assert!(
         all.iter().all(|&n| n > 0),
         "the simulation lost its reach: {reach:?}"

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use etcd_client::{KeyValue, TxnOpResponse};
 
-use super::ledger::{self, Corrupt, FenceStep, Fenced, Keys, Ledger, Outcome, Plan, Request, Step};
+use super::gather::{self, CloseStep, Closed, GatherView, OpenStep, Opened};
+use super::ledger::{self, Corrupt, FenceStep, Fenced, Keys, Ledger, Outcome, Plan, Read};
+use super::ledger::{Request, Step};
 
 /// How long one call to etcd may take before it counts as lost: a leader election in a healthy
 /// cluster takes about one election timeout (etcd's default 1 s), and a lost call is retried.
@@ -283,8 +285,9 @@ impl Etcd {
         }
         let capacity = find(self.keys.capacity());
         let pool = find(self.keys.pool());
-        let ledger =
-            ledger::decode_ledger(&self.keys, capacity, pool, nodes).map_err(EtcdError::Corrupt)?;
+        let gather = find(self.keys.gather());
+        let ledger = ledger::decode_ledger(&self.keys, capacity, pool, gather, nodes)
+            .map_err(EtcdError::Corrupt)?;
         Ok((ledger, at))
     }
 
@@ -293,20 +296,126 @@ impl Etcd {
         let read = Txn::new().and_then([
             TxnOp::get(self.keys.pool(), None),
             TxnOp::get(self.keys.node(id), None),
+            TxnOp::get(self.keys.gather(), None),
         ]);
-        let response = loop {
+        let response = self.read(read, backoff).await?;
+        let reads = response.op_responses();
+        let pool = first(reads.first()).map(raw);
+        let node = first(reads.get(1)).map(raw);
+        let gather = first(reads.get(2)).map(raw);
+        ledger::decode_view(&self.keys, id, pool, node, gather).map_err(EtcdError::Corrupt)
+    }
+
+    /// A read-only transaction (its gets at one revision), retried until it answers.
+    async fn read(
+        &mut self,
+        read: Txn,
+        backoff: &mut Backoff,
+    ) -> Result<etcd_client::TxnResponse, EtcdError> {
+        loop {
             match self.client.txn(read.clone()).await {
-                Ok(response) => break response,
+                Ok(response) => return Ok(response),
                 Err(error) => {
                     self.counts.calls_lost += 1;
                     backoff.failed(error).await?
                 }
             }
-        };
+        }
+    }
+
+    /// What opening or closing a round reads, at one revision: the pool, the round, and every
+    /// node record.
+    async fn gather_view(&mut self, backoff: &mut Backoff) -> Result<GatherView, EtcdError> {
+        let nodes = GetOptions::new().with_prefix();
+        let read = Txn::new().and_then([
+            TxnOp::get(self.keys.pool(), None),
+            TxnOp::get(self.keys.gather(), None),
+            TxnOp::get(self.keys.nodes(), Some(nodes)),
+        ]);
+        let response = self.read(read, backoff).await?;
         let reads = response.op_responses();
-        let pool = first(reads.first()).map(raw);
-        let node = first(reads.get(1)).map(raw);
-        ledger::decode_view(&self.keys, id, pool, node).map_err(EtcdError::Corrupt)
+        let corrupt = |key: &[u8]| {
+            let key = String::from_utf8_lossy(key).into_owned();
+            EtcdError::Corrupt(Corrupt { key })
+        };
+        let mut view = GatherView::default();
+        if let Some(kv) = first(reads.first()) {
+            let value = ledger::decode_count(&self.keys.pool(), kv.value());
+            view.pool = Read {
+                value: Some(value.map_err(EtcdError::Corrupt)?),
+                mod_revision: kv.mod_revision(),
+            };
+        }
+        if let Some(kv) = first(reads.get(1)) {
+            let value = ledger::decode_gather(&self.keys.gather(), kv.value());
+            view.gather = Read {
+                value: Some(value.map_err(EtcdError::Corrupt)?),
+                mod_revision: kv.mod_revision(),
+            };
+        }
+        if let Some(TxnOpResponse::Get(get)) = reads.get(2) {
+            for kv in get.kvs() {
+                let key = std::str::from_utf8(kv.key()).map_err(|_| corrupt(kv.key()))?;
+                let id = self.keys.node_id(key).ok_or_else(|| corrupt(kv.key()))?;
+                let record = ledger::decode_record(key, kv.value()).map_err(EtcdError::Corrupt)?;
+                let read = Read {
+                    value: Some(record),
+                    mod_revision: kv.mod_revision(),
+                };
+                view.nodes.push((id.to_string(), read));
+            }
+        }
+        Ok(view)
+    }
+
+    /// Opens a gather round, or joins the open one ([`gather::open`]).
+    pub async fn open_gather(&mut self, deadline: Instant) -> Result<Opened, EtcdError> {
+        let mut backoff = Backoff::new(deadline);
+        loop {
+            let view = self.gather_view(&mut backoff).await?;
+            let (plan, opened) = match gather::open(&self.keys, &view) {
+                OpenStep::Done(opened) => return Ok(opened),
+                OpenStep::Commit { plan, opened } => (plan, opened),
+            };
+            match self.client.txn(txn(&plan)).await {
+                Ok(response) if response.succeeded() => return Ok(opened),
+                Ok(_) => {
+                    self.counts.guards_failed += 1;
+                    backoff.check()?;
+                }
+                Err(error) => {
+                    self.counts.calls_lost += 1;
+                    backoff.failed(error).await?
+                }
+            }
+        }
+    }
+
+    /// Closes `round` if every node answered it ([`gather::close`]).
+    pub async fn close_gather(
+        &mut self,
+        round: u64,
+        deadline: Instant,
+    ) -> Result<Closed, EtcdError> {
+        let mut backoff = Backoff::new(deadline);
+        loop {
+            let view = self.gather_view(&mut backoff).await?;
+            let (plan, closed) = match gather::close(&self.keys, round, &view) {
+                CloseStep::Done(closed) => return Ok(closed),
+                CloseStep::Commit { plan, closed } => (plan, closed),
+            };
+            match self.client.txn(txn(&plan)).await {
+                Ok(response) if response.succeeded() => return Ok(closed),
+                Ok(_) => {
+                    self.counts.guards_failed += 1;
+                    backoff.check()?;
+                }
+                Err(error) => {
+                    self.counts.calls_lost += 1;
+                    backoff.failed(error).await?
+                }
+            }
+        }
     }
 
     /// Carries out node `id`'s `request` until etcd applied it (now or by an earlier try) or

@@ -9,6 +9,13 @@
 //! a crash, [`Lease::recover`] takes the journal back and sends its request again under the
 //! same number; the ledger tells whether it had been applied.
 //!
+//! Orders the lease cannot cover ([`Lease::order`]) go through the cluster-wide sold out of
+//! `cluster::gather`: acquire; if the pool falls short, open (or join) a gather round, answer it
+//! like every node, close it once all answered; then "sold out" if the round closed with fewer
+//! tickets in the pool than the order asks (a round opened or joined after the order arrived,
+//! so its close is too), else acquire again. An order for more than the bound a close recorded
+//! is refused at once, with no message.
+//!
 //! Invariants: at most one request in flight; the node never holds more than its window of
 //! sales unreported, counting only the window its record is known to hold (a larger configured
 //! one counts once a transaction declaring it was applied); after "fenced" it sells nothing
@@ -16,7 +23,8 @@
 
 use std::time::Duration;
 
-use super::ledger::{Last, Op, Outcome, Request};
+use super::gather::{Closed, Opened};
+use super::ledger::{Gather, Last, Op, Outcome, Request};
 
 /// The smallest block a node asks for: below it, transactions cost more than the sales they
 /// carry (one etcd transaction is a raft round and an fsync: about 2-4 ms on the test VM).
@@ -58,6 +66,55 @@ pub struct Journal {
     pub intent: Option<Request>,
     /// It learnt it was fenced and has not rejoined yet.
     pub fenced: bool,
+    /// The last gather round it answered.
+    pub answered: u64,
+}
+
+/// What the node sends next: one of its own transactions, or a step of a gather round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// A transaction on its record (journaled as the intent).
+    Node(Request),
+    /// Open a gather round, or join the open one (`cluster::gather::open`).
+    Open,
+    /// Close this round if every node answered it (`cluster::gather::close`).
+    Close {
+        /// The round.
+        round: u64,
+    },
+}
+
+/// The answer to an order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderAnswer {
+    /// Sell it now ([`Lease::sold`]).
+    Sell,
+    /// Sold out: fewer tickets than asked exist (the bound or a round's close says so).
+    SoldOut,
+    /// Not yet: the lease works on it; ask again after the next outcome.
+    Wait,
+}
+
+/// Where an order the lease cannot cover stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Acquire what is missing.
+    Acquire,
+    /// The pool fell short: open or join a round.
+    Open,
+    /// Wait for this round (opened or joined after the order arrived) to close.
+    Round(u64),
+    /// Answered sold out (until the caller takes it).
+    SoldOut,
+}
+
+/// An order the lease cannot cover yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Need {
+    /// Tickets asked for.
+    qty: u64,
+    /// Where it stands.
+    stage: Stage,
 }
 
 /// A node's lease.
@@ -75,8 +132,12 @@ pub struct Lease {
     reported_at: Duration,
     /// No acquire before this time (the pool was empty).
     quiet_until: Duration,
-    /// Give everything back and report everything (shutdown, or the sold-out gather).
+    /// Give everything back and report everything (shutdown).
     draining: bool,
+    /// The gather round as last seen (read, watched, or told by an outcome).
+    gather: Gather,
+    /// The order it works on.
+    need: Option<Need>,
 }
 
 impl Lease {
@@ -96,6 +157,8 @@ impl Lease {
             reported_at: now,
             quiet_until: now,
             draining: false,
+            gather: Gather::default(),
+            need: None,
         }
     }
 
@@ -142,9 +205,11 @@ impl Lease {
         want.clamp(BLOCK_MIN, BLOCK_MAX)
     }
 
-    /// From now on, give everything back and report everything.
+    /// From now on, give everything back and report everything; the order in progress, if any,
+    /// is dropped (its client gets a 503 from the node).
     pub fn drain(&mut self) {
         self.draining = true;
+        self.need = None;
     }
 
     /// Whether nothing is held, unreported or in flight.
@@ -153,13 +218,86 @@ impl Lease {
         journal.lease == 0 && journal.unreported == 0 && journal.intent.is_none() && !journal.fenced
     }
 
-    /// The request to send now: the one in flight (again), or a new one, journaled here.
-    pub fn next(&mut self, now: Duration) -> Option<Request> {
-        if let Some(request) = self.journal.intent {
-            return Some(request);
+    /// The gather round as the node now sees it (its watch on the gather key, or a read).
+    /// Rounds only move forward: an older view is ignored.
+    pub fn observe(&mut self, gather: Gather) {
+        let newer = (gather.round, !gather.open) > (self.gather.round, !self.gather.open);
+        if newer {
+            self.gather = gather;
         }
-        let op = self.decide(now)?;
-        if let Op::Return { tickets } = op {
+    }
+
+    /// The gather round as last seen.
+    pub fn gather(&self) -> Gather {
+        self.gather
+    }
+
+    /// An order for `qty` tickets (at most the window: a node configured with a smaller window
+    /// than its largest order could never sell it). Ask again with the same `qty` after each
+    /// outcome while it says `Wait`; one order at a time.
+    pub fn order(&mut self, qty: u64) -> OrderAnswer {
+        assert!(
+            qty >= 1 && qty <= self.configured,
+            "an order within the window"
+        );
+        if self.gather.at_most.is_some_and(|at_most| qty > at_most) {
+            self.need = None;
+            return OrderAnswer::SoldOut;
+        }
+        if self.sellable() >= qty {
+            self.need = None;
+            return OrderAnswer::Sell;
+        }
+        match self.need {
+            Some(Need {
+                stage: Stage::SoldOut,
+                ..
+            }) => {
+                self.need = None;
+                OrderAnswer::SoldOut
+            }
+            Some(need) if need.qty == qty => OrderAnswer::Wait,
+            _ => {
+                self.need = Some(Need {
+                    qty,
+                    stage: Stage::Acquire,
+                });
+                OrderAnswer::Wait
+            }
+        }
+    }
+
+    /// The call to make now: the request in flight (again), a new one (journaled here), or a
+    /// step of a gather round.
+    pub fn next(&mut self, now: Duration) -> Option<Call> {
+        if let Some(request) = self.journal.intent {
+            return Some(Call::Node(request));
+        }
+        if let Some(op) = self.decide(now) {
+            return Some(Call::Node(self.send(op)));
+        }
+        let need = self.need?;
+        match need.stage {
+            Stage::Acquire if self.gather.open => {
+                self.set_stage(Stage::Open);
+                Some(Call::Open)
+            }
+            // Enough held: the window waits for a report (sent above once due).
+            Stage::Acquire if self.journal.lease >= need.qty => None,
+            Stage::Acquire => {
+                let missing = need.qty.saturating_sub(self.journal.lease);
+                let want = missing.max(self.block());
+                Some(Call::Node(self.send(Op::Acquire { want })))
+            }
+            Stage::Open => Some(Call::Open),
+            Stage::Round(round) => Some(Call::Close { round }),
+            Stage::SoldOut => None,
+        }
+    }
+
+    /// Journals `op` as the request in flight.
+    fn send(&mut self, op: Op) -> Request {
+        if let Op::Return { tickets } | Op::Answer { tickets, .. } = op {
             // Given up before the request leaves.
             self.journal.lease -= tickets;
         }
@@ -170,7 +308,45 @@ impl Lease {
             window: self.configured,
         };
         self.journal.intent = Some(request);
-        Some(request)
+        request
+    }
+
+    fn set_stage(&mut self, stage: Stage) {
+        if let Some(need) = &mut self.need {
+            need.stage = stage;
+        }
+    }
+
+    /// The result of [`Call::Open`].
+    pub fn opened(&mut self, opened: Opened) {
+        let (Opened::Started { round } | Opened::Joined { round }) = opened;
+        self.observe(Gather {
+            round,
+            open: true,
+            ..self.gather
+        });
+        if self.need.is_some_and(|n| n.stage == Stage::Open) {
+            self.set_stage(Stage::Round(round));
+        }
+    }
+
+    /// The result of [`Call::Close`].
+    pub fn closed(&mut self, round: u64, closed: Closed) {
+        let Closed::Done(gather) = closed else {
+            return; // Some node has not answered yet: ask again later.
+        };
+        self.observe(gather);
+        let Some(need) = self.need else { return };
+        if need.stage != Stage::Round(round) {
+            return;
+        }
+        if gather.round == round && need.qty > gather.pool_at_close {
+            // Every unsold ticket outside doubt was in the pool at this close, which came after
+            // the order arrived: fewer than asked existed.
+            self.set_stage(Stage::SoldOut);
+        } else {
+            self.set_stage(Stage::Acquire);
+        }
     }
 
     fn decide(&self, now: Duration) -> Option<Op> {
@@ -179,10 +355,17 @@ impl Lease {
             let sold = journal.unreported;
             return Some(Op::Rejoin { sold });
         }
+        let gather = self.gather;
+        if gather.open && journal.answered < gather.round {
+            let (round, tickets) = (gather.round, journal.lease);
+            return Some(Op::Answer { round, tickets });
+        }
         let unreported = journal.unreported;
         let window_half_full = unreported * 2 >= self.window();
         let due = now.saturating_sub(self.reported_at) >= REPORT_EVERY;
-        if unreported > 0 && (window_half_full || due || self.draining) {
+        // An order waiting only for room in the window.
+        let order_blocked = self.need.is_some_and(|n| journal.lease >= n.qty);
+        if unreported > 0 && (window_half_full || due || self.draining || order_blocked) {
             return Some(Op::Report { sold: unreported });
         }
         let block = self.block();
@@ -194,12 +377,12 @@ impl Lease {
         // Acquire when half a block is left (about a second ahead), or to declare a larger
         // configured window to the record.
         let low = journal.lease < block.div_ceil(2) || self.configured > journal.window;
-        if low && now >= self.quiet_until {
+        if low && now >= self.quiet_until && !gather.open && self.need.is_none() {
             return Some(Op::Acquire { want: block });
         }
         // Hold at most three blocks: the rest sells faster elsewhere.
         let high = block.saturating_mul(3);
-        if journal.lease > high {
+        if journal.lease > high && !gather.open {
             let tickets = journal.lease - block;
             return Some(Op::Return { tickets });
         }
@@ -217,12 +400,21 @@ impl Lease {
         match outcome {
             Outcome::Applied(last) => {
                 match last {
-                    Last::Acquired(tickets) => journal.lease += tickets,
+                    Last::Acquired(tickets) => {
+                        journal.lease += tickets;
+                        let short = self.need.is_some_and(|n| n.qty > journal.lease);
+                        if short {
+                            if let Some(need) = &mut self.need {
+                                need.stage = Stage::Open;
+                            }
+                        }
+                    }
                     Last::Reported(sold) => {
                         journal.unreported -= sold;
                         self.reported_at = now;
                     }
                     Last::Returned(_) => {}
+                    Last::Answered { round, .. } => journal.answered = round,
                     Last::Rejoined { sold, .. } => {
                         assert_eq!(sold, journal.unreported, "a rejoin reports every sale");
                         journal.unreported = 0;
@@ -237,12 +429,34 @@ impl Lease {
                 };
                 journal.seq = request.seq;
             }
-            Outcome::Empty => self.quiet_until = now + EMPTY_RETRY,
+            Outcome::Empty => {
+                self.quiet_until = now + EMPTY_RETRY;
+                self.set_stage(Stage::Open);
+            }
+            Outcome::Gathering { round } => {
+                self.observe(Gather {
+                    round,
+                    open: true,
+                    ..self.gather
+                });
+                self.set_stage(Stage::Open);
+            }
+            Outcome::RoundClosed { gather } => {
+                // Not applied, and no earlier try can be: what it gave up is its own again.
+                if let Op::Answer { tickets, .. } | Op::Return { tickets } = request.op {
+                    journal.lease += tickets;
+                }
+                self.observe(gather);
+            }
             Outcome::Fenced { epoch } => {
                 // The fence took the lease back (but for the doubt): sell nothing until rejoined.
                 journal.epoch = epoch;
                 journal.lease = 0;
                 journal.fenced = true;
+                // The fence answered any open round for it.
+                if self.gather.open {
+                    journal.answered = journal.answered.max(self.gather.round);
+                }
             }
             Outcome::Refused(refusal) => {
                 // The journal and the ledger disagree: a bug, or two processes with one id.
@@ -258,6 +472,14 @@ mod tests {
 
     const T0: Duration = Duration::ZERO;
 
+    /// The request of a node call.
+    fn node(call: Option<Call>) -> Request {
+        match call {
+            Some(Call::Node(request)) => request,
+            other => panic!("expected a node request, got {other:?}"),
+        }
+    }
+
     fn applied(lease: &mut Lease, last: Last, now: Duration) {
         lease.outcome(Outcome::Applied(last), now);
     }
@@ -266,18 +488,18 @@ mod tests {
     fn a_new_node_acquires_a_block_and_sells_within_its_window() {
         let mut lease = Lease::new(4, T0);
         assert_eq!(lease.sellable(), 0);
-        let request = lease.next(T0).unwrap();
+        let request = node(lease.next(T0));
         assert_eq!(request.op, Op::Acquire { want: BLOCK_MIN });
         assert_eq!((request.seq, request.window), (1, 4));
         assert_eq!(
             lease.next(T0),
-            Some(request),
+            Some(Call::Node(request)),
             "the same request until its outcome"
         );
         applied(&mut lease, Last::Acquired(BLOCK_MIN), T0);
         assert_eq!(lease.sellable(), 4, "the window, not the lease, limits");
         lease.sold(2, T0);
-        let report = lease.next(T0).unwrap();
+        let report = node(lease.next(T0));
         assert_eq!((report.op, report.seq), (Op::Report { sold: 2 }, 2));
         lease.sold(2, T0);
         assert_eq!(lease.sellable(), 0, "four unreported: the window is full");
@@ -295,7 +517,7 @@ mod tests {
         };
         let mut lease = Lease::recover(journal, 10, T0);
         assert_eq!(lease.sellable(), 2);
-        let request = lease.next(T0).unwrap();
+        let request = node(lease.next(T0));
         assert!(matches!(request.op, Op::Acquire { .. }), "{request:?}");
         assert_eq!(request.window, 10);
         applied(&mut lease, Last::Acquired(BLOCK_MIN), T0);
@@ -311,7 +533,7 @@ mod tests {
         lease.next(T0);
         lease.outcome(Outcome::Fenced { epoch: 1 }, T0);
         assert_eq!(lease.sellable(), 0);
-        let rejoin = lease.next(T0).unwrap();
+        let rejoin = node(lease.next(T0));
         assert_eq!((rejoin.op, rejoin.epoch), (Op::Rejoin { sold: 3 }, 1));
         let rejoined = Last::Rejoined {
             sold: 3,
@@ -320,7 +542,7 @@ mod tests {
         applied(&mut lease, rejoined, T0);
         assert_eq!(lease.journal().lease, 0);
         assert!(!lease.journal().fenced);
-        assert!(matches!(lease.next(T0).unwrap().op, Op::Acquire { .. }));
+        assert!(matches!(node(lease.next(T0)).op, Op::Acquire { .. }));
     }
 
     #[test]
@@ -338,7 +560,7 @@ mod tests {
         let block = lease.block();
         assert!((2_000..=3_200).contains(&block), "{block}");
         let now = RATE_PERIOD * 5;
-        let request = lease.next(now).unwrap();
+        let request = node(lease.next(now));
         let held = 12_000 - 1_600;
         let surplus = Op::Return {
             tickets: held - block,
@@ -357,13 +579,67 @@ mod tests {
         applied(&mut lease, Last::Acquired(5), EMPTY_RETRY);
         lease.sold(1, EMPTY_RETRY);
         lease.drain();
-        let report = lease.next(EMPTY_RETRY).unwrap();
+        let report = node(lease.next(EMPTY_RETRY));
         assert_eq!(report.op, Op::Report { sold: 1 });
         applied(&mut lease, Last::Reported(1), EMPTY_RETRY);
-        let back = lease.next(EMPTY_RETRY).unwrap();
+        let back = node(lease.next(EMPTY_RETRY));
         assert_eq!(back.op, Op::Return { tickets: 4 });
         applied(&mut lease, Last::Returned(4), EMPTY_RETRY);
         assert!(lease.settled());
         assert_eq!(lease.next(EMPTY_RETRY), None);
+    }
+
+    #[test]
+    fn an_order_the_pool_cannot_cover_waits_for_a_round_then_is_sold_out() {
+        let mut lease = Lease::new(4, T0);
+        assert_eq!(lease.order(3), OrderAnswer::Wait);
+        let acquire = node(lease.next(T0));
+        assert_eq!(acquire.op, Op::Acquire { want: BLOCK_MIN });
+        applied(&mut lease, Last::Acquired(2), T0);
+        assert_eq!(lease.order(3), OrderAnswer::Wait, "2 of 3: the pool fell short");
+        assert_eq!(lease.next(T0), Some(Call::Open));
+        lease.opened(Opened::Joined { round: 4 });
+        // In the round, the node answers like every node, then asks for the close.
+        let answer = node(lease.next(T0));
+        let tickets = 2;
+        assert_eq!(answer.op, Op::Answer { round: 4, tickets });
+        assert_eq!(lease.sellable(), 0, "given up before it leaves");
+        applied(&mut lease, Last::Answered { round: 4, tickets }, T0);
+        assert_eq!(lease.next(T0), Some(Call::Close { round: 4 }));
+        let silent = Closed::Waiting {
+            silent: vec!["b".into()],
+        };
+        lease.closed(4, silent);
+        assert_eq!(lease.order(3), OrderAnswer::Wait);
+        let closed = Gather {
+            round: 4,
+            open: false,
+            pool_at_close: 2,
+            at_most: Some(2),
+        };
+        lease.closed(4, Closed::Done(closed));
+        assert_eq!(lease.order(3), OrderAnswer::SoldOut);
+        // The bound answers the next orders past it with no call at all.
+        assert_eq!(lease.order(3), OrderAnswer::SoldOut);
+        assert_eq!(lease.order(2), OrderAnswer::Wait);
+        let retry = node(lease.next(T0));
+        assert_eq!(retry.op, Op::Acquire { want: BLOCK_MIN });
+    }
+
+    #[test]
+    fn a_close_of_a_round_joined_before_the_order_decides_nothing() {
+        let mut lease = Lease::new(4, T0);
+        lease.next(T0);
+        applied(&mut lease, Last::Acquired(1), T0);
+        assert_eq!(lease.order(3), OrderAnswer::Wait);
+        // The order waits to acquire: a close it did not wait on does not answer it.
+        let stale = Gather {
+            round: 1,
+            open: false,
+            pool_at_close: 0,
+            at_most: Some(9),
+        };
+        lease.closed(1, Closed::Done(stale));
+        assert_eq!(lease.order(3), OrderAnswer::Wait);
     }
 }

@@ -101,6 +101,11 @@ impl Keys {
         format!("{}pool", self.prefix)
     }
 
+    /// The gather key: the cluster-wide sold-out round ([`Gather`]).
+    pub fn gather(&self) -> String {
+        format!("{}gather", self.prefix)
+    }
+
     /// Node `id`'s record key.
     pub fn node(&self, id: &str) -> String {
         format!("{}{id}", self.nodes())
@@ -138,6 +143,25 @@ pub struct NodeRecord {
     /// fence keeps in doubt. It only grows, but at a rejoin (nothing is unreported then), so a
     /// node may use a larger window only once a transaction declaring it was applied.
     pub window: u64,
+    /// The last gather round the node answered (by giving its whole lease back, or being fenced).
+    pub answered: u64,
+}
+
+/// The cluster-wide sold-out round (`cluster::gather`): while `open`, no node may acquire, and
+/// every node gives its whole lease back (answers); once all have, a closing transaction reads
+/// the pool with every unsold ticket in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gather {
+    /// The latest round (0: none yet).
+    pub round: u64,
+    /// Whether it is open.
+    pub open: bool,
+    /// The pool when the latest round closed: every unsold ticket outside doubt was in it.
+    pub pool_at_close: u64,
+    /// Since the first close: at most this many tickets can ever be sold again (the pool at
+    /// that close plus the doubt then, which a rejoin may return), until a restock raises it.
+    pub at_most: Option<u64>,
 }
 
 /// The result of a node's last applied transaction, kept in its record so that a retry after a
@@ -154,6 +178,13 @@ pub enum Last {
     Reported(u64),
     /// This many unsold tickets went back to the pool.
     Returned(u64),
+    /// The node answered a gather round by giving this many tickets (its whole lease) back.
+    Answered {
+        /// The round.
+        round: u64,
+        /// Tickets given back.
+        tickets: u64,
+    },
     /// The node rejoined after a fence: `sold` of the doubt were sales, `returned` went back.
     Rejoined {
         /// Sales the node's journal showed in its doubt window.
@@ -178,6 +209,14 @@ pub enum Op {
     },
     /// `tickets` unsold tickets of the lease go back (already given up in the node's journal).
     Return {
+        /// Tickets given back.
+        tickets: u64,
+    },
+    /// A gather round is open: `tickets`, the node's whole unsold lease (already given up in its
+    /// journal), go back, and the record says the node answered `round`.
+    Answer {
+        /// The round.
+        round: u64,
         /// Tickets given back.
         tickets: u64,
     },
@@ -220,6 +259,8 @@ pub struct View {
     pub pool: Read<u64>,
     /// The node's record (`None`: the node has never transacted).
     pub node: Read<NodeRecord>,
+    /// The gather round (`None`: none yet).
+    pub gather: Read<Gather>,
 }
 
 /// An etcd transaction: if every key's mod revision is as read (0: absent), put every value.
@@ -242,6 +283,17 @@ pub enum Outcome {
     Fenced {
         /// The record's epoch.
         epoch: u64,
+    },
+    /// A gather round is open: no acquire until it closes (answer it first, if not yet).
+    Gathering {
+        /// The open round.
+        round: u64,
+    },
+    /// An answer to a round that is not open (any more): nothing was applied; the tickets the
+    /// node gave up for it are still its own (no earlier try can apply: the round's key moved).
+    RoundClosed {
+        /// The gather as read.
+        gather: Gather,
     },
     /// The ledger cannot take this request as it stands.
     Refused(Refusal),
@@ -307,6 +359,13 @@ pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
             (Op::Acquire { want }, Last::Acquired(got)) => got <= want,
             (Op::Report { sold }, Last::Reported(done)) => sold == done,
             (Op::Return { tickets }, Last::Returned(done)) => tickets == done,
+            (
+                Op::Answer { round, tickets },
+                Last::Answered {
+                    round: r,
+                    tickets: t,
+                },
+            ) => (round, tickets) == (r, t),
             (Op::Rejoin { sold }, Last::Rejoined { sold: done, .. }) => sold == done,
             _ => false,
         };
@@ -336,10 +395,18 @@ pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
         ..record
     };
     let mut new_pool = None;
+    // Whether the plan depends on the gather round as read (acquires and answers do).
+    let mut guard_gather = false;
     let refuse = |refusal| Step::Done(Outcome::Refused(refusal));
     next.last = match request.op {
         Op::Acquire { want: 0 } => return refuse(Refusal::Zero),
         Op::Acquire { want } => {
+            let gather = view.gather.value.unwrap_or_default();
+            if gather.open {
+                let round = gather.round;
+                return Step::Done(Outcome::Gathering { round });
+            }
+            guard_gather = true;
             let tickets = want.min(pool);
             if tickets == 0 {
                 return Step::Done(Outcome::Empty);
@@ -375,6 +442,24 @@ pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
             new_pool = Some(sum);
             Last::Returned(tickets)
         }
+        Op::Answer { round, tickets } => {
+            let gather = view.gather.value.unwrap_or_default();
+            if !gather.open || gather.round != round {
+                return Step::Done(Outcome::RoundClosed { gather });
+            }
+            if tickets > record.granted {
+                let granted = record.granted;
+                return refuse(Refusal::MoreThanGranted { granted });
+            }
+            let Some(sum) = pool.checked_add(tickets) else {
+                return refuse(Refusal::Overflow);
+            };
+            guard_gather = true;
+            next.granted = record.granted - tickets;
+            next.answered = round;
+            new_pool = Some(sum);
+            Last::Answered { round, tickets }
+        }
         Op::Rejoin { sold } => {
             if sold > record.in_doubt {
                 let in_doubt = record.in_doubt;
@@ -399,6 +484,9 @@ pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
     if let Some(new_pool) = new_pool {
         out.compares.push((keys.pool(), view.pool.mod_revision));
         out.puts.push((keys.pool(), new_pool.to_string()));
+    }
+    if guard_gather {
+        out.compares.push((keys.gather(), view.gather.mod_revision));
     }
     Step::Commit {
         plan: out,
@@ -473,10 +561,17 @@ pub fn fence(keys: &Keys, id: &str, seen_epoch: u64, view: &View) -> FenceStep {
     ) else {
         return FenceStep::Done(Fenced::Nothing);
     };
+    // A fenced node holds nothing but its doubt: it has answered any open round.
+    let gather = view.gather.value.unwrap_or_default();
+    let answered = match gather.open {
+        true => record.answered.max(gather.round),
+        false => record.answered,
+    };
     let next = NodeRecord {
         epoch: record.epoch + 1,
         granted: 0,
         in_doubt: doubt,
+        answered,
         ..record
     };
     let fenced = Fenced::Applied {
@@ -488,6 +583,7 @@ pub fn fence(keys: &Keys, id: &str, seen_epoch: u64, view: &View) -> FenceStep {
         compares: vec![
             (keys.node(id), view.node.mod_revision),
             (keys.pool(), view.pool.mod_revision),
+            (keys.gather(), view.gather.mod_revision),
         ],
         puts: vec![
             (keys.node(id), encode_record(&next)),
@@ -536,6 +632,16 @@ pub fn decode_record(key: &str, bytes: &[u8]) -> Result<NodeRecord, Corrupt> {
     serde_json::from_slice(bytes).map_err(|_| Corrupt { key: key.into() })
 }
 
+/// Reads the gather record.
+pub fn decode_gather(key: &str, bytes: &[u8]) -> Result<Gather, Corrupt> {
+    serde_json::from_slice(bytes).map_err(|_| Corrupt { key: key.into() })
+}
+
+/// The gather record as stored: one line of JSON.
+pub fn encode_gather(gather: &Gather) -> String {
+    serde_json::to_string(gather).expect("a gather of integers serializes")
+}
+
 /// Reads a count (`capacity`, `pool`): a decimal number.
 pub fn decode_count(key: &str, bytes: &[u8]) -> Result<u64, Corrupt> {
     let corrupt = || Corrupt { key: key.into() };
@@ -552,8 +658,15 @@ pub fn decode_view(
     id: &str,
     pool: Option<(&[u8], i64)>,
     node: Option<(&[u8], i64)>,
+    gather: Option<(&[u8], i64)>,
 ) -> Result<View, Corrupt> {
     let mut view = View::default();
+    if let Some((bytes, mod_revision)) = gather {
+        view.gather = Read {
+            value: Some(decode_gather(&keys.gather(), bytes)?),
+            mod_revision,
+        };
+    }
     if let Some((bytes, mod_revision)) = pool {
         view.pool = Read {
             value: Some(decode_count(&keys.pool(), bytes)?),
@@ -575,9 +688,14 @@ pub fn decode_ledger<'a>(
     keys: &Keys,
     capacity: Option<&[u8]>,
     pool: Option<&[u8]>,
+    gather: Option<&[u8]>,
     nodes: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) -> Result<Ledger, Corrupt> {
+    let gather = gather
+        .map(|bytes| decode_gather(&keys.gather(), bytes))
+        .transpose()?;
     let mut ledger = Ledger {
+        gather,
         capacity: capacity
             .map(|bytes| decode_count(&keys.capacity(), bytes))
             .transpose()?,
@@ -604,6 +722,8 @@ pub struct Ledger {
     pub pool: Option<u64>,
     /// Every node's record, by id.
     pub nodes: Vec<(String, NodeRecord)>,
+    /// The gather round, if one was ever opened.
+    pub gather: Option<Gather>,
 }
 
 /// How a ledger breaks the invariant.
@@ -657,6 +777,7 @@ mod tests {
                 value: node,
                 mod_revision: if node.is_some() { 9 } else { 0 },
             },
+            gather: Read::default(),
         }
     }
 
@@ -696,7 +817,8 @@ mod tests {
         let (plan, last) = committed(plan_for(Op::Acquire { want: 10 }, 1, view(100, None)));
         assert_eq!(last, Last::Acquired(10));
         let node = keys().node("n1");
-        assert_eq!(plan.compares, vec![(node.clone(), 0), (keys().pool(), 7)]);
+        let guards = vec![(node.clone(), 0), (keys().pool(), 7), (keys().gather(), 0)];
+        assert_eq!(plan.compares, guards, "no round opened since the read");
         let record = decode_record(&node, plan.puts[0].1.as_bytes()).unwrap();
         assert_eq!((record.granted, record.seq, record.last), (10, 1, last));
         assert_eq!(plan.puts[1], (keys().pool(), "90".into()));
@@ -840,6 +962,58 @@ mod tests {
     }
 
     #[test]
+    fn an_open_round_stops_acquires_and_takes_answers() {
+        let held = NodeRecord {
+            granted: 10,
+            seq: 1,
+            ..NodeRecord::default()
+        };
+        let open = Gather {
+            round: 2,
+            open: true,
+            ..Gather::default()
+        };
+        let mut during = view(90, Some(held));
+        during.gather = Read {
+            value: Some(open),
+            mod_revision: 11,
+        };
+        let step = plan_for(Op::Acquire { want: 5 }, 2, during);
+        assert_eq!(step, Step::Done(Outcome::Gathering { round: 2 }));
+        let answer = Op::Answer {
+            round: 2,
+            tickets: 10,
+        };
+        let (plan, last) = committed(plan_for(answer, 2, during));
+        assert_eq!(
+            last,
+            Last::Answered {
+                round: 2,
+                tickets: 10
+            }
+        );
+        assert!(
+            plan.compares.contains(&(keys().gather(), 11)),
+            "guarded by the round"
+        );
+        let record = decode_record("k", plan.puts[0].1.as_bytes()).unwrap();
+        assert_eq!((record.granted, record.answered), (0, 2));
+        assert_eq!(plan.puts[1], (keys().pool(), "100".into()));
+        // An answer to a round that closed meanwhile applies nothing.
+        let closed = Gather {
+            open: false,
+            ..open
+        };
+        during.gather.value = Some(closed);
+        let step = plan_for(answer, 2, during);
+        assert_eq!(step, Step::Done(Outcome::RoundClosed { gather: closed }));
+        // An acquire outside a round is guarded by the round's key (a round opened between its
+        // read and its commit stops it).
+        let (plan, _) = committed(plan_for(Op::Acquire { want: 5 }, 2, during));
+        assert!(plan.compares.contains(&(keys().gather(), 11)));
+    }
+
+    #[test]
     fn an_uninitialised_cluster_is_refused() {
         let view = View::default();
         let step = plan_for(Op::Acquire { want: 1 }, 1, view);
@@ -877,6 +1051,7 @@ mod tests {
             capacity: Some(20),
             pool: Some(10),
             nodes: vec![("a".into(), node)],
+            gather: None,
         };
         assert_eq!(check(&ledger), Ok(()));
         ledger.pool = Some(11);

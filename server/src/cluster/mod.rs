@@ -1,6 +1,8 @@
 //! Past one machine (issue 18): ticketd nodes lease stock from an etcd cluster, an escrow in
 //! the manner of the demarcation protocol. This folder is its ledger:
 //! - [`ledger`]: the keys, the records and every transaction on the pool, without I/O;
+//! - [`gather`]: the cluster-wide sold out: rounds in which every node gives its lease back, so
+//!   that a close reads every unsold ticket in the pool, and the bound a close leaves;
 //! - [`lease`]: a node's side, without I/O: what it may sell and which transaction it sends
 //!   next, with the journal discipline the ledger's safety rests on;
 //! - [`memory`]: an in-memory stand-in for etcd's store, on which the deterministic tests run
@@ -13,6 +15,7 @@
 
 #[cfg(feature = "cluster")]
 pub mod etcd;
+pub mod gather;
 pub mod lease;
 pub mod ledger;
 pub mod memory;

@@ -41,7 +41,7 @@ mod with_etcd {
 
     use super::{EXIT_BROKEN, EXIT_FAILED, EXIT_NOT_INITIALISED, EXIT_OK};
     use crate::cluster::etcd::{Etcd, EtcdError, Init};
-    use crate::cluster::ledger::{self, Keys, Ledger, NodeRecord};
+    use crate::cluster::ledger::{self, Gather, Keys, Ledger, NodeRecord};
     use crate::config::{ClusterArgs, ClusterTool, Config};
 
     /// How long a tool keeps retrying an etcd cluster that does not answer (a leader election
@@ -109,6 +109,8 @@ mod with_etcd {
         pool: Option<u64>,
         /// Every node's record.
         nodes: Vec<Node<'a>>,
+        /// The gather round, if one was ever opened.
+        gather: Option<Gather>,
         /// Whether `pool + Σ (granted + in_doubt + sold) == capacity`.
         invariant_holds: bool,
     }
@@ -145,6 +147,7 @@ mod with_etcd {
             capacity: ledger.capacity,
             pool: ledger.pool,
             nodes: nodes.collect(),
+            gather: ledger.gather,
             invariant_holds: holds,
         };
         serde_json::to_string(&report).expect("a report of integers and names serializes")
@@ -164,6 +167,14 @@ mod with_etcd {
             println!(
                 "node {id}: epoch {}, granted {}, in doubt {}, sold {}, seq {}",
                 r.epoch, r.granted, r.in_doubt, r.sold, r.seq
+            );
+        }
+        if let Some(g) = ledger.gather {
+            let state = if g.open { "open" } else { "closed" };
+            let bound = g.at_most.map_or("none yet".into(), |m| m.to_string());
+            println!(
+                "gather round {} {state}; pool at its close {}; at most {bound} tickets left",
+                g.round, g.pool_at_close
             );
         }
         let verdict = if holds { "holds" } else { "BROKEN" };
