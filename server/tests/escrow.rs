@@ -29,11 +29,16 @@ use ticketd::cluster::memory::MemoryKv;
 /// WINDOW_MIN..=WINDOW_MAX, so windows grow and shrink across restarts).
 const WINDOW_MAX: u64 = 8;
 
-/// The smallest window: a node's window must hold its largest order ([`QTY_MAX`]).
-const WINDOW_MIN: u64 = QTY_MAX;
+/// The smallest window. An order never exceeds the window a node is configured with, but may
+/// exceed the one its record holds from an earlier life (the lease must declare the new one).
+const WINDOW_MIN: u64 = 3;
 
-/// The largest order.
-const QTY_MAX: u64 = 3;
+/// The largest order (at most the node's configured window).
+const QTY_MAX: u64 = 6;
+
+/// Rounds of the fault-free phase before healing within which every order must be answered and
+/// every round closed.
+const SETTLE_ROUNDS: u32 = 3_000;
 
 /// Steps per seed.
 const STEPS_PER_SEED: u64 = 2_000;
@@ -58,6 +63,8 @@ struct Node {
     planned: Option<Planned>,
     /// The order it serves, if the lease could not answer it at once.
     order: Option<Order>,
+    /// The window this life is configured with.
+    window: u64,
 }
 
 /// A call read and planned, not sent yet, with what it does if applied.
@@ -71,6 +78,8 @@ enum Planned {
 /// An order waiting for the lease.
 #[derive(Clone, Copy, Debug)]
 struct Order {
+    /// Its id, unique in the run.
+    id: u64,
     /// Tickets asked for.
     qty: u64,
     /// The fewest unsold tickets outside doubt at any step since it arrived (a "sold out" must
@@ -104,6 +113,8 @@ struct Sim {
     now: Duration,
     /// A peer's fence read and planned, not sent yet: (node index, plan).
     fencing: Option<(usize, ledger::Plan)>,
+    /// The last order id given out.
+    orders: u64,
     /// How often the runs reached what they are for.
     reach: Reach,
 }
@@ -156,6 +167,7 @@ impl Sim {
                     up: true,
                     planned: None,
                     order: None,
+                    window,
                 }
             })
             .collect();
@@ -167,6 +179,7 @@ impl Sim {
             nodes,
             now: Duration::ZERO,
             fencing: None,
+            orders: 0,
             reach: Reach::default(),
         }
     }
@@ -286,7 +299,7 @@ impl Sim {
 
     fn closed(&mut self, i: usize, round: u64, closed: Closed) {
         self.nodes[i].planned = None;
-        self.nodes[i].lease.closed(round, closed);
+        self.nodes[i].lease.closed(round, closed, self.now);
         self.poll_order(i);
     }
 
@@ -318,20 +331,25 @@ impl Sim {
         ledger.pool.unwrap() + held
     }
 
-    /// A client's order of 1-3 tickets reaches node `i` (if it serves none already).
+    /// A client's order reaches node `i` (if it serves none already), for at most the window
+    /// the node is configured with.
     fn order(&mut self, i: usize) {
-        let qty = 1 + self.rng.below(QTY_MAX);
+        let configured = self.nodes[i].window;
+        let qty = 1 + self.rng.below(QTY_MAX.min(configured));
         if !self.nodes[i].up || self.nodes[i].order.is_some() {
             return;
         }
+        self.orders += 1;
         let fewest = self.unsold();
-        self.nodes[i].order = Some(Order { qty, fewest });
+        let id = self.orders;
+        self.nodes[i].order = Some(Order { id, qty, fewest });
         self.poll_order(i);
-        if self.nodes[i].order.is_none() {
-            return;
-        }
-        // It waits: count what it waited for only if it is served later.
-        self.nodes[i].order.as_mut().unwrap().fewest = fewest;
+    }
+
+    /// The node gives up on its order (a 503 after a timeout, or the client left) without
+    /// telling its lease: the next order must not inherit its progress.
+    fn abandon(&mut self, i: usize) {
+        self.nodes[i].order = None;
     }
 
     /// Asks the lease about node `i`'s order again; sells it, or checks its "sold out".
@@ -340,7 +358,7 @@ impl Sim {
             return;
         };
         let before = self.nodes[i].lease.gather();
-        match self.nodes[i].lease.order(order.qty) {
+        match self.nodes[i].lease.order(order.id, order.qty) {
             OrderAnswer::Wait => {}
             OrderAnswer::Sell => {
                 self.nodes[i].lease.sold(order.qty, self.now);
@@ -367,15 +385,15 @@ impl Sim {
         }
     }
 
-    /// The node sends its planned call; the request or the reply may be lost.
-    fn commit(&mut self, i: usize) {
+    /// The node sends its planned call; the request or the reply may be lost (unless `sure`).
+    fn commit(&mut self, i: usize, sure: bool) {
         if !self.nodes[i].up {
             return;
         }
         let Some(planned) = self.nodes[i].planned.take() else {
             return;
         };
-        let fate = self.rng.below(10);
+        let fate = if sure { 9 } else { self.rng.below(10) };
         if fate == 0 {
             return; // The request was lost: nothing applied; the node will read again.
         }
@@ -443,6 +461,7 @@ impl Sim {
         let window = WINDOW_MIN + self.rng.below(WINDOW_MAX - WINDOW_MIN + 1);
         let node = &mut self.nodes[i];
         node.lease = Lease::recover(node.journal, window, self.now);
+        node.window = window;
         node.up = true;
     }
 
@@ -453,7 +472,8 @@ impl Sim {
             0..=19 => self.sell(i),
             20..=29 => self.order(i),
             30..=54 => self.read(i),
-            55..=79 => self.commit(i),
+            55..=78 => self.commit(i, false),
+            79 => self.abandon(i),
             80..=84 => self.watch(i),
             85..=87 => self.crash(i),
             88..=93 => self.restart(i),
@@ -495,6 +515,44 @@ impl Sim {
         }
     }
 
+    /// No more faults, fences or new orders: every node restarts and works on; within
+    /// [`SETTLE_ROUNDS`] every order must be answered and every round closed (a round, or an
+    /// order, that waits forever on a live cluster is a bug).
+    fn settle(&mut self) {
+        self.fencing = None;
+        for i in 0..self.nodes.len() {
+            self.restart(i);
+            self.nodes[i].planned = None;
+        }
+        for _round in 0..SETTLE_ROUNDS {
+            self.now += lease::ROUND_POLL / 4;
+            for i in 0..self.nodes.len() {
+                self.watch(i);
+                self.read(i);
+                self.commit(i, true);
+                self.poll_order(i);
+                self.check();
+            }
+            let waiting = self.nodes.iter().any(|n| n.order.is_some());
+            let open = self
+                .kv
+                .get(&self.keys.gather())
+                .is_some_and(|(bytes, _)| ledger::decode_gather("gather", bytes).unwrap().open);
+            if !waiting && !open {
+                return;
+            }
+        }
+        let orders: Vec<_> = self.nodes.iter().map(|n| n.order).collect();
+        let gather = self
+            .kv
+            .get(&self.keys.gather())
+            .map(|(b, _)| ledger::decode_gather("g", b));
+        panic!(
+            "did not settle: orders {orders:?}, gather {gather:?}, nodes {:?}",
+            self.nodes
+        );
+    }
+
     /// Everything heals: every node restarts, drains, rejoins, reports and returns, with no
     /// message lost and no fence.
     fn heal(&mut self) {
@@ -519,6 +577,7 @@ impl Sim {
                     Some(other) => panic!("a drained node with no order makes {other:?}"),
                     None => {}
                 }
+                self.watch(i);
                 quiet &= self.nodes[i].lease.settled();
                 self.check();
             }
@@ -554,6 +613,7 @@ fn run(seed: u64, steps: u64) {
     for _ in 0..steps {
         sim.step();
     }
+    sim.settle();
     sim.heal();
     sim.check_healed();
 }
@@ -581,6 +641,7 @@ fn the_escrow_keeps_every_ticket_through_lost_replies_crashes_and_fences() {
             for _ in 0..STEPS_PER_SEED {
                 sim.step();
             }
+            sim.settle();
             sim.heal();
             sim.check_healed();
             sim.reach

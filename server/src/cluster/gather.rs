@@ -19,9 +19,15 @@
 //! After a close: an order that arrived before it and asks for more than `pool_at_close` is truly
 //! sold out (every unsold ticket was in the pool at the close's revision, but for at most the
 //! doubt of fenced nodes, which the issue allows as stranded: W per fenced node). An order for
-//! more than `at_most` is refused by any node at once, with no message at all: tickets only
-//! leave the pool and the doubt after that, never come back beyond it, until a restock (not built)
-//! raises the bound in a new round. Anything else acquires again (and may open a new round).
+//! more than `at_most` is refused by any node at once, with no message at all: at the close,
+//! every ticket not yet sold was in the pool or in doubt (an answered node's grant is only its
+//! unreported sales), so `capacity - sold <= at_most`, and sales only grow (until a restock, not
+//! built, raises the bound in a new round). (`pool + Σ in_doubt` itself may exceed `at_most`
+//! later: a fence moves a node's unreported sales into doubt.) Anything else acquires again (and
+//! may open a new round).
+//!
+//! A close guards every node record, so a ledger with more records than etcd's `--max-txn-ops`
+//! (128 by default) less two cannot close a round: raise it for clusters past about 120 nodes.
 //!
 //! Invariant: no sold-out answer but from a close at a revision after the order arrived, or from
 //! a bound learnt from such a close. This module decides the rounds; `cluster::lease` decides
@@ -130,7 +136,13 @@ pub fn close(keys: &Keys, round: u64, view: &GatherView) -> CloseStep {
     let silent: Vec<String> = view
         .nodes
         .iter()
-        .filter(|(_, node)| node.value.is_some_and(|r| r.answered < round))
+        // A node that holds nothing (no lease, no unreported sale) has nothing to give back,
+        // and cannot acquire while the round is open: it need not answer (a dead or retired
+        // node's record must not hold every later round open).
+        .filter(|(_, node)| {
+            node.value
+                .is_some_and(|r| r.answered < round && r.granted > 0)
+        })
         .map(|(id, _)| id.clone())
         .collect();
     if !silent.is_empty() {
@@ -147,7 +159,11 @@ pub fn close(keys: &Keys, round: u64, view: &GatherView) -> CloseStep {
         round,
         open: false,
         pool_at_close: pool,
-        at_most: bound.or(gather.at_most),
+        // Both are bounds on what can still be sold (capacity less sold): keep the tighter.
+        at_most: match (bound, gather.at_most) {
+            (Some(new), Some(old)) => Some(new.min(old)),
+            (new, old) => new.or(old),
+        },
     };
     let mut compares = vec![
         (keys.gather(), view.gather.mod_revision),
@@ -174,11 +190,13 @@ mod tests {
         Keys::new("sale").unwrap()
     }
 
+    /// A record holding one ticket (unless `answered`), with some doubt.
     fn node(answered: u64, in_doubt: u64, rev: i64) -> Read<NodeRecord> {
         Read {
             value: Some(NodeRecord {
                 answered,
                 in_doubt,
+                granted: 1,
                 ..NodeRecord::default()
             }),
             mod_revision: rev,
@@ -231,6 +249,11 @@ mod tests {
             silent: vec!["b".into()],
         };
         assert_eq!(close(&keys(), 3, &waiting), CloseStep::Done(silent));
+        // A node holding nothing need not answer (a dead node's record holds no round open).
+        let mut empty = node(2, 0, 8);
+        empty.value.as_mut().unwrap().granted = 0;
+        let idle = view(gather, vec![("a", node(3, 0, 7)), ("b", empty)]);
+        assert!(matches!(close(&keys(), 3, &idle), CloseStep::Commit { .. }));
         let answered = view(gather, vec![("a", node(3, 0, 7)), ("b", node(3, 2, 8))]);
         let CloseStep::Commit { plan, closed } = close(&keys(), 3, &answered) else {
             panic!("every node answered")

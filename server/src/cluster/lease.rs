@@ -46,6 +46,10 @@ pub const REPORT_EVERY: Duration = Duration::from_millis(200);
 /// give tickets back meanwhile); the cluster-wide sold out is the gather's job, not this wait's.
 pub const EMPTY_RETRY: Duration = Duration::from_millis(250);
 
+/// How often a node asks whether a round it waits on (or answered) can close: each ask is one
+/// etcd read of every node record.
+pub const ROUND_POLL: Duration = Duration::from_millis(20);
+
 /// The period over which the sales rate is measured (then averaged with the previous one).
 pub const RATE_PERIOD: Duration = Duration::from_millis(250);
 
@@ -111,6 +115,8 @@ enum Stage {
 /// An order the lease cannot cover yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Need {
+    /// The caller's name for the order: a new order never inherits another's progress.
+    id: u64,
     /// Tickets asked for.
     qty: u64,
     /// Where it stands.
@@ -138,6 +144,8 @@ pub struct Lease {
     gather: Gather,
     /// The order it works on.
     need: Option<Need>,
+    /// No close is asked before this time (the last ask found a node silent).
+    close_after: Duration,
 }
 
 impl Lease {
@@ -159,6 +167,7 @@ impl Lease {
             draining: false,
             gather: Gather::default(),
             need: None,
+            close_after: now,
         }
     }
 
@@ -232,14 +241,18 @@ impl Lease {
         self.gather
     }
 
-    /// An order for `qty` tickets (at most the window: a node configured with a smaller window
-    /// than its largest order could never sell it). Ask again with the same `qty` after each
-    /// outcome while it says `Wait`; one order at a time.
-    pub fn order(&mut self, qty: u64) -> OrderAnswer {
+    /// Order `id` for `qty` tickets (at most the configured window: a node configured with a
+    /// smaller window than its largest order could never sell it). Ask again with the same id
+    /// after each outcome while it says `Wait`; one order at a time: another id starts afresh
+    /// (the earlier one was answered elsewhere, or abandoned), never inheriting its progress.
+    pub fn order(&mut self, id: u64, qty: u64) -> OrderAnswer {
         assert!(
             qty >= 1 && qty <= self.configured,
             "an order within the window"
         );
+        if self.need.is_some_and(|need| need.id != id) {
+            self.need = None;
+        }
         if self.gather.at_most.is_some_and(|at_most| qty > at_most) {
             self.need = None;
             return OrderAnswer::SoldOut;
@@ -256,15 +269,18 @@ impl Lease {
                 self.need = None;
                 OrderAnswer::SoldOut
             }
-            Some(need) if need.qty == qty => OrderAnswer::Wait,
-            _ => {
-                self.need = Some(Need {
-                    qty,
-                    stage: Stage::Acquire,
-                });
+            Some(_) => OrderAnswer::Wait,
+            None => {
+                let stage = Stage::Acquire;
+                self.need = Some(Need { id, qty, stage });
                 OrderAnswer::Wait
             }
         }
+    }
+
+    /// The order in progress is abandoned (answered 503 by the node, or its client left).
+    pub fn cancel(&mut self) {
+        self.need = None;
     }
 
     /// The call to make now: the request in flight (again), a new one (journaled here), or a
@@ -276,22 +292,35 @@ impl Lease {
         if let Some(op) = self.decide(now) {
             return Some(Call::Node(self.send(op)));
         }
-        let need = self.need?;
+        let gather = self.gather;
+        let Some(need) = self.need else {
+            // A round this node answered closes when any node asks; nobody may be waiting on
+            // it any more (the opener's order went away), so every node that answered asks.
+            let answered = gather.open && self.journal.answered >= gather.round;
+            let round = gather.round;
+            return (answered && now >= self.close_after).then_some(Call::Close { round });
+        };
         match need.stage {
-            Stage::Acquire if self.gather.open => {
-                self.set_stage(Stage::Open);
-                Some(Call::Open)
+            // Enough held, but the window too small: as the record holds it (a larger
+            // configured one is declared by any transaction: a report, of nothing if need be),
+            // or full (a report, sent by `decide` once anything is unreported).
+            Stage::Acquire if self.journal.lease >= need.qty => {
+                if self.window() < need.qty {
+                    let sold = self.journal.unreported;
+                    return Some(Call::Node(self.send(Op::Report { sold })));
+                }
+                None
             }
-            // Enough held: the window waits for a report (sent above once due).
-            Stage::Acquire if self.journal.lease >= need.qty => None,
+            // The ledger says whether a round is open (a view of one may be stale): it answers
+            // "gathering" then, and the order joins the round.
             Stage::Acquire => {
                 let missing = need.qty.saturating_sub(self.journal.lease);
                 let want = missing.max(self.block());
                 Some(Call::Node(self.send(Op::Acquire { want })))
             }
             Stage::Open => Some(Call::Open),
-            Stage::Round(round) => Some(Call::Close { round }),
-            Stage::SoldOut => None,
+            Stage::Round(round) if now >= self.close_after => Some(Call::Close { round }),
+            Stage::Round(_) | Stage::SoldOut => None,
         }
     }
 
@@ -331,9 +360,11 @@ impl Lease {
     }
 
     /// The result of [`Call::Close`].
-    pub fn closed(&mut self, round: u64, closed: Closed) {
+    pub fn closed(&mut self, round: u64, closed: Closed, now: Duration) {
         let Closed::Done(gather) = closed else {
-            return; // Some node has not answered yet: ask again later.
+            // Some node has not answered yet: ask again a little later.
+            self.close_after = now + ROUND_POLL;
+            return;
         };
         self.observe(gather);
         let Some(need) = self.need else { return };
@@ -453,10 +484,6 @@ impl Lease {
                 journal.epoch = epoch;
                 journal.lease = 0;
                 journal.fenced = true;
-                // The fence answered any open round for it.
-                if self.gather.open {
-                    journal.answered = journal.answered.max(self.gather.round);
-                }
             }
             Outcome::Refused(refusal) => {
                 // The journal and the ledger disagree: a bug, or two processes with one id.
@@ -592,11 +619,15 @@ mod tests {
     #[test]
     fn an_order_the_pool_cannot_cover_waits_for_a_round_then_is_sold_out() {
         let mut lease = Lease::new(4, T0);
-        assert_eq!(lease.order(3), OrderAnswer::Wait);
+        assert_eq!(lease.order(1, 3), OrderAnswer::Wait);
         let acquire = node(lease.next(T0));
         assert_eq!(acquire.op, Op::Acquire { want: BLOCK_MIN });
         applied(&mut lease, Last::Acquired(2), T0);
-        assert_eq!(lease.order(3), OrderAnswer::Wait, "2 of 3: the pool fell short");
+        assert_eq!(
+            lease.order(1, 3),
+            OrderAnswer::Wait,
+            "2 of 3: the pool fell short"
+        );
         assert_eq!(lease.next(T0), Some(Call::Open));
         lease.opened(Opened::Joined { round: 4 });
         // In the round, the node answers like every node, then asks for the close.
@@ -609,21 +640,36 @@ mod tests {
         let silent = Closed::Waiting {
             silent: vec!["b".into()],
         };
-        lease.closed(4, silent);
-        assert_eq!(lease.order(3), OrderAnswer::Wait);
+        lease.closed(4, silent, T0);
+        assert_eq!(lease.order(1, 3), OrderAnswer::Wait);
+        assert_eq!(lease.next(T0), None, "the next ask waits ROUND_POLL");
+        assert_eq!(lease.next(ROUND_POLL), Some(Call::Close { round: 4 }));
         let closed = Gather {
             round: 4,
             open: false,
             pool_at_close: 2,
-            at_most: Some(2),
+            at_most: Some(5),
         };
-        lease.closed(4, Closed::Done(closed));
-        assert_eq!(lease.order(3), OrderAnswer::SoldOut);
-        // The bound answers the next orders past it with no call at all.
-        assert_eq!(lease.order(3), OrderAnswer::SoldOut);
-        assert_eq!(lease.order(2), OrderAnswer::Wait);
-        let retry = node(lease.next(T0));
+        let mut abandoned = lease.clone();
+        lease.closed(4, Closed::Done(closed), ROUND_POLL);
+        assert_eq!(
+            lease.order(1, 3),
+            OrderAnswer::SoldOut,
+            "3 > 2 in the pool at the close"
+        );
+        // Had order 1 been abandoned, order 2 would not inherit its answer.
+        abandoned.closed(4, Closed::Done(closed), ROUND_POLL);
+        assert_eq!(abandoned.order(2, 3), OrderAnswer::Wait);
+        let retry = node(abandoned.next(ROUND_POLL));
         assert_eq!(retry.op, Op::Acquire { want: BLOCK_MIN });
+        // Past the bound, any node refuses at once, with no call at all.
+        let bound = Gather {
+            round: 5,
+            at_most: Some(2),
+            ..closed
+        };
+        lease.observe(bound);
+        assert_eq!(lease.order(3, 3), OrderAnswer::SoldOut);
     }
 
     #[test]
@@ -631,7 +677,7 @@ mod tests {
         let mut lease = Lease::new(4, T0);
         lease.next(T0);
         applied(&mut lease, Last::Acquired(1), T0);
-        assert_eq!(lease.order(3), OrderAnswer::Wait);
+        assert_eq!(lease.order(1, 3), OrderAnswer::Wait);
         // The order waits to acquire: a close it did not wait on does not answer it.
         let stale = Gather {
             round: 1,
@@ -639,7 +685,27 @@ mod tests {
             pool_at_close: 0,
             at_most: Some(9),
         };
-        lease.closed(1, Closed::Done(stale));
-        assert_eq!(lease.order(3), OrderAnswer::Wait);
+        lease.closed(1, Closed::Done(stale), T0);
+        assert_eq!(lease.order(1, 3), OrderAnswer::Wait);
+    }
+
+    #[test]
+    fn an_order_past_the_window_the_record_holds_declares_the_configured_one() {
+        let journal = Journal {
+            window: 3,
+            lease: 10,
+            seq: 4,
+            ..Journal::default()
+        };
+        let mut lease = Lease::recover(journal, 8, T0);
+        assert_eq!(
+            lease.order(1, 5),
+            OrderAnswer::Wait,
+            "3 may be sold until 8 is declared"
+        );
+        let declare = node(lease.next(T0));
+        assert_eq!((declare.op, declare.window), (Op::Report { sold: 0 }, 8));
+        applied(&mut lease, Last::Reported(0), T0);
+        assert_eq!(lease.order(1, 5), OrderAnswer::Sell);
     }
 }
