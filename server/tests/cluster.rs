@@ -600,8 +600,9 @@ fn nodes_sell_out_through_leader_kills_and_pauses() {
 
 /// The cluster-wide sold out on a real etcd: a node that finds the pool empty opens a round; the
 /// ledger then refuses acquires; the node holding tickets answers with its whole lease; the
-/// round closes once every node answered, with every unsold ticket in the pool, and records the
-/// bound; a node joining the open round waits for the same close.
+/// round closes once every node answered, with every unsold ticket in the pool, records the
+/// bound, and gives the closer its order's tickets in the same transaction; a later closer is
+/// told how it closed.
 #[test]
 fn a_gather_round_brings_every_lease_back_before_sold_out() {
     if !have_etcd() {
@@ -634,35 +635,47 @@ fn a_gather_round_brings_every_lease_back_before_sold_out() {
     let refused = rt.block_on(b.transact("b", &request(Op::Acquire { want: 5 }, 1), deadline));
     assert_eq!(refused.unwrap(), Outcome::Gathering { round: 1 });
     // a has not answered: the round stays open.
-    let waiting = rt.block_on(b.close_gather(1, deadline)).unwrap();
-    assert_eq!(
-        waiting,
-        gather::Closed::Waiting {
-            silent: vec!["a".into()]
-        }
-    );
+    let close = |want, seq| request(Op::Close { round: 1, want }, seq);
+    let silent = rt
+        .block_on(b.transact("b", &close(3, 1), deadline))
+        .unwrap();
+    assert_eq!(silent, Outcome::Silent);
     let answer = Op::Answer {
         round: 1,
         tickets: 28,
+        waiting: 0,
     };
     let answered = rt
         .block_on(a.transact("a", &request(answer, 2), deadline))
         .unwrap();
-    assert_eq!(
-        answered,
-        Outcome::Applied(Last::Answered {
-            round: 1,
-            tickets: 28
-        })
-    );
-    let gather::Closed::Done(closed) = rt.block_on(b.close_gather(1, deadline)).unwrap() else {
-        panic!("every node answered")
+    let expected = Last::Answered {
+        round: 1,
+        tickets: 28,
     };
-    assert_eq!((closed.round, closed.open), (1, false));
-    assert_eq!((closed.pool_at_close, closed.at_most), (28, Some(28)));
-    // a, closing after b, is told the same close.
-    let again = rt.block_on(a.close_gather(1, deadline)).unwrap();
-    assert_eq!(again, gather::Closed::Done(closed));
+    assert_eq!(answered, Outcome::Applied(expected));
+    // b closes for its order of 3, and takes them in the same transaction.
+    let closed = rt
+        .block_on(b.transact("b", &close(3, 1), deadline))
+        .unwrap();
+    let expected = Last::Closed {
+        round: 1,
+        took: 3,
+        pool_at_close: 28,
+        at_most: Some(28),
+    };
+    assert_eq!(closed, Outcome::Applied(expected));
+    // a, closing after b, is told how the round closed.
+    let again = rt
+        .block_on(a.transact("a", &close(0, 3), deadline))
+        .unwrap();
+    let Outcome::RoundClosed { gather } = again else {
+        panic!("closed already: {again:?}")
+    };
+    assert_eq!(
+        (gather.round, gather.open, gather.pool_at_close),
+        (1, false, 28)
+    );
     let (ledger, _) = read_ledger(&rt, &mut a, None);
+    assert_eq!(ledger.pool, Some(25));
     assert_eq!(ledger::check(&ledger), Ok(()), "{ledger:?}");
 }

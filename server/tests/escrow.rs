@@ -20,9 +20,9 @@
 
 use std::time::Duration;
 
-use ticketd::cluster::gather::{self, CloseStep, Closed, GatherView, OpenStep, Opened};
+use ticketd::cluster::gather::{self, GatherView, OpenStep, Opened};
 use ticketd::cluster::lease::{self, Call, Lease, OrderAnswer};
-use ticketd::cluster::ledger::{self, FenceStep, Fenced, Keys, Last, Outcome, Read, Step};
+use ticketd::cluster::ledger::{self, FenceStep, Fenced, Keys, Last, Op, Outcome, Read, Step};
 use ticketd::cluster::memory::MemoryKv;
 
 /// The largest window a node is configured with (each restart picks one in
@@ -72,7 +72,6 @@ struct Node {
 enum Planned {
     Node(ledger::Plan, Last),
     Open(ledger::Plan, Opened),
-    Close(ledger::Plan, u64, Closed),
 }
 
 /// An order waiting for the lease.
@@ -115,6 +114,9 @@ struct Sim {
     fencing: Option<(usize, ledger::Plan)>,
     /// The last order id given out.
     orders: u64,
+    /// Requests "lost" on the way, still to arrive at etcd late, in any order (a retry of each
+    /// was planned from a later read: the guards must keep the late copy from applying too).
+    late: Vec<ledger::Plan>,
     /// How often the runs reached what they are for.
     reach: Reach,
 }
@@ -140,6 +142,8 @@ struct Reach {
     sold_out_by_bound: u64,
     /// Orders sold after waiting (an acquire or a round).
     sold_after_wait: u64,
+    /// Delayed requests that etcd applied when they arrived (before any retry had been).
+    late_applied: u64,
 }
 
 impl Sim {
@@ -180,6 +184,7 @@ impl Sim {
             now: Duration::ZERO,
             fencing: None,
             orders: 0,
+            late: Vec::new(),
             reach: Reach::default(),
         }
     }
@@ -263,8 +268,16 @@ impl Sim {
         self.persist(i);
         match call {
             Call::Node(request) => {
-                let view = self.view(i);
-                match ledger::plan(&self.keys, &self.nodes[i].id, &request, &view) {
+                let id = &self.nodes[i].id;
+                // A close reads every record; every other request the pool, its record, the
+                // round.
+                let step = match request.op {
+                    Op::Close { .. } => {
+                        gather::close(&self.keys, id, &request, &self.gather_view())
+                    }
+                    _ => ledger::plan(&self.keys, id, &request, &self.view(i)),
+                };
+                match step {
                     Step::Done(outcome) => {
                         if let Outcome::Applied(_) = outcome {
                             self.reach.recognised += 1;
@@ -282,24 +295,12 @@ impl Sim {
                     self.nodes[i].planned = Some(Planned::Open(plan, opened))
                 }
             },
-            Call::Close { round } => match gather::close(&self.keys, round, &self.gather_view()) {
-                CloseStep::Done(closed) => self.closed(i, round, closed),
-                CloseStep::Commit { plan, closed } => {
-                    self.nodes[i].planned = Some(Planned::Close(plan, round, closed))
-                }
-            },
         }
     }
 
     fn opened(&mut self, i: usize, opened: Opened) {
         self.nodes[i].planned = None;
         self.nodes[i].lease.opened(opened);
-        self.poll_order(i);
-    }
-
-    fn closed(&mut self, i: usize, round: u64, closed: Closed) {
-        self.nodes[i].planned = None;
-        self.nodes[i].lease.closed(round, closed, self.now);
         self.poll_order(i);
     }
 
@@ -394,15 +395,18 @@ impl Sim {
             return;
         };
         let fate = if sure { 9 } else { self.rng.below(10) };
-        if fate == 0 {
-            return; // The request was lost: nothing applied; the node will read again.
-        }
         let plan = match &planned {
-            Planned::Node(plan, _) | Planned::Open(plan, _) | Planned::Close(plan, _, _) => plan,
+            Planned::Node(plan, _) | Planned::Open(plan, _) => plan,
         };
+        if fate == 0 {
+            // The request is delayed: nothing applied yet; the node reads again and retries,
+            // and this copy arrives some time later, or never.
+            self.late.push(plan.clone());
+            return;
+        }
         let applied = self.kv.txn(plan);
         if applied {
-            if let Planned::Close(..) = planned {
+            if let Planned::Node(_, Last::Closed { .. }) = planned {
                 self.reach.closed += 1;
             }
         }
@@ -412,7 +416,6 @@ impl Sim {
         match planned {
             Planned::Node(_, last) => self.learn(i, Outcome::Applied(last)),
             Planned::Open(_, opened) => self.opened(i, opened),
-            Planned::Close(_, round, closed) => self.closed(i, round, closed),
         }
     }
 
@@ -473,7 +476,17 @@ impl Sim {
             20..=29 => self.order(i),
             30..=54 => self.read(i),
             55..=78 => self.commit(i, false),
-            79 => self.abandon(i),
+            79 => {
+                if self.rng.below(2) == 0 {
+                    self.abandon(i)
+                } else if !self.late.is_empty() {
+                    let k = self.rng.below(self.late.len() as u64) as usize;
+                    let plan = self.late.swap_remove(k);
+                    if self.kv.txn(&plan) {
+                        self.reach.late_applied += 1;
+                    }
+                }
+            }
             80..=84 => self.watch(i),
             85..=87 => self.crash(i),
             88..=93 => self.restart(i),
@@ -520,6 +533,12 @@ impl Sim {
     /// order, that waits forever on a live cluster is a bug).
     fn settle(&mut self) {
         self.fencing = None;
+        // Whatever is still on the way arrives now, or never.
+        for plan in std::mem::take(&mut self.late) {
+            if self.rng.below(2) == 0 {
+                self.kv.txn(&plan);
+            }
+        }
         for i in 0..self.nodes.len() {
             self.restart(i);
             self.nodes[i].planned = None;
@@ -657,6 +676,7 @@ fn the_escrow_keeps_every_ticket_through_lost_replies_crashes_and_fences() {
                 reach.sold_out_by_round += seen.sold_out_by_round;
                 reach.sold_out_by_bound += seen.sold_out_by_bound;
                 reach.sold_after_wait += seen.sold_after_wait;
+                reach.late_applied += seen.late_applied;
             }
             Err(panic) => {
                 eprintln!("escrow simulation failed at seed {seed} (replay: ESCROW_SEED={seed})");
@@ -675,6 +695,7 @@ fn the_escrow_keeps_every_ticket_through_lost_replies_crashes_and_fences() {
         sold_out_by_round,
         sold_out_by_bound,
         sold_after_wait,
+        late_applied,
     } = reach;
     let all = [
         recognised,
@@ -686,6 +707,7 @@ fn the_escrow_keeps_every_ticket_through_lost_replies_crashes_and_fences() {
         sold_out_by_round,
         sold_out_by_bound,
         sold_after_wait,
+        late_applied,
     ];
     assert!(
         all.iter().all(|&n| n > 0),

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use etcd_client::{KeyValue, TxnOpResponse};
 
-use super::gather::{self, CloseStep, Closed, GatherView, OpenStep, Opened};
+use super::gather::{self, GatherView, OpenStep, Opened};
 use super::ledger::{self, Corrupt, FenceStep, Fenced, Keys, Ledger, Outcome, Plan, Read};
-use super::ledger::{Request, Step};
+use super::ledger::{Op, Request, Step};
 
 /// How long one call to etcd may take before it counts as lost: a leader election in a healthy
 /// cluster takes about one election timeout (etcd's default 1 s), and a lost call is retried.
@@ -391,33 +391,6 @@ impl Etcd {
         }
     }
 
-    /// Closes `round` if every node answered it ([`gather::close`]).
-    pub async fn close_gather(
-        &mut self,
-        round: u64,
-        deadline: Instant,
-    ) -> Result<Closed, EtcdError> {
-        let mut backoff = Backoff::new(deadline);
-        loop {
-            let view = self.gather_view(&mut backoff).await?;
-            let (plan, closed) = match gather::close(&self.keys, round, &view) {
-                CloseStep::Done(closed) => return Ok(closed),
-                CloseStep::Commit { plan, closed } => (plan, closed),
-            };
-            match self.client.txn(txn(&plan)).await {
-                Ok(response) if response.succeeded() => return Ok(closed),
-                Ok(_) => {
-                    self.counts.guards_failed += 1;
-                    backoff.check()?;
-                }
-                Err(error) => {
-                    self.counts.calls_lost += 1;
-                    backoff.failed(error).await?
-                }
-            }
-        }
-    }
-
     /// Carries out node `id`'s `request` until etcd applied it (now or by an earlier try) or
     /// the ledger answered without a write; retries lost calls and failed guards until
     /// `deadline`. An error leaves the outcome unknown (a lost call may still be applied): the
@@ -431,8 +404,18 @@ impl Etcd {
     ) -> Result<Outcome, EtcdError> {
         let mut backoff = Backoff::new(deadline);
         loop {
-            let view = self.view(id, &mut backoff).await?;
-            let (plan, last) = match ledger::plan(&self.keys, id, request, &view) {
+            // A close reads every record; every other request the pool, its record, the round.
+            let step = match request.op {
+                Op::Close { .. } => {
+                    let view = self.gather_view(&mut backoff).await?;
+                    gather::close(&self.keys, id, request, &view)
+                }
+                _ => {
+                    let view = self.view(id, &mut backoff).await?;
+                    ledger::plan(&self.keys, id, request, &view)
+                }
+            };
+            let (plan, last) = match step {
                 Step::Done(outcome) => return Ok(outcome),
                 Step::Commit { plan, last } => (plan, last),
             };
@@ -497,6 +480,10 @@ impl Etcd {
         deadline: Instant,
     ) -> Result<Step, EtcdError> {
         let mut backoff = Backoff::new(deadline);
+        if let Op::Close { .. } = request.op {
+            let view = self.gather_view(&mut backoff).await?;
+            return Ok(gather::close(&self.keys, id, request, &view));
+        }
         let view = self.view(id, &mut backoff).await?;
         Ok(ledger::plan(&self.keys, id, request, &view))
     }

@@ -9,12 +9,16 @@
 //! 2. **Answer** (`Op::Answer`, a node's sequenced transaction): every node that sees the open
 //!    round gives its whole unsold lease back and its record says it answered r. A fenced node
 //!    counts as answered (the fence returned its lease but for the doubt).
-//! 3. **Close** ([`close`]): any node waiting on the round (the opener, or a node that joined)
-//!    closes it once every node's record answered r, in one transaction guarded by the pool, the
-//!    round and every node record as read: the pool then holds every unsold ticket outside
-//!    doubt, and the close records it (`pool_at_close`) with the bound `at_most = pool +
-//!    Σ in_doubt`. A node that stays silent is fenced by its peers (a timeout decides when; it
-//!    never decides a sold out), or the order gets a 503.
+//! 3. **Close** ([`close`], `Op::Close`, a node's sequenced transaction): any node waiting on
+//!    the round, or that answered it, closes it once every node holding tickets answered r, in
+//!    one transaction guarded by the pool, the round and every node record as read: the pool
+//!    then holds every unsold ticket outside doubt, and the close records it (`pool_at_close`)
+//!    with the bound `at_most = pool + Σ in_doubt`, and gives the closer the tickets its order
+//!    lacks if the pool holds them, so that no other node's acquire comes between (without it,
+//!    idle nodes refilling ahead took a scarce pool after every close, and an order waited
+//!    through hundreds of rounds: the simulation's fault-free phase found it). A node that stays
+//!    silent is fenced by its peers (a timeout decides when; it never decides a sold out), or
+//!    the order gets a 503.
 //!
 //! After a close: an order that arrived before it and asks for more than `pool_at_close` is truly
 //! sold out (every unsold ticket was in the pool at the close's revision, but for at most the
@@ -33,7 +37,8 @@
 //! a bound learnt from such a close. This module decides the rounds; `cluster::lease` decides
 //! when a node opens, answers and closes them.
 
-use super::ledger::{encode_gather, Gather, Keys, NodeRecord, Plan, Read};
+use super::ledger::{admit, encode_gather, encode_record, Gather, Keys, Last, NodeRecord, Op};
+use super::ledger::{Outcome, Plan, Read, Refusal, Request, Step};
 
 /// What opening or closing a round reads: the pool, the round, and every node's record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -99,87 +104,107 @@ pub fn open(keys: &Keys, view: &GatherView) -> OpenStep {
     }
 }
 
-/// The result of [`close`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Closed {
-    /// The round is closed (by this call or another): the gather as closed. (A later round may
-    /// be open or closed already: `gather.round` says which this is.)
-    Done(Gather),
-    /// These nodes have not answered the round yet (fence them after a while, or answer 503).
-    Waiting {
-        /// Their ids.
-        silent: Vec<String>,
-    },
-}
-
-/// The next move of a close.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CloseStep {
-    /// Nothing to send.
-    Done(Closed),
-    /// Send `plan`; applied: `closed`. On a failed guard or a lost reply, read and call again.
-    Commit {
-        /// The transaction.
-        plan: Plan,
-        /// What it does when applied.
-        closed: Closed,
-    },
-}
-
-/// Closes `round` once every node answered it.
-pub fn close(keys: &Keys, round: u64, view: &GatherView) -> CloseStep {
+/// Node `id`'s `request` to close round `round` ([`Op::Close`]): once every node holding
+/// tickets answered the round, in one transaction guarded by the pool, the round and every node
+/// record as read, the round closes with the pool as it is (`pool_at_close`: every unsold ticket
+/// outside doubt) and the bound, and the closer takes `want` tickets if the pool holds them.
+/// Not applied: `Outcome::Silent` (ask again later), `Outcome::RoundClosed` (another closed
+/// it: its close says what the pool held), or what [`admit`] answers (a retry recognised, a
+/// fence).
+pub fn close(keys: &Keys, id: &str, request: &Request, view: &GatherView) -> Step {
+    let Op::Close { round, want } = request.op else {
+        return Step::Done(Outcome::Refused(Refusal::Misrouted));
+    };
+    let own = view.nodes.iter().find(|(node, _)| node == id);
+    let own_read = own.map_or(Read::default(), |(_, read)| *read);
+    let record = own_read.value.unwrap_or_default();
+    if let Err(step) = admit(&record, request) {
+        return step;
+    }
     let gather = view.gather.value.unwrap_or_default();
     if !gather.open || gather.round != round {
-        // Closed by another (the caller compares `gather.round` with its own).
-        return CloseStep::Done(Closed::Done(gather));
+        return Step::Done(Outcome::RoundClosed { gather });
     }
-    let silent: Vec<String> = view
+    // A node that holds nothing (no lease, no unreported sale) has nothing to give back, and
+    // cannot acquire while the round is open: it need not answer (a dead or retired node's
+    // record must not hold every later round open).
+    let silent = |r: &NodeRecord| r.answered < round && r.granted > 0;
+    if view
         .nodes
         .iter()
-        // A node that holds nothing (no lease, no unreported sale) has nothing to give back,
-        // and cannot acquire while the round is open: it need not answer (a dead or retired
-        // node's record must not hold every later round open).
-        .filter(|(_, node)| {
-            node.value
-                .is_some_and(|r| r.answered < round && r.granted > 0)
-        })
-        .map(|(id, _)| id.clone())
-        .collect();
-    if !silent.is_empty() {
-        return CloseStep::Done(Closed::Waiting { silent });
+        .any(|(_, n)| n.value.as_ref().is_some_and(silent))
+    {
+        return Step::Done(Outcome::Silent);
     }
-    let pool = view.pool.value.unwrap_or(0);
+    // A closer without an order leaves the close to a node whose order waited in this round
+    // (its own record saying so counts: the order may have gone since, and two such nodes must
+    // not each wait for the other).
+    let waited = |r: &NodeRecord| r.answered == round && r.waiting > 0;
+    let others_wait = view
+        .nodes
+        .iter()
+        .any(|(node, read)| node != id && read.value.as_ref().is_some_and(waited));
+    if want == 0 && !waited(&record) && others_wait {
+        return Step::Done(Outcome::Silent);
+    }
+    let Some(pool) = view.pool.value else {
+        return Step::Done(Outcome::Refused(Refusal::NotInitialised));
+    };
     let doubt = view
         .nodes
         .iter()
         .filter_map(|(_, node)| node.value)
         .try_fold(0u64, |sum, r| sum.checked_add(r.in_doubt));
     let bound = doubt.and_then(|doubt| doubt.checked_add(pool));
+    // Both are bounds on what can still be sold (capacity less sold): keep the tighter.
+    let at_most = match (bound, gather.at_most) {
+        (Some(new), Some(old)) => Some(new.min(old)),
+        (new, old) => new.or(old),
+    };
+    let took = if pool >= want { want } else { 0 };
+    let Some(granted) = record.granted.checked_add(took) else {
+        return Step::Done(Outcome::Refused(Refusal::Overflow));
+    };
+    let last = Last::Closed {
+        round,
+        took,
+        pool_at_close: pool,
+        at_most,
+    };
+    let next_record = NodeRecord {
+        seq: request.seq,
+        window: record.window.max(request.window),
+        granted,
+        answered: record.answered.max(round),
+        waiting: 0,
+        last,
+        ..record
+    };
     let next = Gather {
         round,
         open: false,
         pool_at_close: pool,
-        // Both are bounds on what can still be sold (capacity less sold): keep the tighter.
-        at_most: match (bound, gather.at_most) {
-            (Some(new), Some(old)) => Some(new.min(old)),
-            (new, old) => new.or(old),
-        },
+        at_most,
     };
     let mut compares = vec![
         (keys.gather(), view.gather.mod_revision),
         (keys.pool(), view.pool.mod_revision),
     ];
-    for (id, node) in &view.nodes {
-        compares.push((keys.node(id), node.mod_revision));
+    for (node, read) in &view.nodes {
+        compares.push((keys.node(node), read.mod_revision));
+    }
+    if own.is_none() {
+        compares.push((keys.node(id), 0));
     }
     let plan = Plan {
         compares,
-        puts: vec![(keys.gather(), encode_gather(&next))],
+        puts: vec![
+            (keys.gather(), encode_gather(&next)),
+            (keys.pool(), (pool - took).to_string()),
+            (keys.node(id), encode_record(&next_record)),
+        ],
     };
-    CloseStep::Commit {
-        plan,
-        closed: Closed::Done(next),
-    }
+    Step::Commit { plan, last }
 }
 
 #[cfg(test)]
@@ -244,37 +269,103 @@ mod tests {
             open: true,
             ..Gather::default()
         };
-        let waiting = view(gather, vec![("a", node(3, 0, 7)), ("b", node(2, 0, 8))]);
-        let silent = Closed::Waiting {
-            silent: vec!["b".into()],
+        // Node a closes for an order lacking 2 tickets.
+        let request = Request {
+            op: Op::Close { round: 3, want: 2 },
+            seq: 1,
+            epoch: 0,
+            window: 4,
         };
-        assert_eq!(close(&keys(), 3, &waiting), CloseStep::Done(silent));
+        let waiting = view(gather, vec![("a", node(3, 0, 7)), ("b", node(2, 0, 8))]);
+        let step = close(&keys(), "a", &request, &waiting);
+        assert_eq!(step, Step::Done(Outcome::Silent));
         // A node holding nothing need not answer (a dead node's record holds no round open).
         let mut empty = node(2, 0, 8);
         empty.value.as_mut().unwrap().granted = 0;
         let idle = view(gather, vec![("a", node(3, 0, 7)), ("b", empty)]);
-        assert!(matches!(close(&keys(), 3, &idle), CloseStep::Commit { .. }));
+        assert!(matches!(
+            close(&keys(), "a", &request, &idle),
+            Step::Commit { .. }
+        ));
         let answered = view(gather, vec![("a", node(3, 0, 7)), ("b", node(3, 2, 8))]);
-        let CloseStep::Commit { plan, closed } = close(&keys(), 3, &answered) else {
+        let Step::Commit { plan, last } = close(&keys(), "a", &request, &answered) else {
             panic!("every node answered")
         };
+        let closed = Last::Closed {
+            round: 3,
+            took: 2,
+            pool_at_close: 3,
+            at_most: Some(5),
+        };
+        assert_eq!(last, closed);
+        assert_eq!(
+            plan.compares.len(),
+            4,
+            "the round, the pool and both records"
+        );
         let done = Gather {
             round: 3,
             open: false,
             pool_at_close: 3,
             at_most: Some(5),
         };
-        assert_eq!(closed, Closed::Done(done));
+        assert_eq!(plan.puts[0], (keys().gather(), encode_gather(&done)));
         assert_eq!(
-            plan.compares.len(),
-            4,
-            "the round, the pool and both records"
+            plan.puts[1],
+            (keys().pool(), "1".into()),
+            "the closer took its 2"
         );
+        // An order for more than the pool takes nothing: it is sold out.
+        let greedy = Request {
+            op: Op::Close { round: 3, want: 4 },
+            ..request
+        };
+        let Step::Commit { last, .. } = close(&keys(), "a", &greedy, &answered) else {
+            panic!("every node answered")
+        };
+        assert!(matches!(last, Last::Closed { took: 0, .. }), "{last:?}");
         // Another closer, after it, is told how it closed.
         let after = view(done, vec![]);
+        let step = close(&keys(), "b", &request, &after);
+        assert_eq!(step, Step::Done(Outcome::RoundClosed { gather: done }));
+    }
+
+    #[test]
+    fn a_closer_without_an_order_leaves_the_close_to_one_whose_order_waits() {
+        let gather = Gather {
+            round: 3,
+            open: true,
+            ..Gather::default()
+        };
+        let waiter = |waiting, rev| {
+            let mut read = node(3, 0, rev);
+            read.value.as_mut().unwrap().waiting = waiting;
+            read
+        };
+        let idle = |seq| Request {
+            op: Op::Close { round: 3, want: 0 },
+            seq,
+            epoch: 0,
+            window: 4,
+        };
+        let both = view(gather, vec![("a", waiter(0, 7)), ("b", waiter(2, 8))]);
+        let step = close(&keys(), "a", &idle(1), &both);
         assert_eq!(
-            close(&keys(), 3, &after),
-            CloseStep::Done(Closed::Done(done))
+            step,
+            Step::Done(Outcome::Silent),
+            "b's order waits: b closes"
         );
+        assert!(matches!(
+            close(&keys(), "b", &idle(1), &both),
+            Step::Commit { .. }
+        ));
+        let ordered = Request {
+            op: Op::Close { round: 3, want: 1 },
+            ..idle(1)
+        };
+        assert!(matches!(
+            close(&keys(), "a", &ordered, &both),
+            Step::Commit { .. }
+        ));
     }
 }

@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use super::gather::{Closed, Opened};
+use super::gather::Opened;
 use super::ledger::{Gather, Last, Op, Outcome, Request};
 
 /// The smallest block a node asks for: below it, transactions cost more than the sales they
@@ -79,13 +79,9 @@ pub struct Journal {
 pub enum Call {
     /// A transaction on its record (journaled as the intent).
     Node(Request),
-    /// Open a gather round, or join the open one (`cluster::gather::open`).
+    /// Open a gather round, or join the open one (`cluster::gather::open`; not a node
+    /// transaction: a retry after a lost reply joins the round it opened).
     Open,
-    /// Close this round if every node answered it (`cluster::gather::close`).
-    Close {
-        /// The round.
-        round: u64,
-    },
 }
 
 /// The answer to an order.
@@ -297,8 +293,11 @@ impl Lease {
             // A round this node answered closes when any node asks; nobody may be waiting on
             // it any more (the opener's order went away), so every node that answered asks.
             let answered = gather.open && self.journal.answered >= gather.round;
+            if !answered || now < self.close_after {
+                return None;
+            }
             let round = gather.round;
-            return (answered && now >= self.close_after).then_some(Call::Close { round });
+            return Some(Call::Node(self.send(Op::Close { round, want: 0 })));
         };
         match need.stage {
             // Enough held, but the window too small: as the record holds it (a larger
@@ -319,7 +318,10 @@ impl Lease {
                 Some(Call::Node(self.send(Op::Acquire { want })))
             }
             Stage::Open => Some(Call::Open),
-            Stage::Round(round) if now >= self.close_after => Some(Call::Close { round }),
+            Stage::Round(round) if now >= self.close_after => {
+                let want = need.qty.saturating_sub(self.journal.lease);
+                Some(Call::Node(self.send(Op::Close { round, want })))
+            }
             Stage::Round(_) | Stage::SoldOut => None,
         }
     }
@@ -359,24 +361,63 @@ impl Lease {
         }
     }
 
-    /// The result of [`Call::Close`].
-    pub fn closed(&mut self, round: u64, closed: Closed, now: Duration) {
-        let Closed::Done(gather) = closed else {
-            // Some node has not answered yet: ask again a little later.
-            self.close_after = now + ROUND_POLL;
-            return;
-        };
-        self.observe(gather);
+    /// The order's stage after round `round` closed with `pool_at_close` tickets in the pool
+    /// (every unsold ticket outside doubt): sold out if it asks for more, else it acquires (or
+    /// sells, if the close gave it its tickets). Only for the round it waits on: one opened or
+    /// joined after it arrived.
+    fn after_close(&mut self, round: u64, pool_at_close: u64) {
         let Some(need) = self.need else { return };
         if need.stage != Stage::Round(round) {
             return;
         }
-        if gather.round == round && need.qty > gather.pool_at_close {
-            // Every unsold ticket outside doubt was in the pool at this close, which came after
-            // the order arrived: fewer than asked existed.
+        if need.qty > pool_at_close {
             self.set_stage(Stage::SoldOut);
         } else {
             self.set_stage(Stage::Acquire);
+        }
+    }
+
+    /// What an applied transaction did to the lease.
+    fn applied(&mut self, last: Last, now: Duration) {
+        let journal = &mut self.journal;
+        match last {
+            Last::Acquired(tickets) => {
+                journal.lease += tickets;
+                let lease = journal.lease;
+                if self.need.is_some_and(|n| n.qty > lease) {
+                    self.set_stage(Stage::Open);
+                }
+            }
+            Last::Reported(sold) => {
+                journal.unreported -= sold;
+                self.reported_at = now;
+            }
+            Last::Returned(_) => {}
+            Last::Answered { round, .. } => journal.answered = round,
+            Last::Closed {
+                round,
+                took,
+                pool_at_close,
+                at_most,
+            } => {
+                journal.lease += took;
+                journal.answered = journal.answered.max(round);
+                let closed = Gather {
+                    round,
+                    open: false,
+                    pool_at_close,
+                    at_most,
+                };
+                self.observe(closed);
+                self.after_close(round, pool_at_close);
+            }
+            Last::Rejoined { sold, .. } => {
+                assert_eq!(sold, journal.unreported, "a rejoin reports every sale");
+                journal.unreported = 0;
+                journal.fenced = false;
+                self.reported_at = now;
+            }
+            Last::None => panic!("an applied request has a result"),
         }
     }
 
@@ -389,7 +430,13 @@ impl Lease {
         let gather = self.gather;
         if gather.open && journal.answered < gather.round {
             let (round, tickets) = (gather.round, journal.lease);
-            return Some(Op::Answer { round, tickets });
+            // What its waiting order lacks once the lease is given back: all of it.
+            let waiting = self.need.map_or(0, |need| need.qty);
+            return Some(Op::Answer {
+                round,
+                tickets,
+                waiting,
+            });
         }
         let unreported = journal.unreported;
         let window_half_full = unreported * 2 >= self.window();
@@ -430,35 +477,12 @@ impl Lease {
         let journal = &mut self.journal;
         match outcome {
             Outcome::Applied(last) => {
-                match last {
-                    Last::Acquired(tickets) => {
-                        journal.lease += tickets;
-                        let short = self.need.is_some_and(|n| n.qty > journal.lease);
-                        if short {
-                            if let Some(need) = &mut self.need {
-                                need.stage = Stage::Open;
-                            }
-                        }
-                    }
-                    Last::Reported(sold) => {
-                        journal.unreported -= sold;
-                        self.reported_at = now;
-                    }
-                    Last::Returned(_) => {}
-                    Last::Answered { round, .. } => journal.answered = round,
-                    Last::Rejoined { sold, .. } => {
-                        assert_eq!(sold, journal.unreported, "a rejoin reports every sale");
-                        journal.unreported = 0;
-                        journal.fenced = false;
-                        self.reported_at = now;
-                    }
-                    Last::None => panic!("an applied request has a result"),
-                }
-                journal.window = match last {
+                self.journal.window = match last {
                     Last::Rejoined { .. } => request.window,
-                    _ => journal.window.max(request.window),
+                    _ => self.journal.window.max(request.window),
                 };
-                journal.seq = request.seq;
+                self.journal.seq = request.seq;
+                self.applied(last, now);
             }
             Outcome::Empty => {
                 self.quiet_until = now + EMPTY_RETRY;
@@ -478,7 +502,16 @@ impl Lease {
                     journal.lease += tickets;
                 }
                 self.observe(gather);
+                if let Op::Close { round, .. } = request.op {
+                    if gather.round == round {
+                        // Another node closed the round this order waited on.
+                        self.after_close(round, gather.pool_at_close);
+                    } else {
+                        self.set_stage(Stage::Acquire);
+                    }
+                }
             }
+            Outcome::Silent => self.close_after = now + ROUND_POLL,
             Outcome::Fenced { epoch } => {
                 // The fence took the lease back (but for the doubt): sell nothing until rejoined.
                 journal.epoch = epoch;
@@ -633,17 +666,27 @@ mod tests {
         // In the round, the node answers like every node, then asks for the close.
         let answer = node(lease.next(T0));
         let tickets = 2;
-        assert_eq!(answer.op, Op::Answer { round: 4, tickets });
+        let waiting = 3;
+        assert_eq!(
+            answer.op,
+            Op::Answer {
+                round: 4,
+                tickets,
+                waiting
+            }
+        );
         assert_eq!(lease.sellable(), 0, "given up before it leaves");
         applied(&mut lease, Last::Answered { round: 4, tickets }, T0);
-        assert_eq!(lease.next(T0), Some(Call::Close { round: 4 }));
-        let silent = Closed::Waiting {
-            silent: vec!["b".into()],
-        };
-        lease.closed(4, silent, T0);
+        let close = node(lease.next(T0));
+        assert_eq!(close.op, Op::Close { round: 4, want: 3 });
+        lease.outcome(Outcome::Silent, T0);
         assert_eq!(lease.order(1, 3), OrderAnswer::Wait);
         assert_eq!(lease.next(T0), None, "the next ask waits ROUND_POLL");
-        assert_eq!(lease.next(ROUND_POLL), Some(Call::Close { round: 4 }));
+        assert_eq!(
+            node(lease.next(ROUND_POLL)),
+            close,
+            "the same number, not used"
+        );
         let closed = Gather {
             round: 4,
             open: false,
@@ -651,14 +694,21 @@ mod tests {
             at_most: Some(5),
         };
         let mut abandoned = lease.clone();
-        lease.closed(4, Closed::Done(closed), ROUND_POLL);
+        let last = Last::Closed {
+            round: 4,
+            took: 0,
+            pool_at_close: 2,
+            at_most: Some(5),
+        };
+        applied(&mut lease, last, ROUND_POLL);
+        assert_eq!(lease.gather(), closed);
         assert_eq!(
             lease.order(1, 3),
             OrderAnswer::SoldOut,
             "3 > 2 in the pool at the close"
         );
         // Had order 1 been abandoned, order 2 would not inherit its answer.
-        abandoned.closed(4, Closed::Done(closed), ROUND_POLL);
+        applied(&mut abandoned, last, ROUND_POLL);
         assert_eq!(abandoned.order(2, 3), OrderAnswer::Wait);
         let retry = node(abandoned.next(ROUND_POLL));
         assert_eq!(retry.op, Op::Acquire { want: BLOCK_MIN });
@@ -673,20 +723,55 @@ mod tests {
     }
 
     #[test]
-    fn a_close_of_a_round_joined_before_the_order_decides_nothing() {
+    fn a_close_the_order_did_not_wait_on_decides_nothing_and_a_close_serves_its_order() {
         let mut lease = Lease::new(4, T0);
         lease.next(T0);
         applied(&mut lease, Last::Acquired(1), T0);
         assert_eq!(lease.order(1, 3), OrderAnswer::Wait);
-        // The order waits to acquire: a close it did not wait on does not answer it.
+        // The order waits to open a round: a close it did not wait on (seen by the watch)
+        // does not answer it.
         let stale = Gather {
             round: 1,
             open: false,
             pool_at_close: 0,
             at_most: Some(9),
         };
-        lease.closed(1, Closed::Done(stale), T0);
+        lease.observe(stale);
         assert_eq!(lease.order(1, 3), OrderAnswer::Wait);
+        let acquire = node(lease.next(T0));
+        assert!(matches!(acquire.op, Op::Acquire { .. }), "{acquire:?}");
+        lease.outcome(Outcome::Empty, T0);
+        assert_eq!(lease.next(T0), Some(Call::Open));
+        lease.opened(Opened::Started { round: 2 });
+        let answer = node(lease.next(T0));
+        let (round, tickets, waiting) = (2, 1, 3);
+        assert_eq!(
+            answer.op,
+            Op::Answer {
+                round,
+                tickets,
+                waiting
+            }
+        );
+        let answered = Last::Answered {
+            round: 2,
+            tickets: 1,
+        };
+        applied(&mut lease, answered, T0);
+        let close = node(lease.next(T0));
+        assert_eq!(close.op, Op::Close { round: 2, want: 3 });
+        let last = Last::Closed {
+            round: 2,
+            took: 3,
+            pool_at_close: 7,
+            at_most: Some(7),
+        };
+        applied(&mut lease, last, T0);
+        assert_eq!(
+            lease.order(1, 3),
+            OrderAnswer::Sell,
+            "the close took its tickets"
+        );
     }
 
     #[test]

@@ -145,6 +145,11 @@ pub struct NodeRecord {
     pub window: u64,
     /// The last gather round the node answered (by giving its whole lease back, or being fenced).
     pub answered: u64,
+    /// Tickets an order of the node waits for in the round it answered: while any node waits, a
+    /// node without an order leaves the close to one that has (whose close takes its tickets in
+    /// the same transaction), so that no round closes for nobody while idle nodes' refills
+    /// drain the pool before the waiting order gets to it.
+    pub waiting: u64,
 }
 
 /// The cluster-wide sold-out round (`cluster::gather`): while `open`, no node may acquire, and
@@ -185,6 +190,17 @@ pub enum Last {
         /// Tickets given back.
         tickets: u64,
     },
+    /// The node closed a gather round, and took `took` tickets for its order.
+    Closed {
+        /// The round.
+        round: u64,
+        /// Tickets taken from the pool into the node's lease.
+        took: u64,
+        /// The pool at the close, before the take.
+        pool_at_close: u64,
+        /// The bound the close recorded.
+        at_most: Option<u64>,
+    },
     /// The node rejoined after a fence: `sold` of the doubt were sales, `returned` went back.
     Rejoined {
         /// Sales the node's journal showed in its doubt window.
@@ -219,6 +235,18 @@ pub enum Op {
         round: u64,
         /// Tickets given back.
         tickets: u64,
+        /// Tickets the node's waiting order lacks (0: none waits).
+        waiting: u64,
+    },
+    /// Close gather round `round` once every node answered it (`cluster::gather::close`), and
+    /// take `want` tickets for the closer's order if the pool holds them (none if it does not:
+    /// the order is sold out), in the same transaction, so that no other node's acquire comes
+    /// between the close and the order it was for.
+    Close {
+        /// The round.
+        round: u64,
+        /// Tickets the closer's order lacks (0: it has none, it only closes).
+        want: u64,
     },
     /// After a fence: `sold` of the tickets in doubt were sold; the rest goes back to the pool.
     Rejoin {
@@ -284,6 +312,9 @@ pub enum Outcome {
         /// The record's epoch.
         epoch: u64,
     },
+    /// A close found a node that holds tickets and has not answered the round: ask again
+    /// later (and fence it if it stays silent).
+    Silent,
     /// A gather round is open: no acquire until it closes (answer it first, if not yet).
     Gathering {
         /// The open round.
@@ -331,6 +362,8 @@ pub enum Refusal {
     },
     /// An acquire of nothing (a block-size policy that rounded to 0 must not read as empty).
     Zero,
+    /// A close planned by [`plan`] instead of `gather::close` (which reads every record).
+    Misrouted,
 }
 
 /// The next move of a node's transaction, given what was read.
@@ -351,6 +384,20 @@ pub enum Step {
 /// The transaction for node `id`'s `request`, given `view`, read at one revision.
 pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
     let record = view.node.value.unwrap_or_default();
+    if let Err(step) = admit(&record, request) {
+        return step;
+    }
+    if let Op::Close { .. } = request.op {
+        // A close reads every record: `gather::close` plans it from a `GatherView`.
+        return Step::Done(Outcome::Refused(Refusal::Misrouted));
+    }
+    plan_admitted(keys, id, request, view, record)
+}
+
+/// What every node transaction checks first against the node's record: a retry of the last
+/// applied one is told its result (if it is the same request), a sequence number out of turn
+/// is refused, and a request from an older epoch learns it was fenced.
+pub(super) fn admit(record: &NodeRecord, request: &Request) -> Result<(), Step> {
     if request.seq == record.seq && record.seq != 0 {
         // Applied before (the reply was lost, or the node crashed before journaling it), if it
         // was this request: the number alone would let a different request be told it was done.
@@ -360,29 +407,41 @@ pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
             (Op::Report { sold }, Last::Reported(done)) => sold == done,
             (Op::Return { tickets }, Last::Returned(done)) => tickets == done,
             (
-                Op::Answer { round, tickets },
+                Op::Answer { round, tickets, .. },
                 Last::Answered {
                     round: r,
                     tickets: t,
                 },
             ) => (round, tickets) == (r, t),
             (Op::Rejoin { sold }, Last::Rejoined { sold: done, .. }) => sold == done,
+            (Op::Close { round, .. }, Last::Closed { round: r, .. }) => round == r,
             _ => false,
         };
         let outcome = match same {
             true => Outcome::Applied(applied),
             false => Outcome::Refused(Refusal::Mismatch { applied }),
         };
-        return Step::Done(outcome);
+        return Err(Step::Done(outcome));
     }
     if Some(request.seq) != record.seq.checked_add(1) {
         let applied = record.seq;
-        return Step::Done(Outcome::Refused(Refusal::Sequence { applied }));
+        return Err(Step::Done(Outcome::Refused(Refusal::Sequence { applied })));
     }
     if record.epoch != request.epoch {
         let epoch = record.epoch;
-        return Step::Done(Outcome::Fenced { epoch });
+        return Err(Step::Done(Outcome::Fenced { epoch }));
     }
+    Ok(())
+}
+
+/// [`plan`] past [`admit`].
+fn plan_admitted(
+    keys: &Keys,
+    id: &str,
+    request: &Request,
+    view: &View,
+    record: NodeRecord,
+) -> Step {
     let Some(pool) = view.pool.value else {
         return Step::Done(Outcome::Refused(Refusal::NotInitialised));
     };
@@ -442,7 +501,11 @@ pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
             new_pool = Some(sum);
             Last::Returned(tickets)
         }
-        Op::Answer { round, tickets } => {
+        Op::Answer {
+            round,
+            tickets,
+            waiting,
+        } => {
             let gather = view.gather.value.unwrap_or_default();
             if !gather.open || gather.round != round {
                 return Step::Done(Outcome::RoundClosed { gather });
@@ -457,9 +520,11 @@ pub fn plan(keys: &Keys, id: &str, request: &Request, view: &View) -> Step {
             guard_gather = true;
             next.granted = record.granted - tickets;
             next.answered = round;
+            next.waiting = waiting;
             new_pool = Some(sum);
             Last::Answered { round, tickets }
         }
+        Op::Close { .. } => return refuse(Refusal::Misrouted),
         Op::Rejoin { sold } => {
             if sold > record.in_doubt {
                 let in_doubt = record.in_doubt;
@@ -572,6 +637,7 @@ pub fn fence(keys: &Keys, id: &str, seen_epoch: u64, view: &View) -> FenceStep {
         granted: 0,
         in_doubt: doubt,
         answered,
+        waiting: 0,
         ..record
     };
     let fenced = Fenced::Applied {
@@ -983,6 +1049,7 @@ mod tests {
         let answer = Op::Answer {
             round: 2,
             tickets: 10,
+            waiting: 0,
         };
         let (plan, last) = committed(plan_for(answer, 2, during));
         assert_eq!(
