@@ -679,3 +679,73 @@ fn a_gather_round_brings_every_lease_back_before_sold_out() {
     assert_eq!(ledger.pool, Some(25));
     assert_eq!(ledger::check(&ledger), Ok(()), "{ledger:?}");
 }
+
+/// The operator's fence and write-off, as `ticketd cluster` runs them: a fence of a node
+/// holding a lease returns all but its window to the pool at once (twice: nothing changes);
+/// writing it off counts its doubt sold; its id with an empty journal is then refused, never
+/// told it was served; the invariant holds throughout.
+#[test]
+fn an_operator_fences_a_stopped_node_and_writes_it_off() {
+    if !have_etcd() {
+        return;
+    }
+    let cluster = EtcdCluster::start("operator");
+    cluster.wait_leader();
+    let rt = etcd::runtime().unwrap();
+    let mut etcd = connect(&rt, &cluster, "sale");
+    let deadline = Instant::now() + CALL_DEADLINE;
+    rt.block_on(etcd.init(100, deadline)).unwrap();
+    let acquire = Request {
+        op: Op::Acquire { want: 50 },
+        seq: 1,
+        epoch: 0,
+        window: WINDOW,
+    };
+    let got = rt
+        .block_on(etcd.transact("n1", &acquire, deadline))
+        .unwrap();
+    assert_eq!(got, Outcome::Applied(Last::Acquired(50)));
+
+    let urls = cluster.endpoints();
+    let run = |action: &[&str]| {
+        let base = ["cluster", "--cluster-etcd", &urls, "--cluster-name", "sale"];
+        tool(&[&base[..], action].concat(), &[])
+    };
+    let (code, out, err) = run(&["fence", "--node-id", "n1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("fenced node n1: epoch 1, 45 tickets back in the pool, 5 in doubt"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["fence", "--node-id", "n1"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("fenced node n1: epoch 2"),
+        "a second fence is a new one: {out}"
+    );
+    let (code, out, err) = run(&["write-off", "--node-id", "n1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("wrote node n1 off: epoch 3, 5 tickets counted sold, 0 back"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["write-off", "--node-id", "n1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing changed"), "{out}");
+    let (code, out, _) = run(&["fence", "--node-id", "nobody"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("never held a lease"), "{out}");
+
+    // A node under the id with an empty journal asks its first request: refused.
+    let refused = rt
+        .block_on(etcd.transact("n1", &acquire, deadline))
+        .unwrap();
+    let mismatch = ledger::Refusal::Mismatch {
+        applied: Last::WrittenOff,
+    };
+    assert_eq!(refused, Outcome::Refused(mismatch));
+    let (ledger, _) = read_ledger(&rt, &mut etcd, None);
+    assert_eq!(ledger.pool, Some(95));
+    assert_eq!(ledger.nodes[0].1.sold, 5);
+    assert_eq!(ledger::check(&ledger), Ok(()), "{ledger:?}");
+}

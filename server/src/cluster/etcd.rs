@@ -16,7 +16,8 @@ use etcd_client::{KeyValue, TxnOpResponse};
 
 use super::gather::{self, GatherView, OpenStep, Opened};
 use super::ledger::{self, Corrupt, FenceStep, Fenced, Keys, Ledger, Outcome, Plan, Read};
-use super::ledger::{Op, Request, Step};
+use super::ledger::{NodeRecord, Op, Request, Step};
+use super::retire::{self, WriteOffStep, WrittenOff};
 
 /// How long one call to etcd may take before it counts as lost: a leader election in a healthy
 /// cluster takes about one election timeout (etcd's default 1 s), and a lost call is retried.
@@ -451,6 +452,44 @@ impl Etcd {
             };
             match self.client.txn(txn(&plan)).await {
                 Ok(response) if response.succeeded() => return Ok(fenced),
+                Ok(_) => {
+                    self.counts.guards_failed += 1;
+                    backoff.check()?;
+                }
+                Err(error) => {
+                    self.counts.calls_lost += 1;
+                    backoff.failed(error).await?
+                }
+            }
+        }
+    }
+
+    /// Node `id`'s record as it is now (`None`: it never transacted).
+    pub async fn record(
+        &mut self,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<Option<NodeRecord>, EtcdError> {
+        let mut backoff = Backoff::new(deadline);
+        Ok(self.view(id, &mut backoff).await?.node.value)
+    }
+
+    /// Writes node `id` off ([`retire::write_off`]), retrying until `deadline`. A lost reply
+    /// reads back as `Nothing` on the retry (the record holds nothing any more).
+    pub async fn write_off(
+        &mut self,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<WrittenOff, EtcdError> {
+        let mut backoff = Backoff::new(deadline);
+        loop {
+            let view = self.view(id, &mut backoff).await?;
+            let (plan, written_off) = match retire::write_off(&self.keys, id, &view) {
+                WriteOffStep::Done(written_off) => return Ok(written_off),
+                WriteOffStep::Commit { plan, written_off } => (plan, written_off),
+            };
+            match self.client.txn(txn(&plan)).await {
+                Ok(response) if response.succeeded() => return Ok(written_off),
                 Ok(_) => {
                     self.counts.guards_failed += 1;
                     backoff.check()?;

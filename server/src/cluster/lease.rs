@@ -417,7 +417,7 @@ impl Lease {
                 journal.fenced = false;
                 self.reported_at = now;
             }
-            Last::None => panic!("an applied request has a result"),
+            Last::None | Last::WrittenOff => panic!("no request of a node has this result"),
         }
     }
 

@@ -201,6 +201,9 @@ pub enum Last {
         /// The bound the close recorded.
         at_most: Option<u64>,
     },
+    /// An operator wrote the node off (`cluster::retire`): no request of a node is this, so
+    /// a node starting under the id with an empty journal is refused, never told it was served.
+    WrittenOff,
     /// The node rejoined after a fence: `sold` of the doubt were sales, `returned` went back.
     Rejoined {
         /// Sales the node's journal showed in its doubt window.

@@ -418,8 +418,8 @@ pub struct ClusterArgs {
     pub action: ClusterTool,
 }
 
-/// `ticketd cluster init|status`.
-#[derive(clap::Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+/// `ticketd cluster init|status|fence|write-off`.
+#[derive(clap::Subcommand, Clone, Debug, PartialEq, Eq)]
 pub enum ClusterTool {
     /// Create the sale's ledger with --initial-stock tickets in the pool (required on the
     /// command line: a node's INITIAL_STOCK never sets a cluster's capacity); once: exit 0 if it
@@ -431,6 +431,21 @@ pub enum ClusterTool {
         /// Print one JSON object instead of text
         #[arg(long)]
         json: bool,
+    },
+    /// Fence a node that stopped (its lease back to the pool but for its window, kept in doubt
+    /// until it rejoins; every transaction it planned before fails): what its peers will do on
+    /// a missed heartbeat, for an operator meanwhile. A live node fenced only rejoins
+    Fence {
+        /// The node's id
+        #[arg(long, value_name = "ID", value_parser = parse::cluster_name)]
+        node_id: String,
+    },
+    /// Write off a node that will not come back with its journal: fence it and count what it
+    /// may have sold unreported (its window and any doubt) as sold; its id cannot be used again
+    WriteOff {
+        /// The node's id
+        #[arg(long, value_name = "ID", value_parser = parse::cluster_name)]
+        node_id: String,
     },
 }
 

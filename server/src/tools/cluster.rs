@@ -41,7 +41,9 @@ mod with_etcd {
 
     use super::{EXIT_BROKEN, EXIT_FAILED, EXIT_NOT_INITIALISED, EXIT_OK};
     use crate::cluster::etcd::{Etcd, EtcdError, Init};
+    use crate::cluster::ledger::Fenced;
     use crate::cluster::ledger::{self, Gather, Keys, Ledger, NodeRecord};
+    use crate::cluster::retire::WrittenOff;
     use crate::config::{ClusterArgs, ClusterTool, Config};
 
     /// How long a tool keeps retrying an etcd cluster that does not answer (a leader election
@@ -61,9 +63,13 @@ mod with_etcd {
         let deadline = Instant::now() + TOOL_DEADLINE;
         runtime.block_on(async {
             let outcome = match Etcd::connect(&args.cluster_etcd, keys).await {
-                Ok(mut etcd) => match args.action {
+                Ok(mut etcd) => match &args.action {
                     ClusterTool::Init => init(&mut etcd, config.initial_stock, deadline).await,
-                    ClusterTool::Status { json } => status(&mut etcd, json, deadline).await,
+                    ClusterTool::Status { json } => status(&mut etcd, *json, deadline).await,
+                    ClusterTool::Fence { node_id } => fence(&mut etcd, node_id, deadline).await,
+                    ClusterTool::WriteOff { node_id } => {
+                        write_off(&mut etcd, node_id, deadline).await
+                    }
                 },
                 Err(error) => Err(error),
             };
@@ -94,6 +100,55 @@ mod with_etcd {
                      {capacity}; nothing changed (a sale's capacity is set once)"
                 );
                 EXIT_FAILED
+            }
+        })
+    }
+
+    async fn fence(etcd: &mut Etcd, id: &str, deadline: Instant) -> Result<i32, EtcdError> {
+        let Some(record) = etcd.record(id, deadline).await? else {
+            println!("node {id} has no record: it never held a lease; nothing to fence");
+            return Ok(EXIT_OK);
+        };
+        // The epoch as first read, so that a retry after a lost reply finds it fenced already.
+        Ok(match etcd.fence(id, record.epoch, deadline).await? {
+            Fenced::Applied {
+                epoch,
+                in_doubt,
+                returned,
+            } => {
+                println!(
+                    "fenced node {id}: epoch {epoch}, {returned} tickets back in the pool, \
+                     {in_doubt} in doubt until it rejoins"
+                );
+                EXIT_OK
+            }
+            Fenced::Already { epoch } => {
+                println!("node {id} is in epoch {epoch} already; nothing changed");
+                EXIT_OK
+            }
+            Fenced::Nothing => {
+                println!("nothing to fence for node {id}");
+                EXIT_OK
+            }
+        })
+    }
+
+    async fn write_off(etcd: &mut Etcd, id: &str, deadline: Instant) -> Result<i32, EtcdError> {
+        Ok(match etcd.write_off(id, deadline).await? {
+            WrittenOff::Applied {
+                epoch,
+                sold,
+                returned,
+            } => {
+                println!(
+                    "wrote node {id} off: epoch {epoch}, {sold} tickets counted sold, {returned} \
+                     back in the pool; its id cannot be used again"
+                );
+                EXIT_OK
+            }
+            WrittenOff::Nothing => {
+                println!("node {id} holds nothing and has nothing in doubt; nothing changed");
+                EXIT_OK
             }
         })
     }

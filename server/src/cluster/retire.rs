@@ -1,0 +1,167 @@
+//! Writing a node off (issue 18), without I/O: what an operator does for a node that will not
+//! come back with its journal (its disk is gone, the machine replaced). The node cannot say what
+//! it sold, so in one transaction it is fenced (its epoch goes up; its lease goes back to the
+//! pool but for its window) and everything in doubt, its window and any earlier doubt, is counted
+//! sold: it may have sold that many unreported, and counting them sold never sells a ticket
+//! twice (at most its window is stranded: the issue's allowance for a fenced node).
+//!
+//! Its id cannot be used again by a node with an empty journal: its first request (sequence
+//! number 1) is refused, either out of turn or, if the record's number is 1, as not the request
+//! last applied (`Last::WrittenOff` matches none), and the lease stops. (A node that does come
+//! back with its journal learns it was fenced and may rejoin only if it sold nothing
+//! unreported, since its doubt was counted sold: no ticket is sold twice either way.)
+
+use super::ledger::{encode_record, Keys, Last, NodeRecord, Plan, View};
+
+/// The result of a write-off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WrittenOff {
+    /// The node has no record (it never held a lease), or the cluster no pool: nothing to do.
+    Nothing,
+    /// Written off: its epoch is now `epoch`; `sold` tickets in doubt were counted sold and
+    /// `returned` went back to the pool.
+    Applied {
+        /// The new epoch.
+        epoch: u64,
+        /// Tickets counted sold.
+        sold: u64,
+        /// Tickets back in the pool.
+        returned: u64,
+    },
+}
+
+/// A write-off's next move.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOffStep {
+    /// Nothing to send.
+    Done(WrittenOff),
+    /// Send `plan`; applied, its result is `written_off`. On a failed guard or a lost reply,
+    /// read again and call [`write_off`] again with `seen_epoch` as first read: a record in a
+    /// later epoch with nothing held or in doubt was written off by that try.
+    Commit {
+        /// The transaction.
+        plan: Plan,
+        /// What it does when applied.
+        written_off: WrittenOff,
+    },
+}
+
+/// Writes node `id` off, as read in `view`.
+pub fn write_off(keys: &Keys, id: &str, view: &View) -> WriteOffStep {
+    let (Some(record), Some(pool)) = (view.node.value, view.pool.value) else {
+        return WriteOffStep::Done(WrittenOff::Nothing);
+    };
+    if record.granted == 0 && record.in_doubt == 0 {
+        // Nothing held and nothing in doubt: nothing to count (already written off, or a node
+        // that returned everything).
+        return WriteOffStep::Done(WrittenOff::Nothing);
+    }
+    let kept = record.window.min(record.granted);
+    let returned = record.granted - kept;
+    let (Some(sold_now), Some(new_pool)) = (
+        record.in_doubt.checked_add(kept),
+        pool.checked_add(returned),
+    ) else {
+        return WriteOffStep::Done(WrittenOff::Nothing);
+    };
+    let Some(sold_total) = record.sold.checked_add(sold_now) else {
+        return WriteOffStep::Done(WrittenOff::Nothing);
+    };
+    // A written-off node holds nothing: it has answered any open round.
+    let gather = view.gather.value.unwrap_or_default();
+    let answered = match gather.open {
+        true => record.answered.max(gather.round),
+        false => record.answered,
+    };
+    let next = NodeRecord {
+        epoch: record.epoch + 1,
+        granted: 0,
+        in_doubt: 0,
+        sold: sold_total,
+        answered,
+        waiting: 0,
+        last: Last::WrittenOff,
+        ..record
+    };
+    let plan = Plan {
+        compares: vec![
+            (keys.node(id), view.node.mod_revision),
+            (keys.pool(), view.pool.mod_revision),
+            (keys.gather(), view.gather.mod_revision),
+        ],
+        puts: vec![
+            (keys.node(id), encode_record(&next)),
+            (keys.pool(), new_pool.to_string()),
+        ],
+    };
+    let written_off = WrittenOff::Applied {
+        epoch: next.epoch,
+        sold: sold_now,
+        returned,
+    };
+    WriteOffStep::Commit { plan, written_off }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ledger::{check, decode_record, Ledger, Read};
+
+    #[test]
+    fn a_written_off_node_counts_its_window_and_doubt_sold_and_returns_the_rest() {
+        let keys = Keys::new("sale").unwrap();
+        let record = NodeRecord {
+            granted: 10,
+            in_doubt: 2,
+            sold: 5,
+            window: 4,
+            seq: 9,
+            ..NodeRecord::default()
+        };
+        let view = View {
+            pool: Read {
+                value: Some(83),
+                mod_revision: 3,
+            },
+            node: Read {
+                value: Some(record),
+                mod_revision: 4,
+            },
+            gather: Read::default(),
+        };
+        let WriteOffStep::Commit { plan, written_off } = write_off(&keys, "n1", &view) else {
+            panic!("a node holding tickets is written off")
+        };
+        let applied = WrittenOff::Applied {
+            epoch: 1,
+            sold: 6,
+            returned: 6,
+        };
+        assert_eq!(written_off, applied);
+        let after = decode_record("k", plan.puts[0].1.as_bytes()).unwrap();
+        assert_eq!(
+            (after.granted, after.in_doubt, after.sold, after.seq),
+            (0, 0, 11, 9)
+        );
+        assert_eq!(plan.puts[1], (keys.pool(), "89".into()));
+        let ledger = Ledger {
+            capacity: Some(100),
+            pool: Some(89),
+            nodes: vec![("n1".into(), after)],
+            gather: None,
+        };
+        assert_eq!(check(&ledger), Ok(()), "the sum is kept");
+        // Again, on what it left: nothing to do.
+        let again = View {
+            node: Read {
+                value: Some(after),
+                mod_revision: 5,
+            },
+            ..view
+        };
+        assert_eq!(
+            write_off(&keys, "n1", &again),
+            WriteOffStep::Done(WrittenOff::Nothing)
+        );
+    }
+}
