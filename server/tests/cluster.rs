@@ -635,7 +635,17 @@ fn a_gather_round_brings_every_lease_back_before_sold_out() {
     let refused = rt.block_on(b.transact("b", &request(Op::Acquire { want: 5 }, 1), deadline));
     assert_eq!(refused.unwrap(), Outcome::Gathering { round: 1 });
     // a has not answered: the round stays open.
-    let close = |want, seq| request(Op::Close { round: 1, want }, seq);
+    let close = |want, seq| {
+        let insist = false;
+        request(
+            Op::Close {
+                round: 1,
+                want,
+                insist,
+            },
+            seq,
+        )
+    };
     let silent = rt
         .block_on(b.transact("b", &close(3, 1), deadline))
         .unwrap();

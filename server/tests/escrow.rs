@@ -74,6 +74,17 @@ enum Planned {
     Open(ledger::Plan, Opened),
 }
 
+/// A request delayed on its way to etcd.
+#[derive(Clone, Debug)]
+struct Late {
+    /// The sending node.
+    node: usize,
+    /// Its sequence number (0: a round's open, which has none).
+    seq: u64,
+    /// The transaction.
+    plan: ledger::Plan,
+}
+
 /// An order waiting for the lease.
 #[derive(Clone, Copy, Debug)]
 struct Order {
@@ -116,7 +127,7 @@ struct Sim {
     orders: u64,
     /// Requests "lost" on the way, still to arrive at etcd late, in any order (a retry of each
     /// was planned from a later read: the guards must keep the late copy from applying too).
-    late: Vec<ledger::Plan>,
+    late: Vec<Late>,
     /// How often the runs reached what they are for.
     reach: Reach,
 }
@@ -144,6 +155,12 @@ struct Reach {
     sold_after_wait: u64,
     /// Delayed requests that etcd applied when they arrived (before any retry had been).
     late_applied: u64,
+    /// Delayed requests refused when they arrived after their node had moved past their number.
+    late_refused: u64,
+    /// Closes deferred to a node whose order waited.
+    deferred: u64,
+    /// Seeds whose fault-free phase began with an order waiting or a round open.
+    settled_with_work: u64,
 }
 
 impl Sim {
@@ -401,7 +418,13 @@ impl Sim {
         if fate == 0 {
             // The request is delayed: nothing applied yet; the node reads again and retries,
             // and this copy arrives some time later, or never.
-            self.late.push(plan.clone());
+            let seq = self.nodes[i].journal.intent.map_or(0, |r| r.seq);
+            let late = Late {
+                node: i,
+                seq,
+                plan: plan.clone(),
+            };
+            self.late.push(late);
             return;
         }
         let applied = self.kv.txn(plan);
@@ -423,6 +446,7 @@ impl Sim {
     fn learn(&mut self, i: usize, outcome: Outcome) {
         match outcome {
             Outcome::Empty => self.reach.empty += 1,
+            Outcome::Deferred => self.reach.deferred += 1,
             Outcome::Fenced { .. } => self.reach.fenced += 1,
             Outcome::Applied(Last::Rejoined { sold, .. }) if sold > 0 => {
                 self.reach.rejoined_with_sales += 1
@@ -481,9 +505,13 @@ impl Sim {
                     self.abandon(i)
                 } else if !self.late.is_empty() {
                     let k = self.rng.below(self.late.len() as u64) as usize;
-                    let plan = self.late.swap_remove(k);
-                    if self.kv.txn(&plan) {
+                    let late = self.late.swap_remove(k);
+                    if self.kv.txn(&late.plan) {
                         self.reach.late_applied += 1;
+                    } else if late.seq != 0 && self.nodes[late.node].journal.seq >= late.seq {
+                        // Its node had moved past that number (a retry applied, or the
+                        // number reused after an outcome that applied nothing): refused.
+                        self.reach.late_refused += 1;
                     }
                 }
             }
@@ -528,20 +556,49 @@ impl Sim {
         }
     }
 
+    /// Whether a gather round is open.
+    fn round_open(&self) -> bool {
+        let gather = self.kv.get(&self.keys.gather());
+        gather.is_some_and(|(bytes, _)| ledger::decode_gather("gather", bytes).unwrap().open)
+    }
+
     /// No more faults, fences or new orders: every node restarts and works on; within
     /// [`SETTLE_ROUNDS`] every order must be answered and every round closed (a round, or an
     /// order, that waits forever on a live cluster is a bug).
     fn settle(&mut self) {
         self.fencing = None;
         // Whatever is still on the way arrives now, or never.
-        for plan in std::mem::take(&mut self.late) {
+        for late in std::mem::take(&mut self.late) {
             if self.rng.below(2) == 0 {
-                self.kv.txn(&plan);
+                self.kv.txn(&late.plan);
             }
         }
+        // One seed in three, a node stays down: its peers fence it if it holds tickets (as on a
+        // missed heartbeat), and if its order waited in an open round, the others close it for
+        // it after `DEFER_MAX`.
+        let down = (self.rng.below(3) == 0).then(|| self.rng.below(self.nodes.len() as u64));
         for i in 0..self.nodes.len() {
+            if Some(i as u64) == down {
+                self.crash(i);
+                continue;
+            }
             self.restart(i);
             self.nodes[i].planned = None;
+        }
+        if let Some(i) = down.map(|i| i as usize) {
+            let view = self.view(i);
+            if view.node.value.is_some_and(|r| r.granted > 0) {
+                let seen = view.node.value.unwrap_or_default().epoch;
+                if let FenceStep::Commit { plan, .. } =
+                    ledger::fence(&self.keys, &self.nodes[i].id, seen, &view)
+                {
+                    assert!(self.kv.txn(&plan));
+                }
+            }
+        }
+        let work = self.nodes.iter().any(|n| n.order.is_some()) || self.round_open();
+        if work {
+            self.reach.settled_with_work += 1;
         }
         for _round in 0..SETTLE_ROUNDS {
             self.now += lease::ROUND_POLL / 4;
@@ -677,6 +734,9 @@ fn the_escrow_keeps_every_ticket_through_lost_replies_crashes_and_fences() {
                 reach.sold_out_by_bound += seen.sold_out_by_bound;
                 reach.sold_after_wait += seen.sold_after_wait;
                 reach.late_applied += seen.late_applied;
+                reach.late_refused += seen.late_refused;
+                reach.deferred += seen.deferred;
+                reach.settled_with_work += seen.settled_with_work;
             }
             Err(panic) => {
                 eprintln!("escrow simulation failed at seed {seed} (replay: ESCROW_SEED={seed})");
@@ -696,6 +756,9 @@ fn the_escrow_keeps_every_ticket_through_lost_replies_crashes_and_fences() {
         sold_out_by_bound,
         sold_after_wait,
         late_applied,
+        late_refused,
+        deferred,
+        settled_with_work,
     } = reach;
     let all = [
         recognised,
@@ -708,6 +771,9 @@ fn the_escrow_keeps_every_ticket_through_lost_replies_crashes_and_fences() {
         sold_out_by_bound,
         sold_after_wait,
         late_applied,
+        late_refused,
+        deferred,
+        settled_with_work,
     ];
     assert!(
         all.iter().all(|&n| n > 0),

@@ -9,8 +9,10 @@
 //! 2. **Answer** (`Op::Answer`, a node's sequenced transaction): every node that sees the open
 //!    round gives its whole unsold lease back and its record says it answered r. A fenced node
 //!    counts as answered (the fence returned its lease but for the doubt).
-//! 3. **Close** ([`close`], `Op::Close`, a node's sequenced transaction): any node waiting on
-//!    the round, or that answered it, closes it once every node holding tickets answered r, in
+//! 3. **Close** ([`close`], `Op::Close`, a node's sequenced transaction): a node whose order
+//!    waits on the round closes it (a node without one, which answered, leaves it to such a node
+//!    for a while, then insists: a round open for nobody blocks every refill) once every node
+//!    holding tickets answered r, in
 //!    one transaction guarded by the pool, the round and every node record as read: the pool
 //!    then holds every unsold ticket outside doubt, and the close records it (`pool_at_close`)
 //!    with the bound `at_most = pool + Σ in_doubt`, and gives the closer the tickets its order
@@ -108,11 +110,18 @@ pub fn open(keys: &Keys, view: &GatherView) -> OpenStep {
 /// tickets answered the round, in one transaction guarded by the pool, the round and every node
 /// record as read, the round closes with the pool as it is (`pool_at_close`: every unsold ticket
 /// outside doubt) and the bound, and the closer takes `want` tickets if the pool holds them.
-/// Not applied: `Outcome::Silent` (ask again later), `Outcome::RoundClosed` (another closed
+/// Not applied: `Outcome::Silent` (a node has not answered: ask again later),
+/// `Outcome::Deferred` (a closer without an order, while another node's order waits),
+/// `Outcome::RoundClosed` (another closed
 /// it: its close says what the pool held), or what [`admit`] answers (a retry recognised, a
 /// fence).
 pub fn close(keys: &Keys, id: &str, request: &Request, view: &GatherView) -> Step {
-    let Op::Close { round, want } = request.op else {
+    let Op::Close {
+        round,
+        want,
+        insist,
+    } = request.op
+    else {
         return Step::Done(Outcome::Refused(Refusal::Misrouted));
     };
     let own = view.nodes.iter().find(|(node, _)| node == id);
@@ -144,8 +153,8 @@ pub fn close(keys: &Keys, id: &str, request: &Request, view: &GatherView) -> Ste
         .nodes
         .iter()
         .any(|(node, read)| node != id && read.value.as_ref().is_some_and(waited));
-    if want == 0 && !waited(&record) && others_wait {
-        return Step::Done(Outcome::Silent);
+    if want == 0 && !insist && !waited(&record) && others_wait {
+        return Step::Done(Outcome::Deferred);
     }
     let Some(pool) = view.pool.value else {
         return Step::Done(Outcome::Refused(Refusal::NotInitialised));
@@ -271,7 +280,11 @@ mod tests {
         };
         // Node a closes for an order lacking 2 tickets.
         let request = Request {
-            op: Op::Close { round: 3, want: 2 },
+            op: Op::Close {
+                round: 3,
+                want: 2,
+                insist: false,
+            },
             seq: 1,
             epoch: 0,
             window: 4,
@@ -317,7 +330,11 @@ mod tests {
         );
         // An order for more than the pool takes nothing: it is sold out.
         let greedy = Request {
-            op: Op::Close { round: 3, want: 4 },
+            op: Op::Close {
+                round: 3,
+                want: 4,
+                insist: false,
+            },
             ..request
         };
         let Step::Commit { last, .. } = close(&keys(), "a", &greedy, &answered) else {
@@ -343,7 +360,11 @@ mod tests {
             read
         };
         let idle = |seq| Request {
-            op: Op::Close { round: 3, want: 0 },
+            op: Op::Close {
+                round: 3,
+                want: 0,
+                insist: false,
+            },
             seq,
             epoch: 0,
             window: 4,
@@ -352,7 +373,7 @@ mod tests {
         let step = close(&keys(), "a", &idle(1), &both);
         assert_eq!(
             step,
-            Step::Done(Outcome::Silent),
+            Step::Done(Outcome::Deferred),
             "b's order waits: b closes"
         );
         assert!(matches!(
@@ -360,11 +381,24 @@ mod tests {
             Step::Commit { .. }
         ));
         let ordered = Request {
-            op: Op::Close { round: 3, want: 1 },
+            op: Op::Close {
+                round: 3,
+                want: 1,
+                insist: false,
+            },
             ..idle(1)
         };
         assert!(matches!(
             close(&keys(), "a", &ordered, &both),
+            Step::Commit { .. }
+        ));
+        // b has not closed for long (gone): a insists.
+        let mut insisting = idle(1);
+        if let Op::Close { insist, .. } = &mut insisting.op {
+            *insist = true;
+        }
+        assert!(matches!(
+            close(&keys(), "a", &insisting, &both),
             Step::Commit { .. }
         ));
     }

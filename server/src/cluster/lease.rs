@@ -50,6 +50,11 @@ pub const EMPTY_RETRY: Duration = Duration::from_millis(250);
 /// etcd read of every node record.
 pub const ROUND_POLL: Duration = Duration::from_millis(20);
 
+/// How long a node without an order leaves the close of a round it answered to a node whose
+/// order waits in it, before it insists: that node asks every [`ROUND_POLL`], so one that has
+/// not closed in this long is gone (crashed or cut off), and an open round blocks every refill.
+pub const DEFER_MAX: Duration = Duration::from_millis(250);
+
 /// The period over which the sales rate is measured (then averaged with the previous one).
 pub const RATE_PERIOD: Duration = Duration::from_millis(250);
 
@@ -142,6 +147,8 @@ pub struct Lease {
     need: Option<Need>,
     /// No close is asked before this time (the last ask found a node silent).
     close_after: Duration,
+    /// Since when its closes (without an order) were deferred to another node's, in this round.
+    deferred_since: Option<(u64, Duration)>,
 }
 
 impl Lease {
@@ -164,6 +171,7 @@ impl Lease {
             gather: Gather::default(),
             need: None,
             close_after: now,
+            deferred_since: None,
         }
     }
 
@@ -297,7 +305,15 @@ impl Lease {
                 return None;
             }
             let round = gather.round;
-            return Some(Call::Node(self.send(Op::Close { round, want: 0 })));
+            let insist = self
+                .deferred_since
+                .is_some_and(|(r, since)| r == round && now.saturating_sub(since) >= DEFER_MAX);
+            let close = Op::Close {
+                round,
+                want: 0,
+                insist,
+            };
+            return Some(Call::Node(self.send(close)));
         };
         match need.stage {
             // Enough held, but the window too small: as the record holds it (a larger
@@ -320,7 +336,12 @@ impl Lease {
             Stage::Open => Some(Call::Open),
             Stage::Round(round) if now >= self.close_after => {
                 let want = need.qty.saturating_sub(self.journal.lease);
-                Some(Call::Node(self.send(Op::Close { round, want })))
+                let close = Op::Close {
+                    round,
+                    want,
+                    insist: false,
+                };
+                Some(Call::Node(self.send(close)))
             }
             Stage::Round(_) | Stage::SoldOut => None,
         }
@@ -430,8 +451,12 @@ impl Lease {
         let gather = self.gather;
         if gather.open && journal.answered < gather.round {
             let (round, tickets) = (gather.round, journal.lease);
-            // What its waiting order lacks once the lease is given back: all of it.
-            let waiting = self.need.map_or(0, |need| need.qty);
+            // What its waiting order lacks once the lease is given back: all of it (none for an
+            // order already answered sold out, which only waits for its caller).
+            let waiting = self
+                .need
+                .filter(|need| need.stage != Stage::SoldOut)
+                .map_or(0, |need| need.qty);
             return Some(Op::Answer {
                 round,
                 tickets,
@@ -512,6 +537,15 @@ impl Lease {
                 }
             }
             Outcome::Silent => self.close_after = now + ROUND_POLL,
+            Outcome::Deferred => {
+                self.close_after = now + ROUND_POLL;
+                if let Op::Close { round, .. } = request.op {
+                    let same = self.deferred_since.is_some_and(|(r, _)| r == round);
+                    if !same {
+                        self.deferred_since = Some((round, now));
+                    }
+                }
+            }
             Outcome::Fenced { epoch } => {
                 // The fence took the lease back (but for the doubt): sell nothing until rejoined.
                 journal.epoch = epoch;
@@ -678,7 +712,15 @@ mod tests {
         assert_eq!(lease.sellable(), 0, "given up before it leaves");
         applied(&mut lease, Last::Answered { round: 4, tickets }, T0);
         let close = node(lease.next(T0));
-        assert_eq!(close.op, Op::Close { round: 4, want: 3 });
+        let (round, want, insist) = (4, 3, false);
+        assert_eq!(
+            close.op,
+            Op::Close {
+                round,
+                want,
+                insist
+            }
+        );
         lease.outcome(Outcome::Silent, T0);
         assert_eq!(lease.order(1, 3), OrderAnswer::Wait);
         assert_eq!(lease.next(T0), None, "the next ask waits ROUND_POLL");
@@ -759,7 +801,15 @@ mod tests {
         };
         applied(&mut lease, answered, T0);
         let close = node(lease.next(T0));
-        assert_eq!(close.op, Op::Close { round: 2, want: 3 });
+        let (round, want, insist) = (2, 3, false);
+        assert_eq!(
+            close.op,
+            Op::Close {
+                round,
+                want,
+                insist
+            }
+        );
         let last = Last::Closed {
             round: 2,
             took: 3,
@@ -792,5 +842,51 @@ mod tests {
         assert_eq!((declare.op, declare.window), (Op::Report { sold: 0 }, 8));
         applied(&mut lease, Last::Reported(0), T0);
         assert_eq!(lease.order(1, 5), OrderAnswer::Sell);
+    }
+
+    #[test]
+    fn a_node_without_an_order_insists_on_closing_once_the_waiter_is_gone() {
+        let mut lease = Lease::new(4, T0);
+        lease.observe(Gather {
+            round: 1,
+            open: true,
+            ..Gather::default()
+        });
+        let answer = node(lease.next(T0));
+        assert!(
+            matches!(answer.op, Op::Answer { waiting: 0, .. }),
+            "{answer:?}"
+        );
+        let answered = Last::Answered {
+            round: 1,
+            tickets: 0,
+        };
+        applied(&mut lease, answered, T0);
+        let close = node(lease.next(T0));
+        assert!(
+            matches!(
+                close.op,
+                Op::Close {
+                    want: 0,
+                    insist: false,
+                    ..
+                }
+            ),
+            "{close:?}"
+        );
+        lease.outcome(Outcome::Deferred, T0);
+        let mut now = T0;
+        while now < DEFER_MAX {
+            now += ROUND_POLL;
+            let close = node(lease.next(now));
+            let insist = now >= DEFER_MAX;
+            assert!(
+                matches!(close.op, Op::Close { insist: i, .. } if i == insist),
+                "{now:?}"
+            );
+            if !insist {
+                lease.outcome(Outcome::Deferred, now);
+            }
+        }
     }
 }

@@ -250,6 +250,9 @@ pub enum Op {
         round: u64,
         /// Tickets the closer's order lacks (0: it has none, it only closes).
         want: u64,
+        /// Close even while another node's order waits in the round (that node has not closed
+        /// it for long: it is gone).
+        insist: bool,
     },
     /// After a fence: `sold` of the tickets in doubt were sold; the rest goes back to the pool.
     Rejoin {
@@ -316,8 +319,16 @@ pub enum Outcome {
         epoch: u64,
     },
     /// A close found a node that holds tickets and has not answered the round: ask again
-    /// later (and fence it if it stays silent).
+    /// later (and fence it if it stays silent). Reusing the sequence number is safe: an earlier
+    /// copy of the close, still on its way, guarded every record and the pool as it read them,
+    /// and the node that was silent then must answer before any close, which writes both.
     Silent,
+    /// A close by a node without an order found another node whose order waits in the round:
+    /// that node closes it (taking its tickets in the same transaction); ask again later, and
+    /// insist if it has not (`Op::Close::insist`). Reusing the number is safe for the same
+    /// reason as after `Silent`: a node's waiting order is written by its answer, which also
+    /// writes the pool that every close guards.
+    Deferred,
     /// A gather round is open: no acquire until it closes (answer it first, if not yet).
     Gathering {
         /// The open round.
