@@ -12,13 +12,15 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::{free_port, DataDir};
+use ticketd::cluster::driver::Driver;
 use ticketd::cluster::etcd::{self, Etcd, Runtime};
 use ticketd::cluster::gather;
+use ticketd::cluster::lease::OrderAnswer;
 use ticketd::cluster::ledger::{self, Keys, Last, Ledger, Op, Outcome, Request, Step};
 
 /// How long a test waits for its etcd cluster to elect a leader and answer.
@@ -447,76 +449,96 @@ fn a_fenced_node_learns_it_and_rejoins() {
     assert_eq!(ledger::check(&ledger), Ok(()));
 }
 
-/// What a node's journal would hold, for the load below.
+/// The window of the nodes in the load below: their largest order is 4.
+const LOAD_WINDOW: u64 = 8;
+
+/// Every order answered in the load below, in the order answers came: (logical time the order
+/// was sent, logical time it was answered, qty, sold).
+#[derive(Default)]
+struct History {
+    /// The logical clock: one tick per order sent or answered, on any node.
+    clock: AtomicU64,
+    /// The answers.
+    answers: Mutex<Vec<(u64, u64, u64, bool)>>,
+}
+
+/// What one node of the load did.
 #[derive(Default, Debug)]
 struct NodeState {
-    seq: u64,
-    lease: u64,
-    unreported: u64,
     sold: u64,
-    transactions: u64,
+    orders: u64,
+    turns: u64,
     counts: etcd::Counts,
 }
 
-/// One node's load: acquire a block when its lease runs out, sell it in windows, report each
-/// window, and now and then give a ticket back; until the pool is empty. While `paced` is set
-/// (the nemesis at work) it waits [`PACE`] between windows, so that the failures land in the
-/// middle of the sale.
-fn node_load(urls: Vec<String>, id: String, paced: Arc<AtomicBool>) -> NodeState {
+/// One node's load, every decision the real lease's (`cluster::driver`): orders of 1-4 tickets,
+/// each sold from the lease or waiting while the driver makes the calls the lease wants
+/// (acquire, report, gather rounds), until an order of 1 is answered sold out; then it drains
+/// (reports and returns everything). While `paced` is set (the nemesis at work) it waits
+/// [`PACE`] between orders, so that the failures land in the middle of the sale.
+fn node_load(
+    urls: Vec<String>,
+    id: String,
+    paced: Arc<AtomicBool>,
+    history: Arc<History>,
+) -> NodeState {
     let rt = etcd::runtime().unwrap();
     let keys = Keys::new("sale").unwrap();
-    let mut etcd = rt.block_on(Etcd::connect(&urls, keys)).unwrap();
+    let etcd = rt.block_on(Etcd::connect(&urls, keys)).unwrap();
+    let mut driver = Driver::new(&id, etcd, LOAD_WINDOW);
     let mut state = NodeState::default();
-    let mut call = |state: &mut NodeState, op| {
-        let request = Request {
-            op,
-            seq: state.seq + 1,
-            epoch: 0,
-            window: WINDOW,
-        };
+    let turn = |driver: &mut Driver, state: &mut NodeState| {
         let deadline = Instant::now() + CALL_DEADLINE;
-        let outcome = rt.block_on(etcd.transact(&id, &request, deadline));
-        let outcome = outcome.unwrap_or_else(|e| panic!("{id} {request:?}: {e}"));
-        state.transactions += 1;
-        if let Outcome::Applied(_) = outcome {
-            state.seq += 1;
-        }
-        state.counts = etcd.counts();
-        outcome
+        let made = rt.block_on(driver.turn(deadline));
+        state.turns += 1;
+        made.unwrap_or_else(|e| panic!("{id}: {e}"))
     };
     loop {
-        if state.lease == 0 {
-            match call(&mut state, Op::Acquire { want: 20 }) {
-                Outcome::Applied(Last::Acquired(tickets)) => state.lease += tickets,
-                Outcome::Empty => break,
-                other => panic!("{id} acquire: {other:?}"),
+        state.orders += 1;
+        let qty = 1 + state.orders % 4;
+        let sent = history.clock.fetch_add(1, Ordering::Relaxed);
+        let sold = loop {
+            match driver.lease().order(state.orders, qty) {
+                OrderAnswer::Sell => {
+                    driver.sold(qty);
+                    state.sold += qty;
+                    break true;
+                }
+                OrderAnswer::SoldOut => break false,
+                OrderAnswer::Wait => {
+                    turn(&mut driver, &mut state);
+                }
             }
+        };
+        let answered = history.clock.fetch_add(1, Ordering::Relaxed);
+        history
+            .answers
+            .lock()
+            .unwrap()
+            .push((sent, answered, qty, sold));
+        if !sold && qty == 1 {
+            break;
         }
+        // Reports and refills go out between orders too, as the node's etcd thread sends them.
+        turn(&mut driver, &mut state);
         if paced.load(Ordering::Relaxed) {
             std::thread::sleep(PACE);
         }
-        let sell = state.lease.min(WINDOW);
-        state.lease -= sell;
-        state.unreported += sell;
-        state.sold += sell;
-        let sold = std::mem::take(&mut state.unreported);
-        assert_eq!(
-            call(&mut state, Op::Report { sold }),
-            Outcome::Applied(Last::Reported(sold))
-        );
-        if state.lease > 1 && state.seq % 5 == 0 {
-            state.lease -= 1;
-            let back = Outcome::Applied(Last::Returned(1));
-            assert_eq!(call(&mut state, Op::Return { tickets: 1 }), back);
-        }
     }
+    driver.lease().drain();
+    while !driver.lease().settled() {
+        turn(&mut driver, &mut state);
+    }
+    state.counts = driver.etcd().counts();
     state
 }
 
-/// Three nodes sell a sale out through the ledger while etcd's leader is killed -9 and brought
-/// back and another member is paused: every call completes (retried through elections), the
-/// invariant holds at every sampled revision, and in the end every ticket is reported sold by
-/// exactly the node that sold it, none lost, none twice.
+/// Three nodes, every decision their real lease policy's, sell a sale out through the ledger
+/// while etcd's leader is killed -9 and brought back and another member is paused: every call
+/// completes (retried through elections); the invariant holds at every sampled revision; every
+/// ticket is sold, and reported sold by exactly the node that sold it; and no order succeeded
+/// after an order of its size or smaller had been answered sold out (no late success: no false
+/// sold out, seen from outside).
 #[test]
 fn nodes_sell_out_through_leader_kills_and_pauses() {
     if !have_etcd() {
@@ -532,10 +554,12 @@ fn nodes_sell_out_through_leader_kills_and_pauses() {
     let (_, first) = read_ledger(&rt, &mut etcd, None);
 
     let paced = Arc::new(AtomicBool::new(true));
+    let history = Arc::new(History::default());
     let nodes: Vec<_> = (0..3)
         .map(|i| {
             let (urls, paced) = (cluster.urls.clone(), paced.clone());
-            std::thread::spawn(move || node_load(urls, format!("n{i}"), paced))
+            let history = history.clone();
+            std::thread::spawn(move || node_load(urls, format!("n{i}"), paced, history))
         })
         .collect();
     // The nemesis, while they sell.
@@ -550,8 +574,9 @@ fn nodes_sell_out_through_leader_kills_and_pauses() {
     std::thread::sleep(Duration::from_millis(1_000));
     cluster.resume(other);
     let (during, _) = read_ledger(&rt, &mut etcd, None);
+    let reported: u64 = during.nodes.iter().map(|(_, r)| r.sold).sum();
     assert!(
-        during.pool > Some(0),
+        reported < CAPACITY,
         "the sale outlasts the nemesis: {during:?}"
     );
     paced.store(false, Ordering::Relaxed);
@@ -559,25 +584,31 @@ fn nodes_sell_out_through_leader_kills_and_pauses() {
     let states: Vec<NodeState> = nodes.into_iter().map(|n| n.join().unwrap()).collect();
     let (ledger, last) = read_ledger(&rt, &mut etcd, None);
     assert_eq!(ledger::check(&ledger), Ok(()), "{ledger:?}");
-    // A node may give a ticket back after another found the pool empty: sold or in the pool.
     let sold: u64 = states.iter().map(|s| s.sold).sum();
-    let pool = ledger.pool.unwrap();
-    assert_eq!(
-        sold + pool,
-        CAPACITY,
-        "every ticket sold once or in the pool: {states:?}"
-    );
-    assert!(
-        pool <= 3,
-        "a node stopped before the pool was empty: {pool}"
-    );
+    assert_eq!(sold, CAPACITY, "every ticket sold, once: {states:?}");
+    assert_eq!(ledger.pool, Some(0));
     for (id, record) in &ledger.nodes {
         let i: usize = id[1..].parse().unwrap();
         assert_eq!(record.sold, states[i].sold, "{id}'s reports are its sales");
         assert_eq!(record.granted, 0, "{id} holds nothing");
     }
+    // No late success: an order sent after an answer of sold out to an order of its size or
+    // smaller had arrived would have sold a ticket that "did not exist".
+    let answers = history.answers.lock().unwrap();
+    let sold_outs: Vec<(u64, u64)> = answers
+        .iter()
+        .filter(|a| !a.3)
+        .map(|&(_, answered, qty, _)| (answered, qty))
+        .collect();
+    let late = answers.iter().filter(|&&(sent, _, qty, ok)| {
+        ok && sold_outs
+            .iter()
+            .any(|&(answered, q)| q <= qty && answered < sent)
+    });
+    assert_eq!(late.count(), 0, "late successes");
     // Every revision of the run, as etcd kept it, satisfies the invariant.
-    let transactions: u64 = states.iter().map(|s| s.transactions).sum();
+    let orders: u64 = states.iter().map(|s| s.orders).sum();
+    let turns: u64 = states.iter().map(|s| s.turns).sum();
     let lost: u64 = states.iter().map(|s| s.counts.calls_lost).sum();
     let guards: u64 = states.iter().map(|s| s.counts.guards_failed).sum();
     assert!(lost > 0, "the nemesis cost no call: it missed the sale");
@@ -592,9 +623,12 @@ fn nodes_sell_out_through_leader_kills_and_pauses() {
         );
         revision += step;
     }
+    let rounds = ledger.gather.map_or(0, |g| g.round);
     eprintln!(
-        "nemesis: {CAPACITY} tickets, {transactions} node calls ({lost} calls lost, {guards} \
-         guards failed), revisions {first}..{last}"
+        "nemesis: {CAPACITY} tickets, {orders} orders ({} sold out), {turns} driver turns, \
+         {} etcd revisions, {rounds} gather rounds, {lost} calls lost, {guards} guards failed",
+        sold_outs.len(),
+        last - first
     );
 }
 

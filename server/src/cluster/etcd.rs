@@ -16,7 +16,7 @@ use etcd_client::{KeyValue, TxnOpResponse};
 
 use super::gather::{self, GatherView, OpenStep, Opened};
 use super::ledger::{self, Corrupt, FenceStep, Fenced, Keys, Ledger, Outcome, Plan, Read};
-use super::ledger::{NodeRecord, Op, Request, Step};
+use super::ledger::{Gather, NodeRecord, Op, Request, Step};
 use super::retire::{self, WriteOffStep, WrittenOff};
 
 /// How long one call to etcd may take before it counts as lost: a leader election in a healthy
@@ -367,6 +367,20 @@ impl Etcd {
             }
         }
         Ok(view)
+    }
+
+    /// The gather round as it is now (`None`: none was ever opened): a poll standing in for a
+    /// watch on the key.
+    pub async fn gather_now(&mut self, deadline: Instant) -> Result<Option<Gather>, EtcdError> {
+        let mut backoff = Backoff::new(deadline);
+        let read = Txn::new().and_then([TxnOp::get(self.keys.gather(), None)]);
+        let response = self.read(read, &mut backoff).await?;
+        let reads = response.op_responses();
+        let Some(kv) = first(reads.first()) else {
+            return Ok(None);
+        };
+        let gather = ledger::decode_gather(&self.keys.gather(), kv.value());
+        gather.map(Some).map_err(EtcdError::Corrupt)
     }
 
     /// Opens a gather round, or joins the open one ([`gather::open`]).

@@ -9,11 +9,14 @@
 //! - [`memory`]: an in-memory stand-in for etcd's store, on which the deterministic tests run
 //!   the ledger's transactions with replies lost at will;
 //! - `etcd` (with `--features cluster`): the same transactions on a real etcd cluster, through
-//!   the `etcd-client` crate on a tokio runtime, with the retry loop around them.
+//!   the `etcd-client` crate on a tokio runtime, with the retry loop around them;
+//! - `driver` (with `--features cluster`): a node's lease carried out on etcd, turn by turn.
 //!
 //! Invariant: every change of the pool is one transaction that [`ledger`] planned, guarded by
 //! the mod revisions it read, and keeps `pool + Σ (granted + in_doubt + sold) == capacity`.
 
+#[cfg(feature = "cluster")]
+pub mod driver;
 #[cfg(feature = "cluster")]
 pub mod etcd;
 pub mod gather;
