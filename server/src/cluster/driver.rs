@@ -1,15 +1,19 @@
-//! A node's lease carried out on etcd (`--features cluster`): each turn reads the gather round
+//! A node's lease carried out on etcd (`--features cluster`): each turn writes the node's
+//! heartbeat and fences silent peers (`cluster::liveness` decides which), reads the gather round
 //! (a poll standing in for the watch the node's etcd thread will hold), asks the lease for its
-//! next call and makes it, and hands the result back. Every decision is `cluster::lease`'s; this
-//! only carries it out, as the node's etcd thread will.
+//! next call and makes it, and hands the result back. Every decision is `cluster::lease`'s or
+//! `cluster::liveness`'s; this only carries it out, as the node's etcd thread will.
 //!
 //! The caller persists [`Lease::journal`] after each turn (the lease changed it before the
 //! call left, and again with its outcome).
 
 use std::time::Instant;
 
+use std::time::Duration;
+
 use super::etcd::{Etcd, EtcdError};
 use super::lease::{Call, Lease};
+use super::liveness::{Liveness, HEARTBEAT_EVERY};
 
 /// A node's lease and its connection to the ledger.
 pub struct Driver {
@@ -21,6 +25,14 @@ pub struct Driver {
     etcd: Etcd,
     /// The lease's clock starts here.
     started: Instant,
+    /// The peers' heartbeats as seen.
+    liveness: Liveness,
+    /// Heartbeats written.
+    beats: u64,
+    /// When the last heartbeat was written and the peers last looked at.
+    beat_at: Option<Duration>,
+    /// Peers this driver fenced.
+    fenced: u64,
 }
 
 impl Driver {
@@ -31,7 +43,45 @@ impl Driver {
             lease: Lease::new(window, std::time::Duration::ZERO),
             etcd,
             started: Instant::now(),
+            liveness: Liveness::default(),
+            beats: 0,
+            beat_at: None,
+            fenced: 0,
         }
+    }
+
+    /// Peers this driver fenced.
+    pub fn fenced(&self) -> u64 {
+        self.fenced
+    }
+
+    /// Every [`HEARTBEAT_EVERY`]: writes this node's heartbeat, and fences every peer that holds
+    /// tickets and whose heartbeat stood still for `FENCE_AFTER` (`cluster::liveness`).
+    async fn beat(&mut self, deadline: Instant) -> Result<(), EtcdError> {
+        let now = self.started.elapsed();
+        if self
+            .beat_at
+            .is_some_and(|at| now.saturating_sub(at) < HEARTBEAT_EVERY)
+        {
+            return Ok(());
+        }
+        self.beat_at = Some(now);
+        self.beats += 1;
+        // A lost beat is the next one's business; the peers allow ten.
+        let _ = self.etcd.heartbeat(&self.id, self.beats).await;
+        for (peer, revision, record) in self.etcd.peers(deadline).await? {
+            if peer == self.id {
+                continue;
+            }
+            self.liveness.observe(&peer, revision, now);
+            if record.granted > 0 && self.liveness.silent(&peer, now) {
+                // At the epoch read: a retry after a lost reply finds it fenced already.
+                self.etcd.fence(&peer, record.epoch, deadline).await?;
+                self.liveness.forget(&peer);
+                self.fenced += 1;
+            }
+        }
+        Ok(())
     }
 
     /// The lease: orders and sales go to it directly (no etcd on that path).
@@ -53,6 +103,7 @@ impl Driver {
     /// result. Returns whether a call was made. An error leaves the request journaled: the next
     /// turn sends it again under its number.
     pub async fn turn(&mut self, deadline: Instant) -> Result<bool, EtcdError> {
+        self.beat(deadline).await?;
         if let Some(gather) = self.etcd.gather_now(deadline).await? {
             self.lease.observe(gather);
         }

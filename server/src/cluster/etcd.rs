@@ -369,6 +369,47 @@ impl Etcd {
         Ok(view)
     }
 
+    /// Writes node `id`'s heartbeat (`beat`, a counter: the key's mod revision is what peers
+    /// watch). One try: a missed beat is the next one's business.
+    pub async fn heartbeat(&mut self, id: &str, beat: u64) -> Result<(), EtcdError> {
+        let put = self
+            .client
+            .put(self.keys.alive(id), beat.to_string(), None)
+            .await;
+        if put.is_err() {
+            self.counts.calls_lost += 1;
+        }
+        put.map(|_| ())
+            .map_err(|e| EtcdError::Unavailable(e.to_string()))
+    }
+
+    /// Every node's heartbeat revision (0: none yet) and record, read at one revision.
+    pub async fn peers(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Vec<(String, i64, NodeRecord)>, EtcdError> {
+        let mut backoff = Backoff::new(deadline);
+        let view = self.gather_view(&mut backoff).await?;
+        let alives = GetOptions::new().with_prefix();
+        let read = Txn::new().and_then([TxnOp::get(self.keys.alives(), Some(alives))]);
+        let response = self.read(read, &mut backoff).await?;
+        let reads = response.op_responses();
+        let beats: Vec<(Vec<u8>, i64)> = match reads.first() {
+            Some(TxnOpResponse::Get(get)) => {
+                let kvs = get.kvs().iter();
+                kvs.map(|kv| (kv.key().to_vec(), kv.mod_revision()))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let peers = view.nodes.into_iter().filter_map(|(id, read)| {
+            let key = self.keys.alive(&id);
+            let beat = beats.iter().find(|(k, _)| k == key.as_bytes());
+            Some((id, beat.map_or(0, |(_, rev)| *rev), read.value?))
+        });
+        Ok(peers.collect())
+    }
+
     /// The gather round as it is now (`None`: none was ever opened): a poll standing in for a
     /// watch on the key.
     pub async fn gather_now(&mut self, deadline: Instant) -> Result<Option<Gather>, EtcdError> {

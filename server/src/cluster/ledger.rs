@@ -101,6 +101,16 @@ impl Keys {
         format!("{}pool", self.prefix)
     }
 
+    /// Node `id`'s heartbeat key (`cluster::liveness`): not part of the ledger's sum.
+    pub fn alive(&self, id: &str) -> String {
+        format!("{}alive/{id}", self.prefix)
+    }
+
+    /// The prefix of every heartbeat key.
+    pub fn alives(&self) -> String {
+        format!("{}alive/", self.prefix)
+    }
+
     /// The gather key: the cluster-wide sold-out round ([`Gather`]).
     pub fn gather(&self) -> String {
         format!("{}gather", self.prefix)

@@ -5,6 +5,8 @@
 //!   that a close reads every unsold ticket in the pool, and the bound a close leaves;
 //! - [`lease`]: a node's side, without I/O: what it may sell and which transaction it sends
 //!   next, with the journal discipline the ledger's safety rests on;
+//! - [`liveness`]: which peers to fence, from their heartbeats (timeouts decide when, never
+//!   what);
 //! - [`retire`]: writing off a node that will not come back with its journal;
 //! - [`memory`]: an in-memory stand-in for etcd's store, on which the deterministic tests run
 //!   the ledger's transactions with replies lost at will;
@@ -22,5 +24,6 @@ pub mod etcd;
 pub mod gather;
 pub mod lease;
 pub mod ledger;
+pub mod liveness;
 pub mod memory;
 pub mod retire;
