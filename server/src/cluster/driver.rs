@@ -1,15 +1,15 @@
-//! A node's lease carried out on etcd (`--features cluster`): each turn writes the node's
-//! heartbeat and fences silent peers (`cluster::liveness` decides which), reads the gather round
-//! (a poll standing in for the watch the node's etcd thread will hold), asks the lease for its
-//! next call and makes it, and hands the result back. Every decision is `cluster::lease`'s or
+//! A node's lease carried out on etcd (`--features cluster`): a task of its own writes the
+//! node's heartbeat while the runtime runs; each turn fences silent peers (`cluster::liveness`
+//! decides which), reads the gather round (a poll standing in for the watch the node's etcd
+//! thread will hold), asks the lease for its next call and makes it, and hands the result back. Every decision is `cluster::lease`'s or
 //! `cluster::liveness`'s; this only carries it out, as the node's etcd thread will.
 //!
 //! The caller persists [`Lease::journal`] after each turn (the lease changed it before the
 //! call left, and again with its outcome).
 
-use std::time::Instant;
-
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::etcd::{Etcd, EtcdError};
 use super::lease::{Call, Lease};
@@ -27,10 +27,14 @@ pub struct Driver {
     started: Instant,
     /// The peers' heartbeats as seen.
     liveness: Liveness,
-    /// Heartbeats written.
-    beats: u64,
-    /// When the last heartbeat was written and the peers last looked at.
-    beat_at: Option<Duration>,
+    /// This node's beats that landed (its heartbeat task counts them).
+    landed: Arc<AtomicU64>,
+    /// An error no retry changes, met by the heartbeat task.
+    refused: Arc<Mutex<Option<String>>>,
+    /// Whether the heartbeat task runs.
+    beating: bool,
+    /// When the peers were last looked at.
+    looked_at: Option<Duration>,
     /// Peers this driver fenced.
     fenced: u64,
 }
@@ -40,12 +44,14 @@ impl Driver {
     pub fn new(id: &str, etcd: Etcd, window: u64) -> Driver {
         Driver {
             id: id.to_string(),
-            lease: Lease::new(window, std::time::Duration::ZERO),
+            lease: Lease::new(window, Duration::ZERO),
             etcd,
             started: Instant::now(),
             liveness: Liveness::default(),
-            beats: 0,
-            beat_at: None,
+            landed: Arc::new(AtomicU64::new(0)),
+            refused: Arc::new(Mutex::new(None)),
+            beating: false,
+            looked_at: None,
             fenced: 0,
         }
     }
@@ -55,26 +61,44 @@ impl Driver {
         self.fenced
     }
 
-    /// Every [`HEARTBEAT_EVERY`]: writes this node's heartbeat, and fences every peer that holds
-    /// tickets and whose heartbeat stood still for `FENCE_AFTER` (`cluster::liveness`).
-    async fn beat(&mut self, deadline: Instant) -> Result<(), EtcdError> {
+    /// Lets the runtime run (the heartbeat task with it) for `period`.
+    pub async fn wait(&self, period: Duration) {
+        tokio::time::sleep(period).await;
+    }
+
+    /// Every [`HEARTBEAT_EVERY`]: fences every peer that holds tickets and whose heartbeat stood
+    /// still as `cluster::liveness` counts it. Starts the heartbeat task on the first call.
+    async fn look(&mut self, deadline: Instant) -> Result<(), EtcdError> {
+        if !self.beating {
+            let (landed, refused) = (self.landed.clone(), self.refused.clone());
+            tokio::spawn(self.etcd.heartbeats(&self.id, landed, refused));
+            self.beating = true;
+        }
+        if let Some(why) = self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return Err(EtcdError::Refused(why));
+        }
         let now = self.started.elapsed();
         if self
-            .beat_at
+            .looked_at
             .is_some_and(|at| now.saturating_sub(at) < HEARTBEAT_EVERY)
         {
             return Ok(());
         }
-        self.beat_at = Some(now);
-        self.beats += 1;
-        // A lost beat is the next one's business; the peers allow ten.
-        let _ = self.etcd.heartbeat(&self.id, self.beats).await;
-        for (peer, revision, record) in self.etcd.peers(deadline).await? {
+        self.looked_at = Some(now);
+        let peers = self.etcd.peers(deadline).await?;
+        // Silence counts from when the read returned: a slow read never shortens a peer's time.
+        let (now, beats) = (self.started.elapsed(), self.landed.load(Ordering::Relaxed));
+        for (peer, revision, record) in peers {
             if peer == self.id {
                 continue;
             }
-            self.liveness.observe(&peer, revision, now);
-            if record.granted > 0 && self.liveness.silent(&peer, now) {
+            self.liveness.observe(&peer, revision, now, beats);
+            if record.granted > 0 && self.liveness.silent(&peer, now, beats) {
                 // At the epoch read: a retry after a lost reply finds it fenced already.
                 self.etcd.fence(&peer, record.epoch, deadline).await?;
                 self.liveness.forget(&peer);
@@ -103,7 +127,7 @@ impl Driver {
     /// result. Returns whether a call was made. An error leaves the request journaled: the next
     /// turn sends it again under its number.
     pub async fn turn(&mut self, deadline: Instant) -> Result<bool, EtcdError> {
-        self.beat(deadline).await?;
+        self.look(deadline).await?;
         if let Some(gather) = self.etcd.gather_now(deadline).await? {
             self.lease.observe(gather);
         }

@@ -9,6 +9,8 @@
 //! applied it. Reads are etcd's default, linearizable: an empty pool read here is empty at a
 //! point after the request began.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
@@ -17,11 +19,16 @@ use etcd_client::{KeyValue, TxnOpResponse};
 use super::gather::{self, GatherView, OpenStep, Opened};
 use super::ledger::{self, Corrupt, FenceStep, Fenced, Keys, Ledger, Outcome, Plan, Read};
 use super::ledger::{Gather, NodeRecord, Op, Request, Step};
+use super::liveness::HEARTBEAT_EVERY;
 use super::retire::{self, WriteOffStep, WrittenOff};
 
 /// How long one call to etcd may take before it counts as lost: a leader election in a healthy
 /// cluster takes about one election timeout (etcd's default 1 s), and a lost call is retried.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long one heartbeat may take: a beat late by more is lost (the next one follows
+/// `HEARTBEAT_EVERY` later), never queued behind a hung call.
+pub const BEAT_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// How long connecting to an endpoint may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -369,21 +376,39 @@ impl Etcd {
         Ok(view)
     }
 
-    /// Writes node `id`'s heartbeat (`beat`, a counter: the key's mod revision is what peers
-    /// watch). One try: a missed beat is the next one's business.
-    pub async fn heartbeat(&mut self, id: &str, beat: u64) -> Result<(), EtcdError> {
-        let put = self
-            .client
-            .put(self.keys.alive(id), beat.to_string(), None)
-            .await;
-        if put.is_err() {
-            self.counts.calls_lost += 1;
+    /// Node `id`'s heartbeats, forever (a task of its own on this runtime: a call retrying
+    /// through an election must not stop them): a counter put to `alive/<id>` every
+    /// `liveness::HEARTBEAT_EVERY`, each try bounded by [`BEAT_TIMEOUT`]. Beats that landed are
+    /// counted in `landed` (what `cluster::liveness` weighs a peer's silence against); an error
+    /// no retry can change (permissions on the key) is left in `refused` for the node to report.
+    pub fn heartbeats(
+        &self,
+        id: &str,
+        landed: Arc<AtomicU64>,
+        refused: Arc<Mutex<Option<String>>>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut client = self.client.clone();
+        let key = self.keys.alive(id);
+        async move {
+            let mut beat = 0u64;
+            loop {
+                beat += 1;
+                let put = client.put(key.clone(), beat.to_string(), None);
+                match tokio::time::timeout(BEAT_TIMEOUT, put).await {
+                    Ok(Ok(_)) => _ = landed.fetch_add(1, Ordering::Relaxed),
+                    Ok(Err(error)) if lasting(&error) => {
+                        let mut slot = refused.lock().unwrap_or_else(|e| e.into_inner());
+                        *slot = Some(error.to_string());
+                    }
+                    Ok(Err(_)) | Err(_) => {}
+                }
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+            }
         }
-        put.map(|_| ())
-            .map_err(|e| EtcdError::Unavailable(e.to_string()))
     }
 
-    /// Every node's heartbeat revision (0: none yet) and record, read at one revision.
+    /// Every node's heartbeat revision (0: none yet) and record (two reads: a heartbeat older
+    /// than its record only delays a fence).
     pub async fn peers(
         &mut self,
         deadline: Instant,
@@ -529,17 +554,18 @@ impl Etcd {
         Ok(self.view(id, &mut backoff).await?.node.value)
     }
 
-    /// Writes node `id` off ([`retire::write_off`]), retrying until `deadline`. A lost reply
-    /// reads back as `Nothing` on the retry (the record holds nothing any more).
+    /// Writes node `id`, seen in `seen_epoch`, off ([`retire::write_off`]), retrying until
+    /// `deadline`. A lost reply reads back as `Already` on the retry.
     pub async fn write_off(
         &mut self,
         id: &str,
+        seen_epoch: u64,
         deadline: Instant,
     ) -> Result<WrittenOff, EtcdError> {
         let mut backoff = Backoff::new(deadline);
         loop {
             let view = self.view(id, &mut backoff).await?;
-            let (plan, written_off) = match retire::write_off(&self.keys, id, &view) {
+            let (plan, written_off) = match retire::write_off(&self.keys, id, seen_epoch, &view) {
                 WriteOffStep::Done(written_off) => return Ok(written_off),
                 WriteOffStep::Commit { plan, written_off } => (plan, written_off),
             };

@@ -9,15 +9,24 @@
 //! number 1) is refused, either out of turn or, if the record's number is 1, as not the request
 //! last applied (`Last::WrittenOff` matches none), and the lease stops. (A node that does come
 //! back with its journal learns it was fenced and may rejoin only if it sold nothing
-//! unreported, since its doubt was counted sold: no ticket is sold twice either way.)
+//! unreported, since its doubt was counted sold; if its request in flight was the one the
+//! write-off overwrote, it is refused as `Mismatch` and stops. No ticket is sold twice either
+//! way.)
 
 use super::ledger::{encode_record, Keys, Last, NodeRecord, Plan, View};
 
 /// The result of a write-off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WrittenOff {
-    /// The node has no record (it never held a lease), or the cluster no pool: nothing to do.
+    /// The node has no record (it never held a lease), holds nothing and has nothing in doubt,
+    /// or the cluster has no pool: nothing to do.
     Nothing,
+    /// The node is in a later epoch than the operator saw: written off (or fenced) already by
+    /// that try or another; nothing was done.
+    Already {
+        /// The record's epoch.
+        epoch: u64,
+    },
     /// Written off: its epoch is now `epoch`; `sold` tickets in doubt were counted sold and
     /// `returned` went back to the pool.
     Applied {
@@ -36,8 +45,8 @@ pub enum WriteOffStep {
     /// Nothing to send.
     Done(WrittenOff),
     /// Send `plan`; applied, its result is `written_off`. On a failed guard or a lost reply,
-    /// read again and call [`write_off`] again with `seen_epoch` as first read: a record in a
-    /// later epoch with nothing held or in doubt was written off by that try.
+    /// read again and call [`write_off`] again with the same `seen_epoch` (as first read): a
+    /// record in a later epoch answers `Already`, never a second write-off.
     Commit {
         /// The transaction.
         plan: Plan,
@@ -46,11 +55,15 @@ pub enum WriteOffStep {
     },
 }
 
-/// Writes node `id` off, as read in `view`.
-pub fn write_off(keys: &Keys, id: &str, view: &View) -> WriteOffStep {
+/// Writes node `id`, seen in epoch `seen_epoch`, off, as read in `view`.
+pub fn write_off(keys: &Keys, id: &str, seen_epoch: u64, view: &View) -> WriteOffStep {
     let (Some(record), Some(pool)) = (view.node.value, view.pool.value) else {
         return WriteOffStep::Done(WrittenOff::Nothing);
     };
+    if record.epoch != seen_epoch {
+        let epoch = record.epoch;
+        return WriteOffStep::Done(WrittenOff::Already { epoch });
+    }
     if record.granted == 0 && record.in_doubt == 0 {
         // Nothing held and nothing in doubt: nothing to count (already written off, or a node
         // that returned everything).
@@ -129,7 +142,7 @@ mod tests {
             },
             gather: Read::default(),
         };
-        let WriteOffStep::Commit { plan, written_off } = write_off(&keys, "n1", &view) else {
+        let WriteOffStep::Commit { plan, written_off } = write_off(&keys, "n1", 0, &view) else {
             panic!("a node holding tickets is written off")
         };
         let applied = WrittenOff::Applied {
@@ -159,8 +172,13 @@ mod tests {
             },
             ..view
         };
+        let already = WrittenOff::Already { epoch: 1 };
         assert_eq!(
-            write_off(&keys, "n1", &again),
+            write_off(&keys, "n1", 0, &again),
+            WriteOffStep::Done(already)
+        );
+        assert_eq!(
+            write_off(&keys, "n1", 1, &again),
             WriteOffStep::Done(WrittenOff::Nothing)
         );
     }

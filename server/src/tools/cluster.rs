@@ -134,7 +134,12 @@ mod with_etcd {
     }
 
     async fn write_off(etcd: &mut Etcd, id: &str, deadline: Instant) -> Result<i32, EtcdError> {
-        Ok(match etcd.write_off(id, deadline).await? {
+        let Some(record) = etcd.record(id, deadline).await? else {
+            println!("node {id} has no record: it never held a lease; nothing to write off");
+            return Ok(EXIT_OK);
+        };
+        // At the epoch as first read, so that a retry after a lost reply is not a second one.
+        Ok(match etcd.write_off(id, record.epoch, deadline).await? {
             WrittenOff::Applied {
                 epoch,
                 sold,
@@ -148,6 +153,10 @@ mod with_etcd {
             }
             WrittenOff::Nothing => {
                 println!("node {id} holds nothing and has nothing in doubt; nothing changed");
+                EXIT_OK
+            }
+            WrittenOff::Already { epoch } => {
+                println!("node {id} moved to epoch {epoch} meanwhile; nothing changed");
                 EXIT_OK
             }
         })
