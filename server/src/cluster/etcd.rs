@@ -314,6 +314,25 @@ impl Etcd {
         ledger::decode_view(&self.keys, id, pool, node, gather).map_err(EtcdError::Corrupt)
     }
 
+    /// Sends `plan` once: `true` if etcd applied it; `false` if its guard failed (another writer
+    /// came between: read and plan again at once) or the call was lost (applied or not: the next
+    /// read tells; after a backoff). Gives up at the backoff's deadline.
+    async fn commit(&mut self, plan: &Plan, backoff: &mut Backoff) -> Result<bool, EtcdError> {
+        match self.client.txn(txn(plan)).await {
+            Ok(response) if response.succeeded() => Ok(true),
+            Ok(_) => {
+                self.counts.guards_failed += 1;
+                backoff.check()?;
+                Ok(false)
+            }
+            Err(error) => {
+                self.counts.calls_lost += 1;
+                backoff.failed(error).await?;
+                Ok(false)
+            }
+        }
+    }
+
     /// A read-only transaction (its gets at one revision), retried until it answers.
     async fn read(
         &mut self,
@@ -458,16 +477,8 @@ impl Etcd {
                 OpenStep::Done(opened) => return Ok(opened),
                 OpenStep::Commit { plan, opened } => (plan, opened),
             };
-            match self.client.txn(txn(&plan)).await {
-                Ok(response) if response.succeeded() => return Ok(opened),
-                Ok(_) => {
-                    self.counts.guards_failed += 1;
-                    backoff.check()?;
-                }
-                Err(error) => {
-                    self.counts.calls_lost += 1;
-                    backoff.failed(error).await?
-                }
+            if self.commit(&plan, &mut backoff).await? {
+                return Ok(opened);
             }
         }
     }
@@ -500,17 +511,8 @@ impl Etcd {
                 Step::Done(outcome) => return Ok(outcome),
                 Step::Commit { plan, last } => (plan, last),
             };
-            match self.client.txn(txn(&plan)).await {
-                Ok(response) if response.succeeded() => return Ok(Outcome::Applied(last)),
-                // Another writer came between: read again at once.
-                Ok(_) => {
-                    self.counts.guards_failed += 1;
-                    backoff.check()?;
-                }
-                Err(error) => {
-                    self.counts.calls_lost += 1;
-                    backoff.failed(error).await?
-                }
+            if self.commit(&plan, &mut backoff).await? {
+                return Ok(Outcome::Applied(last));
             }
         }
     }
@@ -530,16 +532,8 @@ impl Etcd {
                 FenceStep::Done(fenced) => return Ok(fenced),
                 FenceStep::Commit { plan, fenced } => (plan, fenced),
             };
-            match self.client.txn(txn(&plan)).await {
-                Ok(response) if response.succeeded() => return Ok(fenced),
-                Ok(_) => {
-                    self.counts.guards_failed += 1;
-                    backoff.check()?;
-                }
-                Err(error) => {
-                    self.counts.calls_lost += 1;
-                    backoff.failed(error).await?
-                }
+            if self.commit(&plan, &mut backoff).await? {
+                return Ok(fenced);
             }
         }
     }
@@ -569,16 +563,8 @@ impl Etcd {
                 WriteOffStep::Done(written_off) => return Ok(written_off),
                 WriteOffStep::Commit { plan, written_off } => (plan, written_off),
             };
-            match self.client.txn(txn(&plan)).await {
-                Ok(response) if response.succeeded() => return Ok(written_off),
-                Ok(_) => {
-                    self.counts.guards_failed += 1;
-                    backoff.check()?;
-                }
-                Err(error) => {
-                    self.counts.calls_lost += 1;
-                    backoff.failed(error).await?
-                }
+            if self.commit(&plan, &mut backoff).await? {
+                return Ok(written_off);
             }
         }
     }
