@@ -39,24 +39,10 @@ const WINDOW: u64 = 5;
 /// Whether etcd is on PATH: a missing one fails the test under CI; elsewhere it is skipped,
 /// loudly.
 fn have_etcd() -> bool {
-    let found = Command::new("etcd")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-        "etcd is missing under CI; .ci/run installs etcd-server"
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED ({}): etcd is not installed (Debian: etcd-server); under CI this fails",
-        std::thread::current().name().unwrap_or("cluster")
-    );
-    false
+    support::have(
+        std::path::Path::new("etcd"),
+        "Debian's etcd-server; .ci/run installs it",
+    )
 }
 
 /// A 3-member etcd cluster on loopback ports, data under a directory of its own.

@@ -163,6 +163,27 @@ struct Reach {
     settled_with_work: u64,
 }
 
+impl Reach {
+    /// Every count, once: what the seeds add up and what must be reached.
+    fn counts(&mut self) -> [&mut u64; 13] {
+        [
+            &mut self.recognised,
+            &mut self.fenced,
+            &mut self.rejoined_with_sales,
+            &mut self.empty,
+            &mut self.returned,
+            &mut self.closed,
+            &mut self.sold_out_by_round,
+            &mut self.sold_out_by_bound,
+            &mut self.sold_after_wait,
+            &mut self.late_applied,
+            &mut self.late_refused,
+            &mut self.deferred,
+            &mut self.settled_with_work,
+        ]
+    }
+}
+
 impl Sim {
     fn new(seed: u64) -> Sim {
         let mut rng = Rng(seed);
@@ -723,20 +744,10 @@ fn the_escrow_keeps_every_ticket_through_lost_replies_crashes_and_fences() {
             sim.reach
         });
         match outcome {
-            Ok(seen) => {
-                reach.recognised += seen.recognised;
-                reach.fenced += seen.fenced;
-                reach.rejoined_with_sales += seen.rejoined_with_sales;
-                reach.empty += seen.empty;
-                reach.returned += seen.returned;
-                reach.closed += seen.closed;
-                reach.sold_out_by_round += seen.sold_out_by_round;
-                reach.sold_out_by_bound += seen.sold_out_by_bound;
-                reach.sold_after_wait += seen.sold_after_wait;
-                reach.late_applied += seen.late_applied;
-                reach.late_refused += seen.late_refused;
-                reach.deferred += seen.deferred;
-                reach.settled_with_work += seen.settled_with_work;
+            Ok(mut seen) => {
+                for (total, one) in reach.counts().into_iter().zip(seen.counts()) {
+                    *total += *one;
+                }
             }
             Err(panic) => {
                 eprintln!("escrow simulation failed at seed {seed} (replay: ESCROW_SEED={seed})");
@@ -745,38 +756,6 @@ fn the_escrow_keeps_every_ticket_through_lost_replies_crashes_and_fences() {
         }
     }
     eprintln!("escrow simulation reach: {reach:?}");
-    let Reach {
-        recognised,
-        fenced,
-        rejoined_with_sales,
-        empty,
-        returned,
-        closed,
-        sold_out_by_round,
-        sold_out_by_bound,
-        sold_after_wait,
-        late_applied,
-        late_refused,
-        deferred,
-        settled_with_work,
-    } = reach;
-    let all = [
-        recognised,
-        fenced,
-        rejoined_with_sales,
-        empty,
-        returned,
-        closed,
-        sold_out_by_round,
-        sold_out_by_bound,
-        sold_after_wait,
-        late_applied,
-        late_refused,
-        deferred,
-        settled_with_work,
-    ];
-    assert!(
-        all.iter().all(|&n| n > 0),
-        "the simulation lost its reach: {reach:?}"
-    );
+    let reached = reach.clone().counts().iter().all(|n| **n > 0);
+    assert!(reached, "the simulation lost its reach: {reach:?}");
 }

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{get, Server};
+use support::{get, have, Server};
 
 /// How long Schemathesis may run before the test kills it: `--max-examples` bounds the work
 /// (about 200 requests, seconds on this API); this bounds a hang.
@@ -97,34 +97,6 @@ fn test_output() -> PathBuf {
         .join("test-output");
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Whether the tool at `path` (or on PATH) is there. A missing one fails the test under CI;
-/// elsewhere the test is skipped, loudly.
-fn have(tool: &Path, install: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", "command -v \"$0\""])
-        .arg(tool)
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-        "{} is missing under CI; {install}",
-        tool.display()
-    );
-    // Straight to the process's stderr, not through `eprintln!`, which the harness captures and
-    // shows only for a failing test.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED ({}): {} is not installed ({install}), so this check did not run (under CI it fails)",
-        std::thread::current().name().unwrap_or("openapi"),
-        tool.display()
-    );
-    false
 }
 
 /// A program from the Python tools' virtual environment.

@@ -638,19 +638,42 @@ pub fn fence(keys: &Keys, id: &str, seen_epoch: u64, view: &View) -> FenceStep {
         let epoch = record.epoch;
         return FenceStep::Done(Fenced::Already { epoch });
     }
-    let (Some(pool), true) = (view.pool.value, record.epoch == seen_epoch) else {
-        // No pool, or an epoch the record never had: the fencer read something else.
+    if record.epoch != seen_epoch {
+        // An epoch the record never had: the fencer read something else.
+        return FenceStep::Done(Fenced::Nothing);
+    }
+    let Some(fencing) = fencing(&record, view) else {
         return FenceStep::Done(Fenced::Nothing);
     };
-    let in_doubt = record.window.min(record.granted);
-    let returned = record.granted - in_doubt;
-    let (Some(doubt), Some(new_pool)) = (
-        record.in_doubt.checked_add(in_doubt),
-        pool.checked_add(returned),
-    ) else {
-        return FenceStep::Done(Fenced::Nothing);
+    let fenced = Fenced::Applied {
+        epoch: fencing.next.epoch,
+        in_doubt: fencing.kept,
+        returned: fencing.returned,
     };
-    // A fenced node holds nothing but its doubt: it has answered any open round.
+    let plan = fencing.plan(keys, id, view);
+    FenceStep::Commit { plan, fenced }
+}
+
+/// What a fence makes of a node's record (as read in `view`), for [`fence`] and the write-off
+/// (`cluster::retire`, which counts the doubt sold on top of it).
+pub(super) struct Fencing {
+    /// The record in its next epoch: nothing granted, `kept` more in doubt, any open round
+    /// answered (it holds nothing but its doubt), no order waiting.
+    pub next: NodeRecord,
+    /// Tickets added to the doubt: `min(window, granted)`.
+    pub kept: u64,
+    /// Tickets back in the pool.
+    pub returned: u64,
+    /// The pool after.
+    pub pool: u64,
+}
+
+/// [`Fencing`] of `record`; `None` without a pool, or on an overflow (a ledger that breaks the
+/// invariant).
+pub(super) fn fencing(record: &NodeRecord, view: &View) -> Option<Fencing> {
+    let pool = view.pool.value?;
+    let kept = record.window.min(record.granted);
+    let returned = record.granted - kept;
     let gather = view.gather.value.unwrap_or_default();
     let answered = match gather.open {
         true => record.answered.max(gather.round),
@@ -659,28 +682,41 @@ pub fn fence(keys: &Keys, id: &str, seen_epoch: u64, view: &View) -> FenceStep {
     let next = NodeRecord {
         epoch: record.epoch + 1,
         granted: 0,
-        in_doubt: doubt,
+        in_doubt: record.in_doubt.checked_add(kept)?,
         answered,
         waiting: 0,
-        ..record
+        ..*record
     };
-    let fenced = Fenced::Applied {
-        epoch: next.epoch,
-        in_doubt,
+    let pool = pool.checked_add(returned)?;
+    Some(Fencing {
+        next,
+        kept,
         returned,
-    };
-    let plan = Plan {
-        compares: vec![
-            (keys.node(id), view.node.mod_revision),
-            (keys.pool(), view.pool.mod_revision),
-            (keys.gather(), view.gather.mod_revision),
-        ],
-        puts: vec![
-            (keys.node(id), encode_record(&next)),
-            (keys.pool(), new_pool.to_string()),
-        ],
-    };
-    FenceStep::Commit { plan, fenced }
+        pool,
+    })
+}
+
+impl Fencing {
+    /// The transaction writing `next` (or a record derived from it) and the pool, guarded by
+    /// the record, the pool and the round as read in `view`.
+    pub fn plan_with(&self, keys: &Keys, id: &str, view: &View, next: &NodeRecord) -> Plan {
+        Plan {
+            compares: vec![
+                (keys.node(id), view.node.mod_revision),
+                (keys.pool(), view.pool.mod_revision),
+                (keys.gather(), view.gather.mod_revision),
+            ],
+            puts: vec![
+                (keys.node(id), encode_record(next)),
+                (keys.pool(), self.pool.to_string()),
+            ],
+        }
+    }
+
+    /// The transaction writing `next` and the pool.
+    pub fn plan(&self, keys: &Keys, id: &str, view: &View) -> Plan {
+        self.plan_with(keys, id, view, &self.next)
+    }
 }
 
 /// `ticketd cluster init`: the capacity and the pool, created together, once.

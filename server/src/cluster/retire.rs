@@ -13,7 +13,7 @@
 //! write-off overwrote, it is refused as `Mismatch` and stops. No ticket is sold twice either
 //! way.)
 
-use super::ledger::{encode_record, Keys, Last, NodeRecord, Plan, View};
+use super::ledger::{fencing, Keys, Last, NodeRecord, Plan, View};
 
 /// The result of a write-off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub enum WriteOffStep {
 
 /// Writes node `id`, seen in epoch `seen_epoch`, off, as read in `view`.
 pub fn write_off(keys: &Keys, id: &str, seen_epoch: u64, view: &View) -> WriteOffStep {
-    let (Some(record), Some(pool)) = (view.node.value, view.pool.value) else {
+    let (Some(record), Some(_)) = (view.node.value, view.pool.value) else {
         return WriteOffStep::Done(WrittenOff::Nothing);
     };
     if record.epoch != seen_epoch {
@@ -69,48 +69,25 @@ pub fn write_off(keys: &Keys, id: &str, seen_epoch: u64, view: &View) -> WriteOf
         // that returned everything).
         return WriteOffStep::Done(WrittenOff::Nothing);
     }
-    let kept = record.window.min(record.granted);
-    let returned = record.granted - kept;
-    let (Some(sold_now), Some(new_pool)) = (
-        record.in_doubt.checked_add(kept),
-        pool.checked_add(returned),
-    ) else {
+    // A fence, and its doubt (the window kept now, and any earlier) counted sold.
+    let Some(fencing) = fencing(&record, view) else {
         return WriteOffStep::Done(WrittenOff::Nothing);
     };
-    let Some(sold_total) = record.sold.checked_add(sold_now) else {
+    let sold_now = fencing.next.in_doubt;
+    let Some(sold) = record.sold.checked_add(sold_now) else {
         return WriteOffStep::Done(WrittenOff::Nothing);
-    };
-    // A written-off node holds nothing: it has answered any open round.
-    let gather = view.gather.value.unwrap_or_default();
-    let answered = match gather.open {
-        true => record.answered.max(gather.round),
-        false => record.answered,
     };
     let next = NodeRecord {
-        epoch: record.epoch + 1,
-        granted: 0,
         in_doubt: 0,
-        sold: sold_total,
-        answered,
-        waiting: 0,
+        sold,
         last: Last::WrittenOff,
-        ..record
+        ..fencing.next
     };
-    let plan = Plan {
-        compares: vec![
-            (keys.node(id), view.node.mod_revision),
-            (keys.pool(), view.pool.mod_revision),
-            (keys.gather(), view.gather.mod_revision),
-        ],
-        puts: vec![
-            (keys.node(id), encode_record(&next)),
-            (keys.pool(), new_pool.to_string()),
-        ],
-    };
+    let plan = fencing.plan_with(keys, id, view, &next);
     let written_off = WrittenOff::Applied {
         epoch: next.epoch,
         sold: sold_now,
-        returned,
+        returned: fencing.returned,
     };
     WriteOffStep::Commit { plan, written_off }
 }

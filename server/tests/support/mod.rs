@@ -525,3 +525,31 @@ pub fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files.sort();
     files
 }
+
+/// Whether the tool at `path` (or on PATH) is there. A missing one fails the test under CI;
+/// elsewhere the test is skipped, loudly.
+pub fn have(tool: &Path, install: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", "command -v \"$0\""])
+        .arg(tool)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+        "{} is missing under CI; {install}",
+        tool.display()
+    );
+    // Straight to the process's stderr, not through `eprintln!`, which the harness captures and
+    // shows only for a failing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED ({}): {} is not installed ({install}), so this check did not run (under CI it fails)",
+        std::thread::current().name().unwrap_or("test"),
+        tool.display()
+    );
+    false
+}
