@@ -79,6 +79,18 @@ pub struct Journal {
     pub answered: u64,
 }
 
+impl Journal {
+    /// `tickets` of the lease were sold: they leave the lease and wait to be reported. Also how
+    /// a node's recovery counts sales its journals hold but its lease had not heard of (made
+    /// within what the lease allowed, so never more than it holds); `None` if the lease holds
+    /// fewer (a journal that says so is corrupt).
+    pub fn count_sales(&mut self, tickets: u64) -> Option<()> {
+        self.lease = self.lease.checked_sub(tickets)?;
+        self.unreported = self.unreported.checked_add(tickets)?;
+        Some(())
+    }
+}
+
 /// What the node sends next: one of its own transactions, or a step of a gather round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
@@ -201,8 +213,9 @@ impl Lease {
             tickets <= self.sellable(),
             "sold past the lease or the window"
         );
-        self.journal.lease -= tickets;
-        self.journal.unreported += tickets;
+        self.journal
+            .count_sales(tickets)
+            .expect("checked against sellable");
         self.period.0 += tickets;
         let elapsed = now.saturating_sub(self.period.1);
         if elapsed >= RATE_PERIOD {

@@ -208,8 +208,8 @@ fn text(r: &Report) -> String {
         let c = s.records;
         let _ = write!(
             o,
-            "  {:>4}  {}  records: {} snapshot, {} sale, {} give, {} receive, {} restock, {} sales, {} keyed",
-            s.shard, s.file, c.snapshot, c.sale, c.give, c.receive, c.restock, c.sales, c.keyed
+            "  {:>4}  {}  records: {} snapshot, {} sale, {} give, {} receive, {} restock, {} sales, {} keyed, {} lease",
+            s.shard, s.file, c.snapshot, c.sale, c.give, c.receive, c.restock, c.sales, c.keyed, c.lease
         );
         if let (Some(first), Some(last)) = (s.first_seq, s.last_seq) {
             let _ = write!(o, "; seq {first}..{last}, valid to byte {}", s.end);
@@ -226,7 +226,8 @@ fn text(r: &Report) -> String {
     }
     if let (Some(m), Some(sold), Some(available)) = (&i.manifest, i.sold, i.available) {
         let stock = i.stock.unwrap_or(m.stock);
-        let restocked = stock - m.stock;
+        // A cluster node's stock also moves with its lease, either way.
+        let restocked = i128::from(stock) - i128::from(m.stock);
         let _ = write!(
             o,
             "total: stock {stock}, sold {sold}, available {available} ({} in transit)",
@@ -234,6 +235,8 @@ fn text(r: &Report) -> String {
         );
         if restocked > 0 {
             let _ = write!(o, "; {restocked} of the stock restocked this epoch");
+        } else if restocked < 0 {
+            let _ = write!(o, "; {} returned to the cluster this epoch", -restocked);
         }
         if i.sales_closed == Some(true) {
             let _ = write!(o, "; sales closed");

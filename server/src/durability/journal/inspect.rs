@@ -105,6 +105,8 @@ pub struct RecordCounts {
     /// Idempotency keys with their answers (a keyed sale, or a key kept by a compaction or a new
     /// epoch).
     pub keyed: u64,
+    /// A cluster node's lease (at the coordinator).
+    pub lease: u64,
 }
 
 /// One shard file of the manifest's epoch, replayed.
@@ -375,6 +377,7 @@ fn count_records(valid: &[u8], view: &mut ShardView) {
             Record::Restock { .. } => counts.restock += 1,
             Record::Sales { .. } => counts.sales += 1,
             Record::Keyed { .. } => counts.keyed += 1,
+            Record::Lease(_) => counts.lease += 1,
         }
         view.first_seq.get_or_insert(frame.seq);
         view.last_seq = Some(frame.seq);
@@ -453,6 +456,7 @@ mod tests {
             restock: 0,
             sales: 0,
             keyed: 0,
+            lease: 0,
         };
         assert_eq!(
             (s0.records, s0.first_seq, s0.last_seq),

@@ -1,12 +1,14 @@
 //! A shard's ledger: what its journal says about its slice, as cumulative counters.
 //!
-//! Invariant: `available == base + added + Σ received.tickets − Σ sent.tickets − sold`, never
-//! negative,
+//! Invariant: `available == base + added + placed + Σ received.tickets − Σ sent.tickets − sold
+//! − collected`, never negative (`placed`, `collected`: a cluster node's lease, see `lease.rs`),
 //! with every sum checked (a ledger that would go negative or overflow is corruption, not a
 //! wrap-around). Move numbers per peer are contiguous: the next Give to `b` is move
 //! `sent[b].last_move + 1`, the next Receive from `a` is `received[a].last_move + 1`.
 
 use std::fmt;
+
+use super::lease::LeaseState;
 
 /// Tickets moved to or from one peer since the start of the epoch, cumulative.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,6 +43,8 @@ pub enum LedgerError {
     EmptyMove,
     /// A snapshot after the first record of a file.
     SnapshotNotFirst,
+    /// A lease record whose placed or collected tickets are fewer than the last one's.
+    LeaseBackwards,
 }
 
 impl fmt::Display for LedgerError {
@@ -54,6 +58,12 @@ impl fmt::Display for LedgerError {
             }
             LedgerError::EmptyMove => write!(f, "a move of zero tickets"),
             LedgerError::SnapshotNotFirst => write!(f, "a snapshot after the first record"),
+            LedgerError::LeaseBackwards => {
+                write!(
+                    f,
+                    "a lease record counts fewer tickets moved than the last one"
+                )
+            }
         }
     }
 }
@@ -82,7 +92,10 @@ pub struct Ledger {
     sent: Vec<Moved>,
     /// Per peer: tickets received from it this epoch (the entry for `shard` stays zero).
     received: Vec<Moved>,
-    /// `base + Σ received − Σ sent − sold`, kept up to date so reading it is O(1).
+    /// A cluster node's lease (the coordinator's ledger only), as its last lease record left it.
+    lease: Option<LeaseState>,
+    /// `base + added + placed + Σ received − Σ sent − sold − collected`, kept up to date so
+    /// reading it is O(1).
     available: u64,
 }
 
@@ -100,6 +113,7 @@ impl Ledger {
             sales_closed: false,
             sent: vec![Moved::default(); shards],
             received: vec![Moved::default(); shards],
+            lease: None,
             available: base,
         }
     }
@@ -150,8 +164,58 @@ impl Ledger {
             sales_closed,
             sent,
             received,
+            lease: None,
             available,
         })
+    }
+
+    /// The same ledger with `lease` (read from a snapshot): its placed and collected tickets
+    /// count in the slice.
+    pub(crate) fn with_lease(mut self, lease: Option<LeaseState>) -> Result<Self, LedgerError> {
+        if let Some(state) = lease {
+            self.available = self
+                .available
+                .checked_add(state.placed)
+                .ok_or(LedgerError::Overflow)?
+                .checked_sub(state.collected)
+                .ok_or(LedgerError::Overdrawn)?;
+        }
+        self.lease = lease;
+        self.debug_check();
+        Ok(self)
+    }
+
+    /// A cluster node's lease as the last lease record left it.
+    pub fn lease(&self) -> Option<&LeaseState> {
+        self.lease.as_ref()
+    }
+
+    /// Records the lease `state`: the tickets its placed and collected counts grew by enter or
+    /// leave the slice. Says why it cannot be (and changes nothing).
+    pub(crate) fn set_lease(&mut self, state: LeaseState) -> Result<(), LedgerError> {
+        let (placed, collected) = self.lease.map_or((0, 0), |l| (l.placed, l.collected));
+        let (Some(more), Some(fewer)) = (
+            state.placed.checked_sub(placed),
+            state.collected.checked_sub(collected),
+        ) else {
+            return Err(LedgerError::LeaseBackwards);
+        };
+        self.available = self
+            .available
+            .checked_add(more)
+            .ok_or(LedgerError::Overflow)?
+            .checked_sub(fewer)
+            .ok_or(LedgerError::Overdrawn)?;
+        self.lease = Some(state);
+        self.debug_check();
+        Ok(())
+    }
+
+    /// The tickets the lease placed into this slice, less those it collected, this epoch (as a
+    /// signed difference: either may be the larger).
+    pub fn lease_net(&self) -> i128 {
+        self.lease
+            .map_or(0, |l| i128::from(l.placed) - i128::from(l.collected))
     }
 
     /// The shard this ledger belongs to.
@@ -280,10 +344,12 @@ impl Ledger {
     /// path's journal append).
     fn debug_check(&self) {
         if cfg!(debug_assertions) {
-            let total = |list: &[Moved]| list.iter().map(|m| m.tickets).sum::<u64>();
+            let total = |list: &[Moved]| list.iter().map(|m| u128::from(m.tickets)).sum::<u128>();
+            let (placed, collected) = self.lease.map_or((0, 0), |l| (l.placed, l.collected));
+            let wide = u128::from;
             assert_eq!(
-                self.base + self.added + total(&self.received),
-                self.available + self.sold + total(&self.sent),
+                wide(self.base) + wide(self.added) + wide(placed) + total(&self.received),
+                wide(self.available) + wide(self.sold) + wide(collected) + total(&self.sent),
                 "ledger conservation broken"
             );
         }
@@ -480,5 +546,33 @@ mod tests {
             .map(|l| l.available());
             assert_eq!(got, outcome, "{sent:?} {received:?}");
         }
+    }
+
+    #[test]
+    fn a_lease_moves_what_its_counts_grew_by_and_never_goes_back() {
+        let mut l = Ledger::new(0, 2, 1, 5);
+        let state = |placed, collected| LeaseState {
+            placed,
+            collected,
+            ..LeaseState::default()
+        };
+        l.set_lease(state(10, 0)).unwrap();
+        assert_eq!(l.available(), 15);
+        l.set_lease(state(12, 4)).unwrap();
+        assert_eq!((l.available(), l.lease_net()), (13, 8));
+        let before = l.clone();
+        for (bad, error) in [
+            (state(11, 4), LedgerError::LeaseBackwards),
+            (state(12, 3), LedgerError::LeaseBackwards),
+            (state(12, 18), LedgerError::Overdrawn),
+        ] {
+            assert_eq!(l.set_lease(bad), Err(error));
+            assert_eq!(l, before, "a refused lease record changes nothing");
+        }
+        // A snapshot carries it: the counts are in its available tickets.
+        let snapshot = Ledger::new(0, 2, 1, 5)
+            .with_lease(Some(state(12, 4)))
+            .unwrap();
+        assert_eq!(snapshot.available(), 13);
     }
 }

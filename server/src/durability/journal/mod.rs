@@ -68,6 +68,7 @@
 pub mod file;
 pub mod inspect;
 pub mod keyed;
+pub mod lease;
 pub mod ledger;
 pub mod record;
 pub mod recover;
@@ -82,6 +83,7 @@ use std::sync::Arc;
 pub use file::{Crash, Fault, JournalFile, MemDisk, Store};
 pub use inspect::{inspect, Damage, DamageKind, Inspection};
 pub use keyed::{KeepKeys, KeyRecord};
+pub use lease::LeaseState;
 pub use ledger::{Ledger, LedgerError, Moved};
 pub use record::{Corruption, Seq, BLOCK_BYTES};
 pub use recover::{commit, continue_write, open, open_keeping, Recovered, ShardStart, Writer};
@@ -127,6 +129,9 @@ pub enum Change {
         /// The key and its answer.
         entry: KeyRecord,
     },
+    /// A cluster node's lease as it is now (the coordinator only; replaces the last one), with
+    /// the tickets it placed into or collected from the slice this epoch.
+    Lease(LeaseState),
 }
 
 /// Why the journal cannot start or cannot go on.
@@ -192,6 +197,16 @@ pub enum JournalError {
         /// Tickets available, by the journal (`u64::MAX` on overflow).
         available: u64,
     },
+    /// A cluster node's sales this epoch are fewer than its lease had counted, or more than the
+    /// lease could have held.
+    LeaseUnbalanced {
+        /// Sales of every shard this epoch.
+        sold: u64,
+        /// Sales the lease had counted.
+        fed: u64,
+        /// Unsold tickets the lease held.
+        lease: u64,
+    },
 }
 
 impl JournalError {
@@ -249,6 +264,11 @@ impl fmt::Display for JournalError {
             JournalError::MissingFile { path } => {
                 write!(f, "journal file {} is missing", path.display())
             }
+            JournalError::LeaseUnbalanced { sold, fed, lease } => write!(
+                f,
+                "the journal's {sold} sales this epoch do not fit the cluster lease: it had \
+                 counted {fed} and held {lease} unsold tickets"
+            ),
             JournalError::MoveMismatch {
                 from,
                 to,
@@ -981,5 +1001,86 @@ mod tests {
             );
         });
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+    /// A cluster node's lease: `lease` unsold tickets held, `placed` of them put into the slice,
+    /// `collected` taken back, `fed` sales counted.
+    fn lease(lease: u64, unreported: u64, (placed, collected, fed): (u64, u64, u64)) -> Change {
+        let journal = crate::cluster::lease::Journal {
+            epoch: 1,
+            seq: 4,
+            window: 50,
+            lease,
+            unreported,
+            ..Default::default()
+        };
+        Change::Lease(LeaseState {
+            journal,
+            placed,
+            collected,
+            fed,
+        })
+    }
+
+    #[test]
+    fn a_cluster_lease_survives_restarts_and_counts_every_sale() {
+        let disk = MemDisk::new();
+        let (r, mut nodes) = start(&disk, 2, 0, u64::MAX).unwrap();
+        assert_eq!((r.stock, r.lease), (0, None));
+        // 40 of a lease of 100 placed; 10 move to shard 1; sales on both shards, 5 of them
+        // counted in the lease; 2 collected back.
+        append(&nodes[0], lease(100, 0, (40, 0, 0))).unwrap();
+        append(&nodes[0], Change::Give { to: 1, qty: 10 }).unwrap();
+        append(&nodes[1], Change::Receive { from: 0, qty: 10 }).unwrap();
+        append(&nodes[0], Change::Sale { qty: 5 }).unwrap();
+        append(&nodes[1], Change::Sale { qty: 3 }).unwrap();
+        append(&nodes[0], lease(95, 5, (40, 2, 5))).unwrap();
+        for node in &mut nodes {
+            commit_all(node).unwrap();
+        }
+        // The restart counts shard 1's 3 sales into the lease; the stock is what was placed
+        // less what was collected.
+        let (r, _) = start(&disk, 2, 0, u64::MAX).unwrap();
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert_eq!((r.stock, r.sold, r.available), (38, 8, 30));
+        let carried = r.lease.expect("the lease is carried");
+        assert_eq!(
+            (
+                carried.journal.lease,
+                carried.journal.unreported,
+                carried.journal.window
+            ),
+            (92, 8, 50)
+        );
+        assert_eq!((carried.placed, carried.collected, carried.fed), (0, 0, 0));
+        assert_eq!(r.shards[0].ledger.lease(), Some(&carried));
+        assert_eq!(r.shards[1].ledger.lease(), None);
+        // The new epoch's snapshot holds it: another restart finds it unchanged.
+        let (again, _) = start(&disk, 3, 0, u64::MAX).unwrap();
+        assert_eq!(again.lease, Some(carried));
+        assert_eq!((again.stock, again.sold, again.available), (38, 8, 30));
+    }
+
+    #[test]
+    fn a_lease_that_counted_more_sales_than_were_made_is_refused() {
+        let disk = MemDisk::new();
+        let (_, mut nodes) = start(&disk, 1, 0, u64::MAX).unwrap();
+        append(&nodes[0], lease(10, 0, (10, 0, 0))).unwrap();
+        append(&nodes[0], Change::Sale { qty: 2 }).unwrap();
+        append(&nodes[0], lease(7, 3, (10, 0, 3))).unwrap();
+        commit_all(&mut nodes[0]).unwrap();
+        let Err(err) = start(&disk, 1, 0, u64::MAX) else {
+            panic!("a start despite the impossible lease");
+        };
+        assert!(
+            matches!(
+                err,
+                JournalError::LeaseUnbalanced {
+                    sold: 2,
+                    fed: 3,
+                    lease: 7
+                }
+            ),
+            "{err}"
+        );
     }
 }

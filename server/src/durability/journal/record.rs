@@ -8,8 +8,8 @@
 //!      8    8 seq    per shard, contiguous; a file's first record (a snapshot) holds the last seq
 //!                    it covers, the next record has seq + 1
 //!     16    2 shard  the writing shard
-//!     18    1 kind   1 sale, 2 give, 3 receive, 4 snapshot, 6 restock, 7 sales, 8 keyed (0 is
-//!                    never a kind: zeros are no record; 5 was never used)
+//!     18    1 kind   1 sale, 2 give, 3 receive, 4 snapshot, 6 restock, 7 sales, 8 keyed,
+//!                    9 lease (0 is never a kind: zeros are no record; 5 was never used)
 //!     19  len payload
 //!   sale:     qty u64
 //!   give:     to u16, move u64, qty u64
@@ -20,17 +20,20 @@
 //!             sent[p].last_move u64, sent[p].tickets u64, received[p].last_move u64,
 //!             received[p].tickets u64; then, only when added > 0 or sales are closed (files
 //!             without either are byte for byte what earlier versions wrote):
-//!             added u64, closed u8
+//!             added u64, closed u8; then, only in a cluster node's coordinator file once its
+//!             lease began (the stock tail is then always written): the lease payload
 //!   keyed:    an idempotency key and its answer, with the tickets it sold here (`keyed.rs`)
+//!   lease:    a cluster node's lease, placed and collected tickets (`lease.rs`)
 //! ```
-//! The snapshot's two forms differ in length by 9 bytes, never a multiple of the 32 bytes per
-//! shard, so the length tells them apart.
+//! The snapshot's three forms differ in length by 9 and 9 + 130 bytes; the shard count read
+//! first says which length is which.
 //! All integers are little endian. Records are not aligned; files are padded with zeros to whole
 //! [`BLOCK_BYTES`] blocks (O_DIRECT writes whole blocks).
 
 use std::fmt;
 
 use super::keyed::{KeyRecord, KEYED_PAYLOAD_BYTES};
+use super::lease::{LeaseState, LEASE_PAYLOAD_BYTES};
 use super::ledger::{Ledger, LedgerError, Moved};
 use crate::config::SHARDS_MAX;
 
@@ -52,8 +55,10 @@ const SNAPSHOT_STOCK_BYTES: usize = 9;
 
 /// The largest legal payload: a snapshot of a server with the most shards the configuration
 /// allows (1024 → 32,794 bytes). A `len` above it is corruption, not a reason to read further.
-pub const PAYLOAD_BYTES_MAX: usize =
-    SNAPSHOT_FIXED_BYTES + SHARDS_MAX * SNAPSHOT_PEER_BYTES + SNAPSHOT_STOCK_BYTES;
+pub const PAYLOAD_BYTES_MAX: usize = SNAPSHOT_FIXED_BYTES
+    + SHARDS_MAX * SNAPSHOT_PEER_BYTES
+    + SNAPSHOT_STOCK_BYTES
+    + LEASE_PAYLOAD_BYTES;
 
 /// The largest legal record.
 pub const RECORD_BYTES_MAX: usize = HEADER_BYTES + PAYLOAD_BYTES_MAX;
@@ -69,6 +74,7 @@ const KIND_RESTOCK: u8 = 6;
 const KIND_SALES: u8 = 7;
 /// 8: 5 was left unused while restock (6, 7) and the keys were built side by side.
 const KIND_KEYED: u8 = 8;
+const KIND_LEASE: u8 = 9;
 
 /// Whether `kind` names a record kind (for the scan that looks for a record past damage).
 pub fn is_kind(kind: u8) -> bool {
@@ -81,6 +87,7 @@ pub fn is_kind(kind: u8) -> bool {
             | KIND_RESTOCK
             | KIND_SALES
             | KIND_KEYED
+            | KIND_LEASE
     )
 }
 
@@ -130,6 +137,9 @@ pub enum Record {
         /// The key and its answer.
         entry: KeyRecord,
     },
+    /// A cluster node's lease (the coordinator's file only): replaces the last one, and moves
+    /// the tickets its `placed` and `collected` grew by into or out of the slice.
+    Lease(LeaseState),
 }
 
 impl Record {
@@ -147,6 +157,7 @@ impl Record {
                 ledger.set_sales_closed(closed);
                 Ok(())
             }
+            Record::Lease(state) => ledger.set_lease(state),
             Record::Snapshot(_) => Err(LedgerError::SnapshotNotFirst),
         }
     }
@@ -298,6 +309,9 @@ pub fn encode(out: &mut Vec<u8>, seq: Seq, shard: usize, record: &Record) {
                 out.extend_from_slice(&ledger.added().to_le_bytes());
                 out.push(u8::from(ledger.sales_closed()));
             }
+            if let Some(lease) = ledger.lease() {
+                lease.encode(out);
+            }
         }
         Record::Restock { qty } => {
             out.push(KIND_RESTOCK);
@@ -306,6 +320,10 @@ pub fn encode(out: &mut Vec<u8>, seq: Seq, shard: usize, record: &Record) {
         Record::Sales { closed } => {
             out.push(KIND_SALES);
             out.push(u8::from(*closed));
+        }
+        Record::Lease(state) => {
+            out.push(KIND_LEASE);
+            state.encode(out);
         }
     }
     let len = out.len() - start - HEADER_BYTES;
@@ -322,17 +340,21 @@ pub fn encoded_bytes(record: &Record) -> usize {
         Record::Sale { .. } => HEADER_BYTES + 8,
         Record::Give { .. } | Record::Receive { .. } => HEADER_BYTES + 18,
         Record::Snapshot(l) => {
-            snapshot_bytes(l.shards()) + usize::from(has_stock_tail(l)) * SNAPSHOT_STOCK_BYTES
+            snapshot_bytes(l.shards())
+                + usize::from(has_stock_tail(l)) * SNAPSHOT_STOCK_BYTES
+                + usize::from(l.lease().is_some()) * LEASE_PAYLOAD_BYTES
         }
+        Record::Lease(_) => HEADER_BYTES + LEASE_PAYLOAD_BYTES,
         Record::Restock { .. } => HEADER_BYTES + 8,
         Record::Sales { .. } => HEADER_BYTES + 1,
         Record::Keyed { .. } => HEADER_BYTES + KEYED_PAYLOAD_BYTES,
     }
 }
 
-/// Whether a snapshot of `ledger` carries the restock tail (added, closed).
+/// Whether a snapshot of `ledger` carries the restock tail (added, closed): always before a
+/// lease.
 fn has_stock_tail(ledger: &Ledger) -> bool {
-    ledger.added() > 0 || ledger.sales_closed()
+    ledger.added() > 0 || ledger.sales_closed() || ledger.lease().is_some()
 }
 
 /// The bytes of a snapshot record for `shards` shards, without the restock tail (the most a
@@ -418,7 +440,9 @@ pub fn decode(bytes: &[u8]) -> Result<Option<Frame>, Corruption> {
             let epoch = p.u64();
             let shards = p.u16() as usize;
             let short = SNAPSHOT_FIXED_BYTES + shards * SNAPSHOT_PEER_BYTES;
-            let stock_tail = len as usize == short + SNAPSHOT_STOCK_BYTES;
+            let with_lease = short + SNAPSHOT_STOCK_BYTES + LEASE_PAYLOAD_BYTES;
+            let lease_tail = len as usize == with_lease;
+            let stock_tail = lease_tail || len as usize == short + SNAPSHOT_STOCK_BYTES;
             if !stock_tail {
                 fits(short)?;
             }
@@ -450,7 +474,14 @@ pub fn decode(bytes: &[u8]) -> Result<Option<Frame>, Corruption> {
             } else {
                 (0, false)
             };
+            let lease = if lease_tail {
+                let payload = p.take::<LEASE_PAYLOAD_BYTES>();
+                Some(LeaseState::decode(&payload).ok_or(Corruption::Payload { kind, len })?)
+            } else {
+                None
+            };
             let ledger = Ledger::from_parts(shard, epoch, base, sold, stock, sent, received)
+                .and_then(|ledger| ledger.with_lease(lease))
                 .map_err(Corruption::Ledger)?;
             Record::Snapshot(ledger)
         }
@@ -472,6 +503,11 @@ pub fn decode(bytes: &[u8]) -> Result<Option<Frame>, Corruption> {
             let (sale, entry) =
                 KeyRecord::decode(&payload).ok_or(Corruption::Payload { kind, len })?;
             Record::Keyed { sale, entry }
+        }
+        KIND_LEASE => {
+            fits(LEASE_PAYLOAD_BYTES)?;
+            let payload = p.take::<LEASE_PAYLOAD_BYTES>();
+            Record::Lease(LeaseState::decode(&payload).ok_or(Corruption::Payload { kind, len })?)
         }
         kind => return Err(Corruption::Kind { kind }),
     };
@@ -596,6 +632,28 @@ mod tests {
         );
     }
 
+    /// A lease with an order in flight, `placed` and `collected` tickets moved.
+    fn leased(placed: u64, collected: u64) -> LeaseState {
+        let mut state = LeaseState {
+            placed,
+            collected,
+            fed: 3,
+            ..LeaseState::default()
+        };
+        state.journal.lease = 50;
+        state.journal.intent = Some(crate::cluster::ledger::Request {
+            op: crate::cluster::ledger::Op::Answer {
+                round: 2,
+                tickets: 9,
+                waiting: 4,
+            },
+            seq: 8,
+            epoch: 1,
+            window: 100,
+        });
+        state
+    }
+
     #[test]
     fn crc32c_check_value() {
         // The standard check value of CRC-32C (iSCSI): CRC of the ASCII digits 1 to 9.
@@ -624,6 +682,18 @@ mod tests {
             Record::Sales { closed: false },
             restocked_snapshot(3, 0, true),
             restocked_snapshot(SHARDS_MAX, u64::MAX / 4, false),
+            Record::Lease(leased(0, 0)),
+            Record::Lease(leased(7, 3)),
+            Record::Snapshot(
+                Ledger::new(1, 3, 3, 100)
+                    .with_lease(Some(leased(7, 3)))
+                    .unwrap(),
+            ),
+            Record::Snapshot(
+                Ledger::new(1, SHARDS_MAX, 3, 100)
+                    .with_lease(Some(leased(0, 100)))
+                    .unwrap(),
+            ),
         ];
         for (i, record) in records.iter().enumerate() {
             let mut out = vec![0xAA];
@@ -683,7 +753,7 @@ mod tests {
             ),
             (patch(0, &[9], false), Err(Corruption::Truncated)),
             (patch(20, &[1], false), Err(Corruption::Checksum)),
-            (patch(18, &[9], true), Err(Corruption::Kind { kind: 9 })),
+            (patch(18, &[10], true), Err(Corruption::Kind { kind: 10 })),
             (
                 patch(18, &[KIND_GIVE], true),
                 Err(Corruption::Payload {

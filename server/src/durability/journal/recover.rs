@@ -6,6 +6,7 @@ use std::cell::RefCell;
 
 use super::file::{JournalFile, Store};
 use super::keyed::{KeepKeys, KeyRecord};
+use super::lease::LeaseState;
 use super::ledger::Ledger;
 use super::record::PAYLOAD_BYTES_MAX;
 use super::record::{decode, Corruption, Record, Seq, BLOCK_BYTES, HEADER_BYTES};
@@ -123,6 +124,9 @@ pub struct Recovered {
     pub stock: u64,
     /// Sales were closed by an operator (and stay closed until one opens them).
     pub sales_closed: bool,
+    /// A cluster node's lease, as the coordinator's snapshot of this epoch holds it (every sale
+    /// of the journals counted in it).
+    pub lease: Option<LeaseState>,
     /// Tickets sold before this run.
     pub sold: u64,
     /// Tickets left to sell, cut among the shards: `stock == sold + available`.
@@ -180,6 +184,7 @@ pub async fn open_keeping(
         store.remove(name).await?;
     }
     let mut keys = Vec::new();
+    let mut lease = None;
     let (old, stock, sold, available, sales_closed) = match read_manifest(store).await? {
         None => {
             // Nothing was acknowledged before the first manifest existed (open writes it before
@@ -191,7 +196,9 @@ pub async fn open_keeping(
         }
         Some(m) => {
             let end = replay_epoch(store, &m, &mut warnings, &mut keys).await?;
-            if end.stock != configured_stock {
+            lease = end.lease;
+            // A cluster node's stock is what its lease placed: no configured stock to compare.
+            if end.stock != configured_stock && lease.is_none() {
                 warnings.push(format!(
                     "configured stock {configured_stock} differs from the journal's stock {}; \
                      keeping the journal's (to start a new sale of {configured_stock} tickets, \
@@ -227,7 +234,7 @@ pub async fn open_keeping(
         store,
         &manifest,
         available,
-        sales_closed,
+        (sales_closed, lease),
         owned,
         &mut warnings,
     )
@@ -237,6 +244,7 @@ pub async fn open_keeping(
         epoch,
         stock,
         sales_closed,
+        lease,
         sold,
         available,
         shards: starts,
@@ -266,7 +274,7 @@ pub(super) async fn begin_epoch(
     store: &Store,
     m: &Manifest,
     available: u64,
-    sales_closed: bool,
+    (sales_closed, lease): (bool, Option<LeaseState>),
     keys: Vec<Vec<KeyRecord>>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<ShardStart>, JournalError> {
@@ -283,7 +291,9 @@ pub(super) async fn begin_epoch(
             m.epoch,
             allotment(available, m.shards, shard),
         )
-        .with_sales_closed(sales_closed);
+        .with_sales_closed(sales_closed)
+        .with_lease(lease.filter(|_| shard == 0))
+        .expect("a carried lease has placed nothing yet");
         let start = ShardStart {
             file: shard_file(shard, m.epoch),
             ledger,
@@ -384,6 +394,9 @@ pub(super) struct EpochEnd {
     pub(super) stock: u64,
     /// Whether sales were closed at the end of the epoch (the coordinator's ledger says).
     pub(super) sales_closed: bool,
+    /// A cluster node's lease for the next epoch: the coordinator's, with the epoch's sales it
+    /// had not counted yet counted, and nothing placed or collected.
+    pub(super) lease: Option<LeaseState>,
 }
 
 /// Replays every shard file of the manifest's epoch and checks that the stock balances.
@@ -462,12 +475,33 @@ pub(super) fn balance(
     };
     let mut sold = m.sold;
     let mut available = 0u64;
-    let mut stock = m.stock;
+    let mut stock = i128::from(m.stock);
+    let mut epoch_sold = 0u64;
     for l in ledgers {
         sold = sold.checked_add(l.sold()).ok_or_else(overflow)?;
+        epoch_sold = epoch_sold.checked_add(l.sold()).ok_or_else(overflow)?;
         available = available.checked_add(l.available()).ok_or_else(overflow)?;
-        stock = stock.checked_add(l.added()).ok_or_else(overflow)?;
+        // A cluster node's stock grows by what its lease placed and shrinks by what it collected.
+        stock += i128::from(l.added()) + l.lease_net();
     }
+    let stock = u64::try_from(stock).map_err(|_| overflow())?;
+    let lease = match ledgers[0].lease() {
+        None => None,
+        Some(state) => {
+            let unbalanced = || JournalError::LeaseUnbalanced {
+                sold: epoch_sold,
+                fed: state.fed,
+                lease: state.journal.lease,
+            };
+            let mut journal = state.journal;
+            let unfed = epoch_sold.checked_sub(state.fed).ok_or_else(unbalanced)?;
+            journal.count_sales(unfed).ok_or_else(unbalanced)?;
+            Some(LeaseState {
+                journal,
+                ..LeaseState::default()
+            })
+        }
+    };
     for from in 0..m.shards {
         for to in (0..m.shards).filter(|&to| to != from) {
             let sent = ledgers[from].sent(to);
@@ -507,6 +541,7 @@ pub(super) fn balance(
         available,
         stock,
         sales_closed: ledgers[0].sales_closed(),
+        lease,
     })
 }
 

@@ -49,7 +49,7 @@ pub async fn reset(store: &Store, shards: usize, stock: u64) -> Result<Reset, Jo
     // A new sale opens: a close belonged to the old one.
     // Its idempotency keys too: a key names a request of the old sale.
     let keys = vec![Vec::new(); manifest.shards];
-    begin_epoch(store, &manifest, stock, false, keys, &mut warnings).await?;
+    begin_epoch(store, &manifest, stock, (false, None), keys, &mut warnings).await?;
     Ok(Reset { epoch, warnings })
 }
 

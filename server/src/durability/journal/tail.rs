@@ -163,6 +163,7 @@ impl Tail {
         let record = match change {
             Change::Sale { qty } => Record::Sale { qty },
             Change::Keyed { sale, entry } => Record::Keyed { sale, entry },
+            Change::Lease(state) => Record::Lease(state),
             Change::Give { to, qty } => Record::Give {
                 to,
                 move_id: self.ledger.sent(to).last_move + 1,
