@@ -168,6 +168,7 @@ fn warm_requests_through_the_core_and_its_journal_allocate_nothing() {
             docs: ticketd::app::routes::docs(Mode::Monolith, 1_000_000_000),
             rate_limit: ticketd::app::rate_limit::Settings::OFF,
             idempotency: ticketd::app::idempotency::Settings::DEFAULT,
+            cluster: None,
         },
         Some(tail),
     );

@@ -366,6 +366,7 @@ fn core_config(shard: usize, shards: usize, stock: u64) -> CoreConfig {
         docs: docs(),
         rate_limit: ticketd::app::rate_limit::Settings::OFF,
         idempotency: ticketd::app::idempotency::Settings::DEFAULT,
+        cluster: None,
     }
 }
 

@@ -85,7 +85,10 @@ impl Journal {
     /// within what the lease allowed, so never more than it holds); `None` if the lease holds
     /// fewer (a journal that says so is corrupt).
     pub fn count_sales(&mut self, tickets: u64) -> Option<()> {
-        self.lease = self.lease.checked_sub(tickets)?;
+        if !self.fenced {
+            // A fence took the lease (but for the doubt, which holds these sales).
+            self.lease = self.lease.checked_sub(tickets)?;
+        }
         self.unreported = self.unreported.checked_add(tickets)?;
         Some(())
     }
@@ -99,6 +102,18 @@ pub enum Call {
     /// Open a gather round, or join the open one (`cluster::gather::open`; not a node
     /// transaction: a retry after a lost reply joins the round it opened).
     Open,
+}
+
+/// A reply to a [`Call`], or what the node saw of the gather round, as the node's coordinator
+/// takes it (`stock/escrow.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The outcome of [`Call::Node`].
+    Outcome(Outcome),
+    /// The result of [`Call::Open`].
+    Opened(Opened),
+    /// The gather round as read or watched (not a reply: no call is answered by it).
+    Observed(Gather),
 }
 
 /// The answer to an order.
@@ -161,6 +176,9 @@ pub struct Lease {
     close_after: Duration,
     /// Since when its closes (without an order) were deferred to another node's, in this round.
     deferred_since: Option<(u64, Duration)>,
+    /// Tickets of the lease out with the node's shards (`stock/escrow.rs`): a return gives back
+    /// only the others; giving these back takes them from the shards first.
+    placed: u64,
 }
 
 impl Lease {
@@ -184,6 +202,7 @@ impl Lease {
             need: None,
             close_after: now,
             deferred_since: None,
+            placed: 0,
         }
     }
 
@@ -222,6 +241,42 @@ impl Lease {
             let measured = self.period.0 as f64 / elapsed.as_secs_f64();
             self.rate_per_s = (self.rate_per_s + measured) / 2.0;
             self.period = (0, now);
+        }
+    }
+
+    /// The node's shards sold `tickets` (durably), within what the lease allowed when they got
+    /// them: [`Lease::sold`], or, once fenced, sales made before the node learnt it (the fence
+    /// kept them in doubt, and the rejoin reports them).
+    pub fn count(&mut self, tickets: u64, now: Duration) {
+        if self.journal.fenced {
+            self.journal
+                .count_sales(tickets)
+                .expect("a fenced lease counts sales into its doubt");
+        } else {
+            self.sold(tickets, now);
+        }
+    }
+
+    /// How many of its tickets the node's shards hold (placed, not known sold): a return
+    /// leaves them be.
+    pub fn set_placed(&mut self, placed: u64) {
+        self.placed = placed;
+    }
+
+    /// Whether the next call needs the tickets the shards hold ([`Lease::set_placed`]): an
+    /// answer to a round or a drain's return gives back everything, and a rejoin counts every
+    /// sale; the node takes them all back from its shards first, so that what it gives back is
+    /// unsold and the rejoin's count is final.
+    pub fn gives_back(&self, now: Duration) -> bool {
+        if self.journal.intent.is_some() {
+            return false;
+        }
+        match self.decide(now) {
+            Some(Op::Answer { .. } | Op::Rejoin { .. }) => true,
+            Some(Op::Return { tickets }) => {
+                tickets > self.journal.lease.saturating_sub(self.placed)
+            }
+            _ => false,
         }
     }
 
@@ -496,11 +551,15 @@ impl Lease {
         if low && now >= self.quiet_until && !gather.open && self.need.is_none() {
             return Some(Op::Acquire { want: block });
         }
-        // Hold at most three blocks: the rest sells faster elsewhere.
+        // Hold at most three blocks: the rest sells faster elsewhere (but tickets out with the
+        // node's shards, which they may be selling now).
         let high = block.saturating_mul(3);
         if journal.lease > high && !gather.open {
-            let tickets = journal.lease - block;
-            return Some(Op::Return { tickets });
+            let unplaced = journal.lease.saturating_sub(self.placed);
+            let tickets = (journal.lease - block).min(unplaced);
+            if tickets > 0 {
+                return Some(Op::Return { tickets });
+            }
         }
         None
     }

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::ledger::Plan;
+use super::gather::{self, GatherView, OpenStep};
+use super::lease::{Call, Reply};
+use super::ledger::{self, Keys, Op, Outcome, Plan, Read, Step};
 
 /// The store.
 #[derive(Clone, Debug, Default)]
@@ -63,6 +65,96 @@ impl MemoryKv {
             }
         }
         true
+    }
+}
+
+impl MemoryKv {
+    /// Carries out node `id`'s `call` to its end, as the etcd adapter's retry loop does (a
+    /// store in memory has no one else writing between the read and the transaction, so one
+    /// read and one transaction settle it). With `lose_reply`, a transaction that applies is
+    /// answered as if its reply was lost: the call is read and planned again, and the ledger
+    /// must recognise it. Panics on a corrupt value (the tests write only the ledger's).
+    pub fn call(&mut self, keys: &Keys, id: &str, call: Call, lose_reply: bool) -> Reply {
+        match call {
+            Call::Node(request) => {
+                let step = match request.op {
+                    Op::Close { .. } => gather::close(keys, id, &request, &self.gather_view(keys)),
+                    _ => ledger::plan(keys, id, &request, &self.view(keys, id)),
+                };
+                match step {
+                    Step::Done(outcome) => return Reply::Outcome(outcome),
+                    Step::Commit { plan, last } => {
+                        if self.txn(&plan) && !lose_reply {
+                            return Reply::Outcome(Outcome::Applied(last));
+                        }
+                    }
+                }
+            }
+            Call::Open => match gather::open(keys, &self.gather_view(keys)) {
+                OpenStep::Done(opened) => return Reply::Opened(opened),
+                OpenStep::Commit { plan, opened } => {
+                    if self.txn(&plan) && !lose_reply {
+                        return Reply::Opened(opened);
+                    }
+                }
+            },
+        }
+        // The reply was lost: read and plan again (the read finds it applied).
+        self.call(keys, id, call, false)
+    }
+
+    /// The round as the store holds it (what a node's watch on the gather key sees).
+    pub fn gather(&self, keys: &Keys) -> Option<ledger::Gather> {
+        let (bytes, _) = self.get(&keys.gather())?;
+        Some(ledger::decode_gather(&keys.gather(), bytes).expect("a ledger value"))
+    }
+
+    /// The whole ledger.
+    pub fn ledger(&self, keys: &Keys) -> ledger::Ledger {
+        let value = |key: String| self.get(&key).map(|(v, _)| v);
+        let nodes = keys.nodes();
+        ledger::decode_ledger(
+            keys,
+            value(keys.capacity()),
+            value(keys.pool()),
+            value(keys.gather()),
+            self.range(&nodes),
+        )
+        .expect("a ledger value")
+    }
+
+    /// Node `id`'s view: the pool, its record, the round.
+    pub fn view(&self, keys: &Keys, id: &str) -> ledger::View {
+        let (pool, node, gather) = (
+            self.get(&keys.pool()),
+            self.get(&keys.node(id)),
+            self.get(&keys.gather()),
+        );
+        ledger::decode_view(keys, id, pool, node, gather).expect("a ledger value")
+    }
+
+    /// What opening or closing a round reads: the pool, the round, every node's record.
+    pub fn gather_view(&self, keys: &Keys) -> GatherView {
+        let view = self.view(keys, "");
+        let mut nodes = Vec::new();
+        let prefix = keys.nodes();
+        for (key, bytes) in self.range(&prefix) {
+            let id = keys.node_id(key).expect("a node key");
+            let (_, mod_revision) = self.get(key).expect("listed");
+            let value = Some(ledger::decode_record(key, bytes).expect("a ledger value"));
+            nodes.push((
+                id.to_string(),
+                Read {
+                    value,
+                    mod_revision,
+                },
+            ));
+        }
+        GatherView {
+            pool: view.pool,
+            gather: view.gather,
+            nodes,
+        }
     }
 }
 

@@ -45,12 +45,14 @@ use crate::app::cors::Cors;
 use crate::app::idempotency::{self, KeyAnswer, KeyMail, Keys};
 use crate::app::rate_limit::{self, RateLimit};
 use crate::app::routes::{Answer, App, Forwarding};
+use crate::cluster::lease::{Call, Lease};
 use crate::config::Mode;
 use crate::durability::commits::{CommitStats, Commits};
 use crate::durability::journal::{Batch, JournalError, Seq, Tail};
 use crate::forward::upstream::{Outcome, Request, RequestId};
 use crate::net::connection::{ConnLimits, Connection, Next};
 use crate::request_id::XRequestId;
+use crate::stock::escrow::Reply;
 use crate::stock::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
 use crate::stock::slice::Sale;
 
@@ -203,6 +205,18 @@ pub struct CoreConfig {
     pub rate_limit: rate_limit::Settings,
     /// How long and how many `Idempotency-Key` answers the shard keeps.
     pub idempotency: idempotency::Settings,
+    /// A cluster node's lease (`--cluster-etcd`): the coordinator holds it (`stock/escrow.rs`),
+    /// and `stock` is what the node's journal holds (tickets its lease placed).
+    pub cluster: Option<CoreCluster>,
+}
+
+/// What a cluster node's coordinator needs for its lease.
+#[derive(Clone, Copy, Debug)]
+pub struct CoreCluster {
+    /// `--cluster-window`: the most sales the node may hold unreported.
+    pub window: u64,
+    /// The instant the lease's clock counts from.
+    pub origin: Instant,
 }
 
 /// One shard's decisions (see the module doc).
@@ -239,6 +253,9 @@ pub struct ShardCore {
     life: Life,
     /// Answers for the admin listener's waiting connections (keys from [`ADMIN_KEYS`]).
     admin_answers: Vec<(ConnKey, Answer)>,
+    /// Calls of a cluster node's lease, in order, each with the sequence number that must be
+    /// durable before it leaves (its request is journaled).
+    cluster_calls: VecDeque<(Call, Option<Seq>)>,
 }
 
 impl ShardCore {
@@ -285,8 +302,17 @@ impl ShardCore {
             peers_done: 0,
             life: Life::Serving,
             admin_answers: Vec::new(),
+            cluster_calls: VecDeque::new(),
         };
         core.app.node.start_closed(sales_closed);
+        if let Some(cluster) = config.cluster.filter(|_| config.shard == COORDINATOR) {
+            let recovered = core.tail().and_then(|t| t.ledger().lease().copied());
+            let lease = match recovered {
+                Some(state) => Lease::recover(state.journal, cluster.window, Duration::ZERO),
+                None => Lease::new(cluster.window, Duration::ZERO),
+            };
+            core.app.node.start_escrow(lease, stock, cluster.origin);
+        }
         core
     }
 
@@ -436,6 +462,9 @@ impl ShardCore {
     /// Journals what the last step changed, moves its messages to the mail and its decided
     /// orders to their connections. Returns the sequence number of the step's last change.
     fn after_step(&mut self, now: Instant) -> Option<Seq> {
+        if self.life == Life::Serving && !self.app.halted {
+            self.app.node.escrow_tick(now, &mut self.app.outbox);
+        }
         self.app.keyed_outcomes();
         let outbox = &mut self.app.outbox;
         let seq = match &mut self.journal {
@@ -462,6 +491,13 @@ impl ShardCore {
             }
             self.app.outbox.messages = messages;
             self.app.outbox.messages.clear();
+        }
+        if !self.app.outbox.calls.is_empty() {
+            // Each leaves once its request (journaled in this step) is durable.
+            let appended = self.journal.as_ref().map(Commits::appended);
+            for call in self.app.outbox.calls.drain(..) {
+                self.cluster_calls.push_back((call, appended));
+            }
         }
         if !self.app.outbox.operated.is_empty() {
             let appended = self.journal.as_ref().map(Commits::appended);
@@ -560,6 +596,50 @@ impl ShardCore {
     /// a peer that is gone).
     pub fn mail_sent(&mut self) {
         self.mail_sending -= 1;
+    }
+
+    /// The next call of a cluster node's lease that may leave now (its request is durable);
+    /// `None` when there is none or it waits for the journal. After a journal failure calls are
+    /// dropped: the lease must not act on what may not be on disk.
+    pub fn next_cluster_call(&mut self) -> Option<Call> {
+        let &(call, after) = self.cluster_calls.front()?;
+        if let (Some(seq), Some(journal)) = (after, &self.journal) {
+            if journal.failed().is_some() {
+                self.cluster_calls.clear();
+                return None;
+            }
+            if journal.durable() < seq {
+                return None;
+            }
+        }
+        self.cluster_calls.pop_front();
+        Some(call)
+    }
+
+    /// A cluster call may leave now (see [`ShardCore::next_cluster_call`]).
+    pub fn cluster_call_ready(&self) -> bool {
+        match (self.cluster_calls.front(), &self.journal) {
+            (None, _) => false,
+            (Some(&(_, Some(seq))), Some(journal)) => {
+                journal.failed().is_some() || journal.durable() >= seq
+            }
+            (Some(_), _) => true,
+        }
+    }
+
+    /// The reply to a call of a cluster node's lease (or the round as the node saw it).
+    pub fn cluster_reply(&mut self, reply: Reply, now: Instant) {
+        self.app.outbox.denied.clear();
+        if self.life == Life::Serving && !self.app.halted {
+            self.app.node.escrow_reply(reply, now, &mut self.app.outbox);
+        }
+        self.after_step(now);
+    }
+
+    /// The clock moved: a cluster node's lease may want to count, report or ask (its timers).
+    pub fn cluster_tick(&mut self, now: Instant) {
+        self.app.outbox.denied.clear();
+        self.after_step(now);
     }
 
     /// Mail is waiting (maybe for the journal).

@@ -603,6 +603,7 @@ fn core_config(
             all_routes: config.rate_limit_all_routes,
         },
         idempotency: idempotency_settings(config),
+        cluster: None,
     }
 }
 

@@ -246,6 +246,7 @@ mod tests {
                     docs: crate::app::routes::docs(Mode::Monolith, 10),
                     rate_limit: crate::app::rate_limit::Settings::OFF,
                     idempotency: crate::app::idempotency::Settings::DEFAULT,
+                    cluster: None,
                 };
                 let shard = Rc::new(Shard::new(ShardParts {
                     core: ShardCore::new(config, Some(tail)),

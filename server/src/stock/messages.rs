@@ -53,6 +53,9 @@ pub enum Msg {
         op: u64,
         /// Tickets carried.
         tickets: u64,
+        /// Tickets the shard sold since its last `Taken` (durable when this leaves): how a
+        /// cluster node's coordinator counts the node's sales into its lease.
+        sold: u64,
     },
     /// An escalated order's outcome.
     Decided {
@@ -174,6 +177,9 @@ pub struct Outbox {
     /// Escalated orders the coordinator decided in this call, its own and other shards', in
     /// order. The caller clears it.
     pub decisions: Vec<Decision>,
+    /// Calls a cluster node's lease wants made on etcd, in order (`stock/escrow.rs`): each
+    /// leaves once what was journaled with it is durable.
+    pub calls: Vec<crate::cluster::lease::Call>,
 }
 
 /// An escalated order the coordinator decided.

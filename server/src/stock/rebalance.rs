@@ -12,7 +12,7 @@
 //! | `Escalate { order, qty, tickets }` | shard → coordinator: an order my slice cannot cover, with my whole slice | yes |
 //! | `RefillAsk { want }` | shard → coordinator: my slice fell below its low-water mark | no |
 //! | `Take { op, want, kind }` | coordinator → shard: give me up to `want` | no |
-//! | `Taken { op, tickets }` | shard → coordinator: the answer to `Take` | yes |
+//! | `Taken { op, tickets, sold }` | shard → coordinator: the answer to `Take`, with the sales made since the last | yes |
 //! | `Decided { order, sale, tickets }` | coordinator → shard: the escalated order's outcome (sold, insufficient, or closed), and tickets for the slice | yes |
 //! | `Refill { tickets }` | coordinator → shard: the answer to `RefillAsk` (maybe 0) | yes |
 //! | `Bound { at_most, epoch }` | coordinator → every shard: at most this many tickets are left anywhere | no |
@@ -88,7 +88,7 @@ use crate::stock::slice::{allotment, Sale, Slice};
 
 /// An operation queued at the coordinator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     /// Sell `qty` for shard `from`'s order.
     Order {
         from: usize,
@@ -100,6 +100,13 @@ enum Op {
     /// An operator's restock of `add` tickets, or sales closed or opened (`stock/restock.rs`);
     /// `order` is the number the operator's request waits on.
     Operator { order: OrderId, op: Operated },
+    /// A cluster node's lease puts `add` tickets into the coordinator's slice, in a new stock
+    /// epoch (`stock/escrow.rs`).
+    Place { add: u64 },
+    /// A cluster node's lease takes every ticket of the node back (`stock/escrow.rs`).
+    Collect,
+    /// A cluster node's lease counts the node's sales (`stock/escrow.rs`).
+    Census,
 }
 
 /// Escalated orders one gather serves at most: the orders queued at the coordinator when a
@@ -149,7 +156,7 @@ pub struct Node {
     reported: Vec<u64>,
     /// The sum of `reported` over the other shards, kept as reports arrive, so the total needs no
     /// loop on the request path.
-    reported_others: u64,
+    pub(super) reported_others: u64,
     /// Below this, ask for a refill (and, as a donor, give nothing for refills).
     pub(super) low_water: u64,
     /// How many tickets a refill asks for.
@@ -174,8 +181,12 @@ pub struct Node {
     pub(super) epoch_visible: u64,
     /// Shard 0 only.
     coordinator: Option<Coordinator>,
+    /// The slice's sales already told to the coordinator in a `Taken`.
+    pub(super) sold_told: u64,
+    /// A cluster node's lease (the coordinator only, `--cluster-etcd`).
+    pub(super) escrow: Option<Box<super::escrow::Escrow>>,
     /// What moved.
-    moves: Moves,
+    pub(super) moves: Moves,
 }
 
 impl Node {
@@ -202,6 +213,8 @@ impl Node {
             sales_closed: false,
             epoch_visible: 0,
             coordinator: (id == COORDINATOR).then(Coordinator::default),
+            sold_told: 0,
+            escrow: None,
             moves: Moves::default(),
         }
     }
@@ -357,9 +370,21 @@ impl Node {
                 };
                 self.send_tickets(from, give, out);
                 self.moves.takes_answered += 1;
-                out.messages.push((from, Msg::Taken { op, tickets: give }));
+                let sold = self.slice.sold() - self.sold_told;
+                self.sold_told = self.slice.sold();
+                let taken = Msg::Taken {
+                    op,
+                    tickets: give,
+                    sold,
+                };
+                out.messages.push((from, taken));
             }
-            Msg::Taken { op, tickets } => self.on_taken(op, tickets, out),
+            Msg::Taken { op, tickets, sold } => {
+                if let Some(escrow) = &mut self.escrow {
+                    escrow.peer_sales(sold);
+                }
+                self.on_taken(op, tickets, out)
+            }
             Msg::Decided { order, sale, .. } => out.outcomes.push((order, sale)),
             Msg::Refill { tickets } => {
                 self.refill_outstanding = false;
@@ -395,6 +420,11 @@ impl Node {
     /// other shards when that is news.
     fn learn_bound(&mut self, out: &mut Outbox) {
         let at_most = self.slice.available();
+        self.tell_bound(at_most, out);
+    }
+
+    /// Lowers the coordinator's bound to `at_most` and tells the other shards when that is news.
+    pub(super) fn tell_bound(&mut self, at_most: u64, out: &mut Outbox) {
         if self.bound.is_some_and(|bound| bound <= at_most) {
             return;
         }
@@ -467,7 +497,7 @@ impl Node {
         }
     }
 
-    fn send_tickets(&mut self, to: usize, n: u64, out: &mut Outbox) {
+    pub(super) fn send_tickets(&mut self, to: usize, n: u64, out: &mut Outbox) {
         let given = self.slice.give(n);
         assert_eq!(given, n, "a shard only sends tickets it holds");
         if n > 0 {
@@ -484,7 +514,7 @@ impl Node {
         }
     }
 
-    fn enqueue(&mut self, op: Op, out: &mut Outbox) {
+    pub(super) fn enqueue(&mut self, op: Op, out: &mut Outbox) {
         let coordinator = self
             .coordinator
             .as_mut()
@@ -560,6 +590,9 @@ impl Node {
                 (self.shards - 1, want)
             }
             Op::Operator { op, .. } => self.start_operator(id, op, out),
+            Op::Place { add } => self.start_place(id, add, out),
+            Op::Collect => self.start_takes(id, u64::MAX, out),
+            Op::Census => self.start_takes(id, 0, out),
             Op::Refill { from, want } => {
                 if from != self.id && self.slice.available() > self.low_water {
                     return (0, 0); // served from the coordinator's own slice
@@ -637,6 +670,11 @@ impl Node {
                         });
                         continue;
                     }
+                    if scarce && self.slice.available() < qty && self.escrow.is_some() {
+                        // Every ticket of the node is here and too few: the lease decides.
+                        self.wait_for_lease(from, order, qty);
+                        continue;
+                    }
                     if !scarce && self.slice.available() < qty {
                         // In arrival order, ahead of what queued meanwhile.
                         let queue = &mut self.coordinator.as_mut().expect("coordinator").queue;
@@ -664,6 +702,9 @@ impl Node {
                 }
                 Op::Refill { .. } => self.finish_refill(op, gathered, out),
                 Op::Operator { order, op } => self.finish_operator(order, op, out),
+                Op::Place { add } => self.finish_place(add, out),
+                Op::Collect => self.finish_collect(out),
+                Op::Census => self.finish_census(out),
             }
         }
         if refused {
@@ -672,28 +713,39 @@ impl Node {
             self.learn_bound(out);
         }
         for (from, order, sale) in decided.drain(..) {
-            if from == self.id {
-                out.outcomes.push((order, sale));
-                continue;
-            }
-            // Half of what is left travels back (up to a batch), so the shard can sell locally
-            // again.
-            let share = (self.slice.available() / 2).min(self.batch);
-            self.send_tickets(from, share, out);
-            out.messages.push((
-                from,
-                Msg::Decided {
-                    order,
-                    sale,
-                    tickets: share,
-                },
-            ));
+            self.tell_decided(from, order, sale, out);
         }
         let coordinator = self.coordinator.as_mut().expect("coordinator");
         coordinator.decided = decided; // keep the allocations
         if coordinator.batch.is_empty() {
             coordinator.batch = batch;
         }
+    }
+
+    /// Tells shard `from` the outcome of its escalated order: the coordinator's own order at
+    /// once; another shard by `Decided`, with half of what is left (up to a batch), so that it
+    /// can sell locally again.
+    pub(super) fn tell_decided(
+        &mut self,
+        from: usize,
+        order: OrderId,
+        sale: Sale,
+        out: &mut Outbox,
+    ) {
+        if from == self.id {
+            out.outcomes.push((order, sale));
+            return;
+        }
+        let share = (self.slice.available() / 2).min(self.batch);
+        self.send_tickets(from, share, out);
+        out.messages.push((
+            from,
+            Msg::Decided {
+                order,
+                sale,
+                tickets: share,
+            },
+        ));
     }
 
     /// Ends a refill.

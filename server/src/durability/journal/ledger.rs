@@ -124,7 +124,7 @@ impl Ledger {
         epoch: u64,
         base: u64,
         sold: u64,
-        (added, sales_closed): (u64, bool),
+        (added, sales_closed, lease): (u64, bool, Option<LeaseState>),
         sent: Vec<Moved>,
         received: Vec<Moved>,
     ) -> Result<Self, LedgerError> {
@@ -147,12 +147,17 @@ impl Ledger {
                 .try_fold(0u64, |acc, m| acc.checked_add(m.tickets))
                 .ok_or(LedgerError::Overflow)
         };
+        let (placed, collected) = lease.map_or((0, 0), |l| (l.placed, l.collected));
         let inflow = base
             .checked_add(added)
+            .and_then(|n| n.checked_add(placed))
             .ok_or(LedgerError::Overflow)?
             .checked_add(sum(&received)?)
             .ok_or(LedgerError::Overflow)?;
-        let outflow = sum(&sent)?.checked_add(sold).ok_or(LedgerError::Overflow)?;
+        let outflow = sum(&sent)?
+            .checked_add(sold)
+            .and_then(|n| n.checked_add(collected))
+            .ok_or(LedgerError::Overflow)?;
         let available = inflow.checked_sub(outflow).ok_or(LedgerError::Overdrawn)?;
         Ok(Ledger {
             shard,
@@ -164,7 +169,7 @@ impl Ledger {
             sales_closed,
             sent,
             received,
-            lease: None,
+            lease,
             available,
         })
     }
@@ -539,7 +544,7 @@ mod tests {
                 1,
                 base,
                 sold,
-                (0, false),
+                (0, false, None),
                 sent.clone(),
                 received.clone(),
             )

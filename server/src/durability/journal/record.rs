@@ -480,8 +480,9 @@ pub fn decode(bytes: &[u8]) -> Result<Option<Frame>, Corruption> {
             } else {
                 None
             };
+            let (added, closed) = stock;
+            let stock = (added, closed, lease);
             let ledger = Ledger::from_parts(shard, epoch, base, sold, stock, sent, received)
-                .and_then(|ledger| ledger.with_lease(lease))
                 .map_err(Corruption::Ledger)?;
             Record::Snapshot(ledger)
         }
@@ -694,6 +695,13 @@ mod tests {
                     .with_lease(Some(leased(0, 100)))
                     .unwrap(),
             ),
+            // A compaction's snapshot: sales of placed tickets beyond the epoch's base.
+            Record::Snapshot({
+                let mut l = Ledger::new(1, 2, 3, 0);
+                l.set_lease(leased(50, 0)).unwrap();
+                l.sell(40).unwrap();
+                l
+            }),
         ];
         for (i, record) in records.iter().enumerate() {
             let mut out = vec![0xAA];

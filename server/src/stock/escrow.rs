@@ -1,0 +1,441 @@
+//! A cluster node's lease inside its coordinator (issue 18, `--cluster-etcd`): the node's stock
+//! is what its lease placed into its slices, the sales its shards make are counted into the lease,
+//! and an order the node's stock cannot cover waits for the lease (acquire, gather round, or a
+//! cluster-wide sold out). Pure like the rest of the protocol: the calls the lease wants made go
+//! out in [`Outbox::calls`], their replies come back through [`Node::escrow_reply`], and the lease
+//! is journaled as [`Change::Lease`] records, so the shard simulation runs every decision.
+//!
+//! # How the lease and the slices meet
+//! - **Placing.** The lease may sell [`Lease::sellable`] tickets (its unsold tickets, within the
+//!   room its window leaves); `out` of them are in the node's slices (or in transit between
+//!   them) and not known sold. Whenever `out` is below `sellable` the difference is placed into
+//!   the coordinator's slice: straight in while no shard knows a bound this stock epoch, or else
+//!   by an operation like a restock (`Epoch` to every shard first, so that no shard refuses by a
+//!   bound while the new tickets exist). Refills spread them as usual.
+//! - **Counting.** Every `Taken` carries the sales its shard made since its last one, and leaves
+//!   only once they are durable; the coordinator counts its own. A census (a `Take` of nothing
+//!   to every shard) runs when the reports suggest sales it has not counted, or every
+//!   [`CENSUS_EVERY`]. Counted sales leave `out` and enter the lease ([`Lease::count`]), which
+//!   reports them to etcd.
+//! - **Giving back.** Before a call that gives tickets back (a round's answer, a return) or
+//!   rejoins, every ticket of the node is collected into the coordinator's slice and taken out of
+//!   it (an operation like a gather that takes everything), so what goes back is unsold and the
+//!   rejoin's count is final.
+//! - **Waiting orders.** An order a gather could not cover with every slice drained waits for the
+//!   lease, one at a time in arrival order ([`Lease::order`]): sold (its tickets are placed and
+//!   it is gathered again), sold out (the round's close or the bound says so; the bound, true for
+//!   the whole cluster, is told to every shard), or still waiting.
+//!
+//! # Why the window holds
+//! `out <= sellable` at every step: placing adds at most the difference; a counted sale lowers
+//! both by the same amount; a report, an acquire or a round's close only raise `sellable`; a
+//! call that gives tickets back is made only with `out == 0`. Every sale of the node is of a
+//! ticket in `out`, so its unreported sales never pass the window: a fence's doubt covers them,
+//! also those made before the node learns of the fence (counted then with [`Lease::count`]).
+//!
+//! # Journal
+//! A lease record is appended after every change: in the step that placed or collected tickets
+//! (its `placed` and `collected` move them into or out of the slice, so replay balances), after
+//! every count and every reply, and with every request before the call leaves (the core lets a
+//! call out only once everything journaled before it is durable). Recovery counts the sales the
+//! journals hold beyond `fed` into the lease (`durability::journal::recover`).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::rebalance::{Node, Op, OrderId, Outbox};
+use super::slice::Sale;
+pub use crate::cluster::lease::Reply;
+use crate::cluster::lease::{Lease, OrderAnswer};
+use crate::durability::journal::{Change, LeaseState};
+use crate::stock::messages::{Msg, TakeKind};
+
+/// The longest the coordinator goes without counting its shards' sales while tickets are out:
+/// a tenth of the lease's report period, so a report carries what was sold up to a moment ago.
+pub const CENSUS_EVERY: Duration = Duration::from_millis(20);
+
+/// Steps one tick takes at most: each starts an operation, makes a call, places tickets or
+/// answers a waiting order; a tick that would take more is a bug (a loop), stopped here.
+const TICK_STEPS_MAX: usize = 64;
+
+/// An order waiting for the lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Waiting {
+    /// The shard whose client waits.
+    from: usize,
+    /// Its order.
+    order: OrderId,
+    /// Tickets asked for.
+    qty: u64,
+    /// The lease's name for it ([`Lease::order`]'s id).
+    id: u64,
+}
+
+/// The coordinator's side of a cluster node's lease.
+#[derive(Debug)]
+pub struct Escrow {
+    /// The lease's policy and journal.
+    lease: Lease,
+    /// The instant the lease's clock counts from.
+    origin: Instant,
+    /// The lease's clock at the last event.
+    now: Duration,
+    /// Tickets placed into the slice this journal epoch.
+    placed: u64,
+    /// Tickets collected from the slice this journal epoch.
+    collected: u64,
+    /// Sales of the node this journal epoch counted into the lease.
+    fed: u64,
+    /// Tickets placed and neither known sold nor collected (see the module doc).
+    out: u64,
+    /// Sales the peers told (in `Taken`s) not yet counted.
+    pending: u64,
+    /// Orders waiting for the lease, in arrival order.
+    waiting: VecDeque<Waiting>,
+    /// The next [`Waiting::id`].
+    next_id: u64,
+    /// One of the lease's operations (place, collect, census) is queued or running.
+    busy: bool,
+    /// A call was handed out and its reply has not come.
+    in_flight: bool,
+    /// When sales were last counted by a census.
+    census_at: Duration,
+    /// The lease as last journaled (a record is appended only when it changed).
+    journaled: Option<LeaseState>,
+    /// Ticks cut short by [`TICK_STEPS_MAX`] (a bug: the simulation asserts none).
+    ticks_cut: u64,
+}
+
+impl Escrow {
+    /// Sales a peer told in a `Taken`: counted at the next tick.
+    pub(super) fn peer_sales(&mut self, sold: u64) {
+        self.pending += sold;
+    }
+
+    /// The lease.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Tickets placed and not known sold (in the node's slices or between them).
+    pub fn out(&self) -> u64 {
+        self.out
+    }
+
+    /// Ticks cut short by [`TICK_STEPS_MAX`]: a loop, which is a bug.
+    pub fn ticks_cut(&self) -> u64 {
+        self.ticks_cut
+    }
+
+    /// Orders waiting for the lease.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// What the journal holds of the lease now.
+    pub fn state(&self) -> LeaseState {
+        LeaseState {
+            journal: self.lease.journal(),
+            placed: self.placed,
+            collected: self.collected,
+            fed: self.fed,
+        }
+    }
+}
+
+impl Node {
+    /// Makes this coordinator a cluster node's: `lease` as recovered, `out` tickets (all the
+    /// node's slices hold at start) placed by it.
+    pub fn start_escrow(&mut self, lease: Lease, out: u64, origin: Instant) {
+        assert!(
+            self.coordinator_id_is_self(),
+            "the coordinator holds the lease"
+        );
+        self.escrow = Some(Box::new(Escrow {
+            lease,
+            origin,
+            now: Duration::ZERO,
+            placed: 0,
+            collected: 0,
+            fed: 0,
+            out,
+            pending: 0,
+            waiting: VecDeque::new(),
+            next_id: 0,
+            busy: false,
+            in_flight: false,
+            census_at: Duration::ZERO,
+            journaled: None,
+            ticks_cut: 0,
+        }));
+    }
+
+    /// The lease's side, on a cluster node's coordinator.
+    pub fn escrow(&self) -> Option<&Escrow> {
+        self.escrow.as_deref()
+    }
+
+    /// A reply to the lease's call (or a view of the round) came.
+    pub fn escrow_reply(&mut self, reply: Reply, now: Instant, out: &mut Outbox) {
+        let Some(e) = self.escrow.as_deref_mut() else {
+            return;
+        };
+        e.now = now.saturating_duration_since(e.origin);
+        match reply {
+            Reply::Outcome(outcome) => {
+                e.in_flight = false;
+                e.lease.outcome(outcome, e.now);
+            }
+            Reply::Opened(opened) => {
+                e.in_flight = false;
+                e.lease.opened(opened);
+            }
+            Reply::Observed(gather) => e.lease.observe(gather),
+        }
+        self.journal_lease(out);
+        self.escrow_tick(now, out);
+    }
+
+    /// Does what the lease needs now: count sales, collect, make a call, place tickets, answer
+    /// waiting orders. Cheap when there is nothing to do; call it after every event.
+    pub fn escrow_tick(&mut self, now: Instant, out: &mut Outbox) {
+        let Some(e) = self.escrow.as_deref_mut() else {
+            return;
+        };
+        e.now = now.saturating_duration_since(e.origin);
+        for _ in 0..TICK_STEPS_MAX {
+            if !self.escrow_step(out) {
+                return;
+            }
+        }
+        e_cut(self);
+        tracing::error!("the cluster lease took {TICK_STEPS_MAX} steps in one tick");
+    }
+
+    /// One step of [`Node::escrow_tick`]; `false` when there is nothing more to do now.
+    fn escrow_step(&mut self, out: &mut Outbox) -> bool {
+        let Some(e) = self.escrow.as_deref() else {
+            return false;
+        };
+        if e.busy {
+            return false; // its operation's end steps again
+        }
+        self.count_sales(out);
+        let e = self.escrow.as_deref_mut().expect("checked");
+        let now = e.now;
+        e.lease.set_placed(e.out);
+        let gives_back = e.lease.gives_back(now);
+        if gives_back && e.out > 0 {
+            // Everything comes back from the shards first (once no call is in flight: its
+            // reply may change what the lease gives).
+            if e.in_flight {
+                return false;
+            }
+            e.busy = true;
+            self.enqueue(Op::Collect, out);
+            return true;
+        }
+        let room = e.lease.sellable().saturating_sub(e.out);
+        if room > 0 && !gives_back {
+            e.out += room;
+            if self.bound.is_none() {
+                // No shard refuses by a bound this stock epoch: straight into the slice.
+                self.slice.add(room);
+                let e = self.escrow.as_deref_mut().expect("checked");
+                e.placed += room;
+                self.journal_lease(out);
+            } else {
+                e.busy = true;
+                self.enqueue(Op::Place { add: room }, out);
+            }
+            return true;
+        }
+        // A waiting order, with everything the lease may sell placed (what it acquired for the
+        // order is the order's: a return leaves placed tickets be).
+        if !gives_back && self.serve_waiting(out) {
+            return true;
+        }
+        let e = self.escrow.as_deref_mut().expect("checked");
+        // Sales the reports show and the lease has not counted (a hint: reports are late).
+        let unseen = e
+            .out
+            .saturating_sub(self.slice.available() + self.reported_others);
+        let window = e.lease.journal().window.max(1);
+        let due = now.saturating_sub(e.census_at) >= CENSUS_EVERY;
+        if e.out > 0 && self.shards > 1 && (unseen * 4 >= window || (unseen > 0 && due)) {
+            e.busy = true;
+            e.census_at = now;
+            self.enqueue(Op::Census, out);
+            return true;
+        }
+        if !e.in_flight {
+            if let Some(call) = e.lease.next(now) {
+                e.in_flight = true;
+                out.calls.push(call);
+                self.journal_lease(out);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Counts the coordinator's own sales and those its peers told into the lease.
+    fn count_sales(&mut self, out: &mut Outbox) {
+        let own = self.slice.sold() - self.sold_told;
+        self.sold_told = self.slice.sold();
+        let e = self.escrow.as_deref_mut().expect("a cluster node");
+        let sold = own + std::mem::take(&mut e.pending);
+        if sold == 0 {
+            return;
+        }
+        e.lease.count(sold, e.now);
+        e.out = e
+            .out
+            .checked_sub(sold)
+            .expect("every sale is of a placed ticket");
+        e.fed += sold;
+        self.journal_lease(out);
+    }
+
+    /// Answers the waiting orders the lease can answer now, in arrival order, each at most
+    /// once (one sold here may come back to wait if its gather falls short); `false` when it
+    /// answered none.
+    fn serve_waiting(&mut self, out: &mut Outbox) -> bool {
+        let waiting = self.escrow.as_deref().map_or(0, |e| e.waiting.len());
+        let mut served = false;
+        for _ in 0..waiting {
+            if !self.serve_first(out) {
+                break;
+            }
+            served = true;
+        }
+        served
+    }
+
+    /// Answers the first waiting order, if the lease can; `false` when it cannot yet.
+    fn serve_first(&mut self, out: &mut Outbox) -> bool {
+        let e = self.escrow.as_deref_mut().expect("a cluster node");
+        let Some(&w) = e.waiting.front() else {
+            return false;
+        };
+        match e.lease.order(w.id, w.qty) {
+            OrderAnswer::Wait => {
+                // The lease may have started on it: its journal changed.
+                self.journal_lease(out);
+                false
+            }
+            OrderAnswer::Sell => {
+                // Its tickets are placed (above): gathered again, it finds them.
+                e.waiting.pop_front();
+                let (from, order, qty) = (w.from, w.order, w.qty);
+                self.enqueue(Op::Order { from, order, qty }, out);
+                true
+            }
+            OrderAnswer::SoldOut => {
+                e.waiting.pop_front();
+                let at_most = e.lease.gather().at_most;
+                self.journal_lease(out);
+                self.moves.gathers_failed += 1;
+                out.denied.push(w.qty);
+                out.decisions.push(super::messages::Decision {
+                    from: w.from,
+                    order: w.order,
+                    sale: Sale::Insufficient,
+                    change: None,
+                });
+                if let Some(at_most) = at_most {
+                    // At most this many unsold tickets are left in the whole cluster.
+                    self.tell_bound(at_most, out);
+                }
+                self.tell_decided(w.from, w.order, Sale::Insufficient, out);
+                true
+            }
+        }
+    }
+
+    /// An order every slice together could not cover waits for the lease.
+    pub(super) fn wait_for_lease(&mut self, from: usize, order: OrderId, qty: u64) {
+        let e = self.escrow.as_deref_mut().expect("a cluster node");
+        let id = e.next_id;
+        e.next_id += 1;
+        e.waiting.push_back(Waiting {
+            from,
+            order,
+            qty,
+            id,
+        });
+    }
+
+    /// Journals the lease as it is now.
+    fn journal_lease(&mut self, out: &mut Outbox) {
+        if let Some(e) = self.escrow.as_deref_mut() {
+            let state = e.state();
+            if e.journaled != Some(state) {
+                e.journaled = Some(state);
+                out.changes.push(Change::Lease(state));
+            }
+        }
+    }
+
+    /// Starts placing `add` tickets in a new stock epoch: every shard enters it (and forgets
+    /// its bound) before the tickets exist.
+    pub(super) fn start_place(&mut self, id: u64, add: u64, out: &mut Outbox) -> (usize, u64) {
+        let epoch = self.epoch + 1;
+        for peer in (0..self.shards).filter(|&p| p != self.id) {
+            out.messages.push((peer, Msg::Epoch { op: id, epoch, add }));
+        }
+        self.start_epoch(epoch, add);
+        (self.shards - 1, 0)
+    }
+
+    /// Every shard entered the epoch: the tickets are placed.
+    pub(super) fn finish_place(&mut self, add: u64, out: &mut Outbox) {
+        self.slice.add(add);
+        self.epoch_visible = self.epoch;
+        let e = self.escrow.as_deref_mut().expect("a cluster node");
+        e.placed += add;
+        e.busy = false;
+        self.journal_lease(out);
+    }
+
+    /// Asks every other shard for `want` tickets (all of them, or none for a census); their
+    /// `Taken`s carry their sales.
+    pub(super) fn start_takes(&mut self, id: u64, want: u64, out: &mut Outbox) -> (usize, u64) {
+        for peer in (0..self.shards).filter(|&p| p != self.id) {
+            let kind = TakeKind::Order;
+            out.messages.push((peer, Msg::Take { op: id, want, kind }));
+        }
+        (self.shards - 1, want)
+    }
+
+    /// Every ticket of the node is in the coordinator's slice: it leaves the slice for the
+    /// lease (or, fenced, for nobody: the fence gave it to the pool).
+    pub(super) fn finish_collect(&mut self, out: &mut Outbox) {
+        self.count_sales(out);
+        let n = self.slice.available();
+        self.slice.give(n);
+        let e = self.escrow.as_deref_mut().expect("a cluster node");
+        debug_assert_eq!(e.out, n, "a collect finds every placed ticket");
+        e.out = e.out.saturating_sub(n);
+        e.collected += n;
+        e.busy = false;
+        self.journal_lease(out);
+    }
+
+    /// Every shard told its sales.
+    pub(super) fn finish_census(&mut self, out: &mut Outbox) {
+        self.count_sales(out);
+        self.escrow.as_deref_mut().expect("a cluster node").busy = false;
+    }
+
+    fn coordinator_id_is_self(&self) -> bool {
+        self.id == super::rebalance::COORDINATOR
+    }
+}
+
+/// Counts a tick cut short.
+fn e_cut(node: &mut Node) {
+    if let Some(e) = node.escrow.as_deref_mut() {
+        e.ticks_cut += 1;
+    }
+}

@@ -1,0 +1,705 @@
+//! A cluster node's shards under a seeded simulation (issue 18): the real shard cores, each
+//! with its real journal on a memory disk, the coordinator holding the node's lease
+//! (`stock/escrow.rs`), its calls carried out on the in-memory etcd store
+//! (`cluster::memory::MemoryKv`) with replies lost at will, beside a peer node (a bare lease on
+//! the same store) that sells, answers rounds and sometimes fences this node. Messages are
+//! delivered, batches written, calls answered and the node crashed (restarting with another
+//! shard count) in a seeded random order.
+//!
+//! Checked at every step: the ledger's invariant; the node never holds more sales than its
+//! record allows (`sold ≤ record.sold + granted + in_doubt`: unreported sales within the doubt a
+//! fence keeps); no ticket is acknowledged that was not taken; and every "sold out" a client
+//! reads was true at some moment since its order arrived (fewer tickets unsold, counting a
+//! fence's doubt as sold, than it asked). At the end, with faults off, every waiting order is
+//! answered and the node's journal and its record agree on every sale.
+//!
+//! `CLUSTER_NODE_STEPS` (default below) and `CLUSTER_NODE_SEED` choose the run.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use futures_lite::future::block_on;
+use proto_http::Limits;
+use ticketd::cluster::lease::{Call, Lease, Reply};
+use ticketd::cluster::ledger::{self, FenceStep, Keys, NodeRecord};
+use ticketd::cluster::memory::MemoryKv;
+use ticketd::config::Mode;
+use ticketd::durability::journal::{self, Batch, Crash, MemDisk, Store, Writer};
+use ticketd::net::connection::{ConnLimits, Connection, Next};
+use ticketd::shard::core::{
+    ConnEvent, ConnKey, CoreCluster, CoreConfig, Message, Release, ShardCore, Step,
+};
+use ticketd::stock::rebalance::COORDINATOR;
+
+/// Steps of the whole run in the suite.
+const DEFAULT_STEPS: u64 = 150_000;
+
+/// Steps per seed (then the settle phase).
+const STEPS_PER_SEED: u64 = 1_500;
+
+/// The node's id and its peer's.
+const NODE: &str = "node-a";
+const PEER: &str = "node-b";
+
+/// Simulated time per step.
+const STEP_TIME: Duration = Duration::from_millis(1);
+
+/// Shard counts a life picks from.
+const SHARD_COUNTS: [usize; 4] = [1, 2, 3, 4];
+
+/// Steps of the settle phase at most (it ends sooner once every order is answered).
+const SETTLE_STEPS_MAX: u64 = 200_000;
+
+/// Steps the settle phase runs on after the last answer: some hundreds of milliseconds of
+/// simulated time, for a census and a report.
+const SETTLE_QUIET_STEPS: u64 = 400;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // SplitMix64.
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// One shard of the node.
+struct Shard {
+    core: ShardCore,
+    writer: Writer,
+    staged: Option<Batch>,
+}
+
+/// A client with one order on it.
+struct Client {
+    shard: usize,
+    conn: Connection,
+    out: Vec<u8>,
+    qty: u64,
+    waiting: bool,
+    /// The fewest tickets unsold (a fence's doubt counted as sold) since the order arrived.
+    min_unsold: u64,
+}
+
+/// What the run reached (asserted above zero for the whole run).
+#[derive(Debug, Default)]
+struct Reach {
+    sold: u64,
+    sold_out: u64,
+    calls: u64,
+    replies_lost: u64,
+    fences: u64,
+    rejoins: u64,
+    crashes: u64,
+    rounds_closed: u64,
+    collects: u64,
+}
+
+struct Sim {
+    rng: Rng,
+    steps: u64,
+    origin: Instant,
+    disk: MemDisk,
+    keys: Keys,
+    kv: MemoryKv,
+    capacity: u64,
+    window: u64,
+    shards: Vec<Shard>,
+    channels: Vec<Vec<VecDeque<Message>>>,
+    clients: HashMap<ConnKey, Client>,
+    next_key: ConnKey,
+    /// Calls the coordinator handed out, not yet answered.
+    calls: VecDeque<Call>,
+    /// The node's sales of earlier lives (durable: what its journal recovered).
+    sold_before: u64,
+    /// Tickets acknowledged to the node's clients, over every life.
+    acked: u64,
+    /// The peer node: a bare lease, and what it sold.
+    peer: Lease,
+    peer_sold: u64,
+    /// Faults (lost replies, fences, crashes) are off: the settle phase.
+    calm: bool,
+    reach: Reach,
+}
+
+fn core_config(shard: usize, shards: usize, stock: u64, cluster: CoreCluster) -> CoreConfig {
+    CoreConfig {
+        mode: Mode::Monolith,
+        shard,
+        shards,
+        stock,
+        max_order_qty: 64,
+        forward_cache_ttl: None,
+        limits: ConnLimits {
+            http: Limits::default(),
+            headers_max: 32,
+        },
+        cors: ticketd::app::cors::Cors::off(),
+        board: board(),
+        docs: docs(),
+        rate_limit: ticketd::app::rate_limit::Settings::OFF,
+        idempotency: ticketd::app::idempotency::Settings::DEFAULT,
+        cluster: Some(cluster),
+    }
+}
+
+fn docs() -> &'static ticketd::app::docs::Docs {
+    static DOCS: std::sync::OnceLock<&'static ticketd::app::docs::Docs> =
+        std::sync::OnceLock::new();
+    DOCS.get_or_init(|| ticketd::app::routes::docs(Mode::Monolith, 64))
+}
+
+fn board() -> &'static ticketd::app::board::Board {
+    static BOARD: std::sync::OnceLock<&'static ticketd::app::board::Board> =
+        std::sync::OnceLock::new();
+    BOARD.get_or_init(|| ticketd::app::board::Board::leak(16))
+}
+
+fn purchase(qty: u64) -> Vec<u8> {
+    let body = format!("{{\"qty\":{qty}}}");
+    format!(
+        "POST /api/v1/purchase HTTP/1.1\r\nHost: sim\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// `Some(true)` sold, `Some(false)` sold out, `None` a 503.
+fn read_response(bytes: &[u8]) -> Option<bool> {
+    let text = String::from_utf8_lossy(bytes);
+    match text.get(9..12).unwrap_or("") {
+        "200" if text.contains("\"success\":true") => Some(true),
+        "200" if text.contains("\"success\":false") => Some(false),
+        "503" => None,
+        _ => panic!("an order got an unexpected response: {text}"),
+    }
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let mut rng = Rng(seed);
+        let capacity = match rng.below(3) {
+            0 => rng.below(20),
+            1 => rng.below(300),
+            _ => rng.below(5_000),
+        };
+        let window = [64, 100, 1_000][rng.below(3) as usize];
+        let keys = Keys::new("sim").unwrap();
+        let mut kv = MemoryKv::new();
+        assert!(kv.txn(&ledger::init(&keys, capacity)));
+        let peer_window = [1, 16, 500][rng.below(3) as usize];
+        let mut sim = Sim {
+            rng,
+            steps: 0,
+            origin: Instant::now(),
+            disk: MemDisk::new(),
+            keys,
+            kv,
+            capacity,
+            window,
+            shards: Vec::new(),
+            channels: Vec::new(),
+            clients: HashMap::new(),
+            next_key: 0,
+            calls: VecDeque::new(),
+            sold_before: 0,
+            acked: 0,
+            peer: Lease::new(peer_window, Duration::ZERO),
+            peer_sold: 0,
+            calm: false,
+            reach: Reach::default(),
+        };
+        let shards = SHARD_COUNTS[sim.rng.below(4) as usize];
+        sim.start(shards);
+        sim
+    }
+
+    fn now(&self) -> Instant {
+        self.origin + STEP_TIME * u32::try_from(self.steps).unwrap_or(u32::MAX)
+    }
+
+    fn clock(&self) -> Duration {
+        self.now() - self.origin
+    }
+
+    fn n(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Opens the journal on the disk and starts every shard's core over it.
+    fn start(&mut self, shards: usize) {
+        let store = Store::Mem(self.disk.clone());
+        let cluster = CoreCluster {
+            window: self.window,
+            origin: self.origin,
+        };
+        let (recovered, opened) = block_on(async {
+            let recovered = journal::open(&store, shards, 0).await.expect("recovery");
+            let mut opened = Vec::new();
+            for (i, start) in recovered.shards.iter().enumerate() {
+                let (writer, tail) = Writer::open(&store, start.clone(), 1 << 14)
+                    .await
+                    .expect("writer");
+                let config = core_config(i, shards, recovered.available, cluster);
+                opened.push(Shard {
+                    core: ShardCore::new(config, Some(tail)),
+                    writer,
+                    staged: None,
+                });
+            }
+            (recovered, opened)
+        });
+        self.sold_before = recovered.sold;
+        self.shards = opened;
+        self.channels = vec![vec![VecDeque::new(); shards]; shards];
+        self.clients.clear();
+        self.calls.clear();
+    }
+
+    fn record(&self) -> NodeRecord {
+        let view = self.kv.view(&self.keys, NODE);
+        view.node.value.unwrap_or_default()
+    }
+
+    /// The node's sales over every life (this life's, durable or not).
+    fn node_sold(&self) -> u64 {
+        self.sold_before
+            + self
+                .shards
+                .iter()
+                .map(|s| s.core.app.node.slice().sold())
+                .sum::<u64>()
+    }
+
+    /// Tickets unsold anywhere, counting every fence's doubt as sold.
+    fn unsold(&self) -> u64 {
+        let doubt: u64 = self
+            .kv
+            .ledger(&self.keys)
+            .nodes
+            .iter()
+            .map(|(_, r)| r.in_doubt)
+            .sum();
+        self.capacity
+            .saturating_sub(self.node_sold() + self.peer_sold + doubt)
+    }
+
+    fn check(&mut self) {
+        let ledger = self.kv.ledger(&self.keys);
+        ledger::check(&ledger).expect("the ledger's invariant");
+        let record = self.record();
+        let sold = self.node_sold();
+        assert!(
+            sold <= record.sold + record.granted + record.in_doubt,
+            "the node sold {sold}, its record allows {record:?}"
+        );
+        assert!(self.acked <= sold, "acknowledged {} of {sold}", self.acked);
+        let escrow = self.shards[COORDINATOR].core.app.node.escrow();
+        assert_eq!(escrow.map(|e| e.ticks_cut()), Some(0), "the lease looped");
+        let unsold = self.unsold();
+        for client in self.clients.values_mut() {
+            client.min_unsold = client.min_unsold.min(unsold);
+        }
+    }
+
+    fn order(&mut self) {
+        let at = self.rng.below(self.n() as u64) as usize;
+        let qty = if self.rng.below(10) == 0 {
+            1 + self.rng.below(64)
+        } else {
+            1 + self.rng.below(3)
+        };
+        self.next_key += 1;
+        let key = self.next_key;
+        let mut client = Client {
+            shard: at,
+            conn: Connection::default(),
+            out: Vec::new(),
+            qty,
+            waiting: false,
+            min_unsold: self.unsold(),
+        };
+        let now = self.now();
+        let step =
+            self.shards[at]
+                .core
+                .input(key, &mut client.conn, &purchase(qty), &mut client.out, now);
+        self.clients.insert(key, client);
+        self.carry_out(key, step);
+    }
+
+    fn carry_out(&mut self, key: ConnKey, step: Step) {
+        let client = self.clients.get_mut(&key).expect("a live client");
+        client.waiting = matches!(step.next, Next::Wait(_));
+        self.apply_release(key, step.release);
+    }
+
+    fn apply_release(&mut self, key: ConnKey, release: Release) {
+        let client = self.clients.get_mut(&key).expect("a live client");
+        let at = client.shard;
+        match release {
+            Release::Held => return,
+            Release::Drop => {}
+            Release::Now if client.out.is_empty() => return,
+            Release::Now => match read_response(&client.out) {
+                Some(true) => {
+                    self.acked += client.qty;
+                    self.reach.sold += 1;
+                }
+                Some(false) => {
+                    assert!(
+                        client.min_unsold < client.qty,
+                        "sold out for {} while at least {} were unsold since the order came",
+                        client.qty,
+                        client.min_unsold
+                    );
+                    self.reach.sold_out += 1;
+                }
+                None => {}
+            },
+        }
+        self.clients.remove(&key);
+        self.shards[at].core.closed(key);
+    }
+
+    /// Shard `at` tells its connections what changed.
+    fn turn(&mut self, at: usize) {
+        while let Some((key, event)) = self.shards[at].core.next_conn_event() {
+            if !self.clients.contains_key(&key) {
+                continue;
+            }
+            match event {
+                ConnEvent::Recheck => {
+                    let release = self.shards[at].core.release(key);
+                    self.apply_release(key, release);
+                }
+                ConnEvent::Answer(answer) => {
+                    let now = self.now();
+                    let client = self.clients.get_mut(&key).expect("checked");
+                    let step = self.shards[at].core.resume(
+                        key,
+                        &mut client.conn,
+                        answer,
+                        &mut client.out,
+                        now,
+                    );
+                    self.carry_out(key, step);
+                }
+            }
+        }
+    }
+
+    fn mail(&mut self, from: usize) {
+        if let Some((to, message)) = self.shards[from].core.next_mail() {
+            self.channels[from][to].push_back(message);
+            self.shards[from].core.mail_sent();
+        }
+    }
+
+    fn deliver(&mut self) {
+        let busy: Vec<(usize, usize)> = (0..self.n())
+            .flat_map(|f| (0..self.n()).map(move |t| (f, t)))
+            .filter(|&(f, t)| !self.channels[f][t].is_empty())
+            .collect();
+        if busy.is_empty() {
+            return;
+        }
+        let (from, to) = busy[self.rng.below(busy.len() as u64) as usize];
+        let message = self.channels[from][to].pop_front().expect("busy");
+        let now = self.now();
+        self.shards[to].core.on_message(from, message, now);
+    }
+
+    fn report(&mut self, from: usize, to: usize) {
+        if let Some(available) = self.shards[from].core.report_due(to) {
+            self.channels[from][to].push_back(Message::Report { available });
+            self.shards[from].core.report_sent(to, available);
+        }
+    }
+
+    /// Shard `at` writes its next batch, if it has one.
+    fn write(&mut self, at: usize) {
+        let now = self.now();
+        if self.shards[at].staged.is_none() {
+            self.shards[at].staged = self.shards[at].core.next_batch(now, true);
+        }
+        let Some(batch) = self.shards[at].staged.take() else {
+            return;
+        };
+        block_on(self.shards[at].writer.write(&batch)).expect("the memory disk writes");
+        self.shards[at].core.write_done(&batch, now);
+    }
+
+    /// The coordinator hands out a call its journal holds.
+    fn take_call(&mut self) {
+        if let Some(call) = self.shards[COORDINATOR].core.next_cluster_call() {
+            self.calls.push_back(call);
+            self.reach.calls += 1;
+        }
+    }
+
+    /// The oldest call in flight is carried out, and its reply told.
+    fn answer_call(&mut self) {
+        let Some(call) = self.calls.pop_front() else {
+            return;
+        };
+        let lose = !self.calm && self.rng.below(5) == 0;
+        self.reach.replies_lost += u64::from(lose);
+        let reply = self.kv.call(&self.keys, NODE, call, lose);
+        if let Reply::Outcome(ledger::Outcome::Applied(last)) = reply {
+            match last {
+                ledger::Last::Rejoined { .. } => self.reach.rejoins += 1,
+                ledger::Last::Closed { .. } => self.reach.rounds_closed += 1,
+                ledger::Last::Answered { .. } => self.reach.collects += 1,
+                _ => {}
+            }
+        }
+        let now = self.now();
+        self.shards[COORDINATOR].core.cluster_reply(reply, now);
+    }
+
+    /// The node's watch on the gather key fires.
+    fn observe(&mut self) {
+        if let Some(gather) = self.kv.gather(&self.keys) {
+            let now = self.now();
+            self.shards[COORDINATOR]
+                .core
+                .cluster_reply(Reply::Observed(gather), now);
+        }
+    }
+
+    /// The peer sells a little of its lease, and makes its next call.
+    fn peer_step(&mut self) {
+        let now = self.clock();
+        if let Some(gather) = self.kv.gather(&self.keys) {
+            self.peer.observe(gather);
+        }
+        let tickets = self.peer.sellable().min(1 + self.rng.below(3));
+        if tickets > 0 && self.rng.below(2) == 0 {
+            self.peer.sold(tickets, now);
+            self.peer_sold += tickets;
+        }
+        if let Some(call) = self.peer.next(now) {
+            match self.kv.call(&self.keys, PEER, call, false) {
+                Reply::Outcome(outcome) => self.peer.outcome(outcome, now),
+                Reply::Opened(opened) => self.peer.opened(opened),
+                Reply::Observed(_) => unreachable!("a call is answered"),
+            }
+        }
+    }
+
+    /// The peer fences this node (its heartbeats, not simulated here, stopped in its eyes).
+    fn fence(&mut self) {
+        let view = self.kv.view(&self.keys, NODE);
+        let Some(record) = view.node.value else {
+            return;
+        };
+        if let FenceStep::Commit { plan, .. } = ledger::fence(&self.keys, NODE, record.epoch, &view)
+        {
+            if self.kv.txn(&plan) {
+                self.reach.fences += 1;
+            }
+        }
+    }
+
+    /// The node crashes (a call in flight may have been applied) and restarts.
+    fn crash(&mut self) {
+        if let Some(&call) = self.calls.front() {
+            if self.rng.below(2) == 0 {
+                self.kv.call(&self.keys, NODE, call, true);
+            }
+        }
+        self.reach.crashes += 1;
+        let crash = Crash {
+            dir_ops_kept: self.rng.below(4) as usize,
+            torn_bytes: self.rng.below(2 * 4096) as usize,
+            sectors_seed: None,
+        };
+        self.disk = self.disk.crash(crash);
+        let shards = SHARD_COUNTS[self.rng.below(4) as usize];
+        self.start(shards);
+    }
+
+    fn step(&mut self) {
+        self.steps += 1;
+        let n = self.n() as u64;
+        match self.rng.below(100) {
+            0..=14 => self.order(),
+            15..=39 => self.deliver(),
+            40..=49 => {
+                let at = self.rng.below(n) as usize;
+                self.mail(at);
+            }
+            50..=59 => {
+                let at = self.rng.below(n) as usize;
+                self.write(at);
+            }
+            60..=64 => {
+                let (from, to) = (self.rng.below(n) as usize, self.rng.below(n) as usize);
+                if from != to {
+                    self.report(from, to);
+                }
+            }
+            65..=69 => self.take_call(),
+            70..=76 => self.answer_call(),
+            77..=79 => self.observe(),
+            80..=84 => {
+                let now = self.now();
+                self.shards[COORDINATOR].core.cluster_tick(now);
+            }
+            85..=91 => self.peer_step(),
+            92 if !self.calm && self.rng.below(20) == 0 => self.fence(),
+            93 if !self.calm && self.rng.below(40) == 0 => self.crash(),
+            _ => {}
+        }
+        for at in 0..self.n() {
+            self.turn(at);
+        }
+        self.check();
+    }
+
+    /// Faults off: everything runs until every order is answered.
+    fn settle(&mut self) {
+        self.calm = true;
+        let mut quiet = 0;
+        for _ in 0..SETTLE_STEPS_MAX {
+            // Past the last answer, long enough for a census and a report.
+            if self.clients.is_empty() && self.calls.is_empty() {
+                quiet += 1;
+                if quiet > SETTLE_QUIET_STEPS {
+                    break;
+                }
+            }
+            self.steps += 1;
+            let now = self.now();
+            for at in 0..self.n() {
+                self.mail(at);
+                self.write(at);
+                for to in 0..self.n() {
+                    if to != at {
+                        self.report(at, to);
+                    }
+                }
+            }
+            self.deliver();
+            self.take_call();
+            self.answer_call();
+            self.observe();
+            self.peer_step();
+            self.shards[COORDINATOR].core.cluster_tick(now);
+            for at in 0..self.n() {
+                self.turn(at);
+            }
+            self.check();
+        }
+        assert!(
+            self.clients.is_empty(),
+            "{} orders never answered (escrow {:?}, record {:?}, coordinating {}, slices {:?})",
+            self.clients.len(),
+            self.shards[COORDINATOR].core.app.node.escrow(),
+            self.record(),
+            self.shards[COORDINATOR].core.app.node.coordinating(),
+            self.shards
+                .iter()
+                .map(|s| (s.core.app.node.slice().available(), s.core.app.node.bound()))
+                .collect::<Vec<_>>()
+        );
+        // The node's journal and its record agree: every sale reported or still unreported in
+        // its lease.
+        let lease = self.shards[COORDINATOR]
+            .core
+            .app
+            .node
+            .escrow()
+            .expect("a cluster node")
+            .lease()
+            .journal();
+        let record = self.record();
+        if !lease.fenced && lease.intent.is_none() {
+            let sold = self.node_sold();
+            let counted = record.sold + lease.unreported;
+            assert_eq!(
+                sold, counted,
+                "sold {sold}, the record and the lease count {counted}"
+            );
+        }
+    }
+}
+
+fn run(seed: u64, steps: u64, reach: &mut Reach) {
+    let mut sim = Sim::new(seed);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for _ in 0..steps {
+            sim.step();
+        }
+        sim.settle();
+    }));
+    if let Err(e) = result {
+        eprintln!("cluster node simulation failed: CLUSTER_NODE_SEED={seed}");
+        std::panic::resume_unwind(e);
+    }
+    let r = &sim.reach;
+    reach.sold += r.sold;
+    reach.sold_out += r.sold_out;
+    reach.calls += r.calls;
+    reach.replies_lost += r.replies_lost;
+    reach.fences += r.fences;
+    reach.rejoins += r.rejoins;
+    reach.crashes += r.crashes;
+    reach.rounds_closed += r.rounds_closed;
+    reach.collects += r.collects;
+}
+
+#[test]
+fn a_cluster_nodes_shards_sell_within_its_lease_through_crashes_fences_and_lost_replies() {
+    let steps: u64 = std::env::var("CLUSTER_NODE_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_STEPS);
+    let mut reach = Reach::default();
+    if let Some(seed) = std::env::var("CLUSTER_NODE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        run(seed, STEPS_PER_SEED, &mut reach);
+        eprintln!("{reach:?}");
+        return;
+    }
+    let seeds = (steps / STEPS_PER_SEED).max(1);
+    for seed in 0..seeds {
+        run(seed, STEPS_PER_SEED, &mut reach);
+    }
+    eprintln!("{seeds} seeds: {reach:?}");
+    let Reach {
+        sold,
+        sold_out,
+        calls,
+        replies_lost,
+        fences,
+        rejoins,
+        crashes,
+        rounds_closed,
+        collects,
+    } = reach;
+    for (what, n) in [
+        ("orders sold", sold),
+        ("sold outs", sold_out),
+        ("calls", calls),
+        ("replies lost", replies_lost),
+        ("fences", fences),
+        ("rejoins", rejoins),
+        ("crashes", crashes),
+        ("rounds closed", rounds_closed),
+        ("rounds answered", collects),
+    ] {
+        assert!(n > 0, "the run never reached {what}: {reach:?}", reach = ());
+    }
+}
