@@ -33,6 +33,13 @@ pub const INITIAL_STOCK_RANGE: RangeInclusive<u64> = 0..=i64::MAX as u64;
 
 /// By default any sane quantity is accepted and simply fails when the stock is not there.
 pub const MAX_ORDER_QTY_DEFAULT: u64 = 1_000_000_000;
+
+/// `--cluster-window`: a node reports its sales at half of it (or every 200 ms), so at 100,000
+/// sales per second a window of 1,000 costs a report about every 5 ms; a fence strands at most
+/// this many tickets (in doubt) until the node rejoins.
+pub const CLUSTER_WINDOW_DEFAULT: u64 = 1_000;
+/// Any positive window (no order asks for more than it, and a fence keeps it in doubt).
+pub const CLUSTER_WINDOW_RANGE: RangeInclusive<u64> = 1..=i64::MAX as u64;
 /// At least 1 (an order of 1 must be possible); at most the largest possible stock.
 pub const MAX_ORDER_QTY_RANGE: RangeInclusive<u64> = 1..=i64::MAX as u64;
 
@@ -378,6 +385,30 @@ pub struct Cli {
     /// File holding the admin listener's bearer token (16 to 4096 visible ASCII characters)
     #[arg(long, env = "ADMIN_TOKEN_FILE", value_name = "FILE", value_parser = parse::file)]
     pub admin_token_file: Option<PathBuf>,
+
+    /// Run as a node of a sale past one machine: etcd client URLs (http://HOST:PORT),
+    /// comma-separated; the node leases its stock from the sale's ledger there (needs
+    /// --cluster-name, --node-id, --durability sync; built with --features cluster)
+    /// [default: off]
+    #[arg(long, env = "CLUSTER_ETCD", value_name = "URL[,URL...]", value_delimiter = ',',
+          value_parser = parse::etcd_url)]
+    pub cluster_etcd: Vec<String>,
+
+    /// With --cluster-etcd: the sale's name (its ledger's key prefix, set up by `ticketd
+    /// cluster init`)
+    #[arg(long, env = "CLUSTER_NAME", value_name = "NAME", value_parser = parse::cluster_name)]
+    pub cluster_name: Option<String>,
+
+    /// With --cluster-etcd: this node's id, unique in the sale and kept across restarts (its
+    /// journal and its ledger record go together)
+    #[arg(long, env = "NODE_ID", value_name = "ID", value_parser = parse::cluster_name)]
+    pub node_id: Option<String>,
+
+    /// With --cluster-etcd: the most sales the node holds unreported; a fence keeps this many
+    /// tickets in doubt until the node rejoins, and no order may ask for more
+    #[arg(long, env = "CLUSTER_WINDOW", value_name = "N", default_value_t = CLUSTER_WINDOW_DEFAULT,
+          value_parser = parse::whole(CLUSTER_WINDOW_RANGE))]
+    pub cluster_window: u64,
 
     /// Print the effective configuration as one JSON line and exit
     #[arg(long)]

@@ -49,6 +49,7 @@ pub use cli::{
     TARGET_BYTES_MAX_RANGE, TIMEOUT_MS_RANGE, VACANCY_TIMEOUT_SECONDS_DEFAULT, VACANCY_URL_DEFAULT,
 };
 pub use cli::{ClusterArgs, ClusterTool, JournalTool, Tool};
+pub use cli::{CLUSTER_WINDOW_DEFAULT, CLUSTER_WINDOW_RANGE};
 pub use dotenv::{DOTENV_BYTES_MAX, DOTENV_FILE};
 pub use error::ConfigError;
 pub use mode::{Durability, Mode};
@@ -180,12 +181,33 @@ pub struct Config {
     /// `--print-config` touches no file and never shows the token.
     #[serde(serialize_with = "optional_path")]
     pub admin_token_file: Option<PathBuf>,
+    /// A node of a sale past one machine (`--cluster-etcd` and its companions); `None`: one
+    /// machine. Serialized as `cluster_etcd`, `cluster_name`, `node_id`, `cluster_window`.
+    #[serde(flatten)]
+    pub cluster: Option<Cluster>,
     /// `--print-config`: print [`Config::to_json`] on stdout and exit 0 instead of serving.
     #[serde(skip)]
     pub print_config: bool,
     /// A tool to run instead of serving (`ticketd journal inspect`, ...).
     #[serde(skip)]
     pub tool: Option<Tool>,
+}
+
+/// A cluster node's settings (`--cluster-etcd`, `--cluster-name`, `--node-id`,
+/// `--cluster-window`), validated together.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Cluster {
+    /// etcd client URLs, each `http://host:port`.
+    #[serde(rename = "cluster_etcd")]
+    pub etcd: Vec<String>,
+    /// The sale's name (its ledger's key prefix).
+    #[serde(rename = "cluster_name")]
+    pub name: String,
+    /// This node's id.
+    pub node_id: String,
+    /// The most sales the node holds unreported; at least `max_order_qty`.
+    #[serde(rename = "cluster_window")]
+    pub window: u64,
 }
 
 impl Config {
@@ -271,6 +293,7 @@ impl Config {
                 expected,
             ));
         }
+        let (cluster, max_order_qty) = cluster_of(&cli, command, mode)?;
         Ok(Config {
             mode,
             host: cli.host,
@@ -278,7 +301,7 @@ impl Config {
             shards: cli.shards,
             cpus: cli.cpus,
             initial_stock: cli.initial_stock,
-            max_order_qty: cli.max_order_qty,
+            max_order_qty,
             vacancy_url: cli.vacancy_url.url,
             vacancy_host: cli.vacancy_url.host,
             vacancy_port: cli.vacancy_url.port,
@@ -313,6 +336,7 @@ impl Config {
             rate_limit_all_routes: cli.rate_limit_all_routes,
             admin_listen: cli.admin_listen,
             admin_token_file: cli.admin_token_file,
+            cluster,
             print_config: cli.print_config,
             tool: cli.tool,
         })
@@ -443,6 +467,79 @@ impl serde_json::ser::Formatter for KeyValues {
     }
 }
 
+/// The cluster settings, checked together, and the largest order they allow: with
+/// `--cluster-etcd`, the sale's name and the node's id are required, the journal must be on
+/// (`--durability sync`: a lease not on disk could be spent twice after a crash), the mode must
+/// sell (the ticket tier holds no stock), and no order may ask for more than the window (the
+/// default `--max-order-qty` is lowered to it; a larger one set on purpose is an error).
+fn cluster_of(
+    cli: &Cli,
+    command: &clap::Command,
+    mode: Mode,
+) -> Result<(Option<Cluster>, u64), ConfigError> {
+    if cli.cluster_etcd.is_empty() || cli.tool.is_some() {
+        // The tools read CLUSTER_ETCD too (`ticketd cluster`), and serve no sale.
+        return Ok((None, cli.max_order_qty));
+    }
+    let (flag, env) = error::names_of(command, "cluster_etcd");
+    let needs = |what: &str| format!("{what}, required with {flag} ({env})");
+    let name = cli.cluster_name.clone().ok_or_else(|| {
+        ConfigError::invalid(command, "cluster_name", "", needs("the sale's name"))
+    })?;
+    let node_id = cli
+        .node_id
+        .clone()
+        .ok_or_else(|| ConfigError::invalid(command, "node_id", "", needs("this node's id")))?;
+    if cli.durability != Durability::Sync {
+        let expected = needs("sync (the lease is journaled)");
+        let value = cli.durability.to_string();
+        return Err(ConfigError::invalid(
+            command,
+            "durability",
+            &value,
+            expected,
+        ));
+    }
+    if mode == Mode::Ticket {
+        let expected = needs("monolith or vacancy (a mode that holds stock)");
+        return Err(ConfigError::invalid(command, "mode", "ticket", expected));
+    }
+    if !cfg!(feature = "cluster") {
+        let expected = "a ticketd built with --features cluster (cargo build --release -p \
+                        ticketd --features cluster; it needs protoc)"
+            .to_string();
+        let value = cli.cluster_etcd.join(",");
+        return Err(ConfigError::invalid(
+            command,
+            "cluster_etcd",
+            &value,
+            expected,
+        ));
+    }
+    let window = cli.cluster_window;
+    let max_order_qty = match cli.max_order_qty {
+        qty if qty <= window => qty,
+        MAX_ORDER_QTY_DEFAULT => window,
+        qty => {
+            let (flag, env) = error::names_of(command, "cluster_window");
+            let expected = format!("at most {flag} ({env}), {window}, in a cluster");
+            return Err(ConfigError::invalid(
+                command,
+                "max_order_qty",
+                &qty.to_string(),
+                expected,
+            ));
+        }
+    };
+    let cluster = Cluster {
+        etcd: cli.cluster_etcd.clone(),
+        name,
+        node_id,
+        window,
+    };
+    Ok((Some(cluster), max_order_qty))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,6 +645,71 @@ mod tests {
         }
     }
 
+    /// A cluster node: the sale's name and the node's id are required with `--cluster-etcd`,
+    /// the journal must be on and the mode must sell; the default order limit is lowered to the
+    /// window, a larger one set on purpose refused; `--print-config` shows the four settings.
+    #[test]
+    fn a_cluster_node_names_its_sale_and_itself_and_orders_fit_its_window() {
+        let etcd = "http://127.0.0.1:2379";
+        let node = [
+            ("CLUSTER_ETCD", etcd),
+            ("CLUSTER_NAME", "sale"),
+            ("NODE_ID", "n1"),
+        ];
+        let e = err(&[], &node[..1], None);
+        assert!(
+            e.contains("--cluster-name") && e.contains("required with --cluster-etcd"),
+            "{e}"
+        );
+        let e = err(&[], &node[..2], None);
+        assert!(e.contains("--node-id"), "{e}");
+        let e = err(&["--durability", "none"], &node, None);
+        assert!(e.contains("--durability") && e.contains("sync"), "{e}");
+        let e = err(&["--mode", "ticket"], &node, None);
+        assert!(e.contains("--mode") && e.contains("holds stock"), "{e}");
+        if !cfg!(feature = "cluster") {
+            let e = err(&[], &node, None);
+            assert!(e.contains("--features cluster"), "{e}");
+            return;
+        }
+        let c = ok(&[], &node, None);
+        let cluster = c.cluster.clone().expect("a cluster node");
+        assert_eq!(
+            (
+                cluster.etcd,
+                cluster.name.as_str(),
+                cluster.node_id.as_str()
+            ),
+            (vec![etcd.to_string()], "sale", "n1")
+        );
+        assert_eq!((cluster.window, c.max_order_qty), (1_000, 1_000));
+        let json = c.to_json();
+        for key in ["cluster_etcd", "cluster_name", "node_id", "cluster_window"] {
+            assert!(json.contains(&format!("\"{key}\":")), "{json}");
+        }
+        let c = ok(
+            &["--cluster-window", "50", "--max-order-qty", "20"],
+            &node,
+            None,
+        );
+        assert_eq!(
+            (c.max_order_qty, c.cluster.map(|c| c.window)),
+            (20, Some(50))
+        );
+        let e = err(
+            &["--cluster-window", "50", "--max-order-qty", "60"],
+            &node,
+            None,
+        );
+        assert!(
+            e.contains("--max-order-qty") && e.contains("at most --cluster-window"),
+            "{e}"
+        );
+        // Without --cluster-etcd nothing changes, and --print-config shows no cluster key.
+        let c = ok(&[], &[], None);
+        assert!(c.cluster.is_none() && !c.to_json().contains("cluster"));
+    }
+
     /// `ticketd cluster`: the etcd URLs (each with its port) and the sale's name, from flags or
     /// the environment; `init` takes its capacity only from `--initial-stock` on the command
     /// line, never from a node's INITIAL_STOCK.
@@ -589,7 +751,7 @@ mod tests {
         let bad_url = [("CLUSTER_ETCD", "http://127.0.0.1"), env[1]];
         assert!(err(&["cluster", "status"], &bad_url, None).contains("http://host:port"));
         let bad_name = [env[0], ("CLUSTER_NAME", "a/b")];
-        assert!(err(&["cluster", "status"], &bad_name, None).contains("cluster name"));
+        assert!(err(&["cluster", "status"], &bad_name, None).contains("may hold only letters"));
     }
 
     /// The journal tools read the server's own options, given before or after the tool's name,

@@ -314,7 +314,9 @@ pub fn etcd_url(raw: &str) -> Result<String, String> {
 
 /// Parses a cluster name: an etcd key segment (`cluster::ledger::check_name`).
 pub fn cluster_name(raw: &str) -> Result<String, String> {
-    crate::cluster::ledger::check_name(raw).map_err(|why| format!("a cluster name {why}"))?;
+    crate::cluster::ledger::check_name(raw).map_err(|why| {
+        format!("expected a name of 1 to 64 letters, digits, '_', '.' and '-' (this one {why})")
+    })?;
     Ok(raw.into())
 }
 
