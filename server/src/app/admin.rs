@@ -176,6 +176,13 @@ impl App {
         let op = match route {
             AdminRoute::Stock => return self.admin_stock(admin, x, out),
             AdminRoute::Journal => return self.admin_journal(admin, x, out),
+            AdminRoute::Restock if self.node.escrow().is_some() => {
+                // A cluster node's stock is its lease: tickets added here would be in no ledger.
+                self.counters.body_errors += 1;
+                let detail = "a cluster node's stock is leased from the sale's ledger in etcd, \
+                              whose capacity `ticketd cluster init` set; it is not restocked here";
+                return error(out, x, 409, "cluster_node", detail, None);
+            }
             AdminRoute::Restock => {
                 let node = &self.node;
                 let capacity =

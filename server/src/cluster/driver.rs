@@ -15,15 +15,13 @@ use super::etcd::{Etcd, EtcdError};
 use super::lease::{Call, Lease};
 use super::liveness::{Liveness, HEARTBEAT_EVERY};
 
-/// A node's lease and its connection to the ledger.
-pub struct Driver {
+/// A node's watch on its peers: its own heartbeats (a task of their own), and fences of the
+/// peers whose heartbeats stood still as `cluster::liveness` counts it. The server's etcd thread
+/// and [`Driver`] both run it.
+pub struct Watch {
     /// The node's id.
     id: String,
-    /// Its lease.
-    lease: Lease,
-    /// The ledger.
-    etcd: Etcd,
-    /// The lease's clock starts here.
+    /// The watch's clock starts here.
     started: Instant,
     /// The peers' heartbeats as seen.
     liveness: Liveness,
@@ -35,17 +33,15 @@ pub struct Driver {
     beating: bool,
     /// When the peers were last looked at.
     looked_at: Option<Duration>,
-    /// Peers this driver fenced.
+    /// Peers this node fenced.
     fenced: u64,
 }
 
-impl Driver {
-    /// Node `id`'s driver, with a new lease of `window` (see [`Lease::new`]).
-    pub fn new(id: &str, etcd: Etcd, window: u64) -> Driver {
-        Driver {
+impl Watch {
+    /// Node `id`'s watch.
+    pub fn new(id: &str) -> Watch {
+        Watch {
             id: id.to_string(),
-            lease: Lease::new(window, Duration::ZERO),
-            etcd,
             started: Instant::now(),
             liveness: Liveness::default(),
             landed: Arc::new(AtomicU64::new(0)),
@@ -56,22 +52,18 @@ impl Driver {
         }
     }
 
-    /// Peers this driver fenced.
+    /// Peers this node fenced.
     pub fn fenced(&self) -> u64 {
         self.fenced
     }
 
-    /// Lets the runtime run (the heartbeat task with it) for `period`.
-    pub async fn wait(&self, period: Duration) {
-        tokio::time::sleep(period).await;
-    }
-
     /// Every [`HEARTBEAT_EVERY`]: fences every peer that holds tickets and whose heartbeat stood
-    /// still as `cluster::liveness` counts it. Starts the heartbeat task on the first call.
-    async fn look(&mut self, deadline: Instant) -> Result<(), EtcdError> {
+    /// still as `cluster::liveness` counts it. Starts the heartbeat task (on the current tokio
+    /// runtime) on the first call.
+    pub async fn look(&mut self, etcd: &mut Etcd, deadline: Instant) -> Result<(), EtcdError> {
         if !self.beating {
             let (landed, refused) = (self.landed.clone(), self.refused.clone());
-            tokio::spawn(self.etcd.heartbeats(&self.id, landed, refused));
+            tokio::spawn(etcd.heartbeats(&self.id, landed, refused));
             self.beating = true;
         }
         if let Some(why) = self
@@ -90,7 +82,7 @@ impl Driver {
             return Ok(());
         }
         self.looked_at = Some(now);
-        let peers = self.etcd.peers(deadline).await?;
+        let peers = etcd.peers(deadline).await?;
         // Silence counts from when the read returned: a slow read never shortens a peer's time.
         let (now, beats) = (self.started.elapsed(), self.landed.load(Ordering::Relaxed));
         for (peer, revision, record) in peers {
@@ -100,12 +92,49 @@ impl Driver {
             self.liveness.observe(&peer, revision, now, beats);
             if record.granted > 0 && self.liveness.silent(&peer, now, beats) {
                 // At the epoch read: a retry after a lost reply finds it fenced already.
-                self.etcd.fence(&peer, record.epoch, deadline).await?;
+                etcd.fence(&peer, record.epoch, deadline).await?;
                 self.liveness.forget(&peer);
                 self.fenced += 1;
             }
         }
         Ok(())
+    }
+}
+
+/// A node's lease and its connection to the ledger.
+pub struct Driver {
+    /// The node's id.
+    id: String,
+    /// Its lease.
+    lease: Lease,
+    /// The ledger.
+    etcd: Etcd,
+    /// The lease's clock starts here.
+    started: Instant,
+    /// Heartbeats and fences.
+    watch: Watch,
+}
+
+impl Driver {
+    /// Node `id`'s driver, with a new lease of `window` (see [`Lease::new`]).
+    pub fn new(id: &str, etcd: Etcd, window: u64) -> Driver {
+        Driver {
+            id: id.to_string(),
+            lease: Lease::new(window, Duration::ZERO),
+            etcd,
+            started: Instant::now(),
+            watch: Watch::new(id),
+        }
+    }
+
+    /// Peers this driver fenced.
+    pub fn fenced(&self) -> u64 {
+        self.watch.fenced()
+    }
+
+    /// Lets the runtime run (the heartbeat task with it) for `period`.
+    pub async fn wait(&self, period: Duration) {
+        tokio::time::sleep(period).await;
     }
 
     /// The lease: orders and sales go to it directly (no etcd on that path).
@@ -127,7 +156,7 @@ impl Driver {
     /// result. Returns whether a call was made. An error leaves the request journaled: the next
     /// turn sends it again under its number.
     pub async fn turn(&mut self, deadline: Instant) -> Result<bool, EtcdError> {
-        self.look(deadline).await?;
+        self.watch.look(&mut self.etcd, deadline).await?;
         if let Some(gather) = self.etcd.gather_now(deadline).await? {
             self.lease.observe(gather);
         }

@@ -12,7 +12,10 @@
 //!   the ledger's transactions with replies lost at will;
 //! - `etcd` (with `--features cluster`): the same transactions on a real etcd cluster, through
 //!   the `etcd-client` crate on a tokio runtime, with the retry loop around them;
-//! - `driver` (with `--features cluster`): a node's lease carried out on etcd, turn by turn.
+//! - `driver` (with `--features cluster`): a node's lease carried out on etcd, turn by turn, and
+//!   the watch on its peers (heartbeats, fences);
+//! - `link` (with `--features cluster`): a server node's etcd thread, carrying out the calls of
+//!   the lease its coordinator holds (`stock/escrow.rs`).
 //!
 //! Invariant: every change of the pool is one transaction that [`ledger`] planned, guarded by
 //! the mod revisions it read, and keeps `pool + Σ (granted + in_doubt + sold) == capacity`.
@@ -24,6 +27,8 @@ pub mod etcd;
 pub mod gather;
 pub mod lease;
 pub mod ledger;
+#[cfg(feature = "cluster")]
+pub mod link;
 pub mod liveness;
 pub mod memory;
 pub mod retire;

@@ -54,6 +54,9 @@ pub enum StartError {
         /// Why.
         why: String,
     },
+    /// A cluster node cannot reach its etcd cluster (`--cluster-etcd`), or its etcd thread
+    /// cannot start.
+    Cluster(String),
     /// Ticket mode: `VACANCY_URL`'s host does not resolve to an address.
     VacancyAddress {
         /// The URL as configured.
@@ -66,6 +69,10 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StartError::Cluster(why) => write!(
+                f,
+                "cannot join the cluster: {why}; check --cluster-etcd (CLUSTER_ETCD) names running etcd members"
+            ),
             StartError::PortInUse(addr) => write!(
                 f,
                 "cannot listen on {addr}: the address is in use by another process; stop it or choose another --port (PORT)"

@@ -16,7 +16,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use proto_http::Limits;
 
-use super::core::{CoreConfig, ShardCore};
+use super::core::{CoreCluster, CoreConfig, ShardCore};
 use super::{tasks, JournalFile, MailCounts, Mailbox, Message, Shard, ShardParts, LISTEN_BACKLOG};
 use crate::app::admin::Admin;
 use crate::app::board::Board;
@@ -61,6 +61,12 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
         (Some(_), Some(addr)) => Some(bind_admin(addr)?),
         _ => None,
     };
+    // A cluster node reaches etcd before it serves: a node that cannot would sell nothing.
+    let mut link = start_link(&config)?;
+    let cluster = config.cluster.as_ref().map(|c| CoreCluster {
+        window: c.window,
+        origin: Instant::now(),
+    });
     let mesh = MeshBuilder::full(shards, MESH_CHANNEL_CAPACITY);
     let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
     let config = Arc::new(config);
@@ -95,6 +101,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
             compact_bytes: config.journal_compact_bytes,
         });
         let admin_listener = admin_listener.take().filter(|_| index == COORDINATOR);
+        let link = link.take().filter(|_| index == COORDINATOR);
         // Unpinned shards share the process's CPUs (more shards than CPUs).
         let shares_cpu = cpu.is_none() && shards > 1;
         let handle = LocalExecutorBuilder::new(place)
@@ -114,6 +121,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
                     stock,
                     journal,
                     shared,
+                    cluster,
+                    link,
                 };
                 shard_main(config, prepared, mesh, stop, bound_tx).await
             })
@@ -192,7 +201,11 @@ fn recover(config: &Config, shards: usize) -> Result<Option<Journaled>, StartErr
         return Ok(None);
     }
     let (lock, dir) = crate::process::startup::lock_data_dir(&config.data_dir)?;
-    let stock = config.initial_stock;
+    // A cluster node's stock is what its lease placed: a new node starts with none.
+    let stock = match config.cluster {
+        Some(_) => 0,
+        None => config.initial_stock,
+    };
     let store_dir = dir.clone();
     let settings = idempotency_settings(config);
     let keep = journal::KeepKeys {
@@ -310,6 +323,41 @@ struct Prepared {
     journal: Option<JournalStart>,
     /// What every shard reads, made once for the process.
     shared: Shared,
+    /// A cluster node's lease settings (every shard's core is told it is one).
+    cluster: Option<CoreCluster>,
+    /// A cluster node's etcd thread, for the coordinator.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    link: Option<Link>,
+}
+
+/// The coordinator's end of a cluster node's etcd thread.
+#[cfg(feature = "cluster")]
+type Link = crate::cluster::link::Link;
+/// Without the `cluster` feature no node is a cluster's (the configuration refuses it).
+#[cfg(not(feature = "cluster"))]
+type Link = std::convert::Infallible;
+
+/// Starts a cluster node's etcd thread (`--cluster-etcd`).
+#[cfg(feature = "cluster")]
+fn start_link(config: &Config) -> Result<Option<Link>, StartError> {
+    let Some(cluster) = &config.cluster else {
+        return Ok(None);
+    };
+    let link = crate::cluster::link::start(cluster).map_err(StartError::Cluster)?;
+    tracing::info!(
+        etcd = %cluster.etcd.join(","),
+        cluster = %cluster.name,
+        node = %cluster.node_id,
+        window = cluster.window,
+        "cluster node: leasing stock from the sale's ledger"
+    );
+    Ok(Some(link))
+}
+
+/// Without the `cluster` feature there is none to start.
+#[cfg(not(feature = "cluster"))]
+fn start_link(_config: &Config) -> Result<Option<Link>, StartError> {
+    Ok(None)
 }
 
 /// What start-up makes once for every shard: read by all, written on no request path.
@@ -383,6 +431,7 @@ async fn shard_main(
             prepared.stock,
             prepared.vacancy.is_some(),
             prepared.shared,
+            prepared.cluster,
         ),
         tail,
     );
@@ -428,6 +477,10 @@ async fn shard_main(
         mail_kicked,
         config.cache_ttl / 2,
     );
+    #[cfg(feature = "cluster")]
+    if let Some(link) = prepared.link.take() {
+        glommio::spawn_local(tasks::cluster(shard.clone(), link)).detach();
+    }
 
     if let Some((listener, admin)) = admin {
         let serving = crate::net::admin::serve(shard.clone(), listener, admin, stop.clone());
@@ -577,6 +630,7 @@ fn core_config(
     stock: u64,
     forwards: bool,
     shared: Shared,
+    cluster: Option<CoreCluster>,
 ) -> CoreConfig {
     CoreConfig {
         mode: config.mode,
@@ -603,7 +657,7 @@ fn core_config(
             all_routes: config.rate_limit_all_routes,
         },
         idempotency: idempotency_settings(config),
-        cluster: None,
+        cluster,
     }
 }
 

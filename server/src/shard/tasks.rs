@@ -174,6 +174,41 @@ pub(crate) async fn journal(shard: Rc<Shard>, mut writer: Writer, kicked: LocalR
     }
 }
 
+/// How often a cluster node's coordinator looks at its etcd thread's replies and lets its
+/// lease's calls out (the thread cannot ring a glommio executor; a millisecond is small beside
+/// an etcd transaction's raft round and fsync, 2-4 ms on the test VM, and the timer costs the
+/// coordinator about a thousand short wake-ups a second, the census and report timers included).
+#[cfg(feature = "cluster")]
+const CLUSTER_POLL: Duration = Duration::from_millis(1);
+
+/// A cluster node's coordinator: hands the calls its lease lets out to the etcd thread, gives
+/// it the replies, and runs the lease's timers, every [`CLUSTER_POLL`], until the shard
+/// leaves (a call in flight then is journaled: the next start sends it again).
+#[cfg(feature = "cluster")]
+pub(crate) async fn cluster(shard: Rc<Shard>, link: crate::cluster::link::Link) {
+    loop {
+        {
+            let mut core = shard.core.borrow_mut();
+            if core.leaving() {
+                return;
+            }
+            let now = Instant::now();
+            while let Ok(reply) = link.replies.try_recv() {
+                core.cluster_reply(reply, now);
+            }
+            core.cluster_tick(now);
+            while let Some(call) = core.next_cluster_call() {
+                // The lease makes one call at a time: the queue has room, unless the thread died.
+                if let Err(e) = link.calls.try_send(call) {
+                    tracing::error!(error = %e, "the etcd thread took no call: the lease stops");
+                }
+            }
+        }
+        shard.after();
+        glommio::timer::sleep(CLUSTER_POLL).await;
+    }
+}
+
 /// After the transport finished: tells the core, then keeps the shard's tasks running (answering
 /// peers, sending mail, writing the journal) until the core says the shard may exit, at most
 /// until `deadline`.
