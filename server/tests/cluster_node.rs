@@ -101,6 +101,7 @@ struct Reach {
     crashes: u64,
     rounds_closed: u64,
     collects: u64,
+    unavailable: u64,
 }
 
 struct Sim {
@@ -125,8 +126,10 @@ struct Sim {
     /// The peer node: a bare lease, and what it sold.
     peer: Lease,
     peer_sold: u64,
-    /// Faults (lost replies, fences, crashes) are off: the settle phase.
+    /// Faults (lost replies, fences, crashes) are off.
     calm: bool,
+    /// The settle phase: faults off, every order to be answered by the ledger.
+    settling: bool,
     reach: Reach,
 }
 
@@ -215,6 +218,7 @@ impl Sim {
             peer: Lease::new(peer_window, Duration::ZERO),
             peer_sold: 0,
             calm: false,
+            settling: false,
             reach: Reach::default(),
         };
         let shards = SHARD_COUNTS[sim.rng.below(4) as usize];
@@ -363,7 +367,12 @@ impl Sim {
                     );
                     self.reach.sold_out += 1;
                 }
-                None => {}
+                None => {
+                    // In the calm phase every order is settled by the ledger, none by the wait
+                    // bound.
+                    assert!(!self.settling, "an order answered 503 with no fault left");
+                    self.reach.unavailable += 1;
+                }
             },
         }
         self.clients.remove(&key);
@@ -569,6 +578,7 @@ impl Sim {
     /// Faults off: everything runs until every order is answered.
     fn settle(&mut self) {
         self.calm = true;
+        self.settling = true;
         let mut quiet = 0;
         for _ in 0..SETTLE_STEPS_MAX {
             // Past the last answer, long enough for a census and a report.
@@ -656,6 +666,7 @@ fn run(seed: u64, steps: u64, reach: &mut Reach) {
     reach.crashes += r.crashes;
     reach.rounds_closed += r.rounds_closed;
     reach.collects += r.collects;
+    reach.unavailable += r.unavailable;
 }
 
 #[test]
@@ -688,6 +699,7 @@ fn a_cluster_nodes_shards_sell_within_its_lease_through_crashes_fences_and_lost_
         crashes,
         rounds_closed,
         collects,
+        unavailable: _,
     } = reach;
     for (what, n) in [
         ("orders sold", sold),
@@ -702,4 +714,37 @@ fn a_cluster_nodes_shards_sell_within_its_lease_through_crashes_fences_and_lost_
     ] {
         assert!(n > 0, "the run never reached {what}: {reach:?}", reach = ());
     }
+}
+
+/// An order waits for the lease at most `ORDER_WAIT_MAX`: with etcd silent (no call answered),
+/// it is answered 503 then, with nothing sold, and the lease carries on.
+#[test]
+fn an_order_the_ledger_does_not_settle_in_time_is_answered_503() {
+    let mut sim = Sim::new(7);
+    sim.calm = true;
+    sim.order();
+    let key = *sim.clients.keys().next().expect("an order waits");
+    let wait = ticketd::stock::escrow::ORDER_WAIT_MAX;
+    let steps = wait.as_millis() as u64 / STEP_TIME.as_millis() as u64;
+    for step in 0..steps + 10 {
+        sim.steps += 1;
+        let now = sim.now();
+        for at in 0..sim.n() {
+            sim.mail(at);
+            sim.write(at);
+        }
+        sim.deliver();
+        // Calls are taken but never answered: etcd is silent.
+        sim.take_call();
+        sim.shards[COORDINATOR].core.cluster_tick(now);
+        for at in 0..sim.n() {
+            sim.turn(at);
+        }
+        if step + 5 < steps {
+            assert!(sim.clients.contains_key(&key), "answered before the bound");
+        }
+    }
+    assert!(!sim.clients.contains_key(&key), "never answered");
+    assert_eq!(sim.reach.unavailable, 1, "answered 503");
+    assert_eq!((sim.acked, sim.node_sold()), (0, 0));
 }

@@ -224,6 +224,12 @@ impl App {
                 self.answer_remote(origin, KeyAnswer::Closed);
                 continue;
             }
+            if sale == Sale::Unavailable {
+                // Nothing was done or recorded: the key runs again on a retry.
+                self.keys.abandon(key);
+                self.answer_remote(origin, KeyAnswer::Halted);
+                continue;
+            }
             let record = match self.keys.decided.remove(&order) {
                 Some(record) => {
                     self.keys.finish_with(record);
@@ -267,11 +273,15 @@ impl App {
                 None => return,
             }
         };
-        if d.sale == Sale::Closed {
+        if matches!(d.sale, Sale::Closed | Sale::Unavailable) {
             // Nothing was done or recorded. Another shard's order: its shard hears `Decided`.
             if let Some(origin) = origin {
                 self.keys.abandon(key);
-                self.answer_remote(origin, KeyAnswer::Closed);
+                let answer = match d.sale {
+                    Sale::Closed => KeyAnswer::Closed,
+                    _ => KeyAnswer::Halted,
+                };
+                self.answer_remote(origin, answer);
             }
             return;
         }

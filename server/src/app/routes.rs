@@ -534,6 +534,12 @@ impl App {
             }
             Sale::Insufficient => self.counters.orders_insufficient += 1,
             Sale::Closed => return self.closed_reply(x, out),
+            Sale::Unavailable => {
+                self.counters.orders_refused += 1;
+                let detail = "the cluster's ledger did not settle this order in time (etcd \
+                              unreachable, or a node silent): nothing was sold; try again";
+                return error(out, x, 503, "cluster_unavailable", detail, None);
+            }
         }
         self.order_body(route, qty, sale == Sale::Sold, remaining, false, x, out)
     }

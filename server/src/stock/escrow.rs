@@ -54,6 +54,12 @@ use crate::stock::messages::{Msg, TakeKind};
 /// a tenth of the lease's report period, so a report carries what was sold up to a moment ago.
 pub const CENSUS_EVERY: Duration = Duration::from_millis(20);
 
+/// The longest an order waits for the lease before it is answered 503 (nothing taken): longer
+/// than a silent node takes to be fenced (`cluster::liveness::FENCE_AFTER`, 3 s, plus a call),
+/// so an order a round blocks is served once the fence lets the round close; shorter than the
+/// timeouts of the clients that drive ticketd (wrk and k6 wait 10 s and more).
+pub const ORDER_WAIT_MAX: Duration = Duration::from_secs(5);
+
 /// Steps one tick takes at most: each starts an operation, makes a call, places tickets or
 /// answers a waiting order; a tick that would take more is a bug (a loop), stopped here.
 const TICK_STEPS_MAX: usize = 64;
@@ -69,6 +75,8 @@ struct Waiting {
     qty: u64,
     /// The lease's name for it ([`Lease::order`]'s id).
     id: u64,
+    /// When it began to wait (the lease's clock).
+    since: Duration,
 }
 
 /// The coordinator's side of a cluster node's lease.
@@ -203,6 +211,7 @@ impl Node {
             return;
         };
         e.now = now.saturating_duration_since(e.origin);
+        self.expire_waiting(out);
         for _ in 0..TICK_STEPS_MAX {
             if !self.escrow_step(out) {
                 return;
@@ -353,16 +362,50 @@ impl Node {
         }
     }
 
+    /// Answers 503 every order that waited [`ORDER_WAIT_MAX`] (the lease drops it if it was
+    /// working on it): nothing was taken for it.
+    fn expire_waiting(&mut self, out: &mut Outbox) {
+        let e = self.escrow.as_deref_mut().expect("a cluster node");
+        let now = e.now;
+        if e.waiting
+            .front()
+            .is_none_or(|w| now.saturating_sub(w.since) < ORDER_WAIT_MAX)
+        {
+            return;
+        }
+        let mut expired = Vec::new();
+        e.waiting.retain(|w| {
+            let old = now.saturating_sub(w.since) >= ORDER_WAIT_MAX;
+            if old {
+                expired.push(*w);
+            }
+            !old
+        });
+        e.lease.cancel();
+        for w in expired {
+            out.decisions.push(super::messages::Decision {
+                from: w.from,
+                order: w.order,
+                sale: Sale::Unavailable,
+                change: None,
+            });
+            self.tell_decided(w.from, w.order, Sale::Unavailable, out);
+        }
+        self.journal_lease(out);
+    }
+
     /// An order every slice together could not cover waits for the lease.
     pub(super) fn wait_for_lease(&mut self, from: usize, order: OrderId, qty: u64) {
         let e = self.escrow.as_deref_mut().expect("a cluster node");
         let id = e.next_id;
         e.next_id += 1;
+        let since = e.now;
         e.waiting.push_back(Waiting {
             from,
             order,
             qty,
             id,
+            since,
         });
     }
 

@@ -23,6 +23,9 @@ pub enum Sale {
     /// Not tried: an operator had closed sales when the coordinator came to decide the order
     /// (it was escalated before its shard heard of the close); answered 409 `sales_closed`.
     Closed,
+    /// Not decided: a cluster node's ledger did not settle it in time (etcd unreachable, a
+    /// round waiting on a silent node); nothing was taken; answered 503 `cluster_unavailable`.
+    Unavailable,
 }
 
 /// A shard's tickets.
