@@ -1540,7 +1540,8 @@ impl<'c> Sim<'c> {
                 0 => {
                     let busy = self.clients.values().any(|c| c.shard == at);
                     if !busy {
-                        self.shards[at].core.transport_finished();
+                        let now = self.now();
+                        self.shards[at].core.transport_finished(now);
                     }
                 }
                 1 => {

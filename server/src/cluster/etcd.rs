@@ -33,6 +33,11 @@ pub const BEAT_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long connecting to an endpoint may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long connecting may keep failing before it is an error: a member restarting (or an
+/// election) takes seconds; a cluster down for longer fails the node's start, which its
+/// supervisor (systemd's `Restart=`) retries.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+
 /// The first wait after a failed call; doubled after each failure in a row, up to
 /// [`RETRY_BACKOFF_MAX`]: a cluster that lost its quorum is not hammered.
 pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -201,18 +206,27 @@ fn first(response: Option<&TxnOpResponse>) -> Option<&KeyValue> {
 impl Etcd {
     /// Connects to `endpoints` for the sale `keys` (the client connects lazily per call; this
     /// fails only on a malformed endpoint or when none answers at all).
+    ///
+    /// etcd-client's balanced channel fails to connect while any endpoint refuses (its issue
+    /// #39), as a member that is restarting does: the connect is retried, with backoff, for up
+    /// to [`CONNECT_DEADLINE`].
     pub async fn connect(endpoints: &[String], keys: Keys) -> Result<Etcd, EtcdError> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_timeout(CALL_TIMEOUT);
-        let client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(|error| EtcdError::Unavailable(error.to_string()))?;
-        Ok(Etcd {
-            client,
-            keys,
-            counts: Counts::default(),
-        })
+        let mut backoff = Backoff::new(Instant::now() + CONNECT_DEADLINE);
+        loop {
+            let options = ConnectOptions::new()
+                .with_connect_timeout(CONNECT_TIMEOUT)
+                .with_timeout(CALL_TIMEOUT);
+            match Client::connect(endpoints, Some(options)).await {
+                Ok(client) => {
+                    return Ok(Etcd {
+                        client,
+                        keys,
+                        counts: Counts::default(),
+                    })
+                }
+                Err(error) => backoff.failed(error).await?,
+            }
+        }
     }
 
     /// The sale's keys.

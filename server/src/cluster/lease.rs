@@ -235,6 +235,11 @@ impl Lease {
         self.journal
             .count_sales(tickets)
             .expect("checked against sellable");
+        self.measure(tickets, now);
+    }
+
+    /// Counts `tickets` sold into the sales rate.
+    fn measure(&mut self, tickets: u64, now: Duration) {
         self.period.0 += tickets;
         let elapsed = now.saturating_sub(self.period.1);
         if elapsed >= RATE_PERIOD {
@@ -244,16 +249,17 @@ impl Lease {
         }
     }
 
-    /// The node's shards sold `tickets` (durably), within what the lease allowed when they got
-    /// them: [`Lease::sold`], or, once fenced, sales made before the node learnt it (the fence
-    /// kept them in doubt, and the rejoin reports them).
+    /// The node's shards sold `tickets` (durably), of tickets the lease had let them hold: within
+    /// the window when they got them, though perhaps not within [`Lease::sellable`] now (once
+    /// fenced: sales made before the node learnt it, which the fence kept in doubt and the
+    /// rejoin reports; or after a restart with a smaller window, which counts only for what is
+    /// placed from then on).
     pub fn count(&mut self, tickets: u64, now: Duration) {
-        if self.journal.fenced {
-            self.journal
-                .count_sales(tickets)
-                .expect("a fenced lease counts sales into its doubt");
-        } else {
-            self.sold(tickets, now);
+        self.journal
+            .count_sales(tickets)
+            .expect("the shards sell only tickets the lease holds");
+        if !self.journal.fenced {
+            self.measure(tickets, now);
         }
     }
 

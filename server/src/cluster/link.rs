@@ -61,7 +61,11 @@ pub fn start(cluster: &Cluster) -> Result<Link, String> {
                 let etcd = match Etcd::connect(&endpoints, keys).await {
                     Ok(etcd) => etcd,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("connecting to etcd: {e}")));
+                        let why = format!(
+                            "connecting to etcd: {e}; check --cluster-etcd (CLUSTER_ETCD) names \
+                             running etcd members"
+                        );
+                        let _ = ready_tx.send(Err(why));
                         return;
                     }
                 };

@@ -71,7 +71,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Cluster(why) => write!(
                 f,
-                "cannot join the cluster: {why}; check --cluster-etcd (CLUSTER_ETCD) names running etcd members"
+                "cannot run as a cluster node: {why}"
             ),
             StartError::PortInUse(addr) => write!(
                 f,

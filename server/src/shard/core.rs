@@ -880,12 +880,17 @@ impl ShardCore {
 
     /// The transport has no connection left: tell the coordinator (or, as the coordinator, wait
     /// for the peers), and keep answering peers until the coordinator's `Exit`.
-    pub fn transport_finished(&mut self) {
+    pub fn transport_finished(&mut self, now: Instant) {
         if self.life != Life::Serving {
             return;
         }
         self.draining = true;
         self.life = Life::Leaving;
+        // A cluster node's orders waiting for its lease are answered now (503): the lease stops
+        // with the coordinator's service.
+        self.app.outbox.denied.clear();
+        self.app.node.escrow_leaving(&mut self.app.outbox);
+        self.after_step(now);
         if self.app.shard != COORDINATOR {
             self.post(COORDINATOR, Message::Done);
         }

@@ -226,6 +226,7 @@ fn recover(config: &Config, shards: usize) -> Result<Option<Journaled>, StartErr
         .join()
         .map_err(|e| executor_error(&e.to_string()))?
         .map_err(StartError::Journal)?;
+    check_cluster_journal(config, &recovered)?;
     for warning in &recovered.warnings {
         tracing::warn!(%warning, "journal");
     }
@@ -242,6 +243,28 @@ fn recover(config: &Config, shards: usize) -> Result<Option<Journaled>, StartErr
         dir,
         recovered,
     }))
+}
+
+/// A cluster node's journal holds its lease, and only a cluster node's does: a data directory
+/// of a sale on one machine (stock, no lease) would sell tickets no ledger granted as a node,
+/// and a node's directory started without `--cluster-etcd` would sell its lease as stock of its
+/// own.
+fn check_cluster_journal(config: &Config, recovered: &Recovered) -> Result<(), StartError> {
+    match (&config.cluster, recovered.lease.is_some()) {
+        (Some(_), false) if recovered.stock > 0 => Err(StartError::Cluster(format!(
+            "{} holds a sale of {} tickets on one machine, not a cluster node's lease; give the \
+             node an empty --data-dir (DATA_DIR)",
+            config.data_dir.display(),
+            recovered.stock
+        ))),
+        (None, true) => Err(StartError::Cluster(format!(
+            "{} holds a cluster node's lease: start it with --cluster-etcd, --cluster-name and \
+             --node-id as before (or write the node off with `ticketd cluster write-off` and \
+             reset the journal)",
+            config.data_dir.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Turns glommio's start errors into ours, with the fix for the one operators meet.

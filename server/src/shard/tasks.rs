@@ -213,7 +213,7 @@ pub(crate) async fn cluster(shard: Rc<Shard>, link: crate::cluster::link::Link) 
 /// peers, sending mail, writing the journal) until the core says the shard may exit, at most
 /// until `deadline`.
 pub(crate) async fn leave(shard: &Shard, deadline: Instant) {
-    shard.core.borrow_mut().transport_finished();
+    shard.core.borrow_mut().transport_finished(Instant::now());
     shard.after();
     while !shard.core.borrow().finished() && Instant::now() < deadline {
         glommio::timer::sleep(LEAVE_POLL).await;

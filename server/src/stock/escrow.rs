@@ -112,6 +112,12 @@ pub struct Escrow {
     journaled: Option<LeaseState>,
     /// Ticks cut short by [`TICK_STEPS_MAX`] (a bug: the simulation asserts none).
     ticks_cut: u64,
+    /// Orders the lease sold and sent to be gathered again, by (shard, order): if the gather
+    /// falls short (other sales took the tickets first) the order waits again with its lease
+    /// name and its wait so far, not afresh.
+    regathered: std::collections::HashMap<(usize, OrderId), (u64, Duration)>,
+    /// The coordinator stopped serving: orders are answered 503 rather than wait.
+    leaving: bool,
 }
 
 impl Escrow {
@@ -175,6 +181,8 @@ impl Node {
             census_at: Duration::ZERO,
             journaled: None,
             ticks_cut: 0,
+            regathered: Default::default(),
+            leaving: false,
         }));
     }
 
@@ -247,7 +255,10 @@ impl Node {
         let room = e.lease.sellable().saturating_sub(e.out);
         if room > 0 && !gives_back {
             e.out += room;
-            if self.bound.is_none() {
+            // A shard's refill batch is a quarter of its share of what was placed: one that
+            // would grow it is placed in a new stock epoch, which rescales every shard.
+            let share = room / self.shards as u64;
+            if self.bound.is_none() && (share / 4).max(1) <= self.batch {
                 // No shard refuses by a bound this stock epoch: straight into the slice.
                 self.slice.add(room);
                 let e = self.escrow.as_deref_mut().expect("checked");
@@ -310,35 +321,52 @@ impl Node {
     /// once (one sold here may come back to wait if its gather falls short); `false` when it
     /// answered none.
     fn serve_waiting(&mut self, out: &mut Outbox) -> bool {
-        let waiting = self.escrow.as_deref().map_or(0, |e| e.waiting.len());
+        let Some(e) = self.escrow.as_deref() else {
+            return false;
+        };
+        if !e.regathered.is_empty() {
+            // Orders sold in the last pass are being gathered: the next pass counts on what
+            // they leave.
+            return false;
+        }
+        let waiting = e.waiting.len();
         let mut served = false;
+        // Tickets promised to orders sold in this pass: each later one must fit beside them.
+        let mut promised = 0;
         for _ in 0..waiting {
-            if !self.serve_first(out) {
+            let e = self.escrow.as_deref().expect("a cluster node");
+            let Some(w) = e.waiting.front() else { break };
+            if promised > 0 && e.lease.sellable() < promised + w.qty {
                 break;
+            }
+            let qty = w.qty;
+            match self.serve_first(out) {
+                None => break,
+                Some(sold) => promised += if sold { qty } else { 0 },
             }
             served = true;
         }
         served
     }
 
-    /// Answers the first waiting order, if the lease can; `false` when it cannot yet.
-    fn serve_first(&mut self, out: &mut Outbox) -> bool {
+    /// Answers the first waiting order, if the lease can: `Some(true)` sold (gathered again),
+    /// `Some(false)` sold out; `None` when it cannot yet.
+    fn serve_first(&mut self, out: &mut Outbox) -> Option<bool> {
         let e = self.escrow.as_deref_mut().expect("a cluster node");
-        let Some(&w) = e.waiting.front() else {
-            return false;
-        };
+        let &w = e.waiting.front()?;
         match e.lease.order(w.id, w.qty) {
             OrderAnswer::Wait => {
                 // The lease may have started on it: its journal changed.
                 self.journal_lease(out);
-                false
+                None
             }
             OrderAnswer::Sell => {
                 // Its tickets are placed (above): gathered again, it finds them.
                 e.waiting.pop_front();
+                e.regathered.insert((w.from, w.order), (w.id, w.since));
                 let (from, order, qty) = (w.from, w.order, w.qty);
                 self.enqueue(Op::Order { from, order, qty }, out);
-                true
+                Some(true)
             }
             OrderAnswer::SoldOut => {
                 e.waiting.pop_front();
@@ -356,9 +384,16 @@ impl Node {
                     // At most this many unsold tickets are left in the whole cluster.
                     self.tell_bound(at_most, out);
                 }
-                self.tell_decided(w.from, w.order, Sale::Insufficient, out);
-                true
+                self.tell_decided_with(w.from, w.order, Sale::Insufficient, 0, out);
+                Some(false)
             }
+        }
+    }
+
+    /// An order the lease sold was decided by its gather.
+    pub(super) fn regathered_decided(&mut self, from: usize, order: OrderId) {
+        if let Some(e) = self.escrow.as_deref_mut() {
+            e.regathered.remove(&(from, order));
         }
     }
 
@@ -382,24 +417,38 @@ impl Node {
             !old
         });
         e.lease.cancel();
+        // An order sold by the lease is decided by its gather (or waits again) within a round
+        // trip to every shard: an entry this old is of an order long decided.
+        e.regathered
+            .retain(|_, &mut (_, since)| now.saturating_sub(since) < 2 * ORDER_WAIT_MAX);
         for w in expired {
-            out.decisions.push(super::messages::Decision {
-                from: w.from,
-                order: w.order,
-                sale: Sale::Unavailable,
-                change: None,
-            });
-            self.tell_decided(w.from, w.order, Sale::Unavailable, out);
+            self.unavailable(w.from, w.order, out);
         }
         self.journal_lease(out);
     }
 
-    /// An order every slice together could not cover waits for the lease.
-    pub(super) fn wait_for_lease(&mut self, from: usize, order: OrderId, qty: u64) {
+    /// An order every slice together could not cover waits for the lease (with its lease name
+    /// and wait so far if the lease sold it once and its gather fell short); once the
+    /// coordinator stopped serving, it is answered 503 instead.
+    pub(super) fn wait_for_lease(
+        &mut self,
+        from: usize,
+        order: OrderId,
+        qty: u64,
+        out: &mut Outbox,
+    ) {
         let e = self.escrow.as_deref_mut().expect("a cluster node");
-        let id = e.next_id;
-        e.next_id += 1;
-        let since = e.now;
+        if e.leaving {
+            self.unavailable(from, order, out);
+            return;
+        }
+        let (id, since) = match e.regathered.remove(&(from, order)) {
+            Some(named) => named,
+            None => {
+                e.next_id += 1;
+                (e.next_id - 1, e.now)
+            }
+        };
         e.waiting.push_back(Waiting {
             from,
             order,
@@ -407,6 +456,33 @@ impl Node {
             id,
             since,
         });
+    }
+
+    /// The coordinator stopped serving: every waiting order is answered 503 (nothing was taken
+    /// for it), and so is every order that comes to wait from now on.
+    pub fn escrow_leaving(&mut self, out: &mut Outbox) {
+        let Some(e) = self.escrow.as_deref_mut() else {
+            return;
+        };
+        e.leaving = true;
+        e.lease.cancel();
+        let waiting: Vec<Waiting> = e.waiting.drain(..).collect();
+        for w in waiting {
+            self.unavailable(w.from, w.order, out);
+        }
+        self.journal_lease(out);
+    }
+
+    /// Answers order `order` of shard `from` 503: the ledger did not settle it.
+    fn unavailable(&mut self, from: usize, order: OrderId, out: &mut Outbox) {
+        out.decisions.push(super::messages::Decision {
+            from,
+            order,
+            sale: Sale::Unavailable,
+            change: None,
+        });
+        // No tickets with it: this may be in the middle of another operation.
+        self.tell_decided_with(from, order, Sale::Unavailable, 0, out);
     }
 
     /// Journals the lease as it is now.
@@ -433,11 +509,17 @@ impl Node {
 
     /// Every shard entered the epoch: the tickets are placed.
     pub(super) fn finish_place(&mut self, add: u64, out: &mut Outbox) {
-        self.slice.add(add);
-        self.epoch_visible = self.epoch;
         let e = self.escrow.as_deref_mut().expect("a cluster node");
+        // What the lease still allows (a fence or a return may have come meanwhile).
+        let before = e.out - add;
+        let add = add.min(e.lease.sellable().saturating_sub(before));
+        e.out = before + add;
         e.placed += add;
         e.busy = false;
+        if add > 0 {
+            self.slice.add(add);
+        }
+        self.epoch_visible = self.epoch;
         self.journal_lease(out);
     }
 

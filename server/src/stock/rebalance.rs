@@ -661,6 +661,7 @@ impl Node {
                     if self.sales_closed {
                         // Escalated before its shard heard of the operator's close, decided
                         // after it: refused as closed, whatever stock there is.
+                        self.regathered_decided(from, order);
                         decided.push((from, order, Sale::Closed));
                         out.decisions.push(Decision {
                             from,
@@ -672,7 +673,7 @@ impl Node {
                     }
                     if scarce && self.slice.available() < qty && self.escrow.is_some() {
                         // Every ticket of the node is here and too few: the lease decides.
-                        self.wait_for_lease(from, order, qty);
+                        self.wait_for_lease(from, order, qty, out);
                         continue;
                     }
                     if !scarce && self.slice.available() < qty {
@@ -683,6 +684,7 @@ impl Node {
                         continue;
                     }
                     let sale = self.slice.take(qty);
+                    self.regathered_decided(from, order);
                     let mut change = None;
                     if sale == Sale::Sold {
                         change = Some(out.changes.len());
@@ -732,11 +734,24 @@ impl Node {
         sale: Sale,
         out: &mut Outbox,
     ) {
+        let share = (self.slice.available() / 2).min(self.batch);
+        self.tell_decided_with(from, order, sale, share, out);
+    }
+
+    /// Tells shard `from` the outcome of its escalated order, with `share` tickets (0 when told
+    /// in the middle of another operation: only an operation's end may move tickets).
+    pub(super) fn tell_decided_with(
+        &mut self,
+        from: usize,
+        order: OrderId,
+        sale: Sale,
+        share: u64,
+        out: &mut Outbox,
+    ) {
         if from == self.id {
             out.outcomes.push((order, sale));
             return;
         }
-        let share = (self.slice.available() / 2).min(self.batch);
         self.send_tickets(from, share, out);
         out.messages.push((
             from,
