@@ -345,6 +345,7 @@ fn scripts_pass_shellcheck() {
         "bench/tiers.sh",
         "bench/durability.sh",
         "bench/flash.sh",
+        "bench/cluster.sh",
         "bench/lib.sh",
         ".ci/python-tools",
     ] {
