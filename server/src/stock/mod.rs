@@ -2,6 +2,7 @@
 //! between slices. No I/O, no sockets, no journal writes: changes come out as values.
 
 pub mod escrow;
+pub mod leased;
 pub mod messages;
 pub mod rebalance;
 pub mod restock;
