@@ -34,6 +34,9 @@
 //!   stopped serving still answers the coordinator's `Take`s, so no gather waits on a shard that
 //!   is gone.
 
+mod cluster;
+mod mail;
+
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
@@ -52,7 +55,6 @@ use crate::durability::journal::{Batch, JournalError, Seq, Tail};
 use crate::forward::upstream::{Outcome, Request, RequestId};
 use crate::net::connection::{ConnLimits, Connection, Next};
 use crate::request_id::XRequestId;
-use crate::stock::escrow::Reply;
 use crate::stock::rebalance::{Msg, Node, OrderId, Outbox, COORDINATOR};
 use crate::stock::slice::Sale;
 
@@ -556,123 +558,6 @@ impl ShardCore {
     pub fn take_admin_answer(&mut self, key: ConnKey) -> Option<Answer> {
         let at = self.admin_answers.iter().position(|&(k, _)| k == key)?;
         Some(self.admin_answers.swap_remove(at).1)
-    }
-
-    /// Queues a message for `to` behind everything posted before it.
-    fn post(&mut self, to: usize, message: Message) {
-        let after = match &self.journal {
-            Some(journal) if message.must_be_durable() => Some(journal.appended()),
-            _ => None,
-        };
-        self.mail.push_back((to, message, after));
-    }
-
-    /// The next message that may leave now, in posting order; `None` when there is none or the
-    /// first waits for the journal. Report it delivered with [`ShardCore::mail_sent`].
-    pub fn next_mail(&mut self) -> Option<(usize, Message)> {
-        loop {
-            let &(to, message, after) = self.mail.front()?;
-            if let (Some(seq), Some(journal)) = (after, &self.journal) {
-                if journal.failed().is_some() {
-                    // Its `Give` may not be on disk: sending it could make tickets exist twice.
-                    tracing::warn!(to, ?message, "a message was not sent: the journal failed");
-                    self.mail.pop_front();
-                    if let Message::Stock(msg) = message {
-                        self.tickets_dropped += msg.tickets();
-                    }
-                    continue;
-                }
-                if journal.durable() < seq {
-                    return None;
-                }
-            }
-            self.mail.pop_front();
-            self.mail_sending += 1;
-            return Some((to, message));
-        }
-    }
-
-    /// A message taken with [`ShardCore::next_mail`] is with its peer's queue (or was lost with
-    /// a peer that is gone).
-    pub fn mail_sent(&mut self) {
-        self.mail_sending -= 1;
-    }
-
-    /// The next call of a cluster node's lease that may leave now (its request is durable);
-    /// `None` when there is none or it waits for the journal. After a journal failure calls are
-    /// dropped: the lease must not act on what may not be on disk.
-    pub fn next_cluster_call(&mut self) -> Option<Call> {
-        let &(call, after) = self.cluster_calls.front()?;
-        if let (Some(seq), Some(journal)) = (after, &self.journal) {
-            if journal.failed().is_some() {
-                self.cluster_calls.clear();
-                return None;
-            }
-            if journal.durable() < seq {
-                return None;
-            }
-        }
-        self.cluster_calls.pop_front();
-        Some(call)
-    }
-
-    /// A cluster call may leave now (see [`ShardCore::next_cluster_call`]).
-    pub fn cluster_call_ready(&self) -> bool {
-        match (self.cluster_calls.front(), &self.journal) {
-            (None, _) => false,
-            (Some(&(_, Some(seq))), Some(journal)) => {
-                journal.failed().is_some() || journal.durable() >= seq
-            }
-            (Some(_), _) => true,
-        }
-    }
-
-    /// The reply to a call of a cluster node's lease (or the round as the node saw it).
-    pub fn cluster_reply(&mut self, reply: Reply, now: Instant) {
-        self.app.outbox.denied.clear();
-        if self.life == Life::Serving && !self.app.halted {
-            self.app.node.escrow_reply(reply, now, &mut self.app.outbox);
-        }
-        self.after_step(now);
-    }
-
-    /// The clock moved: a cluster node's lease may want to count, report or ask (its timers).
-    pub fn cluster_tick(&mut self, now: Instant) {
-        self.app.outbox.denied.clear();
-        self.after_step(now);
-    }
-
-    /// Mail is waiting (maybe for the journal).
-    pub fn has_mail(&self) -> bool {
-        !self.mail.is_empty()
-    }
-
-    /// Mail may leave now: its first message waits for nothing the journal does not hold yet
-    /// (or the journal failed, and [`ShardCore::next_mail`] drops what it cannot send).
-    pub fn mail_ready(&self) -> bool {
-        match (self.mail.front(), &self.journal) {
-            (None, _) => false,
-            (Some(&(_, _, Some(seq))), Some(journal)) => {
-                journal.failed().is_some() || journal.durable() >= seq
-            }
-            (Some(_), _) => true,
-        }
-    }
-
-    /// Tickets in mail not yet let out.
-    pub fn tickets_in_mail(&self) -> u64 {
-        self.mail
-            .iter()
-            .map(|(_, message, _)| match message {
-                Message::Stock(msg) => msg.tickets(),
-                _ => 0,
-            })
-            .sum()
-    }
-
-    /// Tickets in mail dropped after the journal failed.
-    pub fn tickets_dropped(&self) -> u64 {
-        self.tickets_dropped
     }
 
     /// Applies a message from peer `from`.
