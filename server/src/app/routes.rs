@@ -20,6 +20,7 @@ use crate::app::rate_limit::{RateLimit, Verdict};
 use crate::config::Mode;
 use crate::forward::upstream::{FailKind, Outcome};
 use crate::request_id::{self, Generator, XRequestId};
+use crate::stock::escrow::UNSETTLED;
 use crate::stock::rebalance::{Node, OrderId, Outbox, Placed};
 use crate::stock::slice::Sale;
 
@@ -536,9 +537,7 @@ impl App {
             Sale::Closed => return self.closed_reply(x, out),
             Sale::Unavailable => {
                 self.counters.orders_refused += 1;
-                let detail = "the cluster's ledger did not settle this order in time (etcd \
-                              unreachable, or a node silent): nothing was sold; try again";
-                return error(out, x, 503, "cluster_unavailable", detail, None);
+                return error(out, x, 503, "cluster_unavailable", UNSETTLED, None);
             }
         }
         self.order_body(route, qty, sale == Sale::Sold, remaining, false, x, out)

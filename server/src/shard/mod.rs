@@ -16,6 +16,7 @@
 //! ([`crate::net::glommio`]). Both run the same core; neither holds a rule of its own.
 
 pub mod core;
+mod node;
 pub mod run;
 mod tasks;
 

@@ -62,7 +62,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, notifier: Notifier) -> Result<
         _ => None,
     };
     // A cluster node reaches etcd before it serves: a node that cannot would sell nothing.
-    let mut link = start_link(&config)?;
+    let mut link = super::node::start_link(&config)?;
     let cluster = config.cluster.as_ref().map(|c| CoreCluster {
         window: c.window,
         origin: Instant::now(),
@@ -226,7 +226,7 @@ fn recover(config: &Config, shards: usize) -> Result<Option<Journaled>, StartErr
         .join()
         .map_err(|e| executor_error(&e.to_string()))?
         .map_err(StartError::Journal)?;
-    check_cluster_journal(config, &recovered)?;
+    super::node::check_journal(config, &recovered)?;
     for warning in &recovered.warnings {
         tracing::warn!(%warning, "journal");
     }
@@ -243,28 +243,6 @@ fn recover(config: &Config, shards: usize) -> Result<Option<Journaled>, StartErr
         dir,
         recovered,
     }))
-}
-
-/// A cluster node's journal holds its lease, and only a cluster node's does: a data directory
-/// of a sale on one machine (stock, no lease) would sell tickets no ledger granted as a node,
-/// and a node's directory started without `--cluster-etcd` would sell its lease as stock of its
-/// own.
-fn check_cluster_journal(config: &Config, recovered: &Recovered) -> Result<(), StartError> {
-    match (&config.cluster, recovered.lease.is_some()) {
-        (Some(_), false) if recovered.stock > 0 => Err(StartError::Cluster(format!(
-            "{} holds a sale of {} tickets on one machine, not a cluster node's lease; give the \
-             node an empty --data-dir (DATA_DIR)",
-            config.data_dir.display(),
-            recovered.stock
-        ))),
-        (None, true) => Err(StartError::Cluster(format!(
-            "{} holds a cluster node's lease: start it with --cluster-etcd, --cluster-name and \
-             --node-id as before (or write the node off with `ticketd cluster write-off` and \
-             reset the journal)",
-            config.data_dir.display()
-        ))),
-        _ => Ok(()),
-    }
 }
 
 /// Turns glommio's start errors into ours, with the fix for the one operators meet.
@@ -350,37 +328,7 @@ struct Prepared {
     cluster: Option<CoreCluster>,
     /// A cluster node's etcd thread, for the coordinator.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    link: Option<Link>,
-}
-
-/// The coordinator's end of a cluster node's etcd thread.
-#[cfg(feature = "cluster")]
-type Link = crate::cluster::link::Link;
-/// Without the `cluster` feature no node is a cluster's (the configuration refuses it).
-#[cfg(not(feature = "cluster"))]
-type Link = std::convert::Infallible;
-
-/// Starts a cluster node's etcd thread (`--cluster-etcd`).
-#[cfg(feature = "cluster")]
-fn start_link(config: &Config) -> Result<Option<Link>, StartError> {
-    let Some(cluster) = &config.cluster else {
-        return Ok(None);
-    };
-    let link = crate::cluster::link::start(cluster).map_err(StartError::Cluster)?;
-    tracing::info!(
-        etcd = %cluster.etcd.join(","),
-        cluster = %cluster.name,
-        node = %cluster.node_id,
-        window = cluster.window,
-        "cluster node: leasing stock from the sale's ledger"
-    );
-    Ok(Some(link))
-}
-
-/// Without the `cluster` feature there is none to start.
-#[cfg(not(feature = "cluster"))]
-fn start_link(_config: &Config) -> Result<Option<Link>, StartError> {
-    Ok(None)
+    link: Option<super::node::Link>,
 }
 
 /// What start-up makes once for every shard: read by all, written on no request path.

@@ -59,6 +59,10 @@ pub const CENSUS_EVERY: Duration = Duration::from_millis(20);
 /// timeouts of the clients that drive ticketd (wrk and k6 wait 10 s and more).
 pub const ORDER_WAIT_MAX: Duration = Duration::from_secs(5);
 
+/// The 503 `cluster_unavailable` an order answered by [`ORDER_WAIT_MAX`] gets.
+pub const UNSETTLED: &str = "the cluster's ledger did not settle this order in time (etcd \
+                             unreachable, or a node silent): nothing was sold; try again";
+
 /// Steps one tick takes at most: each starts an operation, makes a call, places tickets or
 /// answers a waiting order; a tick that would take more is a bug (a loop), stopped here.
 pub(super) const TICK_STEPS_MAX: usize = 64;

@@ -13,6 +13,7 @@
 //! its tail, so a compaction or a new epoch keeps it. `placed` and `collected` move tickets into
 //! and out of the coordinator's slice: the ledger applies their growth.
 
+use super::JournalError;
 use crate::cluster::lease::Journal;
 use crate::cluster::ledger::{Op, Request};
 
@@ -122,6 +123,30 @@ impl LeaseState {
             fed,
         })
     }
+}
+
+/// The lease a new epoch starts with: the last one, with the epoch's sales (`epoch_sold`, every
+/// shard's) it had not counted counted, and nothing placed or collected yet; `Err` when the
+/// sales are fewer than it counted, or more than it held (a corrupt journal).
+pub(super) fn carry(
+    last: Option<&LeaseState>,
+    epoch_sold: u64,
+) -> Result<Option<LeaseState>, JournalError> {
+    let Some(state) = last else {
+        return Ok(None);
+    };
+    let unbalanced = || JournalError::LeaseUnbalanced {
+        sold: epoch_sold,
+        fed: state.fed,
+        lease: state.journal.lease,
+    };
+    let mut journal = state.journal;
+    let unfed = epoch_sold.checked_sub(state.fed).ok_or_else(unbalanced)?;
+    journal.count_sales(unfed).ok_or_else(unbalanced)?;
+    Ok(Some(LeaseState {
+        journal,
+        ..LeaseState::default()
+    }))
 }
 
 /// The fields written for "no request in flight" (all zero).

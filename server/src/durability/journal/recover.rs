@@ -485,23 +485,7 @@ pub(super) fn balance(
         stock += i128::from(l.added()) + l.lease_net();
     }
     let stock = u64::try_from(stock).map_err(|_| overflow())?;
-    let lease = match ledgers[0].lease() {
-        None => None,
-        Some(state) => {
-            let unbalanced = || JournalError::LeaseUnbalanced {
-                sold: epoch_sold,
-                fed: state.fed,
-                lease: state.journal.lease,
-            };
-            let mut journal = state.journal;
-            let unfed = epoch_sold.checked_sub(state.fed).ok_or_else(unbalanced)?;
-            journal.count_sales(unfed).ok_or_else(unbalanced)?;
-            Some(LeaseState {
-                journal,
-                ..LeaseState::default()
-            })
-        }
-    };
+    let lease = super::lease::carry(ledgers[0].lease(), epoch_sold)?;
     for from in 0..m.shards {
         for to in (0..m.shards).filter(|&to| to != from) {
             let sent = ledgers[from].sent(to);
