@@ -1020,7 +1020,8 @@ fn ticketd_nodes_sell_the_cluster_out_exactly_and_survive_a_kill() {
 /// Seeds of the nemesis run in the suite (`NEMESIS_SEEDS` overrides; `NEMESIS_SEED` runs one).
 const NEMESIS_SEEDS: u64 = 20;
 
-/// How long the nemesis works on each seed's sale before it heals everything.
+/// How long the nemesis works on each seed's sale before it heals everything, in the suite
+/// (`NEMESIS_SECS` overrides: the 60 s runs, outside the suite's time).
 const NEMESIS_FOR: Duration = Duration::from_secs(5);
 
 /// How long a paused node stays stopped: past `liveness::FENCE_AFTER`, so its peers fence it.
@@ -1100,8 +1101,13 @@ impl Dice {
 fn nemesis(cluster: &mut EtcdCluster, seed: u64) {
     let mut dice = Dice(seed);
     let sale = format!("nemesis-{seed}");
-    // About what the clients buy in the nemesis's time: the sale runs through it.
-    let capacity = 600 + dice.below(900);
+    let nemesis_for = std::env::var("NEMESIS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(NEMESIS_FOR, Duration::from_secs);
+    // About what the clients buy while the nemesis works: the sale runs through it.
+    let scale = nemesis_for.as_secs().max(1) / NEMESIS_FOR.as_secs();
+    let capacity = (600 + dice.below(900)) * scale.max(1);
     let urls = cluster.endpoints();
     let init = [
         "cluster".to_string(),
@@ -1185,7 +1191,7 @@ fn nemesis(cluster: &mut EtcdCluster, seed: u64) {
     let mut member_paused: Option<(usize, Instant)> = None;
     let mut node_down: Option<(usize, Instant)> = None;
     let mut samples = 0;
-    while began.elapsed() < NEMESIS_FOR {
+    while began.elapsed() < nemesis_for {
         let now = Instant::now();
         if pause.is_none()
             && began.elapsed() >= pause_at

@@ -22,6 +22,11 @@ use crate::config::Cluster;
 /// slot would do; a few absorb a reply and a new call crossing.
 pub const CALLS_QUEUED_MAX: usize = 4;
 
+/// Replies the thread may have queued for the coordinator, which takes them every millisecond:
+/// one per call (one call at a time) and a view of the round per change; a full queue makes the
+/// thread wait, never drop a reply.
+pub const REPLIES_QUEUED_MAX: usize = 64;
+
 /// How often the round is read (a poll standing in for a watch: etcd-client's watch stream
 /// would save the reads, at the cost of a reconnect state machine of its own).
 pub const ROUND_POLL: Duration = crate::cluster::lease::ROUND_POLL;
@@ -43,7 +48,7 @@ pub struct Link {
 pub fn start(cluster: &Cluster) -> Result<Link, String> {
     let keys = Keys::new(&cluster.name).map_err(|e| format!("cluster name: {e}"))?;
     let (calls_tx, calls_rx) = tokio::sync::mpsc::channel(CALLS_QUEUED_MAX);
-    let (replies_tx, replies_rx) = mpsc::channel();
+    let (replies_tx, replies_rx) = mpsc::sync_channel(REPLIES_QUEUED_MAX);
     let (ready_tx, ready_rx) = mpsc::channel();
     let endpoints = cluster.etcd.clone();
     let id = cluster.node_id.clone();
@@ -90,7 +95,7 @@ async fn serve(
     mut etcd: Etcd,
     id: &str,
     mut calls: tokio::sync::mpsc::Receiver<Call>,
-    replies: mpsc::Sender<Reply>,
+    replies: mpsc::SyncSender<Reply>,
 ) {
     let mut watch = Watch::new(id);
     let mut poll = tokio::time::interval(ROUND_POLL);
