@@ -1077,19 +1077,6 @@ fn nemesis_purchase(addr: std::net::SocketAddr, qty: u64) -> Seen {
     }
 }
 
-/// A seeded choice.
-struct Dice(u64);
-
-impl Dice {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n.max(1)
-    }
-}
-
 /// The nemesis, one seed: three ticketd nodes (one or two shards) sell a sale under clients on
 /// every node while etcd members are killed -9 and restarted, the leader paused, ticketd nodes
 /// killed -9 and restarted on their journals, and one node paused past the fencing time while
@@ -1099,7 +1086,7 @@ impl Dice {
 /// after the nodes stop, their journals hold every acknowledged sale and exactly the sales the
 /// ledger counts, and every ticket was sold (none lost, none stranded).
 fn nemesis(cluster: &mut EtcdCluster, seed: u64) {
-    let mut dice = Dice(seed);
+    let mut dice = support::rng::Rng(seed);
     let sale = format!("nemesis-{seed}");
     let nemesis_for = std::env::var("NEMESIS_SECS")
         .ok()

@@ -15,11 +15,14 @@
 //!
 //! `CLUSTER_NODE_STEPS` (default below) and `CLUSTER_NODE_SEED` choose the run.
 
+mod support;
+
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 use proto_http::Limits;
+use support::rng::Rng;
 use ticketd::cluster::lease::{Call, Lease, Reply};
 use ticketd::cluster::ledger::{self, FenceStep, Keys, NodeRecord};
 use ticketd::cluster::memory::MemoryKv;
@@ -53,23 +56,6 @@ const SETTLE_STEPS_MAX: u64 = 200_000;
 /// Steps the settle phase runs on after the last answer: some hundreds of milliseconds of
 /// simulated time, for a census and a report.
 const SETTLE_QUIET_STEPS: u64 = 400;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // SplitMix64.
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// One shard of the node.
 struct Shard {

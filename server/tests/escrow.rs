@@ -18,8 +18,11 @@
 //! `ESCROW_STEPS` (default 400,000) sets the steps over all seeds; a failure prints its seed, and
 //! `ESCROW_SEED=N` replays that one.
 
+mod support;
+
 use std::time::Duration;
 
+use support::rng::Rng;
 use ticketd::cluster::gather::{self, GatherView, OpenStep, Opened};
 use ticketd::cluster::lease::{self, Call, Lease, OrderAnswer};
 use ticketd::cluster::ledger::{self, FenceStep, Fenced, Keys, Last, Op, Outcome, Read, Step};
@@ -95,22 +98,6 @@ struct Order {
     /// The fewest unsold tickets outside doubt at any step since it arrived (a "sold out" must
     /// have been true at some such point).
     fewest: u64,
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 struct Sim {

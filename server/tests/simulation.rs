@@ -84,12 +84,15 @@
 //! test --release -p ticketd --test simulation` runs ten million steps (the default is a little
 //! over 10^5, for the test suite). The run prints what it covered.
 
+mod support;
+
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 use proto_http::Limits;
+use support::rng::Rng;
 use ticketd::app::admin::Admin;
 use ticketd::config::Mode;
 use ticketd::durability::journal::record::BLOCK_BYTES;
@@ -144,27 +147,6 @@ const SHARD_COUNTS: [usize; 7] = [1, 2, 2, 3, 4, 5, 8];
 /// (the tail's floor), that is every few batches; 1 KiB every few dozen records; 8 KiB in the
 /// longer lives; the default never within a run.
 const COMPACT_BYTES: [u64; 4] = [0, 1024, 8192, COMPACT_BYTES_DEFAULT];
-
-/// splitmix64: a tiny, well-mixed generator, so a seed replays exactly on any machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[self.below(from.len() as u64) as usize]
-    }
-}
 
 /// The torn-byte counts that keep part, but not all, of the new records an unsynced write put
 /// in a shard file (`before` and `after` it): the write started at the block holding the first

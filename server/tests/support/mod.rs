@@ -1,6 +1,8 @@
 //! Test support: start the real `ticketd` binary on a free loopback port, talk raw bytes to it.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod rng;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
