@@ -2,7 +2,7 @@
 //! runtime beside the shards that carries out the calls of the lease the coordinator's core holds
 //! (`stock/escrow.rs`), watches the gather round, beats the node's heartbeat and fences silent
 //! peers ([`Watch`]). It decides nothing about the lease: calls come in, replies go out, through
-//! bounded channels; nothing of it is on a request's path.
+//! bounded channels (a reply wakes the coordinator's task); nothing of it is on a request's path.
 //!
 //! A call is retried until etcd settles it (a lost reply is recognised by the ledger: the
 //! request keeps its sequence number), so every call gets its reply, unless the ledger refuses
@@ -39,8 +39,9 @@ const REFUSED_RETRY: Duration = Duration::from_secs(1);
 pub struct Link {
     /// Calls to carry out.
     pub calls: tokio::sync::mpsc::Sender<Call>,
-    /// Replies, and the round as read.
-    pub replies: mpsc::Receiver<Reply>,
+    /// Replies, and the round as read: awaiting one in a glommio task is woken by the thread's
+    /// send (glommio queues a waker woken from another thread to its executor).
+    pub replies: flume::Receiver<Reply>,
 }
 
 /// Connects to etcd and starts the node's etcd thread; `Err` (for start-up to report) if the
@@ -48,7 +49,7 @@ pub struct Link {
 pub fn start(cluster: &Cluster) -> Result<Link, String> {
     let keys = Keys::new(&cluster.name).map_err(|e| format!("cluster name: {e}"))?;
     let (calls_tx, calls_rx) = tokio::sync::mpsc::channel(CALLS_QUEUED_MAX);
-    let (replies_tx, replies_rx) = mpsc::sync_channel(REPLIES_QUEUED_MAX);
+    let (replies_tx, replies_rx) = flume::bounded(REPLIES_QUEUED_MAX);
     let (ready_tx, ready_rx) = mpsc::channel();
     let endpoints = cluster.etcd.clone();
     let id = cluster.node_id.clone();
@@ -95,7 +96,7 @@ async fn serve(
     mut etcd: Etcd,
     id: &str,
     mut calls: tokio::sync::mpsc::Receiver<Call>,
-    replies: mpsc::SyncSender<Reply>,
+    replies: flume::Sender<Reply>,
 ) {
     let mut watch = Watch::new(id);
     let mut poll = tokio::time::interval(ROUND_POLL);
@@ -106,7 +107,7 @@ async fn serve(
             call = calls.recv() => {
                 let Some(call) = call else { return };
                 let reply = carry_out(&mut etcd, id, call).await;
-                if replies.send(reply).is_err() {
+                if replies.send_async(reply).await.is_err() {
                     return;
                 }
             }
@@ -118,7 +119,7 @@ async fn serve(
                 match etcd.gather_now(deadline).await {
                     Ok(Some(gather)) if seen != Some(gather) => {
                         seen = Some(gather);
-                        if replies.send(Reply::Observed(gather)).is_err() {
+                        if replies.send_async(Reply::Observed(gather)).await.is_err() {
                             return;
                         }
                     }

@@ -189,6 +189,9 @@ pub(crate) struct Shard {
     /// Wakes the journal task (every write of the glommio transport, the uring driver's
     /// compactions); holds one wake at most.
     journal_bell: LocalSender<()>,
+    /// Wakes a cluster node's `cluster` task when a call of its lease may leave (its request is
+    /// durable); holds one wake at most (no receiver on other shards).
+    cluster_bell: LocalSender<()>,
     /// The uring driver's wake-up.
     pub driver: DriverBell,
     /// The uring driver writes the journal's append batches itself (through its ring).
@@ -222,6 +225,8 @@ pub(crate) struct ShardParts {
     pub mail_bell: LocalSender<()>,
     /// Wakes the journal task.
     pub journal_bell: LocalSender<()>,
+    /// Wakes a cluster node's `cluster` task.
+    pub cluster_bell: LocalSender<()>,
     /// The journal's current file (with `--durability sync`).
     pub journal_file: Option<JournalFile>,
     /// Ticket mode: the connections to the vacancy service.
@@ -243,6 +248,7 @@ impl Shard {
             core: RefCell::new(parts.core),
             mail_bell: parts.mail_bell,
             journal_bell: parts.journal_bell,
+            cluster_bell: parts.cluster_bell,
             driver: DriverBell::default(),
             driver_writes: Cell::new(false),
             compaction: RefCell::new(None),
@@ -260,15 +266,19 @@ impl Shard {
     /// Carries out what the core's last events produced: mail for the flusher, requests for
     /// the forwarder, news for connections, a journal write to start.
     pub fn after(&self) {
-        let (mail, forwards, news, write) = {
+        let (mail, forwards, news, write, call) = {
             let core = self.core.borrow();
             (
                 core.has_mail(),
                 core.has_forwards(),
                 core.has_conn_events(),
                 core.wants_write(),
+                core.cluster_call_ready(),
             )
         };
+        if call {
+            let _ = self.cluster_bell.try_send(());
+        }
         if mail {
             let _ = self.mail_bell.try_send(());
         }

@@ -407,7 +407,7 @@ async fn shard_main(
         tail,
     );
     core.restore_keys(&keys);
-    let (shard, journal_kicked, mail_kicked) =
+    let (shard, [journal_kicked, mail_kicked, cluster_kicked]) =
         new_shard(&config, &prepared, me, core, writer.as_ref());
     let dump = match (&config.latency_dump, prepared.latency_origin) {
         (Some(dir), Some(origin)) => match latency::Dump::open(dir, me, origin) {
@@ -450,8 +450,10 @@ async fn shard_main(
     );
     #[cfg(feature = "cluster")]
     if let Some(link) = prepared.link.take() {
-        glommio::spawn_local(tasks::cluster(shard.clone(), link)).detach();
+        glommio::spawn_local(tasks::cluster(shard.clone(), link, cluster_kicked)).detach();
     }
+    #[cfg(not(feature = "cluster"))]
+    drop(cluster_kicked);
 
     if let Some((listener, admin)) = admin {
         let serving = crate::net::admin::serve(shard.clone(), listener, admin, stop.clone());
@@ -476,13 +478,15 @@ fn new_shard(
     me: usize,
     core: ShardCore,
     writer: Option<&Writer>,
-) -> (Rc<Shard>, LocalReceiver<()>, LocalReceiver<()>) {
+) -> (Rc<Shard>, [LocalReceiver<()>; 3]) {
     let (journal_bell, journal_kicked) = local_channel::new_bounded(1);
     let (mail_bell, mail_kicked) = local_channel::new_bounded(1);
+    let (cluster_bell, cluster_kicked) = local_channel::new_bounded(1);
     let parts = ShardParts {
         core,
         mail_bell,
         journal_bell,
+        cluster_bell,
         journal_file: writer.map(|w| JournalFile {
             fd: std::cell::Cell::new(w.raw_fd()),
             path: RefCell::new(w.path()),
@@ -496,7 +500,7 @@ fn new_shard(
             .map(|_| RefCell::new(Recorder::default())),
     };
     let shard = build_shard(config, parts, prepared.vacancy);
-    (shard, journal_kicked, mail_kicked)
+    (shard, [journal_kicked, mail_kicked, cluster_kicked])
 }
 
 /// Serves with the shard's transport until a stop and the drain are over.

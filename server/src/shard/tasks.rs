@@ -174,18 +174,24 @@ pub(crate) async fn journal(shard: Rc<Shard>, mut writer: Writer, kicked: LocalR
     }
 }
 
-/// How often a cluster node's coordinator looks at its etcd thread's replies and lets its
-/// lease's calls out (the thread cannot ring a glommio executor; a millisecond is small beside
-/// an etcd transaction's raft round and fsync, 2-4 ms on the test VM, and the timer costs the
-/// coordinator about a thousand short wake-ups a second, the census and report timers included).
+/// How often a cluster node's coordinator runs its lease's timers when nothing else woke it: half
+/// the shortest of them (`cluster::lease::ROUND_POLL`, `stock::escrow::CENSUS_EVERY`: 20 ms).
 #[cfg(feature = "cluster")]
-const CLUSTER_POLL: Duration = Duration::from_millis(1);
+const CLUSTER_TICK: Duration = Duration::from_millis(10);
 
-/// A cluster node's coordinator: hands the calls its lease lets out to the etcd thread, gives
-/// it the replies, and runs the lease's timers, every [`CLUSTER_POLL`], until the shard
-/// leaves (a call in flight then is journaled: the next start sends it again).
+/// A cluster node's coordinator: gives the core the etcd thread's replies (the thread's send
+/// wakes this task: glommio queues a waker woken from another thread to its executor), hands the
+/// calls its lease lets out to the thread (the shard's bell rings once one may leave), and runs
+/// the lease's timers every [`CLUSTER_TICK`], until the shard leaves (a call in flight then is
+/// journaled: the next start sends it again).
 #[cfg(feature = "cluster")]
-pub(crate) async fn cluster(shard: Rc<Shard>, link: crate::cluster::link::Link) {
+pub(crate) async fn cluster(
+    shard: Rc<Shard>,
+    link: crate::cluster::link::Link,
+    bell: LocalReceiver<()>,
+) {
+    use futures_lite::future::or;
+    let mut reply = None;
     loop {
         {
             let mut core = shard.core.borrow_mut();
@@ -193,7 +199,7 @@ pub(crate) async fn cluster(shard: Rc<Shard>, link: crate::cluster::link::Link) 
                 return;
             }
             let now = Instant::now();
-            while let Ok(reply) = link.replies.try_recv() {
+            for reply in reply.take().into_iter().chain(link.replies.try_iter()) {
                 core.cluster_reply(reply, now);
             }
             core.cluster_tick(now);
@@ -205,7 +211,15 @@ pub(crate) async fn cluster(shard: Rc<Shard>, link: crate::cluster::link::Link) 
             }
         }
         shard.after();
-        glommio::timer::sleep(CLUSTER_POLL).await;
+        let woken = or(async { link.replies.recv_async().await.ok() }, async {
+            or(async { bell.recv().await }, async {
+                glommio::timer::sleep(CLUSTER_TICK).await;
+                Some(())
+            })
+            .await;
+            None
+        });
+        reply = woken.await;
     }
 }
 
@@ -265,6 +279,7 @@ mod tests {
                 let (writer, tail) = Writer::open(&store, start, u64::MAX).await.expect("writer");
                 let (journal_bell, kicked) = local_channel::new_bounded(1);
                 let (mail_bell, _mail) = local_channel::new_bounded(1);
+                let (cluster_bell, _cluster) = local_channel::new_bounded(1);
                 let config = CoreConfig {
                     mode: Mode::Monolith,
                     shard: 0,
@@ -287,6 +302,7 @@ mod tests {
                     core: ShardCore::new(config, Some(tail)),
                     mail_bell,
                     journal_bell,
+                    cluster_bell,
                     journal_file: None,
                     forwarder: None,
                     mailbox: crate::shard::Mailbox::new(crate::shard::MailCounts::leak(1), 0),
