@@ -164,6 +164,9 @@ pub enum KeyAnswer {
     Closed,
     /// 503: the owner's journal failed; nothing was recorded.
     Halted,
+    /// 503 `cluster_unavailable`: a cluster node's ledger did not settle the order in time;
+    /// nothing was done or recorded, so a retry with the key runs it.
+    Unavailable,
 }
 
 /// Mail about keyed requests between the shard holding the connection and the key's owner.

@@ -227,7 +227,7 @@ impl App {
             if sale == Sale::Unavailable {
                 // Nothing was done or recorded: the key runs again on a retry.
                 self.keys.abandon(key);
-                self.answer_remote(origin, KeyAnswer::Halted);
+                self.answer_remote(origin, KeyAnswer::Unavailable);
                 continue;
             }
             let record = match self.keys.decided.remove(&order) {
@@ -279,7 +279,7 @@ impl App {
                 self.keys.abandon(key);
                 let answer = match d.sale {
                     Sale::Closed => KeyAnswer::Closed,
-                    _ => KeyAnswer::Halted,
+                    _ => KeyAnswer::Unavailable,
                 };
                 self.answer_remote(origin, answer);
             }
@@ -406,6 +406,11 @@ impl App {
                 None,
             ),
             KeyAnswer::Closed => self.closed_reply(x, out),
+            KeyAnswer::Unavailable => {
+                self.counters.orders_refused += 1;
+                let detail = crate::stock::escrow::UNSETTLED;
+                error(out, x, 503, "cluster_unavailable", detail, None)
+            }
             KeyAnswer::Halted => {
                 self.counters.orders_refused += 1;
                 error(
