@@ -491,11 +491,8 @@ impl Sim {
             self.peer_sold += tickets;
         }
         if let Some(call) = self.peer.next(now) {
-            match self.kv.call(&self.keys, PEER, call, false) {
-                Reply::Outcome(outcome) => self.peer.outcome(outcome, now),
-                Reply::Opened(opened) => self.peer.opened(opened),
-                Reply::Observed(_) => unreachable!("a call is answered"),
-            }
+            let reply = self.kv.call(&self.keys, PEER, call, false);
+            self.peer.take(reply, now);
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::etcd::{Etcd, EtcdError};
-use super::lease::{Call, Lease};
+use super::lease::Lease;
 use super::liveness::{Liveness, HEARTBEAT_EVERY};
 
 /// A node's watch on its peers: its own heartbeats (a task of their own), and fences of the
@@ -164,16 +164,8 @@ impl Driver {
         let Some(call) = self.lease.next(now) else {
             return Ok(false);
         };
-        match call {
-            Call::Node(request) => {
-                let outcome = self.etcd.transact(&self.id, &request, deadline).await?;
-                self.lease.outcome(outcome, self.started.elapsed());
-            }
-            Call::Open => {
-                let opened = self.etcd.open_gather(deadline).await?;
-                self.lease.opened(opened);
-            }
-        }
+        let reply = self.etcd.call(&self.id, call, deadline).await?;
+        self.lease.take(reply, self.started.elapsed());
         Ok(true)
     }
 }

@@ -17,6 +17,7 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, T
 use etcd_client::{KeyValue, TxnOpResponse};
 
 use super::gather::{self, GatherView, OpenStep, Opened};
+use super::lease::{Call, Reply};
 use super::ledger::{self, Corrupt, FenceStep, Fenced, Keys, Ledger, Outcome, Plan, Read};
 use super::ledger::{Gather, NodeRecord, Op, Request, Step};
 use super::liveness::HEARTBEAT_EVERY;
@@ -528,6 +529,23 @@ impl Etcd {
             if self.commit(&plan, &mut backoff).await? {
                 return Ok(Outcome::Applied(last));
             }
+        }
+    }
+
+    /// Carries out node `id`'s `call` ([`Etcd::transact`] or [`Etcd::open_gather`]) until
+    /// `deadline`.
+    pub async fn call(
+        &mut self,
+        id: &str,
+        call: Call,
+        deadline: Instant,
+    ) -> Result<Reply, EtcdError> {
+        match call {
+            Call::Node(request) => self
+                .transact(id, &request, deadline)
+                .await
+                .map(Reply::Outcome),
+            Call::Open => self.open_gather(deadline).await.map(Reply::Opened),
         }
     }
 

@@ -232,10 +232,7 @@ impl Lease {
             tickets <= self.sellable(),
             "sold past the lease or the window"
         );
-        self.journal
-            .count_sales(tickets)
-            .expect("checked against sellable");
-        self.measure(tickets, now);
+        self.count(tickets, now);
     }
 
     /// Counts `tickets` sold into the sales rate.
@@ -440,6 +437,15 @@ impl Lease {
     fn set_stage(&mut self, stage: Stage) {
         if let Some(need) = &mut self.need {
             need.stage = stage;
+        }
+    }
+
+    /// Takes `reply` (a call's result, or the round as seen) at `now`.
+    pub fn take(&mut self, reply: Reply, now: Duration) {
+        match reply {
+            Reply::Outcome(outcome) => self.outcome(outcome, now),
+            Reply::Opened(opened) => self.opened(opened),
+            Reply::Observed(gather) => self.observe(gather),
         }
     }
 

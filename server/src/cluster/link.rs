@@ -135,13 +135,7 @@ async fn serve(
 async fn carry_out(etcd: &mut Etcd, id: &str, call: Call) -> Reply {
     loop {
         let deadline = Instant::now() + etcd::CALL_TIMEOUT;
-        let result = match call {
-            Call::Node(request) => etcd
-                .transact(id, &request, deadline)
-                .await
-                .map(Reply::Outcome),
-            Call::Open => etcd.open_gather(deadline).await.map(Reply::Opened),
-        };
+        let result = etcd.call(id, call, deadline).await;
         match result {
             Ok(reply) => return reply,
             Err(EtcdError::Unavailable(why)) => {

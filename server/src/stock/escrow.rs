@@ -124,6 +124,30 @@ pub struct Escrow {
 }
 
 impl Escrow {
+    /// The lease as recovered, with `out` tickets (all the node's slices hold at start) placed
+    /// by it, its clock counting from `origin`.
+    pub(super) fn new(lease: Lease, out: u64, origin: Instant) -> Escrow {
+        Escrow {
+            lease,
+            origin,
+            now: Duration::ZERO,
+            placed: 0,
+            collected: 0,
+            fed: 0,
+            out,
+            pending: 0,
+            waiting: VecDeque::new(),
+            next_id: 0,
+            busy: false,
+            in_flight: false,
+            census_at: Duration::ZERO,
+            journaled: None,
+            ticks_cut: 0,
+            regathered: HashMap::new(),
+            leaving: false,
+        }
+    }
+
     /// Sales a peer told in a `Taken`: counted at the next tick.
     pub(super) fn peer_sales(&mut self, sold: u64) {
         self.pending += sold;

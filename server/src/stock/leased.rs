@@ -2,11 +2,10 @@
 //! [`super::escrow`] (whose module doc says how the lease and the slices meet, and why the window
 //! holds): placing, counting, collecting, the calls, and the orders that wait for the lease.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::escrow::{Escrow, Reply, Waiting, CENSUS_EVERY, ORDER_WAIT_MAX, TICK_STEPS_MAX};
-use super::rebalance::{Node, Op, OrderId, Outbox};
+use super::rebalance::{Node, Op, OrderId, Outbox, COORDINATOR};
 use super::slice::Sale;
 use crate::cluster::lease::{Lease, OrderAnswer};
 use crate::durability::journal::Change;
@@ -16,29 +15,8 @@ impl Node {
     /// Makes this coordinator a cluster node's: `lease` as recovered, `out` tickets (all the
     /// node's slices hold at start) placed by it.
     pub fn start_escrow(&mut self, lease: Lease, out: u64, origin: Instant) {
-        assert!(
-            self.coordinator_id_is_self(),
-            "the coordinator holds the lease"
-        );
-        self.escrow = Some(Box::new(Escrow {
-            lease,
-            origin,
-            now: Duration::ZERO,
-            placed: 0,
-            collected: 0,
-            fed: 0,
-            out,
-            pending: 0,
-            waiting: VecDeque::new(),
-            next_id: 0,
-            busy: false,
-            in_flight: false,
-            census_at: Duration::ZERO,
-            journaled: None,
-            ticks_cut: 0,
-            regathered: Default::default(),
-            leaving: false,
-        }));
+        assert_eq!(self.id, COORDINATOR, "the coordinator holds the lease");
+        self.escrow = Some(Box::new(Escrow::new(lease, out, origin)));
     }
 
     /// The lease's side, on a cluster node's coordinator.
@@ -52,17 +30,10 @@ impl Node {
             return;
         };
         e.now = now.saturating_duration_since(e.origin);
-        match reply {
-            Reply::Outcome(outcome) => {
-                e.in_flight = false;
-                e.lease.outcome(outcome, e.now);
-            }
-            Reply::Opened(opened) => {
-                e.in_flight = false;
-                e.lease.opened(opened);
-            }
-            Reply::Observed(gather) => e.lease.observe(gather),
+        if !matches!(reply, Reply::Observed(_)) {
+            e.in_flight = false; // the call in flight is answered
         }
+        e.lease.take(reply, e.now);
         self.journal_lease(out);
         self.escrow_tick(now, out);
     }
@@ -80,7 +51,9 @@ impl Node {
                 return;
             }
         }
-        e_cut(self);
+        if let Some(e) = self.escrow.as_deref_mut() {
+            e.ticks_cut += 1;
+        }
         tracing::error!("the cluster lease took {TICK_STEPS_MAX} steps in one tick");
     }
 
@@ -229,17 +202,11 @@ impl Node {
                 self.journal_lease(out);
                 self.moves.gathers_failed += 1;
                 out.denied.push(w.qty);
-                out.decisions.push(super::messages::Decision {
-                    from: w.from,
-                    order: w.order,
-                    sale: Sale::Insufficient,
-                    change: None,
-                });
                 if let Some(at_most) = at_most {
                     // At most this many unsold tickets are left in the whole cluster.
                     self.tell_bound(at_most, out);
                 }
-                self.tell_decided_with(w.from, w.order, Sale::Insufficient, 0, out);
+                self.lease_decided(w.from, w.order, Sale::Insufficient, out);
                 Some(false)
             }
         }
@@ -330,14 +297,21 @@ impl Node {
 
     /// Answers order `order` of shard `from` 503: the ledger did not settle it.
     fn unavailable(&mut self, from: usize, order: OrderId, out: &mut Outbox) {
+        self.lease_decided(from, order, Sale::Unavailable, out);
+    }
+
+    /// Order `order` of shard `from` is decided by the lease (no sale: sold out, or not settled):
+    /// recorded for the keyed machinery and told to its shard, with no tickets (this may be in
+    /// the middle of another operation).
+    fn lease_decided(&mut self, from: usize, order: OrderId, sale: Sale, out: &mut Outbox) {
+        let change = None;
         out.decisions.push(super::messages::Decision {
             from,
             order,
-            sale: Sale::Unavailable,
-            change: None,
+            sale,
+            change,
         });
-        // No tickets with it: this may be in the middle of another operation.
-        self.tell_decided_with(from, order, Sale::Unavailable, 0, out);
+        self.tell_decided_with(from, order, sale, 0, out);
     }
 
     /// Journals the lease as it is now.
@@ -406,16 +380,5 @@ impl Node {
     pub(super) fn finish_census(&mut self, out: &mut Outbox) {
         self.count_sales(out);
         self.escrow.as_deref_mut().expect("a cluster node").busy = false;
-    }
-
-    fn coordinator_id_is_self(&self) -> bool {
-        self.id == super::rebalance::COORDINATOR
-    }
-}
-
-/// Counts a tick cut short.
-fn e_cut(node: &mut Node) {
-    if let Some(e) = node.escrow.as_deref_mut() {
-        e.ticks_cut += 1;
     }
 }

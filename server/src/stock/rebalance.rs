@@ -181,7 +181,8 @@ pub struct Node {
     pub(super) epoch_visible: u64,
     /// Shard 0 only.
     coordinator: Option<Coordinator>,
-    /// The slice's sales already told to the coordinator in a `Taken`.
+    /// The slice's sales already told to the coordinator in a `Taken` (the coordinator's own:
+    /// already counted into a cluster node's lease).
     pub(super) sold_told: u64,
     /// A cluster node's lease (the coordinator only, `--cluster-etcd`).
     pub(super) escrow: Option<Box<super::escrow::Escrow>>,
