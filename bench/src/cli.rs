@@ -167,6 +167,11 @@ pub struct RunArgs {
     /// Skip the stock check of purchase, reserve and mix runs.
     #[arg(long)]
     pub no_stock_check: bool,
+    /// Also write `slow.csv`: every measured response at least this slow (e.g. 2ms), with its
+    /// due and arrival times on CLOCK_MONOTONIC (the clock of `perf record --clockid monotonic`),
+    /// its connection and status, to match stalls against a kernel trace (`bench/stalls.py`).
+    #[arg(long, value_parser = parse_duration)]
+    pub slow_log: Option<Duration>,
 }
 
 impl RunArgs {

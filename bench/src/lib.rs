@@ -19,6 +19,8 @@
 //! - [`hgrm`], [`hlog`]: the two HdrHistogram file formats, written as Java's library writes them;
 //!   re-exported from the `hdr-files` crate, which ticketd's latency dumps use too.
 //! - [`flash`]: the flash-sale analysis: sell-out, the phases around it, late successes.
+//! - [`slow`]: `--slow-log`, the slow responses stamped on the monotonic clock (`slow.csv`), to
+//!   match client-side stalls against a kernel trace.
 //! - [`stock`]: the before/after `/api/v1/available` check of selling scenarios.
 //! - [`summary`]: the run's figures and setup, as JSON and markdown.
 //! - [`provenance`]: host, CPUs, kernel, git commit, command line, UTC dates.
@@ -40,6 +42,7 @@ pub mod provenance;
 pub mod record;
 pub mod run;
 pub mod scenario;
+pub mod slow;
 pub mod stock;
 pub mod summary;
 pub mod target;

@@ -20,6 +20,7 @@ use crate::intervals::{Interval, IntervalMerger};
 use crate::provenance::{file_safe, fresh_dir, Provenance, Utc};
 use crate::record::{latency_histogram, StreamRecord, Tally};
 use crate::scenario::Plan;
+use crate::slow::{self, SlowLog};
 use crate::stock::{self, Orders, StockCheck};
 use crate::summary::{thousands, Latency, Series, Setup, Summary};
 use crate::target::Target;
@@ -120,6 +121,21 @@ pub fn run(args: &RunArgs, command: String) -> Result<RunOutcome, Error> {
     }
     if merged_intervals == 0 {
         notes.push("no interval was logged (the run ended during the warm-up)".into());
+    }
+    if let Some(threshold) = args.slow_log {
+        let logs = results.iter().filter_map(|r| r.slow.as_ref());
+        let (kept, dropped) = logs.fold((0, 0), |(k, d), l| (k + l.list.len(), d + l.dropped));
+        notes.push(format!(
+            "slow.csv: {kept} measured responses of {threshold:?} or more, times on \
+             CLOCK_MONOTONIC{}",
+            match dropped {
+                0 => String::new(),
+                n => format!(
+                    " ({n} more not logged: {} a thread at most)",
+                    slow::SLOW_LOG_MAX
+                ),
+            }
+        ));
     }
 
     let mut summary = summarize(
@@ -222,6 +238,7 @@ fn drive(
             lanes: plan.lanes.clone(),
             reconnect_after: args.reconnect_after,
             answers,
+            slow: args.slow_log.map(|t| SlowLog::new(t, thread)),
             schedule,
             budget: args.requests.map(|n| share(n, args.threads, thread)),
         };
@@ -576,6 +593,12 @@ fn write_outputs(
                 )?;
             }
         }
+    }
+    if results.iter().any(|r| r.slow.is_some()) {
+        write(
+            "slow.csv",
+            &slow::csv(results.iter().filter_map(|r| r.slow.as_ref())),
+        )?;
     }
     let json = serde_json::to_string_pretty(summary).expect("a summary always serializes");
     write("summary.json", &(json + "\n"))?;

@@ -36,6 +36,7 @@ use crate::connection::{Connection, ReadEnd, Reply, State};
 use crate::flash::{Answer, Answers, Outcome};
 use crate::record::{latency_histogram, ErrorKind, StreamRecord};
 use crate::scenario::{judge, Check, Stream, Verdict};
+use crate::slow::SlowLog;
 use crate::timer::Timer;
 
 /// Readiness events taken per `epoll_wait`: more than the connections one thread usually drives,
@@ -92,6 +93,8 @@ pub struct WorkerConfig {
     pub reconnect_after: Option<u64>,
     /// Flash runs: the buffer every answer is recorded in.
     pub answers: Option<Answers>,
+    /// --slow-log: where measured responses past its threshold go.
+    pub slow: Option<SlowLog>,
     /// The run's timing.
     pub schedule: Schedule,
     /// Measured requests this thread may send (`None`: unbounded).
@@ -140,6 +143,8 @@ pub struct WorkerResult {
     pub reconnects: u64,
     /// Flash runs: every answer.
     pub answers: Option<Answers>,
+    /// --slow-log: the slow responses.
+    pub slow: Option<SlowLog>,
 }
 
 /// What an event said about a connection's socket.
@@ -246,6 +251,8 @@ struct Worker<'p> {
     last_now: Instant,
     /// Flash runs: every answer.
     answers: Option<Answers>,
+    /// --slow-log: the slow responses.
+    slow: Option<SlowLog>,
 }
 
 impl<'p> Worker<'p> {
@@ -291,9 +298,11 @@ impl<'p> Worker<'p> {
         };
         let mut config = config;
         let answers = config.answers.take();
+        let slow = config.slow.take();
         Ok(Worker {
             last_now: s.start,
             answers,
+            slow,
             in_due: vec![false; conns.len()],
             records: (0..streams).map(|_| StreamRecord::default()).collect(),
             conns,
@@ -452,8 +461,15 @@ impl<'p> Worker<'p> {
         let record = &mut self.records[stream];
         let counters = &mut self.counters;
         let mut answers = self.answers.as_mut();
+        let mut slow = self.slow.as_mut();
+        let id = conn.id;
         conn.on_readable(closed, |reply| {
             let outcome = account(record, counters, check, s.measure_start, now, &reply);
+            if let Some(slow) = slow.as_deref_mut() {
+                if reply.request.intended >= s.measure_start {
+                    slow.offer(reply.request.intended, now, id, reply.status);
+                }
+            }
             if let Some(answers) = answers.as_deref_mut() {
                 answers.push(Answer {
                     sent_ns: nanos_since(s.start, reply.request.sent),
@@ -682,6 +698,7 @@ impl<'p> Worker<'p> {
             stalled: self.counters.stalled,
             reconnects: self.counters.reconnects,
             answers: self.answers,
+            slow: self.slow,
         }
     }
 }

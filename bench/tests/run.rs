@@ -316,3 +316,58 @@ fn errors_are_counted_by_kind() {
     std::fs::remove_dir_all(dir).unwrap();
     drop(silent);
 }
+
+/// --slow-log writes every measured response past its threshold to slow.csv, and only those,
+/// stamped on CLOCK_MONOTONIC within the run: the test server sleeps 60 ms on every 50th
+/// request, so of 200 requests on one connection exactly 4 take 60 ms or more.
+#[test]
+fn slow_log_lists_the_stalled_responses_on_the_monotonic_clock() {
+    let server = TicketServer::start(0);
+    let before = ticket_bench::slow::monotonic_ns();
+    let (dir, s) = bench(
+        &server,
+        "slow-log",
+        &[
+            "--scenario",
+            "custom",
+            "--path",
+            "/stall/50/60",
+            "-c",
+            "1",
+            "--requests",
+            "200",
+            "--slow-log",
+            "20ms",
+        ],
+    );
+    let after = ticket_bench::slow::monotonic_ns();
+    assert_eq!((s.requests, s.errors.total), (200, 0));
+    let text = std::fs::read_to_string(dir.join("slow.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(ticket_bench::slow::CSV_HEADER));
+    let rows: Vec<Vec<u64>> = lines
+        .map(|l| l.split(',').map(|f| f.parse().unwrap()).collect())
+        .collect();
+    // A loaded machine may make a fast request slow; never a stalled one fast.
+    let stalled: Vec<&Vec<u64>> = rows.iter().filter(|r| r[2] >= 60_000).collect();
+    assert_eq!(stalled.len(), 4, "{text}");
+    for r in &rows {
+        let (intended, arrival, latency_us) = (r[0], r[1], r[2]);
+        assert!(
+            before <= intended && intended < arrival && arrival <= after,
+            "{r:?}"
+        );
+        assert_eq!((arrival - intended) / 1000, latency_us);
+        assert!(latency_us >= 20_000);
+        assert_eq!(
+            (r[3], r[4], r[5]),
+            (0, 0, 200),
+            "connection, thread, status"
+        );
+    }
+    assert!(s.notes.iter().any(|n| n.starts_with(&format!(
+        "slow.csv: {} measured responses of 20ms or more",
+        rows.len()
+    ))));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -14,7 +14,9 @@ use ticket_bench::cli::{Cli, Command, RunArgs};
 
 /// The tiny server: `GET /api/v1/available` and `POST /api/v1/purchase` / `reserve` with a
 /// stock counter, keep-alive and pipelining (every complete request in a read is answered, in
-/// order, in one write), `Connection: close` honoured; anything else is 404. Started with
+/// order, in one write), `Connection: close` honoured; `GET /stall/N/MS` answers `{}` after
+/// sleeping MS ms on every N-th request to such a path (counted over the server); anything
+/// else is 404. Started with
 /// [`TicketServer::start_lying`], it answers its first orders "sold out" whatever the stock.
 pub struct TicketServer {
     /// Where it listens.
@@ -94,6 +96,7 @@ fn serve(
                 2 => _ = opened_by[usize::from(!first_was_get)].fetch_add(1, Ordering::Relaxed),
                 _ => {}
             }
+            stall(&head);
             let (status, reply) = route(&head, &body, stock, lies);
             requests.fetch_add(1, Ordering::Relaxed);
             close = head.contains("\r\nconnection: close");
@@ -113,6 +116,22 @@ fn serve(
         if conn.write_all(&out).is_err() || close {
             return;
         }
+    }
+}
+
+/// `GET /stall/N/MS` requests seen, over every connection.
+static STALL_PATH_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Sleeps if `head` is the N-th `GET /stall/N/MS`.
+fn stall(head: &str) {
+    let Some(rest) = head.strip_prefix("get /stall/") else {
+        return;
+    };
+    let path = rest.split(' ').next().unwrap_or("");
+    let (n, ms) = path.split_once('/').unwrap();
+    let (n, ms): (u64, u64) = (n.parse().unwrap(), ms.parse().unwrap());
+    if (STALL_PATH_REQUESTS.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(n) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
 
@@ -155,6 +174,9 @@ fn route(head: &str, body: &str, stock: &AtomicI64, lies: &AtomicU64) -> (&'stat
             "200 OK",
             format!("{{\"success\":{taken},\"remaining\":{left},\"message\":\"x\"}}"),
         );
+    }
+    if line.starts_with("get /stall/") {
+        return ("200 OK", "{}".into());
     }
     ("404 Not Found", "{\"error\":\"Not Found\"}".into())
 }
