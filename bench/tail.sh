@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # usage: bench/tail.sh [--rounds N] [--duration S] [--warmup S] [--conns "64 1024"]
-#                      [--cases "get:none post:none post:sync"] [--client wrk|tb]
+#                      [--cases "get:none post:none post:sync"] [--client wrk|tb] [--attribute]
 #
 # Tail latency, ticketd against the axum peer (issue 14): for each case (GET /api/v1/available,
 # POST /api/v1/purchase {"qty":1}, ticketd with --durability none or sync) and each connection
@@ -16,6 +16,16 @@
 # ENOBUFS, late wakes, slow yields) and a verdict per case against issue 14's bar: in how many
 # rounds ticketd's p99 <= the peer's, its max <= 5 ms, its req/s >= the peer's.
 #
+# --attribute (implies --client tb; needs perf and root or perf_event_paranoid <= -1): every
+# measured run is traced (`perf record -a`: a cpu-clock sample every 100 us on every CPU, naming
+# the thread it caught, on CLOCK_MONOTONIC) while ticket-bench logs its responses of SLOW (2ms) or more
+# (`--slow-log`); bench/stalls.py then blames each stall window on the server's CPU not running
+# (the host), another task on the server's or client's CPU (kernel threads), or nothing it can
+# see: "client" (the server idled while the client ran), "server" (the server's own threads ran:
+# its own stalls), or "unexplained". Each run folder gets stalls.md and the tables a "stalls"
+# column: windows, then host / taken / client / server / unexplained. KEEP_TRACE=1 keeps
+# perf.data and perf.txt (12 MB a run).
+#
 # Runs on any Linux machine given the binaries; it builds nothing:
 #   TICKETD (default $CARGO_TARGET_DIR or target, /release/ticketd), AXUM_PEER (default
 #   ../shared/anchors build: ${TMPDIR:-/tmp}/ticketd-axum-peer/release/axum-peer), TB (ticket-bench,
@@ -27,6 +37,7 @@
 set -uo pipefail
 
 ROUNDS=5 DURATION=4 WARMUP=1 CONNS_LIST="64 1024" CASES="get:none post:none post:sync" CLIENT=wrk
+ATTRIBUTE=0 SLOW=${SLOW:-2ms}
 while (($#)); do
   case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -35,7 +46,8 @@ while (($#)); do
     --conns) CONNS_LIST=$2; shift 2 ;;
     --cases) CASES=$2; shift 2 ;;
     --client) CLIENT=$2; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    --attribute) ATTRIBUTE=1 CLIENT=tb; shift ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -70,6 +82,9 @@ if [[ $CLIENT == wrk ]]; then
   command -v "$WRK" >/dev/null || { echo "no wrk (set WRK, or --client tb)" >&2; exit 2; }
 else
   [[ -x $TB ]] || { echo "no ticket-bench at $TB (set TB)" >&2; exit 2; }
+fi
+if ((ATTRIBUTE)); then
+  command -v perf >/dev/null || { echo "--attribute needs perf" >&2; exit 2; }
 fi
 
 OUT=${OUT:-bench/runs/$(date -u +%F)-$(hostname)-tail}
@@ -119,9 +134,11 @@ load() {
   else
     local scenario=available
     [[ $method == POST ]] && scenario=purchase
+    local slow=()
+    ((ATTRIBUTE)) && slow=(--slow-log "$SLOW")
     taskset -c "$CLIENT_CPUS" "$TB" run --url "$url" --scenario "$scenario" \
       --connections "$conns" --threads "$THREADS" --duration "${seconds}s" --warmup 0s \
-      --out "$dir" >"$dir/ticket-bench.txt" 2>&1
+      "${slow[@]}" --out "$dir" >"$dir/ticket-bench.txt" 2>&1
     python3 - "$dir/summary.json" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -140,6 +157,41 @@ counters() {
     /^ticketd_uring_late_wakes_total\{shard="all"\}/ {l=$2}
     /^ticketd_uring_slow_yields_total\{shard="all"\}/ {s=$2}
     END {print (e==""?"-":e), (l==""?"-":l), (s==""?"-":s)}'
+}
+
+# traced SECONDS DIR COMMAND...: runs COMMAND under `perf record -a` (see --attribute), the trace
+# in DIR/perf.data; without --attribute, just COMMAND.
+traced() {
+  local seconds=$1 dir=$2
+  shift 2
+  if ((ATTRIBUTE == 0)); then
+    "$@"
+    return
+  fi
+  mkdir -p "$dir"
+  perf record -q -a --clockid monotonic -e cpu-clock -F 10000 \
+    -o "$dir/perf.data" -- sleep $((seconds + 2)) >/dev/null 2>"$dir/perf.log" &
+  local perf=$!
+  sleep 0.5 # perf is recording before the load starts
+  "$@"
+  wait "$perf"
+}
+
+# attribute DIR SERVER_TIDS LABEL: bench/stalls.py on DIR's trace and slow.csv; prints
+# "windows:host/taken/client/server/unexplained".
+attribute() {
+  local dir=$1 tids=$2 label=$3
+  perf script -i "$dir/perf.data" -F comm,pid,tid,cpu,time,event,ip,sym --ns \
+    >"$dir/perf.txt" 2>/dev/null
+  python3 bench/stalls.py --slow "$dir/slow.csv" --perf "$dir/perf.txt" \
+    --server-cpus "$SERVER_CPUS" --client-cpus "$CLIENT_CPUS" --server-tids "$tids" \
+    --label "$label" >"$dir/stalls.md"
+  [[ ${KEEP_TRACE:-0} == 1 ]] || rm -f "$dir/perf.data" "$dir/perf.txt"
+  awk '/^STALLS /{
+    for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+    printf "%s:%d/%d/%d/%d/%d\n", v["windows"], v["host_server"] + v["host_client"],
+      v["taken_server"] + v["taken_client"], v["client_busy"], v["server_busy"],
+      v["unexplained"] }' "$dir/stalls.md"
 }
 
 {
@@ -167,13 +219,18 @@ for round in $(seq "$ROUNDS"); do
         PORT=$(free_port)
         serve "$server" "$durability" "$PORT" "$OUT/$name.server.log" || exit 1
         ((WARMUP > 0)) && load "$method" "$path" "$conns" "$WARMUP" "$OUT/$name.warmup" >/dev/null
-        result=$(load "$method" "$path" "$conns" "$DURATION" "$OUT/$name")
+        result=$(traced "$DURATION" "$OUT/$name" load "$method" "$path" "$conns" "$DURATION" "$OUT/$name")
         extra="- - -"
         [[ $server == ticketd ]] && extra=$(counters "$PORT")
+        stalls=-
+        if ((ATTRIBUTE)); then
+          tids=$(cd "/proc/$PID/task" && printf "%s," *)
+          stalls=$(attribute "$OUT/$name" "$tids" "$name")
+        fi
         stop
         rm -rf "${DATA:?}/$PORT"
         [[ -n $result ]] || { echo "no result for $name (see $OUT/$name)" >&2; exit 1; }
-        echo "$kind-$durability-$conns $server $round $result $extra" >>"$ROWS"
+        echo "$kind-$durability-$conns $server $round $result $extra $stalls" >>"$ROWS"
       done
     done
   done
@@ -185,16 +242,16 @@ from collections import defaultdict
 rows, rounds = sys.argv[1], int(sys.argv[2])
 runs = defaultdict(dict)
 for line in open(rows):
-    case, server, rnd, reqs, rps, p50, p99, p999, mx, errors, enobufs, late, slow = line.split()
+    case, server, rnd, reqs, rps, p50, p99, p999, mx, errors, enobufs, late, slow, stalls = line.split()
     runs[case][(server, int(rnd))] = dict(rps=float(rps), p50=float(p50), p99=float(p99),
         p999=float(p999), max=float(mx), errors=int(float(errors)), enobufs=enobufs, late=late,
-        slow=slow)
+        slow=slow, stalls=stalls)
 for case, r in runs.items():
     kind, durability, conns = case.split("-")
     title = {"get": "GET /api/v1/available", "post": "POST /api/v1/purchase {\"qty\":1}"}[kind]
     print(f"## {title}, {conns} connections, ticketd --durability {durability}\n")
-    print("| round | server | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | ENOBUFS | late wakes | slow yields |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| round | server | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | ENOBUFS | late wakes | slow yields | stalls: windows, host/taken/client/server/unexplained |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     p99_ok = max_ok = rps_ok = both = 0
     for n in range(1, rounds + 1):
         for server in ("ticketd", "axum"):
@@ -203,7 +260,7 @@ for case, r in runs.items():
                 continue
             print(f"| {n} | {server} | {x['rps']:,.0f} | {x['p50']:.2f} | {x['p99']:.2f} | "
                   f"{x['p999']:.2f} | {x['max']:.2f} | {x['errors']} | {x['enobufs']} | "
-                  f"{x['late']} | {x['slow']} |")
+                  f"{x['late']} | {x['slow']} | {x['stalls']} |")
         t, a = r.get(("ticketd", n)), r.get(("axum", n))
         if t and a:
             both += 1

@@ -346,6 +346,8 @@ fn scripts_pass_shellcheck() {
         "bench/durability.sh",
         "bench/flash.sh",
         "bench/cluster.sh",
+        "bench/tail.sh",
+        "bench/ab.sh",
         "bench/lib.sh",
         ".ci/python-tools",
     ] {
@@ -469,4 +471,23 @@ fn env_example_lists_every_option() {
         example.lines().all(|l| l.is_empty() || l.starts_with('#')),
         "the example must set nothing"
     );
+}
+
+/// bench/stalls.py, which blames the stalls of `bench/tail.sh --attribute`, finds each cause in a
+/// synthetic trace: a server CPU that took no sample, a client CPU that took none, a kernel thread
+/// holding the server's CPU, and a stall none of them explains (with the server's functions).
+#[test]
+fn stall_attribution_tells_each_cause_apart() {
+    let output = Command::new("python3")
+        .arg(repo().join("bench/stalls.py"))
+        .arg("--self-test")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert_eq!(text(&output.stdout).trim(), "self-test passed");
 }

@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Blames each client-side stall of a run on what the CPUs did meanwhile (issue 14).
+
+usage: bench/stalls.py --slow SLOW_CSV --perf PERF_SCRIPT_TXT --server-cpus 1 --client-cpus 0
+                       [--server-tids 123,124] [--server-comm REGEX] [--client-comm ticket-bench]
+                       [--label NAME] [--period-us 100]
+       bench/stalls.py --self-test
+
+Inputs, from one run:
+- SLOW_CSV: `ticket-bench run --slow-log 2ms`'s slow.csv (due and arrival times of every slow
+  response on CLOCK_MONOTONIC).
+- PERF_SCRIPT_TXT: `perf script -F comm,pid,tid,cpu,time,event,ip,sym --ns` of
+  `perf record -a --clockid monotonic -e cpu-clock -F 10000`, recorded over the load: a sample
+  every 100 us on every CPU, idle included, naming the thread it caught.
+
+A stall window is a maximal stretch of time covered by slow responses (each from its due time to
+its arrival). For each window and each side (the server's CPUs, the client's CPUs) it measures:
+- dark: time with no cpu-clock sample at all for over DARK_GAP. The sampling timer fires on every
+  CPU, idle or not, while the CPU runs; a CPU that misses ten periods was not running: in a VM the
+  host descheduled the vCPU (steal), on bare metal an SMI or a firmware stall.
+- others: time other tasks held the CPU (kernel threads such as kcompactd, kdamond, ksoftirqd,
+  kworkers; other processes; perf itself); own: the server's threads (or the client's); idle:
+  the idle task. Each sample stands for one period of the thread it caught. (Context switches
+  would be finer, but `sched:sched_switch` records came out inconsistent with the samples on
+  the VM: a kernel thread sampled for 12 ms before the switch that gave it the CPU.)
+The window is blamed on the largest of dark and others of either side when it reaches
+MIN_BLAME. Otherwise: "client busy" if the server's CPUs idled for half of it while the client
+ran (the server waited for requests: a client-side stall), "server busy" if the server's threads
+ran for half of it (the server's own stall: its most sampled functions are listed), else
+"unexplained" (listed too).
+
+Prints a markdown report, and a last line `STALLS windows=N ...` with the totals per cause
+(bench/tail.sh --attribute reads it).
+"""
+
+import argparse
+import bisect
+import collections
+import csv
+import re
+import sys
+
+# A CPU without any sample for this long was not running (ten periods of the 100 us sampling
+# timer: one or two samples late is timer slack, ten is a lost millisecond).
+DARK_GAP = 1e-3
+# A cause must account for at least this much of a window to be blamed: the client sees a stall
+# from 2 ms (the slow log's usual threshold), and 0.5 ms is a quarter of that.
+MIN_BLAME = 0.5e-3
+# Functions listed for an unexplained window.
+TOP_SYMBOLS = 5
+
+LINE = re.compile(
+    r"^\s*(?P<comm>.+?)\s+(?P<pid>-?\d+)/(?P<tid>-?\d+)\s+\[(?P<cpu>\d+)\]\s+"
+    r"(?P<time>\d+\.\d+):\s+(?:\d+\s+)?(?P<event>\S+):\s*(?P<rest>.*)$"
+)
+
+class Cpu:
+    """One CPU's cpu-clock samples: (time, tid, comm, function), in time order."""
+
+    def __init__(self):
+        self.samples = []
+
+    def finish(self):
+        self.samples.sort()
+        self.sample_times = [s[0] for s in self.samples]
+
+    def within(self, a, b):
+        lo = bisect.bisect_left(self.sample_times, a)
+        hi = bisect.bisect_right(self.sample_times, b)
+        return lo, hi
+
+    def dark(self, a, b):
+        """The parts of [a, b] inside sampling gaps longer than DARK_GAP, each with whether the
+        CPU was idle when it went dark: [(start, end, idle)]."""
+        lo, hi = self.within(a, b)
+        # The gaps around the window's first and last samples reach outside it: clip them.
+        first = max(lo - 1, 0)
+        points = self.samples[first:hi + 1]
+        out = []
+        edge_before = lo == 0  # no sample before the window: count from its start
+        if edge_before and points and points[0][0] - a > DARK_GAP:
+            out.append((a, points[0][0], False))
+        for x, y in zip(points, points[1:]):
+            if y[0] - x[0] > DARK_GAP and min(y[0], b) > max(x[0], a):
+                out.append((max(x[0], a), min(y[0], b), x[1] == 0))
+        return out
+
+
+def read_perf(path):
+    cpus = collections.defaultdict(Cpu)
+    for line in open(path, errors="replace"):
+        m = LINE.match(line)
+        if not m or not m["event"].startswith("cpu-clock"):
+            continue
+        parts = m["rest"].split()
+        symbol = parts[1] if len(parts) > 1 else (parts[0] if parts else "?")
+        cpus[int(m["cpu"])].samples.append((float(m["time"]), int(m["tid"]), m["comm"], symbol))
+    for c in cpus.values():
+        c.finish()
+    return cpus
+
+
+def read_slow(path):
+    rows = []
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            rows.append((int(r["intended_mono_ns"]) / 1e9, int(r["arrival_mono_ns"]) / 1e9,
+                         int(r["connection"])))
+    return rows
+
+
+def windows(rows):
+    """Merges the slow responses' [due, arrival] spans into maximal windows."""
+    out = []
+    for due, arrival, conn in sorted(rows):
+        if out and due <= out[-1]["end"]:
+            w = out[-1]
+            w["end"] = max(w["end"], arrival)
+        else:
+            w = {"start": due, "end": arrival, "requests": 0, "conns": set()}
+            out.append(w)
+        w["requests"] += 1
+        w["conns"].add(conn)
+    return out
+
+
+def cpu_list(text):
+    out = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def side(cpus, ids, a, b, own, period):
+    """Seconds over the CPUs `ids` in [a, b]: dark (and of it, dark after an idle sample: a halted
+    CPU that was not woken in time), then, from the samples (each stands for one period of the
+    thread it caught), others (by comm), own and idle."""
+    dark = dark_idle = own_t = idle = 0.0
+    others = collections.Counter()
+    for i in ids:
+        c = cpus.get(i)
+        if c is None:
+            continue
+        for s, e, was_idle in c.dark(a, b):
+            dark += e - s
+            dark_idle += (e - s) if was_idle else 0.0
+        lo, hi = c.within(a, b)
+        for _, tid, comm, _ in c.samples[lo:hi]:
+            if tid == 0:
+                idle += period
+            elif own(tid, comm):
+                own_t += period
+            else:
+                others[re.sub(r"/\d+$|:\d+(-.*)?$", "", comm) or comm] += period
+    return dark, dark_idle, others, own_t, idle
+
+
+def analyse(args):
+    cpus = read_perf(args.perf)
+    rows = read_slow(args.slow)
+    server_cpus, client_cpus = cpu_list(args.server_cpus), cpu_list(args.client_cpus)
+    tids = {int(t) for t in args.server_tids.split(",") if t} if args.server_tids else set()
+    server_re = re.compile(args.server_comm) if args.server_comm else None
+    period = args.period_us * 1e-6
+
+    def is_server(tid, comm):
+        return tid in tids or bool(server_re and server_re.match(comm))
+
+    def is_client(tid, comm):
+        return comm.startswith(args.client_comm)
+
+    out = []
+    ws = windows(rows)
+    covered = (min((s.sample_times[0] for s in cpus.values() if s.sample_times), default=0),
+               max((s.sample_times[-1] for s in cpus.values() if s.sample_times), default=0))
+    out.append(f"# Stalls: {args.label}\n")
+    out.append(f"{len(rows)} slow responses in {len(ws)} windows; server CPUs "
+               f"{args.server_cpus}, client CPUs {args.client_cpus}; trace "
+               f"{covered[0]:.3f}-{covered[1]:.3f} s (CLOCK_MONOTONIC).\n")
+    out.append("Per side, ms: dark (of it, while idle) / other tasks / its own threads / idle.\n")
+    out.append("| # | at s | length ms | requests | conns | server CPUs | client CPUs | blamed on |")
+    out.append("|---:|---:|---:|---:|---:|---|---|---|")
+    totals = collections.Counter()
+    time_by = collections.Counter()
+    unexplained = []
+    t0 = ws[0]["start"] if ws else 0
+    for n, w in enumerate(ws, 1):
+        a, b = w["start"], w["end"]
+        if not (covered[0] <= a and b <= covered[1]):
+            cause = "outside the trace"
+            sd = sdi = cd = cdi = 0.0
+            so = co = collections.Counter()
+            sown = sidle = cown = cidle = 0.0
+        else:
+            sd, sdi, so, sown, sidle = side(cpus, server_cpus, a, b, is_server, period)
+            cd, cdi, co, cown, cidle = side(cpus, client_cpus, a, b, is_client, period)
+            candidates = [(sd, "server CPU not running (host)"),
+                          (cd, "client CPU not running (host)")]
+            if so:
+                name, t = so.most_common(1)[0]
+                candidates.append((sum(so.values()), f"server CPU taken: {name}"))
+            if co:
+                name, t = co.most_common(1)[0]
+                candidates.append((sum(co.values()), f"client CPU taken: {name}"))
+            blame, cause = max(candidates)
+            if blame < MIN_BLAME:
+                length = b - a
+                if sidle >= length / 2 and cown >= length / 2:
+                    cause = "client busy: the server idled, waiting for requests"
+                elif sown >= length / 2:
+                    cause = "server busy"
+                    unexplained.append((n, a, b))
+                else:
+                    cause = "unexplained"
+                    unexplained.append((n, a, b))
+        key = cause.split(":")[0]
+        totals[key] += 1
+        time_by[key] += b - a
+
+        def fmt(counter):
+            return ", ".join(f"{k} {v * 1e3:.2f}" for k, v in counter.most_common(3)) or "0"
+
+        out.append(
+            f"| {n} | {a - t0:.3f} | {(b - a) * 1e3:.2f} | {w['requests']} | {len(w['conns'])} | "
+            f"{sd * 1e3:.2f} ({sdi * 1e3:.2f}) / {fmt(so)} / {sown * 1e3:.2f} / {sidle * 1e3:.2f} | "
+            f"{cd * 1e3:.2f} ({cdi * 1e3:.2f}) / {fmt(co)} / {cown * 1e3:.2f} / {cidle * 1e3:.2f} | "
+            f"{cause} |")
+    out.append("\n## By cause\n")
+    out.append("| cause | windows | ms |")
+    out.append("|---|---:|---:|")
+    for key, count in totals.most_common():
+        out.append(f"| {key} | {count} | {time_by[key] * 1e3:.1f} |")
+    if unexplained:
+        out.append("\n## The server's most sampled functions in server-busy and unexplained windows\n")
+        for n, a, b in unexplained:
+            syms = collections.Counter()
+            for i in server_cpus:
+                c = cpus.get(i)
+                if c is None:
+                    continue
+                lo, hi = c.within(a, b)
+                for _, tid, comm, sym in c.samples[lo:hi]:
+                    if is_server(tid, comm):
+                        syms[sym] += 1
+            top = ", ".join(f"{s} {k}" for s, k in syms.most_common(TOP_SYMBOLS)) or "no samples"
+            out.append(f"- window {n}: {top}")
+    short = {"server CPU not running (host)": "host_server",
+             "client CPU not running (host)": "host_client",
+             "server CPU taken": "taken_server", "client CPU taken": "taken_client",
+             "client busy": "client_busy", "server busy": "server_busy",
+             "unexplained": "unexplained", "outside the trace": "outside"}
+    line = " ".join(f"{short[k]}={totals.get(k, 0)}" for k in short)
+    out.append(f"\nSTALLS windows={len(ws)} {line}")
+    return "\n".join(out)
+
+
+def self_test():
+    """A synthetic run: a stall for each cause, and one the CPUs do not explain."""
+    import os
+    import tempfile
+    perf, slow = [], ["intended_mono_ns,arrival_mono_ns,latency_us,connection,thread,status"]
+
+    def sample(cpu, t, comm, tid, sym="x"):
+        perf.append(f"{comm:>16} {tid}/{tid} [{cpu:03d}] {t:.9f}:      10101 cpu-clock:  "
+                    f"ffffffff81000000 {sym}")
+
+    server, client, kthread = (100, "shard-0-1"), (200, "ticket-bench-0"), (38, "kcompactd0")
+    idle1, idle0 = (0, "swapper"), (0, "swapper")
+    dark_server = (1.0, 1.004)   # no samples on CPU 1
+    dark_client = (2.0, 2.003)   # none on CPU 0
+    taken = (3.0, 3.006)         # kcompactd holds CPU 1
+    busy = (4.0, 4.003)          # the server runs `serve`: nothing else explains it
+    server_idles = (4.5, 4.503)  # the server waits, the client runs
+    both_idle = (4.7, 4.703)     # nobody runs: nothing on the CPUs explains it
+
+    def inside(t, span):
+        return span[0] <= t <= span[1]
+
+    for k in range(1, 50000):
+        t = k * 1e-4
+        if not inside(t, dark_server):
+            who = server
+            if inside(t, taken):
+                who = kthread
+            elif inside(t, server_idles) or inside(t, both_idle):
+                who = idle1
+            sample(1, t, who[1], who[0], "serve" if inside(t, busy) else "x")
+        if not inside(t, dark_client):
+            who = idle0 if inside(t, both_idle) else client
+            sample(0, t, who[1], who[0])
+    for a, b in (dark_server, dark_client, taken, busy, server_idles, both_idle):
+        for conn in range(4):
+            slow.append(f"{int(a * 1e9)},{int(b * 1e9)},{int((b - a) * 1e6)},{conn},0,200")
+    with tempfile.TemporaryDirectory() as d:
+        p, s = os.path.join(d, "perf.txt"), os.path.join(d, "slow.csv")
+        open(p, "w").write("\n".join(sorted(perf, key=lambda x: float(x.split("]")[1].split(":")[0]))) + "\n")
+        open(s, "w").write("\n".join(slow) + "\n")
+        args = argparse.Namespace(perf=p, slow=s, server_cpus="1", client_cpus="0",
+                                  server_tids="100", server_comm=None,
+                                  client_comm="ticket-bench", label="self-test",
+                                  period_us=100.0)
+        report = analyse(args)
+    last = report.splitlines()[-1]
+    want = ("STALLS windows=6 host_server=1 host_client=1 taken_server=1 taken_client=0 "
+            "client_busy=1 server_busy=1 unexplained=1 outside=0")
+    assert last == want, f"{last}\n{report}"
+    # 3 ms of 100 us samples, all in `serve`: 30 or 31 with the window's edges.
+    assert "kcompactd0" in report and re.search(r"window 4: serve 3[01]$", report, re.M), report
+    print("self-test passed")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slow")
+    ap.add_argument("--perf")
+    ap.add_argument("--server-cpus", default="1")
+    ap.add_argument("--client-cpus", default="0")
+    ap.add_argument("--server-tids", default="")
+    ap.add_argument("--server-comm", default=None)
+    ap.add_argument("--client-comm", default="ticket-bench")
+    ap.add_argument("--label", default="run")
+    ap.add_argument("--period-us", type=float, default=100.0,
+                    help="the sampling period (perf record -F 10000: 100 us)")
+    ap.add_argument("--self-test", action="store_true")
+    args = ap.parse_args()
+    if args.self_test:
+        self_test()
+        return
+    if not (args.slow and args.perf):
+        ap.error("--slow and --perf are required")
+    print(analyse(args))
+
+
+if __name__ == "__main__":
+    main()
