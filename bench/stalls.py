@@ -3,7 +3,7 @@
 
 usage: bench/stalls.py --slow SLOW_CSV --perf PERF_SCRIPT_TXT --server-cpus 1 --client-cpus 0
                        [--server-tids 123,124] [--server-comm REGEX] [--client-comm ticket-bench]
-                       [--label NAME] [--period-us 100]
+                       [--connections 64] [--label NAME] [--period-us 100]
        bench/stalls.py --self-test
 
 Inputs, from one run:
@@ -15,9 +15,11 @@ Inputs, from one run:
 
 A stall window is a maximal stretch of time covered by slow responses (each from its due time to
 its arrival). For each window and each side (the server's CPUs, the client's CPUs) it measures:
-- dark: time with no cpu-clock sample at all for over DARK_GAP. The sampling timer fires on every
-  CPU, idle or not, while the CPU runs; a CPU that misses ten periods was not running: in a VM the
-  host descheduled the vCPU (steal), on bare metal an SMI or a firmware stall.
+- dark: time the CPU took no cpu-clock sample: the samples missing from the window (its length
+  less one period per sample), at least the gaps of over DARK_GAP. The sampling timer fires on
+  every CPU, idle or not, while the CPU runs (on the VM, outside stalls, a window holds its
+  expected count exactly); a CPU that misses samples was not running: in a VM the host
+  descheduled the vCPU (steal), on bare metal an SMI or a firmware stall.
 - others: time other tasks held the CPU (kernel threads such as kcompactd, kdamond, ksoftirqd,
   kworkers; other processes; perf itself); own: the server's threads (or the client's); idle:
   the idle task. Each sample stands for one period of the thread it caught. (Context switches
@@ -26,8 +28,10 @@ its arrival). For each window and each side (the server's CPUs, the client's CPU
 The window is blamed on the largest of dark and others of either side when it reaches
 MIN_BLAME. Otherwise: "client busy" if the server's CPUs idled for half of it while the client
 ran (the server waited for requests: a client-side stall), "server busy" if the server's threads
-ran for half of it (the server's own stall: its most sampled functions are listed), else
-"unexplained" (listed too).
+ran for half of it: "server busy, few connections" when under a quarter of --connections
+waited (those requests waited for something of their own, such as a group commit, while the
+server served the rest), else "server busy" (the server's own stall: its most sampled functions
+are listed), else "unexplained" (listed too).
 
 Prints a markdown report, and a last line `STALLS windows=N ...` with the totals per cause
 (bench/tail.sh --attribute reads it).
@@ -142,10 +146,15 @@ def side(cpus, ids, a, b, own, period):
         c = cpus.get(i)
         if c is None:
             continue
+        gaps = 0.0
         for s, e, was_idle in c.dark(a, b):
-            dark += e - s
+            gaps += e - s
             dark_idle += (e - s) if was_idle else 0.0
         lo, hi = c.within(a, b)
+        # Samples missing from the window: the long gaps, and the CPU's shorter absences too
+        # (a host that takes it away for 0.5 ms at a time leaves no gap over DARK_GAP).
+        missing = (b - a) - (hi - lo) * period
+        dark += max(gaps, missing)
         for _, tid, comm, _ in c.samples[lo:hi]:
             if tid == 0:
                 idle += period
@@ -208,6 +217,8 @@ def analyse(args):
                 length = b - a
                 if sidle >= length / 2 and cown >= length / 2:
                     cause = "client busy: the server idled, waiting for requests"
+                elif sown >= length / 2 and len(w["conns"]) * 4 < args.connections:
+                    cause = "server busy, few connections: those requests waited (a group commit)"
                 elif sown >= length / 2:
                     cause = "server busy"
                     unexplained.append((n, a, b))
@@ -248,7 +259,8 @@ def analyse(args):
     short = {"server CPU not running (host)": "host_server",
              "client CPU not running (host)": "host_client",
              "server CPU taken": "taken_server", "client CPU taken": "taken_client",
-             "client busy": "client_busy", "server busy": "server_busy",
+             "client busy": "client_busy", "server busy, few connections": "server_few",
+             "server busy": "server_busy",
              "unexplained": "unexplained", "outside the trace": "outside"}
     line = " ".join(f"{short[k]}={totals.get(k, 0)}" for k in short)
     out.append(f"\nSTALLS windows={len(ws)} {line}")
@@ -271,6 +283,7 @@ def self_test():
     dark_client = (2.0, 2.003)   # none on CPU 0
     taken = (3.0, 3.006)         # kcompactd holds CPU 1
     busy = (4.0, 4.003)          # the server runs `serve`: nothing else explains it
+    few = (4.3, 4.303)           # the server runs, one request of 64 waits
     server_idles = (4.5, 4.503)  # the server waits, the client runs
     both_idle = (4.7, 4.703)     # nobody runs: nothing on the CPUs explains it
 
@@ -289,8 +302,8 @@ def self_test():
         if not inside(t, dark_client):
             who = idle0 if inside(t, both_idle) else client
             sample(0, t, who[1], who[0])
-    for a, b in (dark_server, dark_client, taken, busy, server_idles, both_idle):
-        for conn in range(4):
+    for a, b in (dark_server, dark_client, taken, busy, few, server_idles, both_idle):
+        for conn in range(1 if (a, b) == few else 16):
             slow.append(f"{int(a * 1e9)},{int(b * 1e9)},{int((b - a) * 1e6)},{conn},0,200")
     with tempfile.TemporaryDirectory() as d:
         p, s = os.path.join(d, "perf.txt"), os.path.join(d, "slow.csv")
@@ -299,11 +312,11 @@ def self_test():
         args = argparse.Namespace(perf=p, slow=s, server_cpus="1", client_cpus="0",
                                   server_tids="100", server_comm=None,
                                   client_comm="ticket-bench", label="self-test",
-                                  period_us=100.0)
+                                  period_us=100.0, connections=64)
         report = analyse(args)
     last = report.splitlines()[-1]
-    want = ("STALLS windows=6 host_server=1 host_client=1 taken_server=1 taken_client=0 "
-            "client_busy=1 server_busy=1 unexplained=1 outside=0")
+    want = ("STALLS windows=7 host_server=1 host_client=1 taken_server=1 taken_client=0 "
+            "client_busy=1 server_few=1 server_busy=1 unexplained=1 outside=0")
     assert last == want, f"{last}\n{report}"
     # 3 ms of 100 us samples, all in `serve`: 30 or 31 with the window's edges.
     assert "kcompactd0" in report and re.search(r"window 4: serve 3[01]$", report, re.M), report
@@ -320,6 +333,8 @@ def main():
     ap.add_argument("--server-comm", default=None)
     ap.add_argument("--client-comm", default="ticket-bench")
     ap.add_argument("--label", default="run")
+    ap.add_argument("--connections", type=int, default=64,
+                    help="the run's connections: a stall of under a quarter of them is not the server's")
     ap.add_argument("--period-us", type=float, default=100.0,
                     help="the sampling period (perf record -F 10000: 100 us)")
     ap.add_argument("--self-test", action="store_true")

@@ -21,10 +21,11 @@
 # the thread it caught, on CLOCK_MONOTONIC) while ticket-bench logs its responses of SLOW (2ms) or more
 # (`--slow-log`); bench/stalls.py then blames each stall window on the server's CPU not running
 # (the host), another task on the server's or client's CPU (kernel threads), or nothing it can
-# see: "client" (the server idled while the client ran), "server" (the server's own threads ran:
-# its own stalls), or "unexplained". Each run folder gets stalls.md and the tables a "stalls"
-# column: windows, then host / taken / client / server / unexplained. KEEP_TRACE=1 keeps
-# perf.data and perf.txt (12 MB a run).
+# see: "client" (the server idled while the client ran), "few" (the server ran while under a
+# quarter of the connections waited: requests waiting for their own reason, such as a group
+# commit), "server" (the server's own threads ran: its own stalls), or "unexplained". Each run
+# folder gets stalls.md and the tables a "stalls" column: windows, then host / taken / client /
+# few / server / unexplained. KEEP_TRACE=1 keeps perf.data and perf.txt (12 MB a run).
 #
 # Runs on any Linux machine given the binaries; it builds nothing:
 #   TICKETD (default $CARGO_TARGET_DIR or target, /release/ticketd), AXUM_PEER (default
@@ -177,21 +178,21 @@ traced() {
   wait "$perf"
 }
 
-# attribute DIR SERVER_TIDS LABEL: bench/stalls.py on DIR's trace and slow.csv; prints
-# "windows:host/taken/client/server/unexplained".
+# attribute DIR SERVER_TIDS CONNS LABEL: bench/stalls.py on DIR's trace and slow.csv; prints
+# "windows:host/taken/client/few/server/unexplained".
 attribute() {
-  local dir=$1 tids=$2 label=$3
+  local dir=$1 tids=$2 conns=$3 label=$4
   perf script -i "$dir/perf.data" -F comm,pid,tid,cpu,time,event,ip,sym --ns \
     >"$dir/perf.txt" 2>/dev/null
   python3 bench/stalls.py --slow "$dir/slow.csv" --perf "$dir/perf.txt" \
     --server-cpus "$SERVER_CPUS" --client-cpus "$CLIENT_CPUS" --server-tids "$tids" \
-    --label "$label" >"$dir/stalls.md"
+    --connections "$conns" --label "$label" >"$dir/stalls.md"
   [[ ${KEEP_TRACE:-0} == 1 ]] || rm -f "$dir/perf.data" "$dir/perf.txt"
   awk '/^STALLS /{
     for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-    printf "%s:%d/%d/%d/%d/%d\n", v["windows"], v["host_server"] + v["host_client"],
-      v["taken_server"] + v["taken_client"], v["client_busy"], v["server_busy"],
-      v["unexplained"] }' "$dir/stalls.md"
+    printf "%s:%d/%d/%d/%d/%d/%d\n", v["windows"], v["host_server"] + v["host_client"],
+      v["taken_server"] + v["taken_client"], v["client_busy"], v["server_few"],
+      v["server_busy"], v["unexplained"] }' "$dir/stalls.md"
 }
 
 {
@@ -225,7 +226,7 @@ for round in $(seq "$ROUNDS"); do
         stalls=-
         if ((ATTRIBUTE)); then
           tids=$(cd "/proc/$PID/task" && printf "%s," *)
-          stalls=$(attribute "$OUT/$name" "$tids" "$name")
+          stalls=$(attribute "$OUT/$name" "$tids" "$conns" "$name")
         fi
         stop
         rm -rf "${DATA:?}/$PORT"
@@ -250,7 +251,7 @@ for case, r in runs.items():
     kind, durability, conns = case.split("-")
     title = {"get": "GET /api/v1/available", "post": "POST /api/v1/purchase {\"qty\":1}"}[kind]
     print(f"## {title}, {conns} connections, ticketd --durability {durability}\n")
-    print("| round | server | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | ENOBUFS | late wakes | slow yields | stalls: windows, host/taken/client/server/unexplained |")
+    print("| round | server | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | ENOBUFS | late wakes | slow yields | stalls: windows, host/taken/client/few/server/unexplained |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     p99_ok = max_ok = rps_ok = both = 0
     for n in range(1, rounds + 1):
