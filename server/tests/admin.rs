@@ -9,11 +9,11 @@ mod support;
 
 use std::cell::Cell;
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use support::{free_port, get, post, read_reply, run_failing, Reply, Server, READ_TIMEOUT};
+use support::{admin_request, free_port, get, post, read_reply, run_failing, Reply, Server};
 
 /// The token the tests' servers read from their token file.
 const TOKEN: &str = "admin-test-token-0123456789abcdef";
@@ -72,17 +72,7 @@ impl Setup {
 
     /// One request on the admin listener, with `token` as the bearer token (if any).
     fn admin(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.admin_port.get()));
-        let mut stream = TcpStream::connect(addr).expect("the admin listener accepts");
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\
-             Connection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).unwrap();
-        read_reply(&mut stream, &mut Vec::new())
+        admin_request(self.admin_port.get(), method, path, token, body)
     }
 
     /// Waits until `GET /admin/stock` says `(stock, sold, available)` is `want` (the other

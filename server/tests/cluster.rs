@@ -932,8 +932,22 @@ fn ticketd_nodes_sell_the_cluster_out_exactly_and_survive_a_kill() {
     let (code, out, err) = tool(&init, &[]);
     assert_eq!(code, 0, "{out}{err}");
     let data = [DataDir::new("cluster", "n1"), DataDir::new("cluster", "n2")];
+    let admin_dir = DataDir::new("cluster", "admin");
+    std::fs::create_dir_all(admin_dir.path()).unwrap();
+    let token = admin_dir.path().join("token");
+    std::fs::write(&token, format!("{ADMIN_TOKEN}\n")).unwrap();
+    let admin_ports = [free_port(), free_port()];
     let args: Vec<Vec<String>> = (0..2)
-        .map(|i| node_args(&cluster, "sale", &format!("n{}", i + 1), &data[i]))
+        .map(|i| {
+            let mut args = node_args(&cluster, "sale", &format!("n{}", i + 1), &data[i]);
+            args.extend([
+                "--admin-listen".to_string(),
+                format!("127.0.0.1:{}", admin_ports[i]),
+                "--admin-token-file".to_string(),
+                token.to_str().unwrap().to_string(),
+            ]);
+            args
+        })
         .collect();
     let start = |i: usize| {
         let args: Vec<&str> = args[i].iter().map(String::as_str).collect();
@@ -978,6 +992,10 @@ fn ticketd_nodes_sell_the_cluster_out_exactly_and_survive_a_kill() {
     let (ledger, _) = read_ledger(&rt, &mut etcd, None);
     ledger::check(&ledger).unwrap();
     assert_eq!(ledger.pool, Some(0), "{ledger:?}");
+    // Each node's /admin/stock is its own: what it sold and holds (tickets its lease placed and
+    // then gave back are not stock it has), nothing added by an operator; together they sold
+    // the capacity.
+    nodes_stock_settles(&admin_ports, CAPACITY, "after the sell-out");
     // Node 1 dies mid-sale-out and comes back on its journal: still sold out, nothing sold
     // twice, the ledger whole.
     nodes[0].crash();
@@ -1015,6 +1033,41 @@ fn ticketd_nodes_sell_the_cluster_out_exactly_and_survive_a_kill() {
         &[],
     );
     assert_eq!(code, 0, "{out}{err}");
+    nodes_stock_settles(&admin_ports, CAPACITY, "after node 1's restart");
+}
+
+/// The admin token of the nodes' test.
+const ADMIN_TOKEN: &str = "cluster-admin-token-0123456789abcdef";
+
+/// Waits until every node's `GET /admin/stock` (on its admin port) balances, `stock == sold +
+/// available` with nothing `added`, with nothing available (the sale is sold out), and the
+/// nodes' `sold` add up to `capacity`. A node's other shards' numbers are published snapshots,
+/// at most 100 ms old (a ticket one shard sent and another sold is in neither meanwhile).
+fn nodes_stock_settles(ports: &[u16], capacity: u64, context: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut bodies = Vec::new();
+        let mut sold_total = 0;
+        let mut balanced = true;
+        for &port in ports {
+            let r = support::admin_request(port, "GET", "/admin/stock", Some(ADMIN_TOKEN), "");
+            assert_eq!(r.status, 200, "{}", r.body);
+            let field = |f: &str| r.json(f).unwrap().parse::<u64>().unwrap();
+            let (stock, added) = (field("stock"), field("added"));
+            let (sold, available) = (field("sold"), field("available"));
+            balanced &= available == 0 && stock == sold && added == 0;
+            sold_total += sold;
+            bodies.push(r.body);
+        }
+        if balanced && sold_total == capacity {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{context}: the nodes' /admin/stock never balanced: {bodies:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Seeds of the nemesis run in the suite (`NEMESIS_SEEDS` overrides; `NEMESIS_SEED` runs one).

@@ -222,11 +222,15 @@ impl App {
     }
 
     /// `GET /admin/stock`: the coordinator's numbers now, every other shard's as last published
-    /// (at most 100 ms old, as `/metrics`).
+    /// (at most 100 ms old, as `/metrics`). A cluster node's stock is its own: what it sold and
+    /// holds. Its lease's placements enter the slice as additions, but some go back to the
+    /// ledger when the lease collects them: they are neither an operator's additions nor stock
+    /// the node has.
     fn admin_stock(&mut self, admin: &Admin, x: Exchange<'_>, out: &mut Vec<u8>) -> Reply {
         self.board.read(&mut self.scraped);
         let node = &self.node;
-        let added = node.slice().added();
+        let leased = node.escrow().is_some();
+        let added = if leased { 0 } else { node.slice().added() };
         let mut rows = Vec::with_capacity(self.shards);
         for shard in 0..self.shards {
             let (available, sold, bound) = if shard == self.shard {
@@ -239,6 +243,11 @@ impl App {
         }
         let available: u64 = rows.iter().map(|r| r.0).sum();
         let sold = admin.sold_at_start + rows.iter().map(|r| r.1).sum::<u64>();
+        let stock = if leased {
+            sold + available
+        } else {
+            admin.stock_at_start + added
+        };
         let sales = if node.sales_closed() {
             "closed"
         } else {
@@ -247,9 +256,8 @@ impl App {
         json(out, x, 200, |o| {
             let _ = write!(
                 o,
-                "{{\"stock\":{},\"added\":{added},\"sold\":{sold},\"available\":{available},\
+                "{{\"stock\":{stock},\"added\":{added},\"sold\":{sold},\"available\":{available},\
                  \"epoch\":{},\"sales\":\"{sales}\",\"shards\":[",
-                admin.stock_at_start + added,
                 node.epoch()
             );
             for (shard, (available, sold, bound)) in rows.iter().enumerate() {

@@ -295,6 +295,28 @@ impl Reply {
 
 /// Reads exactly one response (head by CRLFCRLF, body by Content-Length) from `stream`,
 /// keeping any bytes after it in `carry`. Panics on timeout or early close.
+/// One request on an admin listener at 127.0.0.1:`port`, with `token` as the bearer token (if
+/// any), on a connection of its own.
+pub fn admin_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Reply {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect(addr).expect("the admin listener accepts");
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    read_reply(&mut stream, &mut Vec::new())
+}
+
 pub fn read_reply(stream: &mut TcpStream, carry: &mut Vec<u8>) -> Reply {
     try_read_reply(stream, carry).expect("connection closed before a complete response")
 }
