@@ -195,20 +195,10 @@ fn serve_page(listener: TcpListener, page: String) {
 /// Whether Debian's `chromium` is installed. Under CI (`CI` set, as `.ci/run` does) a missing
 /// browser fails the test; elsewhere the test says SKIPPED on stderr and passes.
 fn chromium_present() -> bool {
-    let found = Command::new("chromium")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is missing under CI: .ci/run installs it (apt-get install chromium)"
-        );
-        eprintln!("SKIPPED: chromium is not installed (apt-get install chromium)");
-    }
-    found
+    support::have(
+        std::path::Path::new("chromium"),
+        ".ci/run installs it (apt-get install chromium)",
+    )
 }
 
 /// Opens `url` in headless Chromium and returns the DOM after its scripts ran (virtual time lets

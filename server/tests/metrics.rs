@@ -98,22 +98,8 @@ fn python() -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/venv"));
     let python = venv.join("bin/python3");
-    if python.exists() {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-        "{} is missing under CI; run .ci/python-tools",
-        python.display()
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED ({}): {} is not installed (run .ci/python-tools), so the scrape was not parsed \
-         by prometheus_client (under CI it fails); a line reader checks the numbers instead",
-        std::thread::current().name().unwrap_or("metrics"),
-        python.display()
-    );
-    None
+    // Skipped, the scrape is still checked by a line reader instead of prometheus_client.
+    support::have(&python, "run .ci/python-tools").then_some(python)
 }
 
 /// The samples of `text` as prometheus_client parses them (it rejects what Prometheus would).

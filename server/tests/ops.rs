@@ -8,8 +8,9 @@
 //! and says so on the terminal (past the test harness's output capture, so a passing run shows
 //! the skip).
 
+mod support;
+
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -29,29 +30,9 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Whether `tool` is on PATH. A missing one fails the test under CI; elsewhere the check is
-/// skipped, loudly.
+/// Whether `tool` is on PATH (see [`support::have`]: a missing one fails under CI).
 fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if found {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-        "{tool} is missing under CI; .ci/run installs it"
-    );
-    // Straight to the process's stderr, not through `eprintln!`, which the harness captures and
-    // shows only for a failing test.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED ({}): {tool} is not installed, so this check did not run (under CI it fails)",
-        std::thread::current().name().unwrap_or("ops")
-    );
-    false
+    support::have(Path::new(tool), ".ci/run installs it")
 }
 
 fn text(bytes: &[u8]) -> String {
