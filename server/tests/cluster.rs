@@ -1036,6 +1036,68 @@ fn ticketd_nodes_sell_the_cluster_out_exactly_and_survive_a_kill() {
     nodes_stock_settles(&admin_ports, CAPACITY, "after node 1's restart");
 }
 
+/// A node stopped gracefully (SIGTERM) gives its lease back before it exits: its record holds
+/// nothing granted and nothing in doubt, the pool has every ticket it did not sell, and it sells
+/// again after a restart.
+#[test]
+fn a_stopped_node_gives_its_lease_back() {
+    if !have_etcd() {
+        return;
+    }
+    let cluster = EtcdCluster::start("drain");
+    cluster.wait_leader();
+    let urls = cluster.endpoints();
+    let init = [
+        "cluster",
+        "--cluster-etcd",
+        &urls,
+        "--cluster-name",
+        "sale",
+        "--initial-stock",
+        "300",
+        "init",
+    ];
+    let (code, out, err) = tool(&init, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let data = DataDir::new("cluster", "drain");
+    let args = node_args(&cluster, "sale", "n1", &data);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut node = support::Server::start(&args);
+    for _ in 0..5 {
+        assert_eq!(purchase(&node, 1), Some(true), "{}", node.log());
+    }
+    let rt = etcd::runtime().unwrap();
+    let mut etcd = connect(&rt, &cluster, "sale");
+    let record = |etcd: &mut Etcd| {
+        let (ledger, _) = read_ledger(&rt, etcd, None);
+        ledger::check(&ledger).unwrap();
+        let record = ledger
+            .nodes
+            .iter()
+            .find(|(id, _)| id == "n1")
+            .map(|(_, r)| *r);
+        (record.expect("the node's record"), ledger.pool)
+    };
+    let (before, _) = record(&mut etcd);
+    assert!(before.granted > 0, "the node holds a lease: {before:?}");
+    node.signal(libc::SIGTERM);
+    let status = node
+        .wait_exit(Duration::from_secs(10))
+        .expect("the node exits");
+    assert!(status.success(), "{status:?}: {}", node.log());
+    let (after, pool) = record(&mut etcd);
+    assert_eq!(
+        (after.granted, after.in_doubt, after.sold),
+        (0, 0, 5),
+        "{before:?} -> {after:?}: {}",
+        node.log()
+    );
+    assert_eq!(pool, Some(295));
+    let mut node = support::Server::start(&args);
+    assert_eq!(purchase(&node, 2), Some(true), "{}", node.log());
+    node.crash();
+}
+
 /// The admin token of the nodes' test.
 const ADMIN_TOKEN: &str = "cluster-admin-token-0123456789abcdef";
 

@@ -3,15 +3,18 @@
 //! (`stock/escrow.rs`), its calls carried out on the in-memory etcd store
 //! (`cluster::memory::MemoryKv`) with replies lost at will, beside a peer node (a bare lease on
 //! the same store) that sells, answers rounds and sometimes fences this node. Messages are
-//! delivered, batches written, calls answered and the node crashed (restarting with another
-//! shard count) in a seeded random order.
+//! delivered, batches written, calls answered and the node crashed or stopped (restarting with
+//! another shard count) in a seeded random order. A stop is graceful: no new order, each shard's
+//! transport finishes once its clients are answered, the coordinator drains the lease, and the
+//! node restarts on its journal once every shard left (a crash may cut the stop short).
 //!
 //! Checked at every step: the ledger's invariant; the node never holds more sales than its
 //! record allows (`sold ≤ record.sold + granted + in_doubt`: unreported sales within the doubt a
 //! fence keeps); no ticket is acknowledged that was not taken; and every "sold out" a client
 //! reads was true at some moment since its order arrived (fewer tickets unsold, counting a
 //! fence's doubt as sold, than it asked). At the end, with faults off, every waiting order is
-//! answered and the node's journal and its record agree on every sale.
+//! answered and the node's journal and its record agree on every sale. After a stop whose drain
+//! settled, the node's record holds nothing granted: every unsold ticket went back to the pool.
 //!
 //! `CLUSTER_NODE_STEPS` (default below) and `CLUSTER_NODE_SEED` choose the run.
 
@@ -88,6 +91,12 @@ struct Reach {
     rounds_closed: u64,
     collects: u64,
     unavailable: u64,
+    /// Stops whose lease drained, and stops that left with the lease not settled (the drain's
+    /// bound passed, or a fence it had to rejoin first did not clear in time).
+    drained: u64,
+    drains_cut: u64,
+    /// Tickets granted to the node when a stop began that later drained.
+    given_back: u64,
 }
 
 struct Sim {
@@ -118,6 +127,10 @@ struct Sim {
     settling: bool,
     /// The last 503 a client read.
     unavailable: String,
+    /// A graceful stop is in progress: which shards' transports finished.
+    stopping: Option<Vec<bool>>,
+    /// Tickets granted to the node when the stop in progress began.
+    granted_at_stop: u64,
     reach: Reach,
 }
 
@@ -208,6 +221,8 @@ impl Sim {
             calm: false,
             settling: false,
             unavailable: String::new(),
+            stopping: None,
+            granted_at_stop: 0,
             reach: Reach::default(),
         };
         let shards = SHARD_COUNTS[sim.rng.below(4) as usize];
@@ -251,6 +266,7 @@ impl Sim {
             (recovered, opened)
         });
         self.sold_before = recovered.sold;
+        self.stopping = None;
         self.shards = opened;
         self.channels = vec![vec![VecDeque::new(); shards]; shards];
         self.clients.clear();
@@ -362,8 +378,11 @@ impl Sim {
                 }
                 None => {
                     // In the calm phase every order is settled by the ledger, none by the wait
-                    // bound.
-                    assert!(!self.settling, "an order answered 503 with no fault left");
+                    // bound (but those a stop in progress answers 503).
+                    assert!(
+                        !self.settling || self.stopping.is_some(),
+                        "an order answered 503 with no fault left"
+                    );
                     self.reach.unavailable += 1;
                     self.unavailable = String::from_utf8_lossy(&client.out).into_owned();
                 }
@@ -528,11 +547,62 @@ impl Sim {
         self.start(shards);
     }
 
+    /// A graceful stop begins: every shard stops taking orders.
+    fn stop(&mut self) {
+        for shard in &mut self.shards {
+            shard.core.stop();
+        }
+        self.stopping = Some(vec![false; self.n()]);
+        self.granted_at_stop = self.record().granted;
+    }
+
+    /// A stop goes on: a shard whose clients are all answered finishes its transport; once
+    /// every shard left (its journal settled), the node restarts on its journal, untorn.
+    fn stop_progress(&mut self) {
+        let Some(mut finished) = self.stopping.take() else {
+            return;
+        };
+        let now = self.now();
+        for (at, done) in finished.iter_mut().enumerate() {
+            if !*done && !self.clients.values().any(|c| c.shard == at) {
+                self.shards[at].core.transport_finished(now);
+                *done = true;
+            }
+        }
+        let left = finished.iter().all(|&d| d) && self.shards.iter().all(|s| s.core.finished());
+        self.stopping = Some(finished);
+        if !left {
+            return;
+        }
+        let node = &self.shards[COORDINATOR].core.app.node;
+        if node.escrow_drained() {
+            let record = self.record();
+            assert_eq!(
+                (record.granted, record.in_doubt),
+                (0, 0),
+                "a drained node's record still holds tickets: {record:?}"
+            );
+            self.reach.drained += 1;
+            self.reach.given_back += self.granted_at_stop;
+        } else {
+            self.reach.drains_cut += 1;
+        }
+        // The process exits: a call the etcd thread had sent may still be applied (its intent
+        // is journaled: the next start sends it again).
+        if let Some(&call) = self.calls.front() {
+            if self.rng.below(2) == 0 {
+                self.kv.call(&self.keys, NODE, call, true);
+            }
+        }
+        let shards = SHARD_COUNTS[self.rng.below(4) as usize];
+        self.start(shards);
+    }
+
     fn step(&mut self) {
         self.steps += 1;
         let n = self.n() as u64;
         match self.rng.below(100) {
-            0..=14 => self.order(),
+            0..=14 if self.stopping.is_none() => self.order(),
             15..=39 => self.deliver(),
             40..=49 => {
                 let at = self.rng.below(n) as usize;
@@ -558,11 +628,44 @@ impl Sim {
             85..=91 => self.peer_step(),
             92 if !self.calm && self.rng.below(20) == 0 => self.fence(),
             93 if !self.calm && self.rng.below(40) == 0 => self.crash(),
+            94 if self.stopping.is_none() && self.rng.below(40) == 0 => self.stop(),
             _ => {}
         }
         for at in 0..self.n() {
             self.turn(at);
         }
+        self.stop_progress();
+        self.check();
+    }
+
+    /// One step with faults off and every part moving: mail, writes, reports, calls and their
+    /// replies, the round, the peer, the lease's timers; and, with `orders`, a new order now and
+    /// then (never while a stop is in progress).
+    fn step_calm(&mut self, orders: bool) {
+        self.steps += 1;
+        let now = self.now();
+        if orders && self.stopping.is_none() && self.rng.below(4) == 0 {
+            self.order();
+        }
+        for at in 0..self.n() {
+            self.mail(at);
+            self.write(at);
+            for to in 0..self.n() {
+                if to != at {
+                    self.report(at, to);
+                }
+            }
+        }
+        self.deliver();
+        self.take_call();
+        self.answer_call();
+        self.observe();
+        self.peer_step();
+        self.shards[COORDINATOR].core.cluster_tick(now);
+        for at in 0..self.n() {
+            self.turn(at);
+        }
+        self.stop_progress();
         self.check();
     }
 
@@ -579,27 +682,7 @@ impl Sim {
                     break;
                 }
             }
-            self.steps += 1;
-            let now = self.now();
-            for at in 0..self.n() {
-                self.mail(at);
-                self.write(at);
-                for to in 0..self.n() {
-                    if to != at {
-                        self.report(at, to);
-                    }
-                }
-            }
-            self.deliver();
-            self.take_call();
-            self.answer_call();
-            self.observe();
-            self.peer_step();
-            self.shards[COORDINATOR].core.cluster_tick(now);
-            for at in 0..self.n() {
-                self.turn(at);
-            }
-            self.check();
+            self.step_calm(false);
         }
         assert!(
             self.clients.is_empty(),
@@ -658,6 +741,9 @@ fn run(seed: u64, steps: u64, reach: &mut Reach) {
     reach.rounds_closed += r.rounds_closed;
     reach.collects += r.collects;
     reach.unavailable += r.unavailable;
+    reach.drained += r.drained;
+    reach.drains_cut += r.drains_cut;
+    reach.given_back += r.given_back;
 }
 
 #[test]
@@ -691,6 +777,9 @@ fn a_cluster_nodes_shards_sell_within_its_lease_through_crashes_fences_and_lost_
         rounds_closed,
         collects,
         unavailable: _,
+        drained,
+        drains_cut: _,
+        given_back,
     } = reach;
     for (what, n) in [
         ("orders sold", sold),
@@ -702,6 +791,8 @@ fn a_cluster_nodes_shards_sell_within_its_lease_through_crashes_fences_and_lost_
         ("crashes", crashes),
         ("rounds closed", rounds_closed),
         ("rounds answered", collects),
+        ("stops with the lease drained", drained),
+        ("tickets given back by a drain", given_back),
     ] {
         assert!(n > 0, "the run never reached {what}: {reach:?}", reach = ());
     }
@@ -754,4 +845,54 @@ fn an_order_the_ledger_does_not_settle_in_time_is_answered_503() {
         );
     }
     assert_eq!((sim.acked, sim.node_sold()), (0, 0));
+}
+
+/// A graceful stop drains the lease: with etcd answering and no fault, the node collects its
+/// shards' tickets, reports its sales and gives the rest back before its shards leave; its
+/// record then holds nothing granted, and the pool has every unsold ticket back. The next start
+/// sells again.
+#[test]
+fn a_stopping_node_gives_its_lease_back() {
+    let mut drained = 0;
+    for seed in 0..40 {
+        let mut sim = Sim::new(seed);
+        sim.calm = true;
+        // Sell a little, with every call answered, until the node holds a lease.
+        for _ in 0..3_000 {
+            sim.step_calm(true);
+            if sim.record().granted > 0 && sim.clients.is_empty() {
+                break;
+            }
+        }
+        let before = sim.record();
+        if before.granted == 0 || !sim.clients.is_empty() {
+            continue; // a sale too small to lease anything, or orders still waiting
+        }
+        let lives = sim.sold_before;
+        sim.stop();
+        let bound = ticketd::stock::escrow::DRAIN_WAIT_MAX.as_millis() as u64
+            / STEP_TIME.as_millis() as u64;
+        for _ in 0..bound {
+            sim.step_calm(false);
+            if sim.stopping.is_none() {
+                break;
+            }
+        }
+        assert!(sim.stopping.is_none(), "seed {seed}: the stop never ended");
+        assert!(sim.sold_before >= lives, "restarted on its journal");
+        let after = sim.record();
+        assert_eq!(
+            (after.granted, after.in_doubt),
+            (0, 0),
+            "seed {seed}: the lease was not given back: {before:?} -> {after:?}"
+        );
+        let ledger = sim.kv.ledger(&sim.keys);
+        ledger::check(&ledger).unwrap();
+        assert_eq!(sim.reach.drained, 1, "seed {seed}");
+        drained += 1;
+    }
+    assert!(
+        drained >= 10,
+        "only {drained} seeds leased anything to give back"
+    );
 }

@@ -182,8 +182,8 @@ const CLUSTER_TICK: Duration = Duration::from_millis(10);
 /// A cluster node's coordinator: gives the core the etcd thread's replies (the thread's send
 /// wakes this task: glommio queues a waker woken from another thread to its executor), hands the
 /// calls its lease lets out to the thread (the shard's bell rings once one may leave), and runs
-/// the lease's timers every [`CLUSTER_TICK`], until the shard leaves (a call in flight then is
-/// journaled: the next start sends it again).
+/// the lease's timers every [`CLUSTER_TICK`], until the shard left: through a stop's drain of
+/// the lease too (a call in flight when it exits is journaled: the next start sends it again).
 #[cfg(feature = "cluster")]
 pub(crate) async fn cluster(
     shard: Rc<Shard>,
@@ -195,7 +195,7 @@ pub(crate) async fn cluster(
     loop {
         {
             let mut core = shard.core.borrow_mut();
-            if core.leaving() {
+            if core.left() {
                 return;
             }
             let now = Instant::now();
@@ -229,6 +229,7 @@ pub(crate) async fn cluster(
 pub(crate) async fn leave(shard: &Shard, deadline: Instant) {
     shard.core.borrow_mut().transport_finished(Instant::now());
     shard.after();
+    // A cluster node's coordinator drains its lease meanwhile (the cluster task drives it).
     while !shard.core.borrow().finished() && Instant::now() < deadline {
         glommio::timer::sleep(LEAVE_POLL).await;
     }

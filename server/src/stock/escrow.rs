@@ -59,6 +59,13 @@ pub const CENSUS_EVERY: Duration = Duration::from_millis(20);
 /// timeouts of the clients that drive ticketd (wrk and k6 wait 10 s and more).
 pub const ORDER_WAIT_MAX: Duration = Duration::from_secs(5);
 
+/// The longest a stopping node waits for its lease to drain (every placed ticket collected, the
+/// sales reported, the rest given back to the pool) before it exits anyway, keeping in its
+/// journal what is left (the next start resumes it; a node that never comes back is fenced).
+/// Two calls through an etcd election (1 s by default) fit; it must stay well within the stop's
+/// grace (`--shutdown-timeout-ms`, 5 s by default), which bounds it anyway.
+pub const DRAIN_WAIT_MAX: Duration = Duration::from_secs(2);
+
 /// The 503 `cluster_unavailable` an order answered by [`ORDER_WAIT_MAX`] gets.
 pub const UNSETTLED: &str = "the cluster's ledger did not settle this order in time (etcd \
                              unreachable, or a node silent): nothing was sold; try again";
@@ -119,8 +126,11 @@ pub struct Escrow {
     /// falls short (other sales took the tickets first) the order waits again with its lease
     /// name and its wait so far, not afresh.
     pub(super) regathered: HashMap<(usize, OrderId), (u64, Duration)>,
-    /// The coordinator stopped serving: orders are answered 503 rather than wait.
+    /// The coordinator stopped serving: orders are answered 503 rather than wait, and nothing
+    /// is placed any more.
     pub(super) leaving: bool,
+    /// Every shard stopped: the lease drains, since this time (the lease's clock).
+    pub(super) drain_since: Option<Duration>,
 }
 
 impl Escrow {
@@ -145,6 +155,7 @@ impl Escrow {
             ticks_cut: 0,
             regathered: HashMap::new(),
             leaving: false,
+            drain_since: None,
         }
     }
 

@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use super::escrow::{Escrow, Reply, Waiting, CENSUS_EVERY, ORDER_WAIT_MAX, TICK_STEPS_MAX};
+use super::escrow::{
+    Escrow, Reply, Waiting, CENSUS_EVERY, DRAIN_WAIT_MAX, ORDER_WAIT_MAX, TICK_STEPS_MAX,
+};
 use super::rebalance::{Node, Op, OrderId, Outbox, COORDINATOR};
 use super::slice::Sale;
 use crate::cluster::lease::{Lease, OrderAnswer};
@@ -81,7 +83,7 @@ impl Node {
             return true;
         }
         let room = e.lease.sellable().saturating_sub(e.out);
-        if room > 0 && !gives_back {
+        if room > 0 && !gives_back && !e.leaving {
             e.out += room;
             // A shard's refill batch is a quarter of its share of what was placed: one that
             // would grow it is placed in a new stock epoch, which rescales every shard.
@@ -217,6 +219,38 @@ impl Node {
         if let Some(e) = self.escrow.as_deref_mut() {
             e.regathered.remove(&(from, order));
         }
+    }
+
+    /// Every shard stopped (none sells or serves): the lease gives everything back, once its
+    /// shards' tickets are collected and its sales reported. See [`Node::escrow_draining`].
+    pub fn escrow_drain(&mut self, out: &mut Outbox) {
+        let Some(e) = self.escrow.as_deref_mut() else {
+            return;
+        };
+        if e.drain_since.is_some() {
+            return;
+        }
+        e.leaving = true;
+        e.drain_since = Some(e.now);
+        e.lease.drain();
+        self.journal_lease(out);
+    }
+
+    /// The lease drains and may still settle: neither settled nor past [`DRAIN_WAIT_MAX`] (the
+    /// clock is the last event's; the lease's timers tick every few milliseconds).
+    pub fn escrow_draining(&self) -> bool {
+        self.escrow.as_deref().is_some_and(|e| {
+            e.drain_since.is_some_and(|since| {
+                !e.lease.settled() && e.now.saturating_sub(since) < DRAIN_WAIT_MAX
+            })
+        })
+    }
+
+    /// The lease drained: nothing held, unreported or in flight.
+    pub fn escrow_drained(&self) -> bool {
+        self.escrow
+            .as_deref()
+            .is_some_and(|e| e.drain_since.is_some() && e.lease.settled())
     }
 
     /// Answers 503 every order that waited [`ORDER_WAIT_MAX`] (the lease drops it if it was

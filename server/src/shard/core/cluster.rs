@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Life, ShardCore};
+use super::ShardCore;
 use crate::cluster::lease::Call;
 use crate::stock::escrow::Reply;
 
@@ -41,7 +41,7 @@ impl ShardCore {
     /// The reply to a call of a cluster node's lease (or the round as the node saw it).
     pub fn cluster_reply(&mut self, reply: Reply, now: Instant) {
         self.app.outbox.denied.clear();
-        if self.life == Life::Serving && !self.app.halted {
+        if self.lease_runs() {
             self.app.node.escrow_reply(reply, now, &mut self.app.outbox);
         }
         self.after_step(now);

@@ -464,7 +464,7 @@ impl ShardCore {
     /// Journals what the last step changed, moves its messages to the mail and its decided
     /// orders to their connections. Returns the sequence number of the step's last change.
     fn after_step(&mut self, now: Instant) -> Option<Seq> {
-        if self.life == Life::Serving && !self.app.halted {
+        if self.lease_runs() {
             self.app.node.escrow_tick(now, &mut self.app.outbox);
         }
         self.app.keyed_outcomes();
@@ -782,13 +782,35 @@ impl ShardCore {
         self.maybe_exit();
     }
 
-    /// The coordinator lets every shard leave once each is done and no operation is left.
+    /// Whether a cluster node's lease acts now: while the coordinator serves, and while it drains
+    /// once every shard stopped (see [`ShardCore::maybe_exit`]); never after a journal failure.
+    fn lease_runs(&self) -> bool {
+        !self.app.halted
+            && (self.life == Life::Serving
+                || (self.life == Life::Leaving && self.app.node.escrow_draining()))
+    }
+
+    /// The coordinator lets every shard leave once each is done and no operation is left. A
+    /// cluster node's lease drains first (its placed tickets collected from the shards, which
+    /// still answer, its sales reported, the rest given back): the shards leave once it settled
+    /// or [`crate::stock::escrow::DRAIN_WAIT_MAX`] passed (what is left stays journaled).
     fn maybe_exit(&mut self) {
         let coordinator = self.app.shard == COORDINATOR;
         if coordinator
             && self.life == Life::Leaving
             && self.peers_done + 1 >= self.app.shards
             && !self.app.node.coordinating()
+            && !self.app.halted
+            && self.app.node.escrow().is_some()
+        {
+            // Every shard stopped: the lease drains (once), driven by its replies and timers.
+            self.app.node.escrow_drain(&mut self.app.outbox);
+        }
+        if coordinator
+            && self.life == Life::Leaving
+            && self.peers_done + 1 >= self.app.shards
+            && !self.app.node.coordinating()
+            && !self.lease_runs()
         {
             for peer in 1..self.app.shards {
                 self.post(peer, Message::Exit);
@@ -808,6 +830,11 @@ impl ShardCore {
     /// The shard stopped serving and waits to leave (reports and refills stop).
     pub fn leaving(&self) -> bool {
         self.life != Life::Serving
+    }
+
+    /// The coordinator let the shards leave (a cluster node's lease drained, or gave up).
+    pub fn left(&self) -> bool {
+        self.life == Life::Left
     }
 
     /// This slice's size, if `peer` has not been told it yet. Report a delivered report with
