@@ -99,6 +99,7 @@ fn check_prints_every_setting_and_exits_zero_or_one() {
         "net.core.busy_read",
         "net.core.busy_poll",
         "CPU frequency governor",
+        "isolated CPUs",
         "transparent hugepages",
         "vm.swappiness",
         "RLIMIT_MEMLOCK",
