@@ -995,7 +995,7 @@ fn ticketd_nodes_sell_the_cluster_out_exactly_and_survive_a_kill() {
     // Each node's /admin/stock is its own: what it sold and holds (tickets its lease placed and
     // then gave back are not stock it has), nothing added by an operator; together they sold
     // the capacity.
-    nodes_stock_settles(&admin_ports, CAPACITY, "after the sell-out");
+    nodes_stock_settles(&admin_ports, CAPACITY, None, "after the sell-out");
     // Node 1 dies mid-sale-out and comes back on its journal: still sold out, nothing sold
     // twice, the ledger whole.
     nodes[0].crash();
@@ -1033,7 +1033,21 @@ fn ticketd_nodes_sell_the_cluster_out_exactly_and_survive_a_kill() {
         &[],
     );
     assert_eq!(code, 0, "{out}{err}");
-    nodes_stock_settles(&admin_ports, CAPACITY, "after node 1's restart");
+    // Each node's sold is what its record in the ledger says it sold, every sale reported.
+    let (ledger, _) = read_ledger(&rt, &mut etcd, None);
+    let recorded: Vec<u64> = ["n1", "n2"]
+        .iter()
+        .map(|id| {
+            let record = ledger.nodes.iter().find(|(n, _)| n == id);
+            record.map_or(0, |(_, r)| r.sold)
+        })
+        .collect();
+    nodes_stock_settles(
+        &admin_ports,
+        CAPACITY,
+        Some(&recorded),
+        "after node 1's restart",
+    );
 }
 
 /// A node stopped gracefully (SIGTERM) gives its lease back before it exits: its record holds
@@ -1103,21 +1117,23 @@ const ADMIN_TOKEN: &str = "cluster-admin-token-0123456789abcdef";
 
 /// Waits until every node's `GET /admin/stock` (on its admin port) balances, `stock == sold +
 /// available` with nothing `added`, with nothing available (the sale is sold out), and the
-/// nodes' `sold` add up to `capacity`. A node's other shards' numbers are published snapshots,
-/// at most 100 ms old (a ticket one shard sent and another sold is in neither meanwhile).
-fn nodes_stock_settles(ports: &[u16], capacity: u64, context: &str) {
+/// nodes' `sold` add up to `capacity` (and, given `recorded`, each is what the node's record in
+/// the ledger says it sold). A node's other shards' numbers are published snapshots, at most
+/// 100 ms old (a ticket one shard sent and another sold is in neither meanwhile).
+fn nodes_stock_settles(ports: &[u16], capacity: u64, recorded: Option<&[u64]>, context: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut bodies = Vec::new();
         let mut sold_total = 0;
         let mut balanced = true;
-        for &port in ports {
+        for (i, &port) in ports.iter().enumerate() {
             let r = support::admin_request(port, "GET", "/admin/stock", Some(ADMIN_TOKEN), "");
             assert_eq!(r.status, 200, "{}", r.body);
             let field = |f: &str| r.json(f).unwrap().parse::<u64>().unwrap();
             let (stock, added) = (field("stock"), field("added"));
             let (sold, available) = (field("sold"), field("available"));
             balanced &= available == 0 && stock == sold && added == 0;
+            balanced &= recorded.is_none_or(|r| r[i] == sold);
             sold_total += sold;
             bodies.push(r.body);
         }

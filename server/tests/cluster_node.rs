@@ -38,6 +38,10 @@ use ticketd::shard::core::{
 use ticketd::stock::rebalance::COORDINATOR;
 
 /// Steps of the whole run in the suite.
+/// The stop's grace a shard is given once its transport finished (`--shutdown-timeout-ms`'s
+/// default).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 const DEFAULT_STEPS: u64 = 150_000;
 
 /// Steps per seed (then the settle phase).
@@ -127,8 +131,18 @@ struct Sim {
     settling: bool,
     /// The last 503 a client read.
     unavailable: String,
-    /// A graceful stop is in progress: which shards' transports finished.
-    stopping: Option<Vec<bool>>,
+    /// A graceful stop is in progress: when each shard's transport finished (so it must leave
+    /// by then plus the grace), if it did.
+    stopping: Option<Vec<Option<Instant>>>,
+    /// The stop in progress: a shard whose clients are answered finishes its transport with
+    /// one chance in this many per step (1: at once; 2,000: about two seconds later, past the
+    /// drain's bound, so the coordinator's grace caps it).
+    patience: u64,
+    /// The stop's grace: 5 s as the server's default, or a minute (the drain's own bound then
+    /// always applies).
+    grace: Duration,
+    /// The stop in progress began with faults off.
+    stop_calm: bool,
     /// Tickets granted to the node when the stop in progress began.
     granted_at_stop: u64,
     reach: Reach,
@@ -222,6 +236,9 @@ impl Sim {
             settling: false,
             unavailable: String::new(),
             stopping: None,
+            patience: 1,
+            grace: STOP_GRACE,
+            stop_calm: false,
             granted_at_stop: 0,
             reach: Reach::default(),
         };
@@ -552,29 +569,53 @@ impl Sim {
         for shard in &mut self.shards {
             shard.core.stop();
         }
-        self.stopping = Some(vec![false; self.n()]);
+        self.stopping = Some(vec![None; self.n()]);
         self.granted_at_stop = self.record().granted;
+        self.patience = [1, 1, 20, 2_000][self.rng.below(4) as usize];
+        self.stop_calm = self.calm;
+        self.grace = if self.calm || self.rng.below(2) == 0 {
+            Duration::from_secs(60)
+        } else {
+            STOP_GRACE
+        };
     }
 
-    /// A stop goes on: a shard whose clients are all answered finishes its transport; once
-    /// every shard left (its journal settled), the node restarts on its journal, untorn.
+    /// A stop goes on: a shard whose clients are all answered finishes its transport (now, or
+    /// after a while: see `patience`); once every shard left (its journal settled), or a shard's
+    /// grace ran out (the process exits then), the node restarts on its journal, untorn.
     fn stop_progress(&mut self) {
         let Some(mut finished) = self.stopping.take() else {
             return;
         };
         let now = self.now();
         for (at, done) in finished.iter_mut().enumerate() {
-            if !*done && !self.clients.values().any(|c| c.shard == at) {
-                self.shards[at].core.transport_finished(now);
-                *done = true;
+            if done.is_none()
+                && !self.clients.values().any(|c| c.shard == at)
+                && self.rng.below(self.patience) == 0
+            {
+                self.shards[at]
+                    .core
+                    .transport_finished(now, now + self.grace);
+                *done = Some(now);
             }
         }
-        let left = finished.iter().all(|&d| d) && self.shards.iter().all(|s| s.core.finished());
+        let left =
+            finished.iter().all(Option::is_some) && self.shards.iter().all(|s| s.core.finished());
+        let out_of_time = finished.iter().flatten().any(|&at| now >= at + self.grace);
         self.stopping = Some(finished);
-        if !left {
+        if !left && !out_of_time {
             return;
         }
         let node = &self.shards[COORDINATOR].core.app.node;
+        if self.stop_calm && self.grace > STOP_GRACE {
+            // No fault and time enough: the drain settles.
+            assert!(
+                node.escrow_drained(),
+                "a calm stop did not drain: {:?}, record {:?}",
+                node.escrow(),
+                self.record()
+            );
+        }
         if node.escrow_drained() {
             let record = self.record();
             assert_eq!(
@@ -675,8 +716,9 @@ impl Sim {
         self.settling = true;
         let mut quiet = 0;
         for _ in 0..SETTLE_STEPS_MAX {
-            // Past the last answer, long enough for a census and a report.
-            if self.clients.is_empty() && self.calls.is_empty() {
+            // Past the last answer, long enough for a census and a report; a stop in progress
+            // ends first (its lease counts the shards' last sales once its drain starts).
+            if self.clients.is_empty() && self.calls.is_empty() && self.stopping.is_none() {
                 quiet += 1;
                 if quiet > SETTLE_QUIET_STEPS {
                     break;
@@ -870,8 +912,9 @@ fn a_stopping_node_gives_its_lease_back() {
         }
         let lives = sim.sold_before;
         sim.stop();
-        let bound = ticketd::stock::escrow::DRAIN_WAIT_MAX.as_millis() as u64
-            / STEP_TIME.as_millis() as u64;
+        // The shards finish their connections at once or up to seconds apart (`patience`); the
+        // grace is a minute: the drain's own bound applies.
+        let bound = sim.grace.as_millis() as u64 / STEP_TIME.as_millis() as u64;
         for _ in 0..bound {
             sim.step_calm(false);
             if sim.stopping.is_none() {

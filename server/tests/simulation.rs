@@ -107,6 +107,10 @@ use ticketd::shard::core::{
 use ticketd::stock::rebalance::{Msg, TakeKind, COORDINATOR};
 
 /// Steps over all seeds when `SIM_STEPS` is not set.
+/// The stop's grace a shard is given once its transport finished (`--shutdown-timeout-ms`'s
+/// default); here only a cluster node's drain reads it.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 const DEFAULT_STEPS: u64 = 120_000;
 
 /// Steps per seed: long enough to run stock out several times over, short enough for many seeds.
@@ -1523,7 +1527,9 @@ impl<'c> Sim<'c> {
                     let busy = self.clients.values().any(|c| c.shard == at);
                     if !busy {
                         let now = self.now();
-                        self.shards[at].core.transport_finished(now);
+                        self.shards[at]
+                            .core
+                            .transport_finished(now, now + STOP_GRACE);
                     }
                 }
                 1 => {

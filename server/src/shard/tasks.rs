@@ -227,7 +227,10 @@ pub(crate) async fn cluster(
 /// peers, sending mail, writing the journal) until the core says the shard may exit, at most
 /// until `deadline`.
 pub(crate) async fn leave(shard: &Shard, deadline: Instant) {
-    shard.core.borrow_mut().transport_finished(Instant::now());
+    shard
+        .core
+        .borrow_mut()
+        .transport_finished(Instant::now(), deadline);
     shard.after();
     // A cluster node's coordinator drains its lease meanwhile (the cluster task drives it).
     while !shard.core.borrow().finished() && Instant::now() < deadline {

@@ -129,8 +129,8 @@ pub struct Escrow {
     /// The coordinator stopped serving: orders are answered 503 rather than wait, and nothing
     /// is placed any more.
     pub(super) leaving: bool,
-    /// Every shard stopped: the lease drains, since this time (the lease's clock).
-    pub(super) drain_since: Option<Duration>,
+    /// Every shard stopped: the lease drains, until this time at most (the lease's clock).
+    pub(super) drain_until: Option<Duration>,
 }
 
 impl Escrow {
@@ -155,7 +155,7 @@ impl Escrow {
             ticks_cut: 0,
             regathered: HashMap::new(),
             leaving: false,
-            drain_since: None,
+            drain_until: None,
         }
     }
 

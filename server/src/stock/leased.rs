@@ -67,6 +67,9 @@ impl Node {
         if e.busy {
             return false; // its operation's end steps again
         }
+        if e.leaving && e.drain_until.is_none() {
+            return false; // stopping: the drain waits for every shard to stop
+        }
         self.count_sales(out);
         let e = self.escrow.as_deref_mut().expect("checked");
         let now = e.now;
@@ -222,27 +225,36 @@ impl Node {
     }
 
     /// Every shard stopped (none sells or serves): the lease gives everything back, once its
-    /// shards' tickets are collected and its sales reported. See [`Node::escrow_draining`].
-    pub fn escrow_drain(&mut self, out: &mut Outbox) {
+    /// shards' tickets are collected and its sales reported, for [`DRAIN_WAIT_MAX`] from `now`
+    /// but not past `until` (the shards must leave by then). See [`Node::escrow_draining`].
+    pub fn escrow_drain(&mut self, now: Instant, until: Instant, out: &mut Outbox) {
         let Some(e) = self.escrow.as_deref_mut() else {
             return;
         };
-        if e.drain_since.is_some() {
+        if e.drain_until.is_some() {
             return;
         }
+        e.now = now.saturating_duration_since(e.origin);
+        let until = until.saturating_duration_since(e.origin);
         e.leaving = true;
-        e.drain_since = Some(e.now);
+        e.drain_until = Some((e.now + DRAIN_WAIT_MAX).min(until));
         e.lease.drain();
         self.journal_lease(out);
     }
 
-    /// The lease drains and may still settle: neither settled nor past [`DRAIN_WAIT_MAX`] (the
+    /// The lease's drain has not started yet.
+    pub fn escrow_drain_pending(&self) -> bool {
+        self.escrow
+            .as_deref()
+            .is_some_and(|e| e.drain_until.is_none())
+    }
+
+    /// The lease drains and may still settle: neither settled nor past its drain's end (the
     /// clock is the last event's; the lease's timers tick every few milliseconds).
     pub fn escrow_draining(&self) -> bool {
         self.escrow.as_deref().is_some_and(|e| {
-            e.drain_since.is_some_and(|since| {
-                !e.lease.settled() && e.now.saturating_sub(since) < DRAIN_WAIT_MAX
-            })
+            e.drain_until
+                .is_some_and(|until| !e.lease.settled() && e.now < until)
         })
     }
 
@@ -250,7 +262,7 @@ impl Node {
     pub fn escrow_drained(&self) -> bool {
         self.escrow
             .as_deref()
-            .is_some_and(|e| e.drain_since.is_some() && e.lease.settled())
+            .is_some_and(|e| e.drain_until.is_some() && e.lease.settled())
     }
 
     /// Answers 503 every order that waited [`ORDER_WAIT_MAX`] (the lease drops it if it was

@@ -41,7 +41,9 @@ impl ShardCore {
     /// The reply to a call of a cluster node's lease (or the round as the node saw it).
     pub fn cluster_reply(&mut self, reply: Reply, now: Instant) {
         self.app.outbox.denied.clear();
-        if self.lease_runs() {
+        // Also while the coordinator waits for its peers to stop: a call that left before is
+        // answered (the lease makes no new one until its drain starts).
+        if !self.app.halted && !self.left() {
             self.app.node.escrow_reply(reply, now, &mut self.app.outbox);
         }
         self.after_step(now);

@@ -68,6 +68,11 @@ pub type ConnKey = u64;
 /// connections. No public key reaches it (a uring key would need 2^31 reuses of one slot).
 pub const ADMIN_KEYS: ConnKey = 1 << 63;
 
+/// A cluster node's drain ends this long before the shards must have left (the stop's grace),
+/// so that the coordinator's `Exit` reaches them first: a few of their 20 ms looks at whether
+/// they may leave (`shard::tasks::LEAVE_POLL`).
+pub const EXIT_MARGIN: Duration = Duration::from_millis(200);
+
 /// Hashes the core's own numbers (connection keys, order ids) with one multiplication: they are
 /// ours, not a peer's, so SipHash's flooding resistance buys nothing, and a held response costs a
 /// map insert and a lookup on the request path.
@@ -258,6 +263,8 @@ pub struct ShardCore {
     /// Calls of a cluster node's lease, in order, each with the sequence number that must be
     /// durable before it leaves (its request is journaled).
     cluster_calls: VecDeque<(Call, Option<Seq>)>,
+    /// When the shard must have left, once its transport finished (the stop's grace).
+    leave_by: Option<Instant>,
 }
 
 impl ShardCore {
@@ -305,6 +312,7 @@ impl ShardCore {
             life: Life::Serving,
             admin_answers: Vec::new(),
             cluster_calls: VecDeque::new(),
+            leave_by: None,
         };
         core.app.node.start_closed(sales_closed);
         if let Some(cluster) = config.cluster.filter(|_| config.shard == COORDINATOR) {
@@ -464,6 +472,7 @@ impl ShardCore {
     /// Journals what the last step changed, moves its messages to the mail and its decided
     /// orders to their connections. Returns the sequence number of the step's last change.
     fn after_step(&mut self, now: Instant) -> Option<Seq> {
+        self.maybe_drain(now);
         if self.lease_runs() {
             self.app.node.escrow_tick(now, &mut self.app.outbox);
         }
@@ -764,11 +773,13 @@ impl ShardCore {
     }
 
     /// The transport has no connection left: tell the coordinator (or, as the coordinator, wait
-    /// for the peers), and keep answering peers until the coordinator's `Exit`.
-    pub fn transport_finished(&mut self, now: Instant) {
+    /// for the peers), and keep answering peers until the coordinator's `Exit`, which must come
+    /// by `leave_by` (the stop's grace: the shard exits then anyway).
+    pub fn transport_finished(&mut self, now: Instant, leave_by: Instant) {
         if self.life != Life::Serving {
             return;
         }
+        self.leave_by = Some(leave_by);
         self.draining = true;
         self.life = Life::Leaving;
         // A cluster node's orders waiting for its lease are answered now (503): the lease stops
@@ -790,28 +801,38 @@ impl ShardCore {
                 || (self.life == Life::Leaving && self.app.node.escrow_draining()))
     }
 
+    /// The coordinator, every shard stopped and no operation left.
+    fn all_stopped(&self) -> bool {
+        self.app.shard == COORDINATOR
+            && self.life == Life::Leaving
+            && self.peers_done + 1 >= self.app.shards
+            && !self.app.node.coordinating()
+    }
+
+    /// Every shard stopped: a cluster node's lease drains (once), driven by its replies and
+    /// timers, until [`crate::stock::escrow::DRAIN_WAIT_MAX`] from now, and not past the time
+    /// the shards must leave less [`EXIT_MARGIN`].
+    fn maybe_drain(&mut self, now: Instant) {
+        if self.all_stopped() && !self.app.halted && self.app.node.escrow_drain_pending() {
+            let leave_by = self.leave_by.unwrap_or(now);
+            let until = leave_by.checked_sub(EXIT_MARGIN).unwrap_or(now).max(now);
+            self.app.node.escrow_drain(now, until, &mut self.app.outbox);
+        }
+    }
+
+    /// Whether a cluster node's lease keeps the shards from leaving: its drain has not started
+    /// yet, or runs (neither settled nor past its end). Never after a journal failure.
+    fn lease_holds(&self) -> bool {
+        !self.app.halted
+            && (self.app.node.escrow_drain_pending() || self.app.node.escrow_draining())
+    }
+
     /// The coordinator lets every shard leave once each is done and no operation is left. A
     /// cluster node's lease drains first (its placed tickets collected from the shards, which
-    /// still answer, its sales reported, the rest given back): the shards leave once it settled
-    /// or [`crate::stock::escrow::DRAIN_WAIT_MAX`] passed (what is left stays journaled).
+    /// still answer, its sales reported, the rest given back; see [`ShardCore::maybe_drain`]):
+    /// the shards leave once it settled or its time ran out (what is left stays journaled).
     fn maybe_exit(&mut self) {
-        let coordinator = self.app.shard == COORDINATOR;
-        if coordinator
-            && self.life == Life::Leaving
-            && self.peers_done + 1 >= self.app.shards
-            && !self.app.node.coordinating()
-            && !self.app.halted
-            && self.app.node.escrow().is_some()
-        {
-            // Every shard stopped: the lease drains (once), driven by its replies and timers.
-            self.app.node.escrow_drain(&mut self.app.outbox);
-        }
-        if coordinator
-            && self.life == Life::Leaving
-            && self.peers_done + 1 >= self.app.shards
-            && !self.app.node.coordinating()
-            && !self.lease_runs()
-        {
+        if self.all_stopped() && !self.lease_holds() {
             for peer in 1..self.app.shards {
                 self.post(peer, Message::Exit);
             }
