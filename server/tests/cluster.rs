@@ -872,6 +872,23 @@ fn a_node_paused_past_the_fence_time_is_fenced_by_its_peer_and_rejoins() {
     assert_eq!(ledger::check(&ledger), Ok(()), "{ledger:?}");
 }
 
+/// `ticketd cluster init` of `sale` on `cluster` with `capacity` tickets, as an operator runs it.
+fn init_sale(cluster: &EtcdCluster, sale: &str, capacity: u64) {
+    let (urls, capacity) = (cluster.endpoints(), capacity.to_string());
+    let init = [
+        "cluster",
+        "--cluster-etcd",
+        &urls,
+        "--cluster-name",
+        sale,
+        "--initial-stock",
+        &capacity,
+        "init",
+    ];
+    let (code, out, err) = tool(&init, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 /// A ticketd node of `sale` on `cluster`: two shards, its own data directory, a small window.
 fn node_args(cluster: &EtcdCluster, sale: &str, id: &str, data: &DataDir) -> Vec<String> {
     [
@@ -919,18 +936,7 @@ fn ticketd_nodes_sell_the_cluster_out_exactly_and_survive_a_kill() {
     let cluster = EtcdCluster::start("nodes");
     cluster.wait_leader();
     let urls = cluster.endpoints();
-    let init = [
-        "cluster",
-        "--cluster-etcd",
-        &urls,
-        "--cluster-name",
-        "sale",
-        "--initial-stock",
-        "300",
-        "init",
-    ];
-    let (code, out, err) = tool(&init, &[]);
-    assert_eq!(code, 0, "{out}{err}");
+    init_sale(&cluster, "sale", 300);
     let data = [DataDir::new("cluster", "n1"), DataDir::new("cluster", "n2")];
     let admin_dir = DataDir::new("cluster", "admin");
     std::fs::create_dir_all(admin_dir.path()).unwrap();
@@ -1060,19 +1066,7 @@ fn a_stopped_node_gives_its_lease_back() {
     }
     let cluster = EtcdCluster::start("drain");
     cluster.wait_leader();
-    let urls = cluster.endpoints();
-    let init = [
-        "cluster",
-        "--cluster-etcd",
-        &urls,
-        "--cluster-name",
-        "sale",
-        "--initial-stock",
-        "300",
-        "init",
-    ];
-    let (code, out, err) = tool(&init, &[]);
-    assert_eq!(code, 0, "{out}{err}");
+    init_sale(&cluster, "sale", 300);
     let data = DataDir::new("cluster", "drain");
     let args = node_args(&cluster, "sale", "n1", &data);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -1227,18 +1221,7 @@ fn nemesis(cluster: &mut EtcdCluster, seed: u64) {
     let scale = nemesis_for.as_secs().max(1) / NEMESIS_FOR.as_secs();
     let capacity = (600 + dice.below(900)) * scale.max(1);
     let urls = cluster.endpoints();
-    let init = [
-        "cluster".to_string(),
-        "--cluster-etcd".into(),
-        urls.clone(),
-        "--cluster-name".into(),
-        sale.clone(),
-        "--initial-stock".into(),
-        capacity.to_string(),
-        "init".into(),
-    ];
-    let (code, out, err) = tool(&init, &[]);
-    assert_eq!(code, 0, "{out}{err}");
+    init_sale(cluster, &sale, capacity);
     let data: Vec<DataDir> = (0..3)
         .map(|i| DataDir::new("nemesis", &format!("{seed}-n{i}")))
         .collect();
