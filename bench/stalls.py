@@ -33,8 +33,8 @@ waited (those requests waited for something of their own, such as a group commit
 server served the rest), else "server busy" (the server's own stall: its most sampled functions
 are listed), else "unexplained" (listed too).
 
-Prints a markdown report, and a last line `STALLS windows=N ...` with the totals per cause
-(bench/tail.sh --attribute reads it).
+Prints a markdown report, and a last line `STALLS windows=N ...` with the totals per cause and
+the longest window's length and cause (bench/tail.sh --attribute reads it).
 """
 
 import argparse
@@ -194,6 +194,7 @@ def analyse(args):
     time_by = collections.Counter()
     unexplained = []
     t0 = ws[0]["start"] if ws else 0
+    longest = (0.0, "none")
     for n, w in enumerate(ws, 1):
         a, b = w["start"], w["end"]
         if not (covered[0] <= a and b <= covered[1]):
@@ -228,6 +229,7 @@ def analyse(args):
         key = cause.split(":")[0]
         totals[key] += 1
         time_by[key] += b - a
+        longest = max(longest, (b - a, key))
 
         def fmt(counter):
             return ", ".join(f"{k} {v * 1e3:.2f}" for k, v in counter.most_common(3)) or "0"
@@ -263,7 +265,10 @@ def analyse(args):
              "server busy": "server_busy",
              "unexplained": "unexplained", "outside the trace": "outside"}
     line = " ".join(f"{short[k]}={totals.get(k, 0)}" for k in short)
-    out.append(f"\nSTALLS windows={len(ws)} {line}")
+    out.append(f"\nThe longest window: {longest[0] * 1e3:.1f} ms, {longest[1]}.")
+    longest_key = next((v for k, v in short.items() if k == longest[1]), "none")
+    out.append(f"\nSTALLS windows={len(ws)} {line} longest_ms={longest[0] * 1e3:.1f} "
+               f"longest={longest_key}")
     return "\n".join(out)
 
 
@@ -316,7 +321,8 @@ def self_test():
         report = analyse(args)
     last = report.splitlines()[-1]
     want = ("STALLS windows=7 host_server=1 host_client=1 taken_server=1 taken_client=0 "
-            "client_busy=1 server_few=1 server_busy=1 unexplained=1 outside=0")
+            "client_busy=1 server_few=1 server_busy=1 unexplained=1 outside=0 "
+            "longest_ms=6.0 longest=taken_server")
     assert last == want, f"{last}\n{report}"
     # 3 ms of 100 us samples, all in `serve`: 30 or 31 with the window's edges.
     assert "kcompactd0" in report and re.search(r"window 4: serve 3[01]$", report, re.M), report

@@ -25,7 +25,8 @@
 # quarter of the connections waited: requests waiting for their own reason, such as a group
 # commit), "server" (the server's own threads ran: its own stalls), or "unexplained". Each run
 # folder gets stalls.md and the tables a "stalls" column: windows, then host / taken / client /
-# few / server / unexplained. KEEP_TRACE=1 keeps perf.data and perf.txt (12 MB a run).
+# few / server / unexplained, then the longest window (ms:cause). KEEP_TRACE=1 keeps perf.data
+# and perf.txt (12 MB a run).
 #
 # Runs on any Linux machine given the binaries; it builds nothing:
 #   TICKETD (default $CARGO_TARGET_DIR or target, /release/ticketd), AXUM_PEER (default
@@ -48,7 +49,7 @@ while (($#)); do
     --cases) CASES=$2; shift 2 ;;
     --client) CLIENT=$2; shift 2 ;;
     --attribute) ATTRIBUTE=1 CLIENT=tb; shift ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -179,7 +180,7 @@ traced() {
 }
 
 # attribute DIR SERVER_TIDS CONNS LABEL: bench/stalls.py on DIR's trace and slow.csv; prints
-# "windows:host/taken/client/few/server/unexplained".
+# "windows:host/taken/client/few/server/unexplained;longest-ms:cause".
 attribute() {
   local dir=$1 tids=$2 conns=$3 label=$4
   perf script -i "$dir/perf.data" -F comm,pid,tid,cpu,time,event,ip,sym --ns \
@@ -190,9 +191,9 @@ attribute() {
   [[ ${KEEP_TRACE:-0} == 1 ]] || rm -f "$dir/perf.data" "$dir/perf.txt"
   awk '/^STALLS /{
     for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-    printf "%s:%d/%d/%d/%d/%d/%d\n", v["windows"], v["host_server"] + v["host_client"],
+    printf "%s:%d/%d/%d/%d/%d/%d;%s:%s\n", v["windows"], v["host_server"] + v["host_client"],
       v["taken_server"] + v["taken_client"], v["client_busy"], v["server_few"],
-      v["server_busy"], v["unexplained"] }' "$dir/stalls.md"
+      v["server_busy"], v["unexplained"], v["longest_ms"], v["longest"] }' "$dir/stalls.md"
 }
 
 {
@@ -251,7 +252,7 @@ for case, r in runs.items():
     kind, durability, conns = case.split("-")
     title = {"get": "GET /api/v1/available", "post": "POST /api/v1/purchase {\"qty\":1}"}[kind]
     print(f"## {title}, {conns} connections, ticketd --durability {durability}\n")
-    print("| round | server | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | ENOBUFS | late wakes | slow yields | stalls: windows, host/taken/client/few/server/unexplained |")
+    print("| round | server | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | ENOBUFS | late wakes | slow yields | stalls: windows, host/taken/client/few/server/unexplained; longest ms:cause |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     p99_ok = max_ok = rps_ok = both = 0
     for n in range(1, rounds + 1):
