@@ -171,22 +171,30 @@ traced() {
     return
   fi
   mkdir -p "$dir"
-  perf record -q -a --clockid monotonic -e cpu-clock -F 10000 \
-    -o "$dir/perf.data" -- sleep $((seconds + 2)) >/dev/null 2>"$dir/perf.log" &
+  # Every CPU until interrupted: the load's whole length, its last responses' wait included.
+  perf record -a --clockid monotonic -e cpu-clock -F 10000 \
+    -o "$dir/perf.data" >/dev/null 2>"$dir/perf.log" &
   local perf=$!
   sleep 0.5 # perf is recording before the load starts
   "$@"
-  wait "$perf"
+  kill -INT "$perf" 2>/dev/null
+  wait "$perf" || true
 }
 
-# attribute DIR SERVER_TIDS CONNS LABEL: bench/stalls.py on DIR's trace and slow.csv; prints
-# "windows:host/taken/client/few/server/unexplained;longest-ms:cause".
+# attribute DIR SERVER_PID CONNS LABEL: bench/stalls.py on DIR's trace and slow.csv; prints
+# "windows:host/taken/client/few/server/unexplained;longest-ms:cause", or "no-trace" (perf
+# recorded nothing: see DIR/perf.log).
 attribute() {
-  local dir=$1 tids=$2 conns=$3 label=$4
+  local dir=$1 pid=$2 conns=$3 label=$4
+  if [[ ! -s $dir/perf.data ]]; then
+    echo "no trace for $label: see $dir/perf.log" >&2
+    echo no-trace
+    return
+  fi
   perf script -i "$dir/perf.data" -F comm,pid,tid,cpu,time,event,ip,sym --ns \
     >"$dir/perf.txt" 2>/dev/null
   python3 bench/stalls.py --slow "$dir/slow.csv" --perf "$dir/perf.txt" \
-    --server-cpus "$SERVER_CPUS" --client-cpus "$CLIENT_CPUS" --server-tids "$tids" \
+    --server-cpus "$SERVER_CPUS" --client-cpus "$CLIENT_CPUS" --server-pid "$pid" \
     --connections "$conns" --label "$label" >"$dir/stalls.md"
   [[ ${KEEP_TRACE:-0} == 1 ]] || rm -f "$dir/perf.data" "$dir/perf.txt"
   awk '/^STALLS /{
@@ -226,8 +234,8 @@ for round in $(seq "$ROUNDS"); do
         [[ $server == ticketd ]] && extra=$(counters "$PORT")
         stalls=-
         if ((ATTRIBUTE)); then
-          tids=$(cd "/proc/$PID/task" && printf "%s," *)
-          stalls=$(attribute "$OUT/$name" "$tids" "$conns" "$name")
+          stalls=$(attribute "$OUT/$name" "$PID" "$conns" "$name")
+          stalls=${stalls:--} # stalls.py failed: see its stalls.md
         fi
         stop
         rm -rf "${DATA:?}/$PORT"
