@@ -63,6 +63,7 @@ struct EtcdCluster {
 }
 
 impl EtcdCluster {
+    /// Starts three members and waits for their first leader.
     fn start(name: &str) -> EtcdCluster {
         let alone = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
         let dir = DataDir::new("cluster", name);
@@ -108,6 +109,7 @@ impl EtcdCluster {
         for i in 0..3 {
             cluster.restart(i);
         }
+        cluster.wait_leader();
         cluster
     }
 
@@ -264,7 +266,6 @@ fn init_creates_the_ledger_once_and_status_checks_it() {
         return;
     }
     let cluster = EtcdCluster::start("init");
-    cluster.wait_leader();
     let urls = cluster.endpoints();
     let base = ["cluster", "--cluster-etcd", &urls, "--cluster-name", "sale"];
     let with = |rest: &[&'static str]| -> Vec<String> {
@@ -332,7 +333,6 @@ fn a_lost_reply_is_recognised_not_applied_twice() {
         return;
     }
     let cluster = EtcdCluster::start("lost");
-    cluster.wait_leader();
     let rt = etcd::runtime().unwrap();
     let mut etcd = connect(&rt, &cluster, "sale");
     let deadline = Instant::now() + CALL_DEADLINE;
@@ -392,7 +392,6 @@ fn a_fenced_node_learns_it_and_rejoins() {
         return;
     }
     let cluster = EtcdCluster::start("fence");
-    cluster.wait_leader();
     let rt = etcd::runtime().unwrap();
     let mut etcd = connect(&rt, &cluster, "sale");
     let deadline = Instant::now() + CALL_DEADLINE;
@@ -543,7 +542,6 @@ fn nodes_sell_out_through_leader_kills_and_pauses() {
     }
     const CAPACITY: u64 = 8_000;
     let mut cluster = EtcdCluster::start("nemesis");
-    cluster.wait_leader();
     let rt = etcd::runtime().unwrap();
     let mut etcd = connect(&rt, &cluster, "sale");
     let deadline = Instant::now() + CALL_DEADLINE;
@@ -648,7 +646,6 @@ fn a_gather_round_brings_every_lease_back_before_sold_out() {
         return;
     }
     let cluster = EtcdCluster::start("gather");
-    cluster.wait_leader();
     let rt = etcd::runtime().unwrap();
     let mut a = connect(&rt, &cluster, "sale");
     let mut b = connect(&rt, &cluster, "sale");
@@ -740,7 +737,6 @@ fn an_operator_fences_a_stopped_node_and_writes_it_off() {
         return;
     }
     let cluster = EtcdCluster::start("operator");
-    cluster.wait_leader();
     let rt = etcd::runtime().unwrap();
     let mut etcd = connect(&rt, &cluster, "sale");
     let deadline = Instant::now() + CALL_DEADLINE;
@@ -811,7 +807,6 @@ fn a_node_paused_past_the_fence_time_is_fenced_by_its_peer_and_rejoins() {
         return;
     }
     let cluster = EtcdCluster::start("liveness");
-    cluster.wait_leader();
     // Each node its own runtime: a paused node's heartbeat task stops with it.
     let (a_rt, b_rt) = (etcd::runtime().unwrap(), etcd::runtime().unwrap());
     let mut etcd = connect(&a_rt, &cluster, "sale");
@@ -934,7 +929,6 @@ fn ticketd_nodes_sell_the_cluster_out_exactly_and_survive_a_kill() {
     }
     const CAPACITY: u64 = 300;
     let cluster = EtcdCluster::start("nodes");
-    cluster.wait_leader();
     let urls = cluster.endpoints();
     init_sale(&cluster, "sale", 300);
     let data = [DataDir::new("cluster", "n1"), DataDir::new("cluster", "n2")];
@@ -1065,7 +1059,6 @@ fn a_stopped_node_gives_its_lease_back() {
         return;
     }
     let cluster = EtcdCluster::start("drain");
-    cluster.wait_leader();
     init_sale(&cluster, "sale", 300);
     let data = DataDir::new("cluster", "drain");
     let args = node_args(&cluster, "sale", "n1", &data);
@@ -1496,7 +1489,6 @@ fn nemesis_three_ticketd_nodes_keep_every_ticket_through_kills_pauses_and_fences
         }
     };
     let mut cluster = EtcdCluster::start("nemesis-nodes");
-    cluster.wait_leader();
     for seed in seeds {
         nemesis(&mut cluster, seed);
     }

@@ -548,18 +548,27 @@ impl Sim {
 
     /// The node crashes (a call in flight may have been applied) and restarts.
     fn crash(&mut self) {
+        self.reach.crashes += 1;
+        self.exit(true);
+    }
+
+    /// The process ends, its disk `torn` (a crash) or not (a stop), and the node restarts on its
+    /// journal with another shard count. A call the etcd thread had sent may still be applied
+    /// (its intent is journaled: the next start sends it again).
+    fn exit(&mut self, torn: bool) {
         if let Some(&call) = self.calls.front() {
             if self.rng.below(2) == 0 {
                 self.kv.call(&self.keys, NODE, call, true);
             }
         }
-        self.reach.crashes += 1;
-        let crash = Crash {
-            dir_ops_kept: self.rng.below(4) as usize,
-            torn_bytes: self.rng.below(2 * 4096) as usize,
-            sectors_seed: None,
-        };
-        self.disk = self.disk.crash(crash);
+        if torn {
+            let crash = Crash {
+                dir_ops_kept: self.rng.below(4) as usize,
+                torn_bytes: self.rng.below(2 * 4096) as usize,
+                sectors_seed: None,
+            };
+            self.disk = self.disk.crash(crash);
+        }
         let shards = SHARD_COUNTS[self.rng.below(4) as usize];
         self.start(shards);
     }
@@ -628,15 +637,7 @@ impl Sim {
         } else {
             self.reach.drains_cut += 1;
         }
-        // The process exits: a call the etcd thread had sent may still be applied (its intent
-        // is journaled: the next start sends it again).
-        if let Some(&call) = self.calls.front() {
-            if self.rng.below(2) == 0 {
-                self.kv.call(&self.keys, NODE, call, true);
-            }
-        }
-        let shards = SHARD_COUNTS[self.rng.below(4) as usize];
-        self.start(shards);
+        self.exit(false);
     }
 
     fn step(&mut self) {
